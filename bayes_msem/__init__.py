@@ -1,0 +1,42 @@
+"""bayes-msem: Bayesian multilevel structural equation modeling.
+
+>>> import bayes_msem as bm
+>>> model = bm.Model(bm.example_model("demo_twolevel"), bm.example_data("demo_twolevel"), cluster="cluster")
+>>> result = model.fit(draws=1000, random_seed=1)   # doctest: +SKIP
+>>> print(result)                                     # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+from importlib import resources
+
+__version__ = "0.1.0"
+
+from bayes_msem.errors import DataError, ModelSpecificationError, ModelSyntaxError  # noqa: E402
+from bayes_msem.model import Model  # noqa: E402
+from bayes_msem.priors import DefaultPriors  # noqa: E402
+from bayes_msem.results import FitResult, load_result  # noqa: E402
+
+__all__ = ["Model", "FitResult", "load_result", "DefaultPriors", "ModelSyntaxError", "ModelSpecificationError",
+           "DataError", "example_data", "example_model", "__version__"]
+
+_EXAMPLES = {"demo_twolevel": ("demo_twolevel.csv", "demo_twolevel.lavaan", "cluster"),
+             "mplus_ex9_6": ("mplus_ex9_6.csv", "mplus_ex9_6.lavaan", "clus")}
+
+
+def example_data(name: str = "demo_twolevel"):
+    """A shipped data set as a DataFrame: ``demo_twolevel`` (lavaan's Demo.twolevel)
+    or ``mplus_ex9_6`` (Mplus User's Guide example 9.6)."""
+    import pandas as pd
+
+    if name not in _EXAMPLES:
+        raise ValueError(f"unknown example {name!r}; choose from {sorted(_EXAMPLES)}")
+    with resources.files("bayes_msem.datasets").joinpath(_EXAMPLES[name][0]).open() as handle:
+        return pd.read_csv(handle)
+
+
+def example_model(name: str = "demo_twolevel") -> str:
+    """The model text that goes with :func:`example_data` (also in ``models/``)."""
+    if name not in _EXAMPLES:
+        raise ValueError(f"unknown example {name!r}; choose from {sorted(_EXAMPLES)}")
+    return resources.files("bayes_msem.datasets").joinpath(_EXAMPLES[name][1]).read_text()

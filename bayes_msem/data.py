@@ -1,0 +1,238 @@
+"""Stage 3: check the data against the model's variable roles, once, and turn
+them into the arrays and per-cluster cross-products the engines need.
+
+Every problem is reported as a :class:`~bayes_msem.errors.DataError` that says
+which variable, what is wrong and how to fix it. Rows are never dropped
+silently: ``missing="listwise"`` drops incomplete rows and reports how many.
+
+Example
+-------
+>>> import pandas as pd
+>>> from bayes_msem.partable import build_partable
+>>> table = build_partable("y ~ x")
+>>> data = prepare_data(table, pd.DataFrame({"y": [1.0, 2.0, 4.0], "x": [0.0, 1.0, 3.0]}))
+>>> data.n_rows, data.n_clusters
+(3, 1)
+"""
+
+from __future__ import annotations
+
+import difflib
+import warnings
+from dataclasses import dataclass, field
+
+import numpy as np
+import pandas as pd
+
+from bayes_msem.errors import DataError
+from bayes_msem.partable import ParameterTable
+
+__all__ = ["ClusterData", "prepare_data", "MISSING_OPTIONS"]
+
+MISSING_OPTIONS = ("error", "listwise")
+
+
+@dataclass(frozen=True)
+class ClusterData:
+    """The data in the shape the engines use.
+
+    Level-1 arrays have one row per observation, level-2 arrays one row per
+    cluster. A single-level model has one pseudo-cluster holding every row.
+    ``stats`` are the cross-products from which the within-level likelihood is
+    computed without touching rows (see :mod:`bayes_msem.engines.latent`).
+    """
+
+    within_outcomes: np.ndarray  # (rows, p_w): observed nodes at level 1 (or the only level)
+    within_covariates: np.ndarray  # (rows, q_w)
+    cluster_index: np.ndarray  # (rows,) int in 0..clusters-1
+    cluster_labels: np.ndarray  # (clusters,)
+    between_outcomes: np.ndarray  # (clusters, p_z): between-only observed outcomes
+    between_covariates: np.ndarray  # (clusters, q_b)
+    variable_means: dict[str, float]
+    variable_sds: dict[str, float]
+    n_dropped: int = 0
+    stats: dict[str, np.ndarray] = field(default_factory=dict, repr=False)
+
+    @property
+    def n_rows(self) -> int:
+        return self.within_outcomes.shape[0]
+
+    @property
+    def n_clusters(self) -> int:
+        return len(self.cluster_labels)
+
+    @property
+    def cluster_sizes(self) -> np.ndarray:
+        return np.bincount(self.cluster_index, minlength=self.n_clusters)
+
+
+def _closest(name: str, columns) -> str:
+    matches = difflib.get_close_matches(name, [str(c) for c in columns], n=3)
+    return f" Did you mean {', '.join(repr(m) for m in matches)}?" if matches else ""
+
+
+def _check_columns(table: ParameterTable, data: pd.DataFrame, cluster: str | None) -> None:
+    columns = set(data.columns)
+    latent = {name for roles in table.levels for name in roles.latent}
+    for name in sorted(latent & columns):
+        raise DataError(f"{name!r} is a latent variable in the model but also a column of the data. "
+                        f"Rename the latent variable (for example to {name + '_f'!r}) or the column.")
+    for name in table.observed_variables:
+        if name not in columns:
+            raise DataError(f"variable {name!r} is in the model but not in the data.{_closest(name, data.columns)}")
+    for name in table.observed_variables + ((cluster,) if cluster else ()):
+        column = data[name]
+        if isinstance(column, pd.DataFrame):
+            raise DataError(f"the data have more than one column named {name!r}")
+        if name != cluster and (not pd.api.types.is_numeric_dtype(column) or isinstance(column.dtype, pd.CategoricalDtype)):
+            example = column.dropna().iloc[0] if column.notna().any() else None
+            raise DataError(f"variable {name!r} is not numeric (dtype {column.dtype}, e.g. {example!r}). "
+                            "Convert it to numbers, or recode categories as 0/1 dummy variables.")
+
+
+def _handle_missing(data: pd.DataFrame, used: list[str], missing: str) -> tuple[pd.DataFrame, int]:
+    if missing not in MISSING_OPTIONS:
+        raise ValueError(f"missing={missing!r} is not an option; use one of {MISSING_OPTIONS}")
+    counts = data[used].isna().sum()
+    counts = counts[counts > 0]
+    if counts.empty:
+        return data, 0
+    incomplete = int(data[used].isna().any(axis=1).sum())
+    listing = ", ".join(f"{name}: {int(n)}" for name, n in counts.items())
+    if missing == "error":
+        raise DataError(f"{incomplete} of {len(data)} rows have missing values ({listing}). "
+                        "Pass missing='listwise' to drop those rows, or impute them first.")
+    warnings.warn(f"missing='listwise': dropped {incomplete} of {len(data)} rows with missing values ({listing}).",
+                  UserWarning, stacklevel=4)
+    return data.dropna(subset=used), incomplete
+
+
+def _check_between_constant(data: pd.DataFrame, names, cluster: str) -> None:
+    grouped = data.groupby(cluster, sort=False)[list(names)]
+    spread = grouped.max() - grouped.min()
+    for name in names:
+        scale = max(float(data[name].abs().max()), 1.0)
+        varying = spread.index[spread[name] > 1e-8 * scale]
+        if len(varying):
+            raise DataError(f"{name!r} is named only in the between (level 2) block but varies within "
+                            f"{len(varying)} cluster(s), e.g. cluster {varying[0]!r}. A level-2 variable must be "
+                            "constant within each cluster: name it in the within block too (it is then split into "
+                            "within and between parts), or aggregate it to one value per cluster.")
+
+
+def _check_within_variation(data: pd.DataFrame, names, cluster: str) -> None:
+    spread = data.groupby(cluster, sort=False)[list(names)].agg(lambda s: s.max() - s.min()).max()
+    for name in names:
+        if spread[name] == 0:
+            raise DataError(f"{name!r} is named at both levels but is constant within every cluster, so it has no "
+                            "within part. Name it only in the between (level 2) block.")
+
+
+def prepare_data(table: ParameterTable, data: pd.DataFrame, cluster: str | None = None,
+                 missing: str = "error") -> ClusterData:
+    """Check ``data`` against the model and build the engine's arrays.
+
+    Parameters
+    ----------
+    table
+        The parameter table (gives the variable roles).
+    data
+        One row per observation; level-2 variables repeated within clusters.
+    cluster
+        Name of the cluster column; required for a two-level model.
+    missing
+        ``"error"`` (default) or ``"listwise"``.
+
+    Raises
+    ------
+    DataError
+        With the variable, the problem and the fix.
+    """
+    if not isinstance(data, pd.DataFrame):
+        raise TypeError(f"data must be a pandas DataFrame, not {type(data).__name__}")
+    if table.two_level and cluster is None:
+        raise DataError("the model has level: 1 and level: 2 blocks, so it needs cluster='<column>' naming "
+                        "the column that identifies clusters")
+    if not table.two_level and cluster is not None:
+        raise DataError(f"cluster={cluster!r} was given but the model has no level blocks. Write the model with "
+                        "`level: 1` and `level: 2` blocks for a two-level model, or drop cluster=.")
+    if cluster is not None and cluster not in data.columns:
+        raise DataError(f"cluster column {cluster!r} is not in the data.{_closest(cluster, data.columns)}")
+    _check_columns(table, data, cluster)
+    used = list(table.observed_variables) + ([cluster] if cluster else [])
+    data, n_dropped = _handle_missing(data, used, missing)
+    if len(data) == 0:
+        raise DataError("no rows left in the data")
+    for name in table.observed_variables:
+        if float(np.ptp(data[name].to_numpy(dtype=float))) == 0.0:
+            raise DataError(f"variable {name!r} has zero variance (every value is {data[name].iloc[0]!r}); "
+                            "drop it from the model")
+    if cluster is None:
+        cluster_index = np.zeros(len(data), dtype=int)
+        cluster_labels = np.array(["all"], dtype=object)
+    else:
+        codes, cluster_labels = pd.factorize(data[cluster], sort=True)
+        cluster_index = codes.astype(int)
+        if len(cluster_labels) < 2:
+            raise DataError(f"cluster column {cluster!r} has only {len(cluster_labels)} cluster; a two-level model "
+                            "needs many clusters (preferably 30 or more). Fit a single-level model instead.")
+    within = table.level_roles(1 if table.two_level else 0)
+    between_only_observed: tuple[str, ...] = ()
+    between_covariates: tuple[str, ...] = ()
+    if table.two_level:
+        between = table.level_roles(2)
+        between_only_observed = tuple(n for n in between.observed if n not in table.both_level)
+        between_covariates = between.covariates
+        _check_between_constant(data, between_only_observed + between_covariates, cluster)
+        if table.both_level:
+            _check_within_variation(data, table.both_level, cluster)
+    cluster_rows = data.groupby(cluster_index, sort=True).head(1) if cluster else data.iloc[:1]
+    as_array = lambda frame, names: frame[list(names)].to_numpy(dtype=float).reshape(len(frame), len(names))  # noqa: E731
+    result = ClusterData(
+        within_outcomes=as_array(data, within.observed),
+        within_covariates=as_array(data, within.covariates),
+        cluster_index=cluster_index,
+        cluster_labels=np.asarray(cluster_labels),
+        between_outcomes=as_array(cluster_rows, between_only_observed),
+        between_covariates=as_array(cluster_rows, between_covariates),
+        variable_means={n: float(data[n].mean()) for n in table.observed_variables},
+        variable_sds={n: float(data[n].std()) for n in table.observed_variables},
+        n_dropped=n_dropped,
+    )
+    object.__setattr__(result, "stats", within_cross_products(result))
+    return result
+
+
+def within_cross_products(data: ClusterData) -> dict[str, np.ndarray]:
+    """Cross-products of the level-1 data, computed once.
+
+    With Y the outcomes, X the covariates and Z the row-to-cluster indicator,
+    these are Y'Y, Y'X, X'X, Z'Y and Z'X: enough to evaluate the within-level
+    normal likelihood for any cluster means and regression weights in
+    O(clusters * p^2) instead of O(rows * p^2).
+    """
+    y, x, index, clusters = data.within_outcomes, data.within_covariates, data.cluster_index, data.n_clusters
+    sum_y = np.zeros((clusters, y.shape[1]))
+    np.add.at(sum_y, index, y)
+    sum_x = np.zeros((clusters, x.shape[1]))
+    np.add.at(sum_x, index, x)
+    return {"yy": y.T @ y, "yx": y.T @ x, "xx": x.T @ x, "sum_y": sum_y, "sum_x": sum_x,
+            "n": np.bincount(index, minlength=clusters).astype(float)}
+
+
+def covariate_moments(table: ParameterTable, data: ClusterData) -> dict[tuple[int, str, str, str], float]:
+    """Sample means and (ML) covariances of exogenous covariates: the values of
+    lavaan's fixed.x rows. Level-1 covariates use all rows, level-2 covariates
+    one value per cluster."""
+    values = {}
+    for roles in table.levels:
+        array = data.between_covariates if roles.level == 2 else data.within_covariates
+        if not roles.covariates:
+            continue
+        means = array.mean(axis=0)
+        cov = np.atleast_2d(np.cov(array.T, bias=True))
+        for i, a in enumerate(roles.covariates):
+            values[(roles.level, a, "~1", "")] = float(means[i])
+            for j, b in enumerate(roles.covariates):
+                values[(roles.level, a, "~~", b)] = float(cov[i, j])
+    return values

@@ -1,0 +1,85 @@
+"""Free parameters as PyMC random variables, and the vector ``theta`` of their
+values on the parameter table's scale (variances, covariances), which every
+engine feeds to :func:`bayes_msem.matrices.level_moments`.
+
+Variances are sampled as standard deviations (or as variances where the prior
+says ``[var]``); covariances as correlations, one LKJ matrix per block of freely
+correlated variables, so every covariance matrix is positive definite by
+construction.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pymc as pm
+import pytensor.tensor as pt
+
+from bayes_msem.partable import level_name
+from bayes_msem.priors import PriorSpec
+from bayes_msem.spec import ModelSpec
+
+__all__ = ["free_parameter_vector", "parameter_names"]
+
+
+def parameter_names(spec: ModelSpec) -> list[str]:
+    """lavaan-style name of each free parameter, with the level where needed:
+    ``fw=~y2``, ``y1~~y1|between``."""
+    names = []
+    for row in spec.table.free_rows().itertuples():
+        name = f"{row.lhs}{row.op}{row.rhs}"
+        if row.level:
+            name += f"|{level_name(row.level)}"
+        names.append(name)
+    return names
+
+
+def _distribution(name: str, prior: PriorSpec):
+    a = prior.args
+    make = {
+        "normal": lambda: pm.Normal(name, mu=a[0], sigma=a[1]),
+        "student_t": lambda: pm.StudentT(name, nu=a[0], mu=a[1], sigma=a[2]),
+        "cauchy": lambda: pm.Cauchy(name, alpha=a[0], beta=a[1]),
+        "uniform": lambda: pm.Uniform(name, lower=a[0], upper=a[1]),
+        "gamma": lambda: pm.Gamma(name, alpha=a[0], beta=a[1]),
+        "exponential": lambda: pm.Exponential(name, lam=a[0]),
+        "half_normal": lambda: pm.HalfNormal(name, sigma=a[0]),
+        "half_cauchy": lambda: pm.HalfCauchy(name, beta=a[0]),
+        "half_student_t": lambda: pm.HalfStudentT(name, nu=a[0], sigma=a[1]),
+        "lognormal": lambda: pm.LogNormal(name, mu=a[0], sigma=a[1]),
+        "inverse_gamma": lambda: pm.InverseGamma(name, alpha=a[0], beta=a[1]),
+    }
+    return make[prior.family]()
+
+
+def free_parameter_vector(spec: ModelSpec) -> pt.TensorVariable:
+    """Create one random variable per free parameter (inside a ``pm.Model``
+    context) and return the vector of their values on the table's scale."""
+    names = parameter_names(spec)
+    kinds = spec.kinds
+    values: list = [None] * len(names)
+    for k, (name, kind, prior) in enumerate(zip(names, kinds, spec.priors)):
+        if kind == "covariance":
+            continue
+        if kind == "variance":
+            rv = _distribution(f"{'var' if prior.scale == 'var' else 'sd'}[{name}]", prior)
+            values[k] = rv if prior.scale == "var" else rv**2
+        else:
+            values[k] = _distribution(name, prior)
+    for b, block in enumerate(spec.covariance_blocks):
+        structure = spec.structure(block.level)
+        variances = pt.diag(structure.S.fill(_partial_vector(values, structure)))
+        n = len(block.nodes)
+        corr = pm.LKJCorr(f"corr[block{b}|{level_name(block.level) or 'single'}]", n=n, eta=block.eta,
+                          return_matrix=True)
+        for (i, j), free in block.free_index.items():
+            sd_i = pt.sqrt(variances[block.nodes[i]])
+            sd_j = pt.sqrt(variances[block.nodes[j]])
+            values[free - 1] = corr[i, j] * sd_i * sd_j
+    return pt.stack([pt.as_tensor_variable(v, dtype="float64") for v in values])
+
+
+def _partial_vector(values: list, structure) -> pt.TensorVariable:
+    """``theta`` with the not-yet-known covariances set to 0: enough to read the
+    variances of a level from its S template."""
+    return pt.stack([pt.as_tensor_variable(np.float64(0.0)) if v is None else pt.as_tensor_variable(v, dtype="float64")
+                     for v in values])

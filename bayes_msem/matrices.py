@@ -1,0 +1,180 @@
+"""Stage 4: the parameter vector fills the level-wise matrices, and one function
+gives the model-implied moments.
+
+Each level is written in RAM form (McArdle & McDonald): with ``v`` the
+modelled variables (observed parts first, then latent variables) and ``x`` the
+exogenous covariates,
+
+    v = alpha + A v + A_x x + zeta,   Cov(zeta) = S,
+
+so ``v = (I - A)^-1 (alpha + A_x x + zeta)``. Loadings, regressions among
+modelled variables, regressions on covariates, intercepts and (co)variances are
+entries of ``A``, ``A_x``, ``alpha`` and ``S``.
+
+Every matrix is ``fixed + theta @ pattern``: the fixed entries plus a constant
+0/1 pattern per free parameter. The same code therefore works on a NumPy
+vector and on a PyTensor vector inside the PyMC model; only the matrix inverse
+and the Cholesky factor come from the ``backend`` module passed in.
+
+Example
+-------
+>>> import numpy as np
+>>> from bayes_msem.partable import build_partable
+>>> spec = level_structures(build_partable("f =~ y1 + y2"))[0]
+>>> spec.nodes
+('y1', 'y2', 'f')
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from types import SimpleNamespace
+
+import numpy as np
+
+from bayes_msem.partable import ParameterTable
+
+__all__ = ["LevelStructure", "level_structures", "level_moments", "innovation_root", "NUMPY_BACKEND",
+           "parameter_values"]
+
+NUMPY_BACKEND = SimpleNamespace(inv=np.linalg.inv, cholesky=np.linalg.cholesky, sqrt=np.sqrt,
+                                diag=np.diag, where=np.where, eye=np.eye, outer=np.outer)
+
+
+@dataclass(frozen=True)
+class MatrixTemplate:
+    """``fixed + theta @ pattern`` with ``pattern`` of shape (n_free, rows*cols)."""
+
+    fixed: np.ndarray
+    pattern: np.ndarray
+
+    def fill(self, theta):
+        return self.fixed + (theta @ self.pattern).reshape(self.fixed.shape)
+
+
+@dataclass(frozen=True)
+class LevelStructure:
+    """Matrix layout of one level: which variable is which row, and templates."""
+
+    level: int
+    nodes: tuple[str, ...]
+    n_observed: int
+    covariates: tuple[str, ...]
+    A: MatrixTemplate
+    A_x: MatrixTemplate
+    alpha: MatrixTemplate
+    S: MatrixTemplate
+
+    @property
+    def observed(self) -> tuple[str, ...]:
+        return self.nodes[: self.n_observed]
+
+    def fixed_zero_variance(self) -> np.ndarray:
+        """True for nodes whose variance is fixed at zero (no random innovation)."""
+        return (np.diag(self.S.fixed) == 0) & (np.diag(self.S.pattern.sum(0).reshape(self.S.fixed.shape)) == 0)
+
+
+def _template(shape: tuple[int, ...], n_free: int) -> tuple[np.ndarray, np.ndarray]:
+    return np.zeros(shape), np.zeros((n_free,) + shape)
+
+
+def level_structures(table: ParameterTable) -> list[LevelStructure]:
+    """Build the matrix layout of each level from the parameter table."""
+    structures = []
+    n_free = table.n_free
+    rows = table.rows
+    for roles in table.levels:
+        nodes, covariates = roles.nodes, roles.covariates
+        node_at = {name: i for i, name in enumerate(nodes)}
+        cov_at = {name: i for i, name in enumerate(covariates)}
+        n, q = len(nodes), len(covariates)
+        a_fix, a_pat = _template((n, n), n_free)
+        ax_fix, ax_pat = _template((n, q), n_free)
+        al_fix, al_pat = _template((n,), n_free)
+        s_fix, s_pat = _template((n, n), n_free)
+        level_rows = rows[(rows["level"] == roles.level) & ~rows["exo"] & (rows["op"] != ":=")]
+        for row in level_rows.itertuples():
+            free = int(row.free)
+            value = 0.0 if free else float(row.ustart)
+
+            def put(fix, pat, index):
+                if free:
+                    pat[(free - 1,) + index] = 1.0
+                else:
+                    fix[index] = value
+
+            if row.op == "=~":
+                put(a_fix, a_pat, (node_at[row.rhs], node_at[row.lhs]))
+            elif row.op == "~" and row.rhs in cov_at:
+                put(ax_fix, ax_pat, (node_at[row.lhs], cov_at[row.rhs]))
+            elif row.op == "~":
+                put(a_fix, a_pat, (node_at[row.lhs], node_at[row.rhs]))
+            elif row.op == "~1":
+                put(al_fix, al_pat, (node_at[row.lhs],))
+            elif row.op == "~~":
+                i, j = node_at[row.lhs], node_at[row.rhs]
+                put(s_fix, s_pat, (i, j))
+                if i != j:
+                    put(s_fix, s_pat, (j, i))
+        flat = lambda pat: pat.reshape(n_free, -1)  # noqa: E731
+        structures.append(LevelStructure(
+            level=roles.level, nodes=nodes, n_observed=len(roles.observed), covariates=covariates,
+            A=MatrixTemplate(a_fix, flat(a_pat)), A_x=MatrixTemplate(ax_fix, flat(ax_pat)),
+            alpha=MatrixTemplate(al_fix, flat(al_pat)), S=MatrixTemplate(s_fix, flat(s_pat)),
+        ))
+    return structures
+
+
+@dataclass
+class LevelMoments:
+    """Model-implied quantities of one level, for given parameter values.
+
+    ``mean`` and ``Pi`` give the conditional mean of the observed variables,
+    ``mean + Pi @ x``; ``Sigma`` their covariance; ``total`` is (I - A)^-1.
+    """
+
+    mean: object
+    Pi: object
+    Sigma: object
+    total: object
+    A: object
+    A_x: object
+    alpha: object
+    S: object
+
+
+def level_moments(theta, structure: LevelStructure, backend=NUMPY_BACKEND) -> LevelMoments:
+    """Model-implied moments of one level: the one place they are computed."""
+    A = structure.A.fill(theta)
+    A_x = structure.A_x.fill(theta)
+    alpha = structure.alpha.fill(theta)
+    S = structure.S.fill(theta)
+    total = backend.inv(backend.eye(len(structure.nodes)) - A)
+    p = structure.n_observed
+    mean = (total @ alpha)[:p]
+    Pi = (total @ A_x)[:p]
+    Sigma = (total @ S @ total.T)[:p, :p]
+    return LevelMoments(mean=mean, Pi=Pi, Sigma=Sigma, total=total, A=A, A_x=A_x, alpha=alpha, S=S)
+
+
+def innovation_root(S, backend=NUMPY_BACKEND):
+    """A square root ``L`` with ``L @ L.T == S`` that also works when some
+    variances are zero: ``diag(sd) @ cholesky(correlation)``, where a node with
+    zero variance gets a unit diagonal in the correlation matrix."""
+    sd = backend.sqrt(backend.diag(S))
+    zero = sd <= 0
+    safe_sd = backend.where(zero, 1.0, sd)
+    corr = S / backend.outer(safe_sd, safe_sd) + backend.diag(backend.where(zero, 1.0, 0.0))
+    return backend.diag(sd) @ backend.cholesky(corr)
+
+
+def parameter_values(rows, theta: np.ndarray) -> np.ndarray:
+    """Values of every row of a parameter table's ``rows`` given free-parameter
+    draws ``theta`` (..., n_free): fixed rows repeat their fixed value.
+    Returns (..., rows)."""
+    theta = np.asarray(theta, dtype=float)
+    free = rows["free"].to_numpy()
+    fixed = rows["ustart"].to_numpy(dtype=float)
+    out = np.broadcast_to(fixed, theta.shape[:-1] + (len(free),)).copy()
+    out[..., free > 0] = theta[..., free[free > 0] - 1]
+    return out

@@ -1,0 +1,102 @@
+"""The user's entry point: ``Model(syntax, data, cluster=...)`` runs stages 1-4
+(parse, parameter table, data checks, matrices) at once, so every error shows
+before any sampling; ``.fit()`` builds the PyMC model and samples.
+
+Example
+-------
+>>> import bayes_msem as bm
+>>> model = bm.Model(bm.example_model("demo_twolevel"), bm.example_data("demo_twolevel"), cluster="cluster")
+>>> model.partable()[["lhs", "op", "rhs", "level"]].head(2).values.tolist()
+[['fw', '=~', 'y1', 'within'], ['fw', '=~', 'y2', 'within']]
+"""
+
+from __future__ import annotations
+
+import pandas as pd
+
+from bayes_msem import __version__
+from bayes_msem.defined import check_definitions
+from bayes_msem.engines import ENGINES
+from bayes_msem.partable import build_partable, level_name
+from bayes_msem.priors import DefaultPriors
+from bayes_msem.spec import ModelSpec, build_spec
+
+__all__ = ["Model"]
+
+
+class Model:
+    """A two-level (or single-level) Bayesian SEM.
+
+    Parameters
+    ----------
+    syntax
+        lavaan model text; ``level: 1`` / ``level: 2`` blocks make it two-level.
+    data
+        pandas DataFrame, one row per observation.
+    cluster
+        Column that identifies clusters (two-level models only).
+    missing
+        ``"error"`` (default) or ``"listwise"`` (drop incomplete rows, with a warning).
+    priors
+        Default priors by parameter type: a :class:`~bayes_msem.priors.DefaultPriors`
+        or a dict such as ``{"slope_sd": 2.0}``. Single parameters take
+        ``prior("...")`` in the syntax.
+    engine
+        ``"latent"``: cluster effects as explicit random variables.
+    """
+
+    def __init__(self, syntax: str, data: pd.DataFrame, cluster: str | None = None, *, missing: str = "error",
+                 priors: DefaultPriors | dict | None = None, engine: str = "latent"):
+        if engine not in ENGINES:
+            raise ValueError(f"engine={engine!r} is not one of {ENGINES}")
+        self.syntax = syntax
+        self.engine = engine
+        table = build_partable(syntax)
+        check_definitions(table.rows)
+        self.spec: ModelSpec = build_spec(table, data, cluster=cluster, missing=missing, priors=priors)
+
+    def partable(self) -> pd.DataFrame:
+        """The parameter table (lavaan's columns), with level names."""
+        rows = self.spec.table.rows.copy()
+        rows["level"] = [level_name(v) for v in rows.level]
+        return rows
+
+    def priors(self) -> pd.DataFrame:
+        """The prior of every free parameter."""
+        return self.spec.prior_table()
+
+    def fit(self, draws: int = 1000, *, tune: int = 1000, chains: int = 4, random_seed: int | None = None,
+            sampler: str = "auto", target_accept: float = 0.8, progressbar: bool = True):
+        """Sample the posterior with NUTS and return a :class:`~bayes_msem.results.FitResult`.
+
+        The same ``random_seed`` gives the same draws. Diagnostics that fail
+        (divergences, R-hat > 1.01, low ESS) are raised as warnings with advice.
+        """
+        from bayes_msem.engines.latent import build_latent_model
+        from bayes_msem.results import FitResult, build_posterior
+        from bayes_msem.sampling import choose_sampler, run_nuts
+
+        if draws < 1 or tune < 0 or chains < 1:
+            raise ValueError("draws and chains must be positive and tune non-negative")
+        backend = choose_sampler(sampler)
+        pymc_model = build_latent_model(self.spec)
+        var_names = ["parameters"] + (["cluster_effects"] if self.spec.table.two_level else [])
+        raw = run_nuts(pymc_model, draws=draws, tune=tune, chains=chains, random_seed=random_seed,
+                       sampler=backend, target_accept=target_accept, progressbar=progressbar, var_names=var_names)
+        effects = raw.posterior["cluster_effects"] if self.spec.table.two_level else None
+        posterior = build_posterior(self.spec.table.rows, raw.posterior["parameters"], effects)
+        idata = raw.copy()
+        del idata.posterior
+        idata.add_groups(posterior=posterior)
+        data = self.spec.data
+        info = {
+            "version": __version__, "engine": self.engine, "sampler": backend,
+            "model_type": "two-level SEM" if self.spec.table.two_level else "single-level SEM",
+            "n_rows": data.n_rows, "n_dropped": data.n_dropped, "cluster": self.spec.cluster,
+            "cluster_labels": [str(c) for c in data.cluster_labels], "cluster_sizes": data.cluster_sizes.tolist(),
+            "chains": chains, "draws": draws, "tune": tune, "random_seed": random_seed,
+            "target_accept": target_accept, "model_text": self.syntax,
+        }
+        result = FitResult(idata=idata, table=self.spec.table.rows, info=info, prior_table=self.priors())
+        result.warn_diagnostics()
+        return result

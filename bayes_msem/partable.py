@@ -1,0 +1,299 @@
+"""Stage 2: parsed rows -> parameter table, with lavaan's defaults.
+
+The table has one row per parameter, as lavaan's ``parTable()``: the rows the
+user wrote plus what lavaan adds by default (marker loadings fixed to 1,
+residual and latent variances, covariances among exogenous latent variables and
+among pure outcomes, intercepts, and the fixed moments of exogenous covariates).
+Every later stage reads this table; nothing re-parses text.
+
+Variable roles (lavaan's conventions) are worked out here from the model text
+alone: in a two-level model a variable named in both blocks is split into a
+latent within part and a latent between part; named in one block only it lives
+at that level only. An observed variable that is only ever a predictor at its
+level (and not named at the other level) is an exogenous covariate: the model
+conditions on it, as lavaan's ``fixed.x = TRUE``.
+
+Example
+-------
+>>> table = build_partable(parse_model("f =~ y1 + y2 + y3"))
+>>> table.rows.loc[0, ["lhs", "op", "rhs", "free", "ustart"]].tolist()
+['f', '=~', 'y1', 0, 1.0]
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from itertools import combinations
+
+import numpy as np
+import pandas as pd
+
+from bayes_msem.errors import ModelSyntaxError
+from bayes_msem.priors import parse_prior
+from bayes_msem.syntax import LEVEL_NAMES, ParsedModel, SyntaxRow, parse_model
+
+__all__ = ["LevelRoles", "ParameterTable", "build_partable", "parameter_kind", "level_name"]
+
+COLUMNS = ["id", "lhs", "op", "rhs", "level", "user", "free", "ustart", "label", "exo", "prior",
+           "kind", "line", "column", "text"]
+
+
+def level_name(level: int) -> str:
+    """``within``, ``between`` or empty for a single-level model."""
+    return LEVEL_NAMES.get(level, "")
+
+
+def parameter_kind(op: str, lhs: str, rhs: str) -> str:
+    """Type of a parameter: loading, regression, intercept, variance, covariance or defined."""
+    if op == "~~":
+        return "variance" if lhs == rhs else "covariance"
+    return {"=~": "loading", "~": "regression", "~1": "intercept", ":=": "defined"}[op]
+
+
+@dataclass(frozen=True)
+class LevelRoles:
+    """Which variables a level holds.
+
+    ``observed`` are the observed variables modelled at this level (for a
+    variable split over levels, its latent part at this level); ``latent`` the
+    latent variables; ``covariates`` the exogenous observed variables the model
+    conditions on.
+    """
+
+    level: int
+    observed: tuple[str, ...]
+    latent: tuple[str, ...]
+    covariates: tuple[str, ...]
+
+    @property
+    def nodes(self) -> tuple[str, ...]:
+        """Modelled variables, observed first: the rows of the level's matrices."""
+        return self.observed + self.latent
+
+
+@dataclass(frozen=True)
+class ParameterTable:
+    """The parameter table and the variable roles it implies.
+
+    ``rows`` is a DataFrame with lavaan's columns; ``free`` is 0 for fixed rows
+    and otherwise the 1-based index into the vector of free parameters (rows
+    sharing a label share an index: that is how equality constraints work).
+    """
+
+    rows: pd.DataFrame
+    levels: tuple[LevelRoles, ...]
+    both_level: tuple[str, ...]
+    source_lines: tuple[str, ...] = ()
+
+    @property
+    def two_level(self) -> bool:
+        return len(self.levels) == 2
+
+    @property
+    def n_free(self) -> int:
+        return int(self.rows["free"].max()) if len(self.rows) else 0
+
+    def level_roles(self, level: int) -> LevelRoles:
+        return next(roles for roles in self.levels if roles.level == level)
+
+    @property
+    def observed_variables(self) -> tuple[str, ...]:
+        """Every data column the model uses, in order of appearance."""
+        names: list[str] = []
+        for roles in self.levels:
+            for name in roles.observed + roles.covariates:
+                if name not in names:
+                    names.append(name)
+        return tuple(names)
+
+    def free_rows(self) -> pd.DataFrame:
+        """One row per free parameter (the first row of each label group)."""
+        free = self.rows[self.rows["free"] > 0]
+        return free.drop_duplicates("free").sort_values("free")
+
+
+def _row_error(row: SyntaxRow, message: str, hint: str | None = None) -> ModelSyntaxError:
+    return ModelSyntaxError(message, line=row.line, column=row.column, text=row.text, hint=hint)
+
+
+def _level_roles(rows: list[SyntaxRow], level: int, other_level_observed: set[str]) -> LevelRoles:
+    latent = _unique(r.lhs for r in rows if r.op == "=~")
+    names = _unique(name for r in rows if r.op != ":=" for name in (r.lhs, r.rhs) if name)
+    observed_all = [n for n in names if n not in latent]
+    predictors_only = {
+        n for n in observed_all
+        if all((r.op == "~" and r.rhs == n) or n not in (r.lhs, r.rhs) for r in rows if r.op != ":=")
+    }
+    covariates = tuple(n for n in observed_all if n in predictors_only and n not in other_level_observed)
+    observed = tuple(n for n in observed_all if n not in covariates)
+    return LevelRoles(level, observed, tuple(latent), covariates)
+
+
+def _unique(names) -> list[str]:
+    seen: list[str] = []
+    for name in names:
+        if name not in seen:
+            seen.append(name)
+    return seen
+
+
+def _check_rows(rows: list[SyntaxRow]) -> None:
+    seen: dict[tuple, SyntaxRow] = {}
+    for row in rows:
+        if row.op == ":=":
+            continue
+        if row.lhs == row.rhs and row.op in ("=~", "~"):
+            raise _row_error(row, f"{row.lhs} {row.op} {row.rhs}: a variable cannot point to itself")
+        rhs_pair = tuple(sorted((row.lhs, row.rhs))) if row.op == "~~" else (row.lhs, row.rhs)
+        key = (row.level, row.op) + rhs_pair
+        if key in seen:
+            first = seen[key]
+            raise _row_error(row, f"`{row.lhs} {row.op} {row.rhs or '1'}` is already specified on line {first.line}",
+                             "each parameter can be written once; remove one of them")
+        seen[key] = row
+        if row.prior is not None:
+            try:
+                spec = parse_prior(row.prior)
+            except ValueError as err:
+                raise _row_error(row, str(err)) from err
+            kind = parameter_kind(row.op, row.lhs, row.rhs)
+            if kind == "covariance" and spec.family != "lkj":
+                raise _row_error(row, "covariances are sampled as correlations; their prior is lkj(eta)",
+                                 'write prior("lkj(2)")*y2')
+            if kind != "covariance" and spec.family == "lkj":
+                raise _row_error(row, "lkj() is a prior for covariances only")
+            if kind == "variance" and spec.support != "positive":
+                raise _row_error(row, f"a variance needs a prior on positive values, not {spec.family}()",
+                                 'e.g. prior("gamma(2, 1)") on the standard deviation, or prior("inverse_gamma(1, 1)[var]")')
+            if spec.scale and kind != "variance":
+                raise _row_error(row, "[sd] and [var] apply to variance priors only")
+
+
+def _default_rows(level_rows: list[SyntaxRow], roles: LevelRoles, two_level: bool,
+                  both_level: set[str]) -> list[dict]:
+    """What lavaan adds to the user's rows at one level."""
+    existing = {(r.op,) + ((tuple(sorted((r.lhs, r.rhs)))) if r.op == "~~" else (r.lhs, r.rhs)) for r in level_rows}
+    added: list[dict] = []
+
+    def add(lhs: str, op: str, rhs: str, *, ustart: float = np.nan, exo: bool = False) -> None:
+        key = (op,) + (tuple(sorted((lhs, rhs))) if op == "~~" else (lhs, rhs))
+        if key not in existing:
+            existing.add(key)
+            added.append(dict(lhs=lhs, op=op, rhs=rhs, level=roles.level, user=False, ustart=ustart, exo=exo))
+
+    for name in roles.nodes:
+        add(name, "~~", name)
+    exogenous_latent = [f for f in roles.latent if not any(r.op == "~" and r.lhs == f for r in level_rows)]
+    for a, b in combinations(exogenous_latent, 2):
+        add(a, "~~", b)
+    indicators = {r.rhs for r in level_rows if r.op == "=~"}
+    predictors = {r.rhs for r in level_rows if r.op == "~"}
+    pure_outcomes = _unique(r.lhs for r in level_rows
+                            if r.op == "~" and r.lhs not in predictors and r.lhs not in indicators)
+    for a, b in combinations(pure_outcomes, 2):
+        add(a, "~~", b)
+    for name in roles.observed:
+        fixed_zero = two_level and roles.level == 1 and name in both_level
+        add(name, "~1", "", ustart=0.0 if fixed_zero else np.nan)
+    for name in roles.latent:
+        add(name, "~1", "", ustart=0.0)
+    for i, a in enumerate(roles.covariates):
+        for b in roles.covariates[i:]:
+            add(a, "~~", b, exo=True)
+    for name in roles.covariates:
+        add(name, "~1", "", exo=True)
+    return added
+
+
+def _user_row_dict(row: SyntaxRow, is_marker: bool) -> dict:
+    ustart = row.fixed if row.fixed is not None else (1.0 if is_marker else np.nan)
+    return dict(lhs=row.lhs, op=row.op, rhs=row.rhs, level=row.level, user=True, ustart=ustart, exo=False,
+                label=row.label, prior=row.prior, line=row.line, column=row.column, text=row.text)
+
+
+def _assign_free_indices(table: pd.DataFrame, rows_by_label: dict[str, SyntaxRow]) -> pd.Series:
+    free = np.zeros(len(table), dtype=int)
+    label_index: dict[str, tuple[int, str]] = {}
+    next_index = 1
+    for i, row in enumerate(table.itertuples()):
+        if row.op == ":=" or row.exo or not np.isnan(row.ustart):
+            continue
+        label = row.label if isinstance(row.label, str) else None
+        if label is not None and label in label_index:
+            index, kind = label_index[label]
+            if kind != row.kind or kind == "covariance":
+                source = rows_by_label[label]
+                what = "covariances" if kind == "covariance" else f"a {kind} and a {row.kind}"
+                raise _row_error(source, f"label {label!r} makes {what} equal, which is not supported",
+                                 "equality constraints work among loadings, regressions, intercepts or variances")
+            free[i] = index
+            continue
+        free[i] = next_index
+        if label is not None:
+            label_index[label] = (next_index, row.kind)
+        next_index += 1
+    return pd.Series(free, index=table.index)
+
+
+def build_partable(parsed: ParsedModel | str) -> ParameterTable:
+    """Build the parameter table (with lavaan's defaults) from parsed model text.
+
+    Parameters
+    ----------
+    parsed
+        The output of :func:`bayes_msem.syntax.parse_model`, or model text.
+
+    Examples
+    --------
+    >>> t = build_partable("level: 1\\n fw =~ y1 + y2\\nlevel: 2\\n fb =~ y1 + y2")
+    >>> t.both_level
+    ('y1', 'y2')
+    """
+    if isinstance(parsed, str):
+        parsed = parse_model(parsed)
+    user_rows = list(parsed.rows)
+    _check_rows(user_rows)
+    levels = (1, 2) if parsed.has_levels else (0,)
+    model_rows = [r for r in user_rows if r.op != ":="]
+    observed_by_level = {}
+    for level in levels:
+        rows = [r for r in model_rows if r.level == level]
+        latent = {r.lhs for r in rows if r.op == "=~"}
+        observed_by_level[level] = {n for r in rows for n in (r.lhs, r.rhs) if n and n not in latent}
+    roles = []
+    for level in levels:
+        other = set().union(*(observed_by_level[o] for o in levels if o != level))
+        roles.append(_level_roles([r for r in model_rows if r.level == level], level, other))
+    both_level = tuple(n for n in roles[0].observed if len(levels) == 2 and n in roles[1].observed)
+
+    records = []
+    for level, level_roles in zip(levels, roles):
+        level_rows = [r for r in model_rows if r.level == level]
+        markers = {}
+        for r in level_rows:
+            if r.op == "=~" and r.lhs not in markers:
+                markers[r.lhs] = r
+        for r in level_rows:
+            is_marker = markers.get(r.lhs) is r and r.fixed is None and not r.free
+            records.append(_user_row_dict(r, is_marker))
+        records.extend(_default_rows(level_rows, level_roles, len(levels) == 2, set(both_level)))
+    for r in user_rows:
+        if r.op == ":=":
+            records.append(dict(lhs=r.lhs, op=":=", rhs=r.rhs, level=0, user=True, ustart=np.nan, exo=False,
+                                label=r.lhs, line=r.line, column=r.column, text=r.text))
+    table = pd.DataFrame.from_records(records)
+    for column, default in (("label", None), ("prior", None), ("line", 0), ("column", 0), ("text", "")):
+        if column not in table:
+            table[column] = default
+    table["label"] = table["label"].astype(object).where(table["label"].notna(), None)
+    table["prior"] = table["prior"].astype(object).where(table["prior"].notna(), None)
+    table["line"] = table["line"].fillna(0).astype(int)
+    table["column"] = table["column"].fillna(0).astype(int)
+    table["text"] = table["text"].fillna("")
+    table["kind"] = [parameter_kind(o, lhs, rhs) for o, lhs, rhs in zip(table.op, table.lhs, table.rhs)]
+    table["id"] = np.arange(1, len(table) + 1)
+    labels = {r.label: r for r in user_rows if r.label}
+    table["free"] = _assign_free_indices(table, labels)
+    return ParameterTable(rows=table[COLUMNS], levels=tuple(roles), both_level=both_level,
+                          source_lines=parsed.source_lines)
+

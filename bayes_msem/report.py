@@ -1,0 +1,83 @@
+"""Text output: the lavaan-like summary printed by ``print(result)`` and the
+command line. Header (data, engine, sampler, priors, diagnostics), then one
+section per level, parameters grouped as lavaan groups them."""
+
+from __future__ import annotations
+
+import pandas as pd
+
+__all__ = ["summary_text"]
+
+_SECTIONS = [("=~", "Latent variables"), ("~", "Regressions"), ("~~cov", "Covariances"),
+             ("~1", "Intercepts"), ("~~var", "Variances")]
+
+
+def _section_key(row) -> str:
+    if row.op == "~~":
+        return "~~var" if row.lhs == row.rhs else "~~cov"
+    return row.op
+
+
+def _format_row(row, name: str) -> str:
+    if not row.free:
+        return f"    {name:<18}{row['mean']:>9.3f}   (fixed)"
+    return (f"    {name:<18}{row['mean']:>9.3f}{row['sd']:>9.3f}{row['q2.5']:>9.3f}{row['q97.5']:>9.3f}"
+            f"{row.r_hat:>8.3f}{row.ess_bulk:>7.0f}")
+
+
+def _block(rows: pd.DataFrame) -> list[str]:
+    lines = []
+    for key, title in _SECTIONS:
+        part = rows[rows.apply(_section_key, axis=1) == key]
+        if part.empty:
+            continue
+        lines.append(f"  {title}:")
+        lines.append(f"    {'':<18}{'Estimate':>9}{'Post.SD':>9}{'2.5%':>9}{'97.5%':>9}{'R-hat':>8}{'ESS':>7}")
+        previous = None
+        for _, row in part.iterrows():
+            if key in ("=~", "~", "~~cov"):
+                if row.lhs != previous:
+                    lines.append(f"  {row.lhs} {row.op}")
+                    previous = row.lhs
+                name = row.rhs
+            else:
+                name = row.lhs
+            if row.label:
+                name = f"{name} ({row.label})"
+            lines.append(_format_row(row, name))
+    return lines
+
+
+def summary_text(result) -> str:
+    """The lavaan-like text summary of a :class:`~bayes_msem.results.FitResult`."""
+    info = result.info
+    summary = result.summary()
+    diagnostics = result.diagnostics()
+    user_priors = (result.prior_table.source == "user").sum()
+    lines = [
+        f"bayes-msem {info.get('version', '')}: {info['model_type']}, engine {info['engine']}, "
+        f"sampler {info['sampler']} (NUTS)",
+        f"  Observations {info['n_rows']}" + (f" ({info['n_dropped']} dropped: listwise)" if info.get("n_dropped") else ""),
+    ]
+    if info.get("cluster"):
+        sizes = info["cluster_sizes"]
+        lines.append(f"  Clusters {len(sizes)} ({info['cluster']}), sizes {min(sizes)} to {max(sizes)}")
+    lines += [
+        f"  Chains {info['chains']} x {info['draws']} draws after {info['tune']} warm-up; seed {info['random_seed']}",
+        f"  Priors: {'defaults' if user_priors == 0 else f'{user_priors} set in the model, others default'}"
+        " (result.priors() lists them)",
+        f"  Diagnostics: {diagnostics['divergences']} divergences, max R-hat {diagnostics['max_r_hat']:.3f}, "
+        f"min ESS bulk {diagnostics['min_ess_bulk']:.0f}, tail {diagnostics['min_ess_tail']:.0f}",
+    ]
+    lines += [f"  WARNING: {m}" for m in result.diagnostic_messages()]
+    model_rows = summary[summary.op != ":="]
+    for level in dict.fromkeys(model_rows.level):
+        lines.append("")
+        lines.append(f"Level {'1 [within]' if level == 'within' else '2 [between]'}:" if level else "Parameters:")
+        lines += _block(model_rows[model_rows.level == level])
+    defined = summary[summary.op == ":="]
+    if len(defined):
+        lines += ["", "Defined parameters:"]
+        for _, row in defined.iterrows():
+            lines.append(_format_row(row, f"{row.lhs} := {row.rhs}"[:18]))
+    return "\n".join(lines)

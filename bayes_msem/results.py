@@ -1,0 +1,230 @@
+"""Stage 7: the result of a fit.
+
+:class:`FitResult` wraps an ArviZ InferenceData whose posterior reads like
+lavaan: one variable per parameter, named ``fw=~y2``, ``fb~w1``, ``y1~~y1``;
+a parameter that is free at both levels has a ``level`` dimension
+(``within``, ``between``). Defined parameters (``:=``) are variables of their
+own, and ``cluster_effects`` holds each cluster's latent means and between
+factor scores. The parameter table, the priors and the run's facts travel in
+the posterior's attributes, so :func:`load_result` rebuilds the result from
+the netCDF file alone.
+"""
+
+from __future__ import annotations
+
+import json
+import warnings
+from dataclasses import dataclass, field
+
+import numpy as np
+import pandas as pd
+import xarray as xr
+
+from bayes_msem.defined import evaluate_definitions
+from bayes_msem.matrices import parameter_values
+from bayes_msem.partable import level_name
+
+__all__ = ["FitResult", "load_result", "SUMMARY_COLUMNS", "RHAT_LIMIT", "ESS_PER_CHAIN"]
+
+SUMMARY_COLUMNS = ["lhs", "op", "rhs", "level", "label", "free", "mean", "sd", "median", "q2.5", "q97.5",
+                   "r_hat", "ess_bulk", "ess_tail"]
+RHAT_LIMIT = 1.01
+ESS_PER_CHAIN = 100  # Vehtari et al. (2021): at least 100 effective draws per chain
+
+
+def _import_arviz():
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        import arviz as az
+    return az
+
+
+def _posterior_name(row) -> str:
+    return row.lhs if row.op == ":=" else f"{row.lhs}{row.op}{row.rhs}"
+
+
+def build_posterior(table: pd.DataFrame, theta: xr.DataArray, cluster_effects: xr.DataArray | None) -> xr.Dataset:
+    """Turn draws of the free-parameter vector into lavaan-named variables."""
+    chains, draws = theta.sizes["chain"], theta.sizes["draw"]
+    values = parameter_values(table, theta.values)
+    coords = {"chain": theta["chain"].values, "draw": theta["draw"].values}
+    variables: dict[str, xr.DataArray] = {}
+    free = table[table.free > 0]
+    two_level = bool((table.level > 0).any())
+    for name, group in free.groupby(free.apply(_posterior_name, axis=1), sort=False):
+        if len(group) > 1:
+            levels = [level_name(v) for v in group.level]
+            data = np.stack([values[..., i] for i in group.index], axis=-1)
+            variables[name] = xr.DataArray(data, dims=("chain", "draw", "level"), coords={**coords, "level": levels})
+        else:
+            row = group.iloc[0]
+            variables[name] = xr.DataArray(values[..., group.index[0]], dims=("chain", "draw"), coords=coords,
+                                           attrs={"level": level_name(row.level)} if two_level else {})
+    defined = table[table.op == ":="]
+    if len(defined):
+        labelled = table[(table.op != ":=") & table.label.notna()]
+        scope = {row.label: values[..., i] for i, row in labelled.iterrows()}
+        for name, draws_ in evaluate_definitions(list(zip(defined.lhs, defined.rhs)), scope).items():
+            variables[name] = xr.DataArray(np.broadcast_to(draws_, (chains, draws)), dims=("chain", "draw"),
+                                           coords=coords)
+    if cluster_effects is not None:
+        variables["cluster_effects"] = cluster_effects
+    return xr.Dataset(variables)
+
+
+@dataclass
+class FitResult:
+    """Posterior of a fitted model, with lavaan-like summaries and diagnostics.
+
+    Attributes
+    ----------
+    idata
+        ArviZ InferenceData (``posterior``, ``sample_stats``).
+    table
+        The parameter table the model was built from.
+    info
+        Facts about the run: rows, clusters, engine, sampler, chains, draws, seed.
+    """
+
+    idata: object
+    table: pd.DataFrame
+    info: dict
+    prior_table: pd.DataFrame = field(repr=False)
+
+    # -- tables -------------------------------------------------------
+    def summary(self) -> pd.DataFrame:
+        """One row per parameter-table row: posterior mean, sd, median, 95% interval,
+        R-hat and bulk/tail ESS. Fixed rows show their value with ``free=False``."""
+        az = _import_arviz()
+        records = []
+        posterior = self.idata.posterior
+        for row in self.table.itertuples():
+            record = dict(lhs=row.lhs, op=row.op, rhs=row.rhs if row.op != "~1" else "",
+                          level=level_name(row.level), label=row.label or "",
+                          free=bool(row.free > 0 or row.op == ":="))
+            if record["free"]:
+                draws = self._draws(row, posterior)
+                quantiles = np.quantile(draws, [0.025, 0.5, 0.975])
+                constant = np.ptp(draws) == 0
+                record.update(mean=draws.mean(), sd=draws.std(ddof=1), median=quantiles[1],
+                              **{"q2.5": quantiles[0], "q97.5": quantiles[2]},
+                              r_hat=np.nan if constant else float(az.rhat(draws)),
+                              ess_bulk=np.nan if constant else float(az.ess(draws, method="bulk")),
+                              ess_tail=np.nan if constant else float(az.ess(draws, method="tail")))
+            else:
+                value = float(row.ustart)
+                record.update(mean=value, sd=0.0, median=value, **{"q2.5": value, "q97.5": value},
+                              r_hat=np.nan, ess_bulk=np.nan, ess_tail=np.nan)
+            records.append(record)
+        return pd.DataFrame.from_records(records, columns=SUMMARY_COLUMNS)
+
+    def _draws(self, row, posterior) -> np.ndarray:
+        variable = posterior[_posterior_name(row)]
+        if "level" in variable.dims:
+            variable = variable.sel(level=level_name(row.level))
+        return np.asarray(variable.values, dtype=float)
+
+    def priors(self) -> pd.DataFrame:
+        """The prior of every free parameter, and whether it is a default."""
+        return self.prior_table.copy()
+
+    def cluster_estimates(self) -> pd.DataFrame:
+        """Posterior mean, sd and 95% interval of each cluster's latent means and
+        between factor scores, with cluster sizes."""
+        posterior = self.idata.posterior
+        if "cluster_effects" not in posterior:
+            raise ValueError("a single-level model has no cluster effects")
+        effects = posterior["cluster_effects"].stack(sample=("chain", "draw"))
+        frame = pd.DataFrame({
+            "mean": effects.mean("sample").values.ravel(),
+            "sd": effects.std("sample").values.ravel(),
+            "q2.5": effects.quantile(0.025, "sample").values.ravel(),
+            "q97.5": effects.quantile(0.975, "sample").values.ravel(),
+        })
+        index = pd.MultiIndex.from_product([effects["cluster"].values, effects["cluster_variable"].values],
+                                           names=["cluster", "variable"])
+        frame.index = index
+        sizes = dict(zip(self.info["cluster_labels"], self.info["cluster_sizes"]))
+        frame["size"] = [sizes[c] for c in index.get_level_values("cluster")]
+        return frame.reset_index()
+
+    # -- diagnostics --------------------------------------------------
+    def diagnostics(self) -> dict:
+        """Divergences, the worst R-hat and the smallest ESS over all free and defined parameters."""
+        summary = self.summary()
+        estimated = summary[summary.free]
+        diverging = int(self.idata.sample_stats["diverging"].sum()) if "diverging" in self.idata.sample_stats else 0
+        worst = estimated.sort_values("r_hat", ascending=False)
+        return {
+            "divergences": diverging,
+            "max_r_hat": float(estimated.r_hat.max()) if len(estimated) else np.nan,
+            "min_ess_bulk": float(estimated.ess_bulk.min()) if len(estimated) else np.nan,
+            "min_ess_tail": float(estimated.ess_tail.min()) if len(estimated) else np.nan,
+            "high_r_hat": [_row_name(r) for r in worst[worst.r_hat > RHAT_LIMIT].itertuples()],
+            "low_ess": [_row_name(r) for r in estimated[(estimated.ess_bulk < self._ess_limit())
+                                                       | (estimated.ess_tail < self._ess_limit())].itertuples()],
+        }
+
+    def _ess_limit(self) -> float:
+        return ESS_PER_CHAIN * self.info.get("chains", 4)
+
+    def diagnostic_messages(self) -> list[str]:
+        """Plain-language warnings with advice; empty when all checks pass."""
+        d = self.diagnostics()
+        messages = []
+        if d["divergences"]:
+            messages.append(f"{d['divergences']} divergent transitions: the posterior may be biased. Refit with "
+                            "target_accept=0.95; if they persist, look for near-zero variances or weakly "
+                            "identified parameters and consider more informative priors.")
+        if d["high_r_hat"]:
+            messages.append(f"R-hat above {RHAT_LIMIT} for {', '.join(d['high_r_hat'][:5])}: chains disagree. "
+                            "Run more tune and draws, and check the trace plots (az.plot_trace(result.idata)).")
+        if d["low_ess"]:
+            messages.append(f"effective sample size below {self._ess_limit():.0f} for "
+                            f"{', '.join(d['low_ess'][:5])}: intervals are imprecise. Run more draws.")
+        return messages
+
+    def warn_diagnostics(self) -> None:
+        for message in self.diagnostic_messages():
+            warnings.warn(message, UserWarning, stacklevel=3)
+
+    # -- output -------------------------------------------------------
+    def __str__(self) -> str:
+        from bayes_msem.report import summary_text
+
+        return summary_text(self)
+
+    def save(self, path) -> None:
+        """Write the result to a netCDF file that :func:`load_result` reads back."""
+        idata = self.idata
+        attrs = idata.posterior.attrs
+        attrs["bayes_msem_table"] = self.table.to_json(orient="split")
+        attrs["bayes_msem_info"] = json.dumps(self.info, default=_json_default)
+        attrs["bayes_msem_priors"] = self.prior_table.to_json(orient="split")
+        idata.to_netcdf(str(path))
+
+
+def _row_name(row) -> str:
+    name = row.lhs if row.op == ":=" else f"{row.lhs}{row.op}{row.rhs}"
+    return f"{name} ({row.level})" if row.level else name
+
+
+def _json_default(value):
+    if isinstance(value, np.generic):
+        return value.item()
+    if isinstance(value, np.ndarray):
+        return value.tolist()
+    raise TypeError(f"cannot store {type(value).__name__}")
+
+
+def load_result(path) -> FitResult:
+    """Read a result written by :meth:`FitResult.save`."""
+    az = _import_arviz()
+    idata = az.from_netcdf(str(path))
+    attrs = idata.posterior.attrs
+    from io import StringIO
+
+    table = pd.read_json(StringIO(attrs["bayes_msem_table"]), orient="split")
+    table["label"] = table["label"].astype(object).where(table["label"].notna(), None)
+    priors = pd.read_json(StringIO(attrs["bayes_msem_priors"]), orient="split")
+    return FitResult(idata=idata, table=table, info=json.loads(attrs["bayes_msem_info"]), prior_table=priors)

@@ -1,0 +1,180 @@
+"""Model spec: the parameter table completed with the data (fixed covariate
+moments, a resolved prior for every free parameter), the checked data and the
+matrix layout. This is what an engine builds from.
+
+Example
+-------
+>>> import pandas as pd
+>>> spec = build_spec("y ~ x", pd.DataFrame({"y": [1.0, 2.0, 4.0], "x": [0.0, 1.0, 3.0]}))
+>>> [str(p) for p in spec.priors][:1]
+['normal(0, 7.638)']
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+
+from bayes_msem.data import ClusterData, covariate_moments, prepare_data
+from bayes_msem.errors import ModelSpecificationError
+from bayes_msem.matrices import LevelStructure, level_structures
+from bayes_msem.partable import ParameterTable, build_partable, level_name
+from bayes_msem.priors import DefaultPriors, PriorSpec, parse_prior
+
+__all__ = ["ModelSpec", "build_spec", "CovarianceBlock"]
+
+
+@dataclass(frozen=True)
+class CovarianceBlock:
+    """Variables of one level whose residuals are freely correlated with each
+    other: sampled as one LKJ correlation matrix."""
+
+    level: int
+    nodes: tuple[int, ...]  # indices into the level's nodes
+    free_index: dict  # (i, j) position in the block -> 1-based free index
+    eta: float
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    """Everything an engine needs; frozen so stages cannot change each other's input."""
+
+    table: ParameterTable
+    data: ClusterData
+    structures: tuple[LevelStructure, ...]
+    priors: tuple[PriorSpec, ...]  # one per free parameter, in free-index order
+    covariance_blocks: tuple[CovarianceBlock, ...]
+    cluster: str | None
+    default_priors: DefaultPriors
+
+    @property
+    def kinds(self) -> list[str]:
+        return self.table.free_rows()["kind"].tolist()
+
+    def structure(self, level: int) -> LevelStructure:
+        return next(s for s in self.structures if s.level == level)
+
+    @property
+    def within(self) -> LevelStructure:
+        return self.structure(1 if self.table.two_level else 0)
+
+    @property
+    def between(self) -> LevelStructure | None:
+        return self.structure(2) if self.table.two_level else None
+
+    def prior_table(self) -> pd.DataFrame:
+        """One row per free parameter with its prior and whether it is a default."""
+        free = self.table.free_rows()
+        return pd.DataFrame({
+            "lhs": free["lhs"].to_numpy(), "op": free["op"].to_numpy(), "rhs": free["rhs"].to_numpy(),
+            "level": [level_name(v) for v in free["level"]], "label": free["label"].fillna("").to_numpy(),
+            "prior": [str(p) for p in self.priors],
+            "source": ["user" if p is not None else "default" for p in free["prior"]],
+        })
+
+
+def _variable_scales(table: ParameterTable, data: ClusterData) -> dict[tuple[int, str], tuple[float, float]]:
+    """(scale, mean) of every variable per level: sample SD and mean for observed
+    variables, the marker indicator's SD (mean 0) for latent variables."""
+    scales: dict[tuple[int, str], tuple[float, float]] = {}
+    rows = table.rows
+    for roles in table.levels:
+        for name in roles.observed + roles.covariates:
+            scales[(roles.level, name)] = (data.variable_sds[name], data.variable_means[name])
+        for _ in roles.latent:  # repeat so that higher-order factors find their markers' scales
+            for name in roles.latent:
+                indicators = rows[(rows.level == roles.level) & (rows.op == "=~") & (rows.lhs == name)]["rhs"]
+                marker_scale = scales.get((roles.level, indicators.iloc[0]), (1.0, 0.0))[0]
+                scales[(roles.level, name)] = (marker_scale, 0.0)
+    return scales
+
+
+def _resolve_priors(table: ParameterTable, data: ClusterData, defaults: DefaultPriors) -> list[PriorSpec]:
+    scales = _variable_scales(table, data)
+    priors = []
+    for row in table.free_rows().itertuples():
+        if row.prior is not None:
+            spec = parse_prior(row.prior)
+            if row.kind == "variance" and not spec.scale:
+                spec = PriorSpec(spec.family, spec.args, "sd")
+            priors.append(spec)
+            continue
+        lhs_scale, lhs_mean = scales.get((row.level, row.lhs), (1.0, 0.0))
+        rhs_scale = scales.get((row.level, row.rhs), (1.0, 0.0))[0]
+        if row.kind == "loading":  # f =~ y: the slope of y on f
+            lhs_scale, rhs_scale = rhs_scale, lhs_scale
+        priors.append(defaults.for_parameter(row.kind, lhs_scale, rhs_scale, lhs_mean))
+    return priors
+
+
+def _covariance_blocks(table: ParameterTable, structures, priors) -> list[CovarianceBlock]:
+    rows = table.rows
+    blocks = []
+    for structure in structures:
+        at = {name: i for i, name in enumerate(structure.nodes)}
+        cov_rows = rows[(rows.level == structure.level) & (rows.kind == "covariance") & ~rows.exo]
+        fixed_nonzero = cov_rows[(cov_rows.free == 0) & (cov_rows.ustart != 0)]
+        if len(fixed_nonzero):
+            row = fixed_nonzero.iloc[0]
+            raise ModelSpecificationError(f"{row.lhs} ~~ {row.ustart}*{row.rhs}: covariances fixed at a non-zero "
+                                          "value are not supported yet (fix the correlation scale instead)")
+        free_rows = cov_rows[cov_rows.free > 0]
+        parent = list(range(len(structure.nodes)))
+
+        def find(i):
+            while parent[i] != i:
+                i = parent[i]
+            return i
+
+        for row in free_rows.itertuples():
+            parent[find(at[row.lhs])] = find(at[row.rhs])
+        groups: dict[int, list[int]] = {}
+        for row in free_rows.itertuples():
+            groups.setdefault(find(at[row.lhs]), [])
+        for i in range(len(structure.nodes)):
+            if find(i) in groups:
+                groups[find(i)].append(i)
+        for members in groups.values():
+            free_index, etas = {}, set()
+            for row in free_rows.itertuples():
+                if at[row.lhs] in members:
+                    a, b = sorted((members.index(at[row.lhs]), members.index(at[row.rhs])))
+                    free_index[(a, b)] = int(row.free)
+                    etas.add(priors[row.free - 1].args[0])
+            n = len(members)
+            names = [structure.nodes[i] for i in members]
+            if len(free_index) != n * (n - 1) // 2:
+                raise ModelSpecificationError(
+                    f"the residual covariances among {', '.join(names)} at level {level_name(structure.level) or '1'} "
+                    "form a partial pattern; only blocks where every pair covaries freely are supported yet. "
+                    "Add the missing covariances or remove some.")
+            if len(etas) > 1:
+                raise ModelSpecificationError(f"covariances among {', '.join(names)} have different lkj() priors; "
+                                              "give them one lkj(eta)")
+            if structure.fixed_zero_variance()[members].any():
+                raise ModelSpecificationError(f"a variable among {', '.join(names)} has its variance fixed at 0 "
+                                              "but a free covariance")
+            blocks.append(CovarianceBlock(structure.level, tuple(members), free_index, etas.pop()))
+    return blocks
+
+
+def build_spec(model: str | ParameterTable, data: pd.DataFrame, cluster: str | None = None,
+               missing: str = "error", priors: DefaultPriors | dict | None = None) -> ModelSpec:
+    """Parse (if needed), check the data, and complete the parameter table."""
+    table = build_partable(model) if isinstance(model, str) else model
+    cluster_data = prepare_data(table, data, cluster=cluster, missing=missing)
+    moments = covariate_moments(table, cluster_data)
+    rows = table.rows.copy()
+    for i, row in rows[rows.exo].iterrows():
+        key = (row.level, row.lhs, row.op, row.rhs)
+        rows.at[i, "ustart"] = moments.get(key, moments.get((row.level, row.rhs, row.op, row.lhs), np.nan))
+    table = ParameterTable(rows=rows, levels=table.levels, both_level=table.both_level,
+                           source_lines=table.source_lines)
+    defaults = DefaultPriors.from_user(priors)
+    resolved = _resolve_priors(table, cluster_data, defaults)
+    structures = tuple(level_structures(table))
+    blocks = _covariance_blocks(table, structures, resolved)
+    return ModelSpec(table=table, data=cluster_data, structures=structures, priors=tuple(resolved),
+                     covariance_blocks=tuple(blocks), cluster=cluster, default_priors=defaults)

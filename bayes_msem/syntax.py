@@ -1,0 +1,442 @@
+"""Stage 1: lavaan model text -> flat rows.
+
+The parser is hand-written so that every error can name the line, the column
+and the text (semopy's regex parser cannot). It knows nothing about defaults,
+variable roles or data: it only turns text into :class:`SyntaxRow` objects, one
+per ``lhs op rhs`` element the user wrote. :mod:`bayes_msem.partable` takes it
+from there.
+
+Example
+-------
+>>> rows = parse_model("f =~ y1 + a*y2\\nf ~ x").rows
+>>> [(r.lhs, r.op, r.rhs, r.label) for r in rows]
+[('f', '=~', 'y1', None), ('f', '=~', 'y2', 'a'), ('f', '~', 'x', None)]
+"""
+
+from __future__ import annotations
+
+import ast
+import re
+from dataclasses import dataclass, field
+
+from bayes_msem.errors import ModelSyntaxError
+
+__all__ = ["SyntaxRow", "ParsedModel", "parse_model", "LEVEL_NAMES"]
+
+LEVEL_NAMES = {1: "within", 2: "between"}
+_LEVEL_WORDS = {"1": 1, "within": 1, "2": 2, "between": 2}
+
+# Longest operators first so that "=~" is not read as "=" then "~".
+_TOKEN_RE = re.compile(
+    r"""
+    (?P<space>\s+)
+  | (?P<string>"(?:[^"\\]|\\.)*"|'(?:[^'\\]|\\.)*')
+  | (?P<number>(?:\d+\.?\d*|\.\d+)(?:[eE][+-]?\d+)?)
+  | (?P<name>[A-Za-z_.][A-Za-z0-9_.]*)
+  | (?P<op>=~|~~|:=|==|<~|<=|>=|~|<|>|\||\+|\*|\(|\)|,|-|:|;|=|\^|/)
+    """,
+    re.VERBOSE,
+)
+_MODEL_OPS = ("=~", "~~", "~", ":=")
+_UNSUPPORTED_OPS = {
+    "==": "equality constraints are not supported yet; give both parameters the same label instead",
+    "<": "inequality constraints are not supported yet",
+    ">": "inequality constraints are not supported yet",
+    "<=": "inequality constraints are not supported yet",
+    ">=": "inequality constraints are not supported yet",
+    "<~": "formative (composite) variables are not supported yet",
+    "|": "random slopes (`s | y ~ x`) are not supported yet",
+}
+_MATH_FUNCTIONS = frozenset({"exp", "log", "sqrt", "abs", "tanh", "sin", "cos"})
+
+
+@dataclass(frozen=True)
+class Token:
+    kind: str  # "name", "number", "string", "op"
+    text: str
+    line: int
+    column: int
+    source: str  # the whole source line, for error messages
+
+
+@dataclass(frozen=True)
+class SyntaxRow:
+    """One model element as the user wrote it.
+
+    ``op`` is one of ``=~ ~ ~~ ~1 :=``; for ``~1`` the ``rhs`` is empty, for
+    ``:=`` it is the expression text. ``fixed`` holds a fixed value, ``free``
+    is True where the user wrote ``NA*``.
+    """
+
+    lhs: str
+    op: str
+    rhs: str
+    level: int  # 0 = single-level model, 1 = within, 2 = between
+    label: str | None = None
+    fixed: float | None = None
+    free: bool = False
+    start: float | None = None
+    prior: str | None = None
+    line: int = 0
+    column: int = 0
+    text: str = ""
+
+
+@dataclass(frozen=True)
+class ParsedModel:
+    """Result of :func:`parse_model`: the rows and whether level blocks were used."""
+
+    rows: tuple[SyntaxRow, ...]
+    has_levels: bool
+    source_lines: tuple[str, ...] = field(default=(), repr=False)
+
+
+def _error(token: Token, message: str, hint: str | None = None) -> ModelSyntaxError:
+    return ModelSyntaxError(message, line=token.line, column=token.column, text=token.source, hint=hint)
+
+
+def _strip_comment(line: str) -> str:
+    """Drop a ``#`` or ``!`` comment, ignoring those inside quotes."""
+    quote = None
+    for i, char in enumerate(line):
+        if quote:
+            if char == quote:
+                quote = None
+        elif char in "\"'":
+            quote = char
+        elif char in "#!":
+            return line[:i]
+    return line
+
+
+def _tokenize_line(line: str, line_no: int) -> list[Token]:
+    code = _strip_comment(line)
+    tokens, pos = [], 0
+    while pos < len(code):
+        match = _TOKEN_RE.match(code, pos)
+        if match is None:
+            bad = Token("op", code[pos], line_no, pos + 1, line)
+            if code[pos] in "\"'":
+                raise _error(bad, "unterminated string", "close the quote, as in prior(\"normal(0, 1)\")")
+            raise _error(bad, f"unexpected character {code[pos]!r}")
+        kind = match.lastgroup
+        if kind != "space":
+            tokens.append(Token(kind, match.group(), line_no, pos + 1, line))
+        pos = match.end()
+    return tokens
+
+
+class _StatementParser:
+    """Parses the tokens of one statement into rows."""
+
+    def __init__(self, tokens: list[Token], level: int):
+        self.tokens = tokens
+        self.pos = 0
+        self.level = level
+
+    # -- token helpers -------------------------------------------------
+    def peek(self, offset: int = 0) -> Token | None:
+        index = self.pos + offset
+        return self.tokens[index] if index < len(self.tokens) else None
+
+    def next(self) -> Token:
+        token = self.peek()
+        if token is None:
+            raise _error(self.tokens[-1], "statement ends too early", None)
+        self.pos += 1
+        return token
+
+    def end_token(self) -> Token:
+        last = self.tokens[-1]
+        return Token("op", "", last.line, last.column + len(last.text), last.source)
+
+    # -- grammar -------------------------------------------------------
+    def parse(self) -> list[SyntaxRow]:
+        op_index = self._find_operator()
+        op_token = self.tokens[op_index]
+        lhs_tokens = self.tokens[:op_index]
+        if not lhs_tokens:
+            raise _error(op_token, f"expected a variable name before `{op_token.text}`")
+        if op_token.text == ":=":
+            return [self._parse_definition(lhs_tokens, op_index)]
+        lhs_names = self._parse_lhs(lhs_tokens, op_token)
+        self.pos = op_index + 1
+        if self.peek() is None:
+            raise _error(self.end_token(), f"expected a term after `{op_token.text}`")
+        rows = []
+        while True:
+            rows.extend(self._parse_term(lhs_names, op_token))
+            token = self.peek()
+            if token is None:
+                return rows
+            if token.text != "+":
+                hint = "did you forget a `+` between terms?" if token.kind == "name" else None
+                if token.text in ("=", "=~", "~", "~~"):
+                    hint = "only one operator per statement; start a new line for the next one"
+                raise _error(token, f"expected `+` or the end of the statement, found {token.text!r}", hint)
+            self.next()
+            if self.peek() is None:
+                raise _error(self.end_token(), "expected a term after `+`")
+
+    def _find_operator(self) -> int:
+        for index, token in enumerate(self.tokens):
+            if token.kind != "op":
+                continue
+            if token.text in _MODEL_OPS:
+                return index
+            if token.text in _UNSUPPORTED_OPS:
+                raise _error(token, _UNSUPPORTED_OPS[token.text])
+            if token.text == "=":
+                following = self.tokens[index + 1] if index + 1 < len(self.tokens) else None
+                hint = "did you mean `=~` (is measured by) or `~` (is regressed on)?"
+                if following is not None and following.text == "~" and following.column == token.column + 1:
+                    hint = "did you mean `=~`?"
+                raise _error(token, "`=` is not a model operator", hint)
+        first = self.tokens[0]
+        hint = "a statement needs an operator: =~ (measured by), ~ (regressed on), ~~ (covaries with), := (defined as)"
+        if first.kind == "name" and first.text.lower() in ("level", "group"):
+            hint = "write a level block as `level: 1` or `level: 2`"
+        raise _error(first, "no model operator in this statement", hint)
+
+    def _parse_lhs(self, tokens: list[Token], op_token: Token) -> list[str]:
+        names = []
+        expect_name = True
+        for token in tokens:
+            if expect_name:
+                if token.kind != "name":
+                    raise _error(token, f"expected a variable name before `{op_token.text}`, found {token.text!r}")
+                names.append(token.text)
+            elif token.text != "+":
+                hint = "did you mean `=~`?" if token.text == "=" else "join several left-hand variables with `+`"
+                raise _error(token, f"unexpected {token.text!r} before `{op_token.text}`", hint)
+            expect_name = not expect_name
+        if expect_name:
+            raise _error(tokens[-1], f"expected a variable name after `+`, before `{op_token.text}`")
+        return names
+
+    def _parse_number(self) -> float:
+        sign = 1.0
+        if self.peek() is not None and self.peek().text == "-":
+            self.next()
+            sign = -1.0
+        token = self.next()
+        if token.kind != "number":
+            raise _error(token, f"expected a number, found {token.text!r}")
+        return sign * float(token.text)
+
+    def _parse_call_argument(self, kind: str) -> Token:
+        open_paren = self.next()
+        if open_paren.text != "(":
+            raise _error(open_paren, f"expected `(` after {kind}")
+        if kind == "start" or kind == "fixed":
+            value_token = self.peek()
+            value = self._parse_number()
+            argument = Token("number", repr(value), value_token.line, value_token.column, value_token.source)
+        else:
+            argument = self.next()
+            if argument.kind != "string":
+                raise _error(argument, f'{kind}() takes a quoted string, as in {kind}("...")')
+        close = self.next()
+        if close.text != ")":
+            raise _error(close, f"expected `)` to close {kind}(")
+        return argument
+
+    def _parse_term(self, lhs_names: list[str], op_token: Token) -> list[SyntaxRow]:
+        modifiers: dict[str, object] = {}
+        first = self.peek()
+
+        def set_modifier(key: str, value: object, token: Token) -> None:
+            if key in modifiers:
+                raise _error(token, f"this term has two {key} modifiers")
+            modifiers[key] = value
+
+        while True:
+            token = self.peek()
+            if token is None:
+                raise _error(self.end_token(), "expected a variable name")
+            after = self.peek(1)
+            is_modifier = after is not None and after.text == "*"
+            if token.kind == "name" and token.text in ("prior", "start", "equal", "rv", "label", "fixed") and (
+                after is not None and after.text == "("
+            ):
+                self.next()
+                argument = self._parse_call_argument(token.text)
+                if token.text == "rv":
+                    raise _error(token, "random slopes (`rv()`) are not supported yet")
+                key = {"equal": "label", "label": "label", "fixed": "fixed"}.get(token.text, token.text)
+                value = argument.text if argument.kind == "number" else ast.literal_eval(argument.text)
+                if key in ("start", "fixed"):
+                    value = float(value)
+                set_modifier(key, value, token)
+                star = self.next() if self.peek() is not None else None
+                if star is None or star.text != "*":
+                    raise _error(star or self.end_token(), f"expected `*` after {token.text}(...)")
+                continue
+            if is_modifier and token.kind == "name":
+                self.next()
+                self.next()
+                if token.text == "NA":
+                    set_modifier("free", True, token)
+                else:
+                    set_modifier("label", token.text, token)
+                continue
+            if token.kind == "number" or token.text == "-":
+                start = self.pos
+                value = self._parse_number()
+                star = self.peek()
+                if star is not None and star.text == "*":
+                    self.next()
+                    set_modifier("fixed", value, token)
+                    continue
+                if op_token.text == "~" and value == 1.0 and self.pos == start + 1:
+                    return self._rows(lhs_names, "~1", "", modifiers, first)
+                raise _error(token, f"a number here must be followed by `*` and a variable name, found {token.text!r}",
+                             "fix a parameter as in 0.5*x; an intercept is written y ~ 1")
+            if token.kind != "name":
+                hint = "did you mean `=~`?" if token.text == "=" else None
+                raise _error(token, f"expected a variable name, found {token.text!r}", hint)
+            self.next()
+            if "fixed" in modifiers and "free" in modifiers:
+                raise _error(first, "a term cannot be both fixed and free (NA*)")
+            if "fixed" in modifiers and "prior" in modifiers:
+                raise _error(first, "a fixed parameter takes no prior")
+            return self._rows(lhs_names, op_token.text, token.text, modifiers, first)
+
+    def _rows(self, lhs_names, op, rhs, modifiers, token: Token) -> list[SyntaxRow]:
+        return [
+            SyntaxRow(
+                lhs=lhs, op=op, rhs=rhs, level=self.level,
+                label=modifiers.get("label"), fixed=modifiers.get("fixed"),
+                free=bool(modifiers.get("free", False)), start=modifiers.get("start"),
+                prior=modifiers.get("prior"), line=token.line, column=token.column, text=token.source,
+            )
+            for lhs in lhs_names
+        ]
+
+    def _parse_definition(self, lhs_tokens: list[Token], op_index: int) -> SyntaxRow:
+        if len(lhs_tokens) != 1 or lhs_tokens[0].kind != "name":
+            raise _error(lhs_tokens[0], "the left side of `:=` must be one new parameter name")
+        expression_tokens = self.tokens[op_index + 1:]
+        if not expression_tokens:
+            raise _error(self.end_token(), "expected an expression after `:=`", "as in ab := a*b")
+        expression = " ".join(t.text for t in expression_tokens)
+        check_expression(expression, expression_tokens[0])
+        name = lhs_tokens[0]
+        return SyntaxRow(lhs=name.text, op=":=", rhs=expression, level=self.level,
+                         line=name.line, column=name.column, text=name.source)
+
+
+def check_expression(expression: str, token: Token) -> ast.Expression:
+    """Parse a ``:=`` expression; only numbers, labels, + - * / ^ and a few
+    math functions are allowed, so evaluating it can never run other code."""
+    try:
+        tree = ast.parse(expression.replace("^", "**"), mode="eval")
+    except SyntaxError as err:
+        raise _error(token, f"cannot read the expression {expression!r}", "as in ab := a*b") from err
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Call):
+            if not (isinstance(node.func, ast.Name) and node.func.id in _MATH_FUNCTIONS) or node.keywords:
+                raise _error(token, f"unknown function in {expression!r}",
+                             f"allowed functions: {', '.join(sorted(_MATH_FUNCTIONS))}")
+        elif isinstance(node, ast.Constant):
+            if not isinstance(node.value, (int, float)) or isinstance(node.value, bool):
+                raise _error(token, f"only numbers and labels can appear in {expression!r}")
+        elif not isinstance(node, (ast.Expression, ast.BinOp, ast.UnaryOp, ast.Name, ast.Load,
+                                   ast.Add, ast.Sub, ast.Mult, ast.Div, ast.Pow, ast.USub, ast.UAdd)):
+            raise _error(token, f"unsupported construct in {expression!r}", "use + - * / ^ and labels")
+    return tree
+
+
+def _level_directive(tokens: list[Token]) -> int | None:
+    """Return the level of a ``level: N`` line, or None if the statement is not one."""
+    first = tokens[0]
+    if first.kind != "name" or first.text.lower() not in ("level", "group", "block"):
+        return None
+    if len(tokens) < 2 or tokens[1].text != ":":
+        return None
+    if first.text.lower() != "level":
+        raise _error(first, f"`{first.text}:` blocks are not supported; only `level: 1` and `level: 2`")
+    if len(tokens) != 3:
+        raise _error(tokens[-1] if len(tokens) > 3 else tokens[1], "expected `level: 1` or `level: 2`",
+                     "levels are 1 (or within) and 2 (or between)")
+    word = tokens[2].text.lower()
+    if word not in _LEVEL_WORDS:
+        raise _error(tokens[2], f"unknown level {tokens[2].text!r}", "levels are 1 (or within) and 2 (or between)")
+    return _LEVEL_WORDS[word]
+
+
+def _tokenize(text: str) -> list[list[Token]]:
+    """Tokenize, then split at ``;`` and join continued lines."""
+    statements: list[list[Token]] = []
+    current: list[Token] = []
+    for line_no, line in enumerate(text.splitlines(), start=1):
+        pieces: list[list[Token]] = [[]]
+        for token in _tokenize_line(line, line_no):
+            if token.text == ";":
+                pieces.append([])
+            else:
+                pieces[-1].append(token)
+        for piece_index, tokens in enumerate(pieces):
+            if not tokens:
+                continue
+            continues = bool(current) and piece_index == 0 and (
+                current[-1].text in ("+", "*", "=~", "~", "~~", ":=", "(", ",") or tokens[0].text == "+"
+            )
+            if current and not continues:
+                statements.append(current)
+                current = []
+            current.extend(tokens)
+    if current:
+        statements.append(current)
+    return statements
+
+
+def parse_model(text: str) -> ParsedModel:
+    """Parse lavaan-style model text into rows.
+
+    Parameters
+    ----------
+    text
+        The model, statements separated by new lines or ``;``.
+
+    Raises
+    ------
+    ModelSyntaxError
+        With line, column, the offending text and a hint.
+
+    Examples
+    --------
+    >>> parse_model("level: 1\\n fw =~ y1 + y2\\nlevel: 2\\n fb =~ y1 + y2").has_levels
+    True
+    """
+    if not isinstance(text, str):
+        raise TypeError(f"model text must be a string, not {type(text).__name__}")
+    rows: list[SyntaxRow] = []
+    level = 0
+    seen_levels: list[int] = []
+    for tokens in _tokenize(text):
+        directive = _level_directive(tokens)
+        if directive is not None:
+            if directive in seen_levels:
+                raise _error(tokens[0], f"level {directive} appears twice", "put all statements of a level in one block")
+            seen_levels.append(directive)
+            level = directive
+            continue
+        rows.extend(_StatementParser(tokens, level).parse())
+    if seen_levels:
+        first_level_row = next((r for r in rows if r.level == 0), None)
+        if first_level_row is not None:
+            raise ModelSyntaxError("statement before the first `level:` line", line=first_level_row.line,
+                                   column=first_level_row.column, text=first_level_row.text,
+                                   hint="in a two-level model every statement belongs to `level: 1` or `level: 2`")
+        if sorted(seen_levels) != [1, 2]:
+            last = text.splitlines()
+            missing = 2 if 1 in seen_levels else 1
+            raise ModelSyntaxError(f"level {missing} block is missing", line=len(last), column=1,
+                                   text=last[-1] if last else "",
+                                   hint="a two-level model needs both `level: 1` and `level: 2`")
+    if not rows:
+        raise ModelSyntaxError("the model is empty", line=1, column=1, text=text.splitlines()[0] if text.strip() else "",
+                               hint="write at least one statement, as in f =~ y1 + y2 + y3")
+    return ParsedModel(rows=tuple(rows), has_levels=bool(seen_levels), source_lines=tuple(text.splitlines()))
+

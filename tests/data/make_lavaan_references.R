@@ -1,0 +1,37 @@
+library(lavaan)
+hs <- HolzingerSwineford1939
+write.csv(hs[, c("id","school","grade", paste0("x",1:9))], "holzinger_swineford.csv", row.names=FALSE)
+m <- ' visual =~ x1 + x2 + x3
+       textual =~ x4 + x5 + x6
+       speed =~ x7 + x8 + x9 '
+f <- cfa(m, hs, meanstructure=TRUE)
+pe <- parameterEstimates(f)[,c("lhs","op","rhs","est","se")]
+write.csv(pe, "holzinger_swineford_cfa_lavaan_ml.csv", row.names=FALSE)
+pd <- PoliticalDemocracy
+write.csv(pd, "political_democracy.csv", row.names=FALSE)
+m2 <- ' ind60 =~ x1 + x2 + x3
+        dem60 =~ y1 + y2 + y3 + y4
+        dem65 =~ y5 + y6 + y7 + y8
+        dem60 ~ ind60
+        dem65 ~ ind60 + dem60
+        y1 ~~ y5 '
+f2 <- sem(m2, pd, meanstructure=TRUE)
+write.csv(parameterEstimates(f2)[,c("lhs","op","rhs","est","se")], "political_democracy_sem_lavaan_ml.csv", row.names=FALSE)
+std <- standardizedSolution(f2)[,c("lhs","op","rhs","est.std")]
+write.csv(std, "political_democracy_sem_lavaan_std.csv", row.names=FALSE)
+# latent auto.cov.y check
+m3 <- ' visual =~ x1 + x2 + x3
+       textual =~ x4 + x5 + x6
+       speed =~ x7 + x8 + x9
+       textual ~ visual; speed ~ visual '
+print(parTable(sem(m3, hs))[,c("lhs","op","rhs","free")])
+# two-level tutorial partable
+d <- Demo.twolevel
+m4 <- 'level: 1
+    fw =~ y1 + y2 + y3
+    fw ~ x1 + x2 + x3
+level: 2
+    fb =~ y1 + y2 + y3
+    fb ~ w1 + w2'
+f4 <- sem(m4, d, cluster="cluster")
+print(parTable(f4)[,c("lhs","op","rhs","level","free","ustart","est")])
