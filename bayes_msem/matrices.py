@@ -14,7 +14,7 @@ entries of ``A``, ``A_x``, ``alpha`` and ``S``.
 Every matrix is ``fixed + theta @ pattern``: the fixed entries plus a constant
 0/1 pattern per free parameter. The same code therefore works on a NumPy
 vector and on a PyTensor vector inside the PyMC model; only the matrix inverse
-and the Cholesky factor come from the ``backend`` module passed in.
+comes from the ``backend`` passed in.
 
 Example
 -------
@@ -34,11 +34,10 @@ import numpy as np
 
 from bayes_msem.partable import ParameterTable
 
-__all__ = ["LevelStructure", "level_structures", "level_moments", "innovation_root", "NUMPY_BACKEND",
+__all__ = ["LevelStructure", "level_structures", "level_moments", "NUMPY_BACKEND",
            "parameter_values"]
 
-NUMPY_BACKEND = SimpleNamespace(inv=np.linalg.inv, cholesky=np.linalg.cholesky, sqrt=np.sqrt,
-                                diag=np.diag, where=np.where, eye=np.eye, outer=np.outer)
+NUMPY_BACKEND = SimpleNamespace(inv=np.linalg.inv, eye=np.eye)
 
 
 @dataclass(frozen=True)
@@ -155,17 +154,6 @@ def level_moments(theta, structure: LevelStructure, backend=NUMPY_BACKEND) -> Le
     Pi = (total @ A_x)[:p]
     Sigma = (total @ S @ total.T)[:p, :p]
     return LevelMoments(mean=mean, Pi=Pi, Sigma=Sigma, total=total, A=A, A_x=A_x, alpha=alpha, S=S)
-
-
-def innovation_root(S, backend=NUMPY_BACKEND):
-    """A square root ``L`` with ``L @ L.T == S`` that also works when some
-    variances are zero: ``diag(sd) @ cholesky(correlation)``, where a node with
-    zero variance gets a unit diagonal in the correlation matrix."""
-    sd = backend.sqrt(backend.diag(S))
-    zero = sd <= 0
-    safe_sd = backend.where(zero, 1.0, sd)
-    corr = S / backend.outer(safe_sd, safe_sd) + backend.diag(backend.where(zero, 1.0, 0.0))
-    return backend.diag(sd) @ backend.cholesky(corr)
 
 
 def parameter_values(rows, theta: np.ndarray) -> np.ndarray:

@@ -34,7 +34,7 @@ from bayes_msem.syntax import LEVEL_NAMES, ParsedModel, SyntaxRow, parse_model
 
 __all__ = ["LevelRoles", "ParameterTable", "build_partable", "parameter_kind", "level_name"]
 
-COLUMNS = ["id", "lhs", "op", "rhs", "level", "user", "free", "ustart", "label", "exo", "prior",
+COLUMNS = ["id", "lhs", "op", "rhs", "level", "user", "free", "ustart", "start", "label", "exo", "prior",
            "kind", "line", "column", "text"]
 
 
@@ -192,23 +192,24 @@ def _default_rows(level_rows: list[SyntaxRow], roles: LevelRoles, two_level: boo
                             if r.op == "~" and r.lhs not in predictors and r.lhs not in indicators)
     for a, b in combinations(pure_outcomes, 2):
         add(a, "~~", b)
-    for name in roles.observed:
-        fixed_zero = two_level and roles.level == 1 and name in both_level
-        add(name, "~1", "", ustart=0.0 if fixed_zero else np.nan)
-    for name in roles.latent:
-        add(name, "~1", "", ustart=0.0)
     for i, a in enumerate(roles.covariates):
         for b in roles.covariates[i:]:
             add(a, "~~", b, exo=True)
+    # lavaan's order: intercepts of observed variables, of covariates, of latent variables
+    for name in roles.observed:
+        fixed_zero = two_level and roles.level == 1 and name in both_level
+        add(name, "~1", "", ustart=0.0 if fixed_zero else np.nan)
     for name in roles.covariates:
         add(name, "~1", "", exo=True)
+    for name in roles.latent:
+        add(name, "~1", "", ustart=0.0)
     return added
 
 
 def _user_row_dict(row: SyntaxRow, is_marker: bool) -> dict:
     ustart = row.fixed if row.fixed is not None else (1.0 if is_marker else np.nan)
     return dict(lhs=row.lhs, op=row.op, rhs=row.rhs, level=row.level, user=True, ustart=ustart, exo=False,
-                label=row.label, prior=row.prior, line=row.line, column=row.column, text=row.text)
+                start=row.start if row.start is not None else np.nan, label=row.label, prior=row.prior, line=row.line, column=row.column, text=row.text)
 
 
 def _assign_free_indices(table: pd.DataFrame, rows_by_label: dict[str, SyntaxRow]) -> pd.Series:
@@ -282,11 +283,13 @@ def build_partable(parsed: ParsedModel | str) -> ParameterTable:
             records.append(dict(lhs=r.lhs, op=":=", rhs=r.rhs, level=0, user=True, ustart=np.nan, exo=False,
                                 label=r.lhs, line=r.line, column=r.column, text=r.text))
     table = pd.DataFrame.from_records(records)
-    for column, default in (("label", None), ("prior", None), ("line", 0), ("column", 0), ("text", "")):
+    for column, default in (("label", None), ("prior", None), ("start", np.nan), ("line", 0), ("column", 0),
+                            ("text", "")):
         if column not in table:
             table[column] = default
     table["label"] = table["label"].astype(object).where(table["label"].notna(), None)
     table["prior"] = table["prior"].astype(object).where(table["prior"].notna(), None)
+    table["start"] = table["start"].astype(float)
     table["line"] = table["line"].fillna(0).astype(int)
     table["column"] = table["column"].fillna(0).astype(int)
     table["text"] = table["text"].fillna("")

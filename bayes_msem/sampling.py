@@ -1,7 +1,8 @@
 """Stage 6: NUTS through PyMC with the fastest backend that is installed.
 
 ``sampler="auto"`` uses numpyro (JAX) when it can be imported and PyMC's own
-NUTS otherwise; chains run in parallel, one XLA host device per chain.
+NUTS otherwise. numpyro runs chains in parallel (one XLA host device per core)
+when there is a core per chain, and vectorized (vmap) otherwise.
 Heavy modules are imported here, inside functions, so that importing
 bayes_msem and its command line stay fast.
 """
@@ -30,14 +31,15 @@ def choose_sampler(sampler: str) -> str:
     return sampler
 
 
-def _enable_parallel_jax_chains(chains: int) -> None:
-    """Give JAX one CPU device per chain so numpyro can run chains in parallel.
-    Only possible before JAX is first imported."""
+def _enable_parallel_jax_chains() -> None:
+    """Give JAX one CPU device per core so numpyro can run chains in parallel.
+    Only possible before JAX is first imported. More devices than cores was
+    seen to deadlock here (pmap on 4 devices, 2 cores), so never more."""
     if "jax" in sys.modules:
         return
     flags = os.environ.get("XLA_FLAGS", "")
     if "xla_force_host_platform_device_count" not in flags:
-        os.environ["XLA_FLAGS"] = f"{flags} --xla_force_host_platform_device_count={max(chains, 1)}".strip()
+        os.environ["XLA_FLAGS"] = f"{flags} --xla_force_host_platform_device_count={os.cpu_count() or 1}".strip()
 
 
 def run_nuts(model, *, draws: int, tune: int, chains: int, random_seed: int | None, sampler: str,
@@ -53,9 +55,10 @@ def run_nuts(model, *, draws: int, tune: int, chains: int, random_seed: int | No
         warnings.filterwarnings("ignore", message=".*arviz.*migration.*")
         warnings.filterwarnings("ignore", category=FutureWarning)
         if backend == "numpyro":
-            _enable_parallel_jax_chains(chains)
+            _enable_parallel_jax_chains()
             import jax
 
+            # parallel needs a device (core) per chain; otherwise vmap the chains on one device
             method = "parallel" if jax.local_device_count() >= chains else "vectorized"
             return pm.sample(nuts_sampler="numpyro", nuts_sampler_kwargs={"chain_method": method}, **kwargs)
         if backend == "nutpie":

@@ -45,6 +45,7 @@ class ModelSpec:
     data: ClusterData
     structures: tuple[LevelStructure, ...]
     priors: tuple[PriorSpec, ...]  # one per free parameter, in free-index order
+    starts: tuple[float, ...]  # starting value of each free parameter, on the table's scale
     covariance_blocks: tuple[CovarianceBlock, ...]
     cluster: str | None
     default_priors: DefaultPriors
@@ -107,6 +108,22 @@ def _resolve_priors(table: ParameterTable, data: ClusterData, defaults: DefaultP
             lhs_scale, rhs_scale = rhs_scale, lhs_scale
         priors.append(defaults.for_parameter(row.kind, lhs_scale, rhs_scale, lhs_mean))
     return priors
+
+
+def _start_values(table: ParameterTable, data: ClusterData) -> list[float]:
+    """Starting values as lavaan's "simple" starts: loadings at the ratio of
+    scales (1 for equal scales), regressions and covariances at 0, intercepts at
+    the sample mean, variances at half the observed variance. A ``start()``
+    modifier in the syntax wins. Starting all loadings at 0 let a chain settle
+    in a degenerate mode on the Holzinger-Swineford CFA."""
+    scales = _variable_scales(table, data)
+    starts = []
+    for row in table.free_rows().itertuples():
+        lhs_scale, lhs_mean = scales.get((row.level, row.lhs), (1.0, 0.0))
+        rhs_scale = scales.get((row.level, row.rhs), (1.0, 0.0))[0]
+        default = {"loading": rhs_scale / lhs_scale, "intercept": lhs_mean, "variance": 0.5 * lhs_scale**2}
+        starts.append(row.start if np.isfinite(row.start) else default.get(row.kind, 0.0))
+    return starts
 
 
 def _covariance_blocks(table: ParameterTable, structures, priors) -> list[CovarianceBlock]:
@@ -177,4 +194,5 @@ def build_spec(model: str | ParameterTable, data: pd.DataFrame, cluster: str | N
     structures = tuple(level_structures(table))
     blocks = _covariance_blocks(table, structures, resolved)
     return ModelSpec(table=table, data=cluster_data, structures=structures, priors=tuple(resolved),
+                     starts=tuple(_start_values(table, cluster_data)),
                      covariance_blocks=tuple(blocks), cluster=cluster, default_priors=defaults)

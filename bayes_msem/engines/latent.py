@@ -21,26 +21,21 @@ between effects.
 
 from __future__ import annotations
 
+from types import SimpleNamespace
+
 import numpy as np
 import pymc as pm
 import pytensor.tensor as pt
 
 from bayes_msem.engines.parameters import free_parameter_vector, parameter_names
 from bayes_msem.errors import ModelSpecificationError
-from bayes_msem.matrices import LevelStructure, innovation_root, level_moments
+from bayes_msem.matrices import LevelStructure, level_moments
 from bayes_msem.spec import ModelSpec
 
 __all__ = ["build_latent_model", "PYTENSOR_BACKEND", "cluster_effect_names"]
 
 
-class PYTENSOR_BACKEND:  # noqa: N801 - a namespace like NUMPY_BACKEND
-    inv = staticmethod(pt.linalg.inv)
-    cholesky = staticmethod(lambda m: pt.linalg.cholesky(m, lower=True))
-    sqrt = staticmethod(pt.sqrt)
-    diag = staticmethod(pt.diag)
-    where = staticmethod(pt.where)
-    eye = staticmethod(pt.eye)
-    outer = staticmethod(pt.outer)
+PYTENSOR_BACKEND = SimpleNamespace(inv=pt.linalg.inv, eye=pt.eye)
 
 
 def _mvn_residual_logp(sum_squares, n: float, Sigma) -> pt.TensorVariable:
@@ -109,9 +104,12 @@ def _between_effects(spec: ModelSpec, theta):
     pm.modelcontext(None).add_coord("innovation", [between.nodes[i] for i in random])
     u = pm.Normal("cluster_innovations", 0.0, 1.0, dims=("cluster", "innovation"),
                   shape=(data.n_clusters, len(random)))
-    root = innovation_root(moments.S[np.ix_(n_idx, n_idx)], PYTENSOR_BACKEND)
-    columns = [list(n_idx).index(i) for i in random]
-    zeta = u @ root[:, columns].T
+    # Only nodes with a random innovation enter the Cholesky factor: variances
+    # fixed at zero would make it singular (and sqrt(0) has no gradient).
+    root = pt.linalg.cholesky(moments.S[np.ix_(random, random)], lower=True)
+    placement = np.zeros((len(random), len(n_idx)))
+    placement[np.arange(len(random)), [list(n_idx).index(i) for i in random]] = 1.0
+    zeta = (u @ root.T) @ placement
     A, A_x, alpha = moments.A, moments.A_x, moments.alpha
     total_nn = PYTENSOR_BACKEND.inv(pt.eye(len(n_idx)) - A[np.ix_(n_idx, n_idx)])
     z = pt.as_tensor_variable(data.between_outcomes)

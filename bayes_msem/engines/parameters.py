@@ -33,20 +33,27 @@ def parameter_names(spec: ModelSpec) -> list[str]:
     return names
 
 
-def _distribution(name: str, prior: PriorSpec):
+def _in_support(prior: PriorSpec, value: float) -> bool:
+    if prior.family == "uniform":
+        return prior.args[0] < value < prior.args[1]
+    return value > 0 if prior.support == "positive" else np.isfinite(value)
+
+
+def _distribution(name: str, prior: PriorSpec, start: float):
     a = prior.args
+    options = {"initval": float(start)} if _in_support(prior, start) else {}
     make = {
-        "normal": lambda: pm.Normal(name, mu=a[0], sigma=a[1]),
-        "student_t": lambda: pm.StudentT(name, nu=a[0], mu=a[1], sigma=a[2]),
-        "cauchy": lambda: pm.Cauchy(name, alpha=a[0], beta=a[1]),
-        "uniform": lambda: pm.Uniform(name, lower=a[0], upper=a[1]),
-        "gamma": lambda: pm.Gamma(name, alpha=a[0], beta=a[1]),
-        "exponential": lambda: pm.Exponential(name, lam=a[0]),
-        "half_normal": lambda: pm.HalfNormal(name, sigma=a[0]),
-        "half_cauchy": lambda: pm.HalfCauchy(name, beta=a[0]),
-        "half_student_t": lambda: pm.HalfStudentT(name, nu=a[0], sigma=a[1]),
-        "lognormal": lambda: pm.LogNormal(name, mu=a[0], sigma=a[1]),
-        "inverse_gamma": lambda: pm.InverseGamma(name, alpha=a[0], beta=a[1]),
+        "normal": lambda: pm.Normal(name, mu=a[0], sigma=a[1], **options),
+        "student_t": lambda: pm.StudentT(name, nu=a[0], mu=a[1], sigma=a[2], **options),
+        "cauchy": lambda: pm.Cauchy(name, alpha=a[0], beta=a[1], **options),
+        "uniform": lambda: pm.Uniform(name, lower=a[0], upper=a[1], **options),
+        "gamma": lambda: pm.Gamma(name, alpha=a[0], beta=a[1], **options),
+        "exponential": lambda: pm.Exponential(name, lam=a[0], **options),
+        "half_normal": lambda: pm.HalfNormal(name, sigma=a[0], **options),
+        "half_cauchy": lambda: pm.HalfCauchy(name, beta=a[0], **options),
+        "half_student_t": lambda: pm.HalfStudentT(name, nu=a[0], sigma=a[1], **options),
+        "lognormal": lambda: pm.LogNormal(name, mu=a[0], sigma=a[1], **options),
+        "inverse_gamma": lambda: pm.InverseGamma(name, alpha=a[0], beta=a[1], **options),
     }
     return make[prior.family]()
 
@@ -57,14 +64,16 @@ def free_parameter_vector(spec: ModelSpec) -> pt.TensorVariable:
     names = parameter_names(spec)
     kinds = spec.kinds
     values: list = [None] * len(names)
-    for k, (name, kind, prior) in enumerate(zip(names, kinds, spec.priors)):
+    for k, (name, kind, prior, start) in enumerate(zip(names, kinds, spec.priors, spec.starts)):
         if kind == "covariance":
             continue
         if kind == "variance":
-            rv = _distribution(f"{'var' if prior.scale == 'var' else 'sd'}[{name}]", prior)
-            values[k] = rv if prior.scale == "var" else rv**2
+            on_variance = prior.scale == "var"
+            rv = _distribution(f"{'var' if on_variance else 'sd'}[{name}]", prior,
+                               start if on_variance else np.sqrt(max(start, 0.0)))
+            values[k] = rv if on_variance else rv**2
         else:
-            values[k] = _distribution(name, prior)
+            values[k] = _distribution(name, prior, start)
     for b, block in enumerate(spec.covariance_blocks):
         structure = spec.structure(block.level)
         variances = pt.diag(structure.S.fill(_partial_vector(values, structure)))

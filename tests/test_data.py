@@ -1,0 +1,95 @@
+"""Data checks: every problem gets a message that names the variable and the fix."""
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from bayes_msem.data import covariate_moments, prepare_data
+from bayes_msem.errors import DataError
+from bayes_msem.partable import build_partable
+
+TWO_LEVEL = "level: 1\n  y ~ x\nlevel: 2\n  y ~ w"
+
+
+def clustered(n_clusters=4, size=3, seed=0):
+    rng = np.random.default_rng(seed)
+    cluster = np.repeat(np.arange(n_clusters), size)
+    w = rng.normal(size=n_clusters)[cluster]
+    x = rng.normal(size=len(cluster))
+    return pd.DataFrame({"id": cluster, "x": x, "w": w, "y": x + w + rng.normal(size=len(cluster))})
+
+
+def prepare(model, data, **kwargs):
+    return prepare_data(build_partable(model), data, **kwargs)
+
+
+def test_arrays_and_cross_products():
+    data = clustered()
+    prepared = prepare(TWO_LEVEL, data, cluster="id")
+    assert prepared.n_clusters == 4 and prepared.n_rows == 12
+    assert prepared.between_covariates.shape == (4, 1)
+    np.testing.assert_allclose(prepared.stats["sum_y"][:, 0], data.groupby("id").y.sum().to_numpy())
+    np.testing.assert_allclose(prepared.stats["yx"], data[["y"]].to_numpy().T @ data[["x"]].to_numpy())
+
+
+def test_covariate_moments_are_lavaan_fixed_x_values():
+    data = clustered()
+    table = build_partable(TWO_LEVEL)
+    moments = covariate_moments(table, prepare_data(table, data, cluster="id"))
+    assert moments[(1, "x", "~~", "x")] == pytest.approx(data.x.var(ddof=0))
+    assert moments[(2, "w", "~1", "")] == pytest.approx(data.groupby("id").w.first().mean())
+
+
+@pytest.mark.parametrize("change, kwargs, words", [
+    (lambda d: d.drop(columns="x"), {}, "variable 'x' is in the model but not in the data"),
+    (lambda d: d.rename(columns={"x": "xx"}), {}, "Did you mean 'xx'"),
+    (lambda d: d.assign(x=d.x.astype(str)), {}, "'x' is not numeric"),
+    (lambda d: d.assign(x=pd.Categorical(np.where(d.x > 0, "a", "b"))), {}, "dummy variables"),
+    (lambda d: d, {"cluster": None}, "needs cluster='<column>'"),
+    (lambda d: d, {"cluster": "school"}, "cluster column 'school' is not in the data"),
+    (lambda d: d.assign(id=1), {}, "has only 1 cluster"),
+    (lambda d: d.assign(w=np.arange(len(d), dtype=float)), {}, "'w' is named only in the between (level 2) block but varies"),
+    (lambda d: d.assign(x=3.0), {}, "'x' has zero variance"),
+    (lambda d: d.assign(y=np.where(np.arange(len(d)) < 2, np.nan, d.y)), {}, "2 of 12 rows have missing values (y: 2)"),
+    (lambda d: d.assign(y=np.where(np.arange(len(d)) < 2, np.nan, d.y)), {}, "missing='listwise'"),
+])
+def test_data_errors(change, kwargs, words):
+    options = {"cluster": "id", **kwargs}
+    with pytest.raises(DataError) as info:
+        prepare(TWO_LEVEL, change(clustered()), **options)
+    assert words in str(info.value)
+
+
+def test_latent_name_that_is_also_a_column():
+    data = clustered().assign(f=1.0, y2=0.0, y3=0.0)
+    with pytest.raises(DataError, match="'f' is a latent variable in the model but also a column"):
+        prepare("f =~ y + y2 + y3", data)
+
+
+def test_both_level_variable_without_within_variation():
+    data = clustered()
+    with pytest.raises(DataError, match="'w' is named at both levels but is constant within every cluster"):
+        prepare("level: 1\n y ~ w\nlevel: 2\n y ~~ w", data, cluster="id")
+
+
+def test_cluster_given_for_single_level_model():
+    with pytest.raises(DataError, match="has no level blocks"):
+        prepare("y ~ x", clustered(), cluster="id")
+
+
+def test_listwise_drops_and_reports():
+    data = clustered()
+    data.loc[[0, 5], "y"] = np.nan
+    with pytest.warns(UserWarning, match="dropped 2 of 12 rows"):
+        prepared = prepare(TWO_LEVEL, data, cluster="id", missing="listwise")
+    assert prepared.n_rows == 10 and prepared.n_dropped == 2
+
+
+def test_unknown_missing_option():
+    with pytest.raises(ValueError, match="listwise"):
+        prepare(TWO_LEVEL, clustered(), cluster="id", missing="fiml")
+
+
+def test_data_must_be_a_dataframe():
+    with pytest.raises(TypeError, match="pandas DataFrame"):
+        prepare("y ~ x", {"y": [1, 2], "x": [1, 2]})
