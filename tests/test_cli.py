@@ -1,0 +1,56 @@
+"""Command line end to end: errors (fast) and a short fit."""
+
+import subprocess
+import sys
+
+import pytest
+
+import bayes_msem as bm
+from bayes_msem.cli import main
+
+
+def test_bad_model_file_gives_one_clear_error(tmp_path, capsys):
+    model = tmp_path / "bad.lavaan"
+    model.write_text("f =~ y1 y2\n")
+    data = tmp_path / "d.csv"
+    bm.example_data().to_csv(data, index=False)
+    assert main(["fit", str(model), str(data)]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("bayes-msem: error: line 1, column 9")
+    assert "Traceback" not in err
+
+
+def test_bad_data_file(tmp_path, capsys):
+    model = tmp_path / "m.lavaan"
+    model.write_text(bm.example_model())
+    assert main(["fit", str(model), str(tmp_path / "missing.csv"), "--cluster", "cluster"]) == 2
+    assert "does not exist" in capsys.readouterr().err
+    (tmp_path / "d.txt").write_text("x")
+    assert main(["fit", str(model), str(tmp_path / "d.txt")]) == 2
+    assert "cannot read d.txt" in capsys.readouterr().err
+
+
+def test_data_error_names_the_fix(tmp_path, capsys):
+    model = tmp_path / "m.lavaan"
+    model.write_text(bm.example_model())
+    data = tmp_path / "d.csv"
+    bm.example_data().to_csv(data, index=False)
+    assert main(["fit", str(model), str(data)]) == 2
+    assert "needs cluster='<column>'" in capsys.readouterr().err
+
+
+@pytest.mark.slow
+def test_fit_writes_results(tmp_path):
+    model = tmp_path / "m.lavaan"
+    model.write_text(bm.example_model("mplus_ex9_6"))
+    data = tmp_path / "d.csv"
+    bm.example_data("mplus_ex9_6").to_csv(data, index=False)
+    out = tmp_path / "out"
+    completed = subprocess.run(
+        [sys.executable, "-m", "bayes_msem.cli", "fit", str(model), str(data), "--cluster", "clus",
+         "--draws", "100", "--tune", "100", "--chains", "2", "--seed", "1", "--out", str(out)],
+        capture_output=True, text=True, timeout=600)
+    assert completed.returncode == 0, completed.stderr
+    assert "Level 2 [between]" in completed.stdout
+    assert (out / "results.nc").exists() and (out / "summary.csv").exists()
+    assert bm.load_result(out / "results.nc").info["cluster"] == "clus"

@@ -1,0 +1,46 @@
+"""Model: argument checks and the parameter table users see (no sampling)."""
+
+import pytest
+
+import bayes_msem as bm
+from conftest import SMALL_TWO_LEVEL, simulate_small_two_level
+
+
+def test_partable_has_level_names():
+    model = bm.Model(SMALL_TWO_LEVEL, simulate_small_two_level(), cluster="school")
+    table = model.partable()
+    assert set(table.level) == {"within", "between", ""}
+    assert {"lhs", "op", "rhs", "free", "ustart", "label", "prior"} <= set(table.columns)
+
+
+def test_user_prior_appears_in_prior_table():
+    model = bm.Model('y ~ prior("normal(0, 0.5)")*x', simulate_small_two_level())
+    priors = model.priors()
+    row = priors[(priors.op == "~") & (priors.rhs == "x")].iloc[0]
+    assert row.prior == "normal(0, 0.5)" and row.source == "user"
+
+
+def test_default_priors_can_be_changed():
+    model = bm.Model("y ~ x", simulate_small_two_level(), priors={"slope_sd": 1.0})
+    wide = bm.Model("y ~ x", simulate_small_two_level())
+    assert model.priors().prior[0] != wide.priors().prior[0]
+
+
+def test_bad_options():
+    data = simulate_small_two_level()
+    with pytest.raises(ValueError, match="engine="):
+        bm.Model("y ~ x", data, engine="fast")
+    with pytest.raises(ValueError, match="sampler="):
+        bm.Model("y ~ x", data).fit(sampler="stan")
+
+
+def test_syntax_error_surfaces_from_model():
+    with pytest.raises(bm.ModelSyntaxError, match="line 2, column 6"):
+        bm.Model("y ~ x\ny ~~ = x", simulate_small_two_level())
+
+
+def test_example_helpers():
+    assert "level: 1" in bm.example_model("mplus_ex9_6")
+    assert len(bm.example_data("demo_twolevel")) == 2500
+    with pytest.raises(ValueError, match="unknown example"):
+        bm.example_data("nope")

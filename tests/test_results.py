@@ -1,0 +1,84 @@
+"""Results: summary layout, lavaan names in InferenceData, defined parameters,
+diagnostics, save/load and reproducibility (short runs)."""
+
+import warnings
+
+import numpy as np
+import pandas as pd
+import pytest
+
+import bayes_msem as bm
+from bayes_msem.results import SUMMARY_COLUMNS
+from conftest import QUICK_RUN, SMALL_TWO_LEVEL, simulate_small_two_level
+
+
+def test_summary_has_one_row_per_table_row(small_fit):
+    summary = small_fit.summary()
+    assert list(summary.columns) == SUMMARY_COLUMNS
+    assert len(summary) == len(small_fit.table)
+    fixed = summary[~summary.free]
+    assert (fixed["sd"] == 0).all() and fixed.r_hat.isna().all()
+    assert set(summary.level) == {"within", "between", ""}  # "" for the := row
+
+
+def test_posterior_reads_like_lavaan(small_fit):
+    posterior = small_fit.idata.posterior
+    assert "m~x" in posterior and "y~m" in posterior
+    # variances free at both levels carry a level coordinate
+    assert list(posterior["y~~y"].coords["level"].values) == ["within", "between"]
+    assert posterior["m~x"].attrs["level"] == "within"
+    assert posterior["cluster_effects"].dims == ("chain", "draw", "cluster", "cluster_variable")
+
+
+def test_defined_parameter_is_computed_per_draw(small_fit):
+    posterior = small_fit.idata.posterior
+    np.testing.assert_allclose(posterior["ab"].values, posterior["m~x"].values * posterior["y~m"].values)
+    row = small_fit.summary().query("op == ':='").iloc[0]
+    assert row.lhs == "ab" and row.free
+
+
+def test_priors_table_lists_every_free_parameter(small_fit):
+    priors = small_fit.priors()
+    assert len(priors) == small_fit.table.free.max()
+    assert (priors.source == "default").all()
+
+
+def test_text_summary_has_header_and_levels(small_fit):
+    text = str(small_fit)
+    for words in ("engine latent", "Clusters 30 (school)", "Level 1 [within]", "Level 2 [between]",
+                  "Regressions:", "Defined parameters:", "Diagnostics:"):
+        assert words in text
+
+
+def test_save_and_load_round_trip(small_fit, tmp_path):
+    path = tmp_path / "fit.nc"
+    small_fit.save(path)
+    loaded = bm.load_result(path)
+    pd.testing.assert_frame_equal(loaded.summary(), small_fit.summary(), check_dtype=False)
+    assert loaded.info["cluster"] == "school"
+
+
+def test_cluster_estimates_have_sizes(small_fit):
+    estimates = small_fit.cluster_estimates()
+    assert set(estimates.variable) == {"m", "y"}
+    assert (estimates["size"] == 8).all() and len(estimates) == 60
+
+
+def test_same_seed_same_draws(small_fit):
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        again = bm.Model(SMALL_TWO_LEVEL, simulate_small_two_level(), cluster="school").fit(**QUICK_RUN)
+    np.testing.assert_array_equal(again.idata.posterior["y~m"].values, small_fit.idata.posterior["y~m"].values)
+
+
+def test_short_run_warns_about_low_ess():
+    data = simulate_small_two_level()
+    with pytest.warns(UserWarning, match="effective sample size below"):
+        bm.Model("y ~ x", data).fit(draws=30, tune=30, chains=2, random_seed=1, progressbar=False)
+
+
+def test_diagnostic_messages_give_advice(small_fit):
+    diagnostics = small_fit.diagnostics()
+    assert set(diagnostics) >= {"divergences", "max_r_hat", "min_ess_bulk", "min_ess_tail"}
+    for message in small_fit.diagnostic_messages():
+        assert "Run more" in message or "target_accept" in message
