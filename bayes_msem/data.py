@@ -236,3 +236,25 @@ def covariate_moments(table: ParameterTable, data: ClusterData) -> dict[tuple[in
             for j, b in enumerate(roles.covariates):
                 values[(roles.level, a, "~~", b)] = float(cov[i, j])
     return values
+
+
+def cluster_mean_statistics(data: ClusterData) -> dict[str, np.ndarray]:
+    """Statistics for integrating cluster effects out (the collapsed engine):
+    cluster means of outcomes and covariates, pooled within-cluster
+    cross-products of the cluster-centred data, and the clusters grouped by
+    size (the between part of the likelihood depends on a cluster only through
+    its size and means; lavaan groups clusters the same way)."""
+    stats = data.stats
+    n = stats["n"]
+    mean_y = stats["sum_y"] / n[:, None]
+    mean_x = stats["sum_x"] / n[:, None]
+    sizes, size_index = np.unique(data.cluster_sizes, return_inverse=True)
+    return {
+        "mean_y": mean_y, "mean_x": mean_x,
+        # centred cross-products: Y'Y - sum_j n_j ybar_j ybar_j' etc.
+        "yy_within": stats["yy"] - stats["sum_y"].T @ mean_y,
+        "yx_within": stats["yx"] - stats["sum_y"].T @ mean_x,
+        "xx_within": stats["xx"] - stats["sum_x"].T @ mean_x,
+        "sizes": sizes.astype(float), "size_index": size_index,
+        "clusters_per_size": np.bincount(size_index).astype(float),
+    }

@@ -16,7 +16,7 @@ import pandas as pd
 
 from bayes_msem import __version__
 from bayes_msem.defined import check_definitions
-from bayes_msem.engines import ENGINES
+from bayes_msem.engines import choose_engine
 from bayes_msem.partable import build_partable, level_name
 from bayes_msem.priors import DefaultPriors
 from bayes_msem.spec import ModelSpec, build_spec
@@ -42,18 +42,18 @@ class Model:
         or a dict such as ``{"slope_sd": 2.0}``. Single parameters take
         ``prior("...")`` in the syntax.
     engine
-        ``"latent"``: cluster effects as explicit random variables.
+        ``"auto"`` (default): ``"collapsed"`` where it is exact, else ``"latent"``.
+        ``"collapsed"`` integrates the cluster effects out and draws them after
+        sampling; ``"latent"`` samples them as explicit random variables.
     """
 
     def __init__(self, syntax: str, data: pd.DataFrame, cluster: str | None = None, *, missing: str = "error",
-                 priors: DefaultPriors | dict | None = None, engine: str = "latent"):
-        if engine not in ENGINES:
-            raise ValueError(f"engine={engine!r} is not one of {ENGINES}")
+                 priors: DefaultPriors | dict | None = None, engine: str = "auto"):
         self.syntax = syntax
-        self.engine = engine
         table = build_partable(syntax)
         check_definitions(table.rows)
         self.spec: ModelSpec = build_spec(table, data, cluster=cluster, missing=missing, priors=priors)
+        self.engine, self.engine_reason = choose_engine(engine, self.spec)
 
     def partable(self) -> pd.DataFrame:
         """The parameter table (lavaan's columns), with level names."""
@@ -72,25 +72,32 @@ class Model:
         The same ``random_seed`` gives the same draws. Diagnostics that fail
         (divergences, R-hat > 1.01, low ESS) are raised as warnings with advice.
         """
-        from bayes_msem.engines.latent import build_latent_model
         from bayes_msem.results import FitResult, build_posterior
         from bayes_msem.sampling import choose_sampler, run_nuts
 
         if draws < 1 or tune < 0 or chains < 1:
             raise ValueError("draws and chains must be positive and tune non-negative")
         backend = choose_sampler(sampler)
-        pymc_model = build_latent_model(self.spec)
-        var_names = ["parameters"] + (["cluster_effects"] if self.spec.table.two_level else [])
-        raw = run_nuts(pymc_model, draws=draws, tune=tune, chains=chains, random_seed=random_seed,
+        collapsed = self.engine == "collapsed"
+        if collapsed:
+            from bayes_msem.engines.collapsed import build_collapsed_model as build
+        else:
+            from bayes_msem.engines.latent import build_latent_model as build
+        var_names = ["parameters"] + (["cluster_effects"] if self.spec.table.two_level and not collapsed else [])
+        raw = run_nuts(build(self.spec), draws=draws, tune=tune, chains=chains, random_seed=random_seed,
                        sampler=backend, target_accept=target_accept, progressbar=progressbar, var_names=var_names)
-        effects = raw.posterior["cluster_effects"] if self.spec.table.two_level else None
+        effects = None
+        if collapsed:
+            effects = self._collapsed_cluster_effects(raw.posterior["parameters"], random_seed)
+        elif self.spec.table.two_level:
+            effects = raw.posterior["cluster_effects"]
         posterior = build_posterior(self.spec.table.rows, raw.posterior["parameters"], effects)
         idata = raw.copy()
         del idata.posterior
         idata.add_groups(posterior=posterior)
         data = self.spec.data
         info = {
-            "version": __version__, "engine": self.engine, "sampler": backend,
+            "version": __version__, "engine": self.engine, "engine_reason": self.engine_reason, "sampler": backend,
             "model_type": "two-level SEM" if self.spec.table.two_level else "single-level SEM",
             "n_rows": data.n_rows, "n_dropped": data.n_dropped, "cluster": self.spec.cluster,
             "cluster_labels": [str(c) for c in data.cluster_labels], "cluster_sizes": data.cluster_sizes.tolist(),
@@ -100,3 +107,17 @@ class Model:
         result = FitResult(idata=idata, table=self.spec.table.rows, info=info, prior_table=self.priors())
         result.warn_diagnostics()
         return result
+
+    def _collapsed_cluster_effects(self, parameters, random_seed: int | None):
+        """Cluster effects drawn from their exact conditional, shaped like the latent engine's."""
+        import xarray as xr
+
+        from bayes_msem.engines.collapsed import draw_cluster_effects
+        from bayes_msem.engines.latent import cluster_effect_names
+
+        draws = draw_cluster_effects(self.spec, parameters.values, random_seed)
+        return xr.DataArray(draws, dims=("chain", "draw", "cluster", "cluster_variable"), coords={
+            "chain": parameters["chain"].values, "draw": parameters["draw"].values,
+            "cluster": [str(c) for c in self.spec.data.cluster_labels],
+            "cluster_variable": cluster_effect_names(self.spec)})
+

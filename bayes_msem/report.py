@@ -57,6 +57,7 @@ def summary_text(result) -> str:
     lines = [
         f"bayes-msem {info.get('version', '')}: {info['model_type']}, engine {info['engine']}, "
         f"sampler {info['sampler']} (NUTS)",
+        f"  Engine {info['engine']}: {info.get('engine_reason', '')}",
         f"  Observations {info['n_rows']}" + (f" ({info['n_dropped']} dropped: listwise)" if info.get("n_dropped") else ""),
     ]
     if info.get("cluster"):

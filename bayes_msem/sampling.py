@@ -1,8 +1,7 @@
 """Stage 6: NUTS through PyMC with the fastest backend that is installed.
 
 ``sampler="auto"`` uses numpyro (JAX) when it can be imported and PyMC's own
-NUTS otherwise. numpyro runs chains in parallel (one XLA host device per core)
-when there is a core per chain, and vectorized (vmap) otherwise.
+NUTS otherwise. numpyro runs the chains vectorized (vmap) on one device.
 Heavy modules are imported here, inside functions, so that importing
 bayes_msem and its command line stay fast.
 """
@@ -11,7 +10,6 @@ from __future__ import annotations
 
 import importlib.util
 import os
-import sys
 import warnings
 
 __all__ = ["SAMPLERS", "choose_sampler", "run_nuts"]
@@ -31,17 +29,6 @@ def choose_sampler(sampler: str) -> str:
     return sampler
 
 
-def _enable_parallel_jax_chains() -> None:
-    """Give JAX one CPU device per core so numpyro can run chains in parallel.
-    Only possible before JAX is first imported. More devices than cores was
-    seen to deadlock here (pmap on 4 devices, 2 cores), so never more."""
-    if "jax" in sys.modules:
-        return
-    flags = os.environ.get("XLA_FLAGS", "")
-    if "xla_force_host_platform_device_count" not in flags:
-        os.environ["XLA_FLAGS"] = f"{flags} --xla_force_host_platform_device_count={os.cpu_count() or 1}".strip()
-
-
 def run_nuts(model, *, draws: int, tune: int, chains: int, random_seed: int | None, sampler: str,
              target_accept: float, progressbar: bool, var_names: list[str]):
     """Run NUTS on ``model`` and return ArviZ InferenceData with ``var_names`` in the posterior."""
@@ -55,12 +42,10 @@ def run_nuts(model, *, draws: int, tune: int, chains: int, random_seed: int | No
         warnings.filterwarnings("ignore", message=".*arviz.*migration.*")
         warnings.filterwarnings("ignore", category=FutureWarning)
         if backend == "numpyro":
-            _enable_parallel_jax_chains()
-            import jax
-
-            # parallel needs a device (core) per chain; otherwise vmap the chains on one device
-            method = "parallel" if jax.local_device_count() >= chains else "vectorized"
-            return pm.sample(nuts_sampler="numpyro", nuts_sampler_kwargs={"chain_method": method}, **kwargs)
+            # "vectorized" (vmap over chains on one device) rather than "parallel":
+            # pmap over several XLA host devices hung here in PyMC's post-processing,
+            # with 4 devices on 2 cores and with 2 on 2 (pymc 5.28, jax 0.10).
+            return pm.sample(nuts_sampler="numpyro", nuts_sampler_kwargs={"chain_method": "vectorized"}, **kwargs)
         if backend == "nutpie":
             return pm.sample(nuts_sampler="nutpie", **kwargs)
         return pm.sample(cores=min(chains, os.cpu_count() or 1), **kwargs)

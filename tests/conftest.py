@@ -20,6 +20,10 @@ dem60 ~ ind60
 dem65 ~ ind60 + dem60
 y1 ~~ y5"""
 
+POLITICAL_DEMOCRACY_PATH = """y1 ~ x1
+y5 ~ y1 + x1
+y6 ~ x1 + x2"""
+
 # Full runs as the issue asks: default priors, 4 chains x 1000 draws.
 FULL_RUN = dict(draws=1000, tune=1000, chains=4, random_seed=20261128, progressbar=False)
 
@@ -27,6 +31,13 @@ FULL_RUN = dict(draws=1000, tune=1000, chains=4, random_seed=20261128, progressb
 @pytest.fixture(scope="session")
 def demo_fit():
     return bm.Model(bm.example_model("demo_twolevel"), bm.example_data("demo_twolevel"), cluster="cluster").fit(**FULL_RUN)
+
+
+@pytest.fixture(scope="session")
+def demo_latent_fit():
+    model = bm.Model(bm.example_model("demo_twolevel"), bm.example_data("demo_twolevel"), cluster="cluster",
+                     engine="latent")
+    return model.fit(**FULL_RUN)
 
 
 @pytest.fixture(scope="session")
@@ -38,6 +49,12 @@ def ex9_6_fit():
 def holzinger_swineford_fit():
     data = pd.read_csv(DATA / "holzinger_swineford.csv")
     return bm.Model(HOLZINGER_SWINEFORD_CFA, data).fit(**FULL_RUN)
+
+
+@pytest.fixture(scope="session")
+def political_democracy_path_fit():
+    data = pd.read_csv(DATA / "political_democracy.csv")
+    return bm.Model(POLITICAL_DEMOCRACY_PATH, data).fit(**FULL_RUN)
 
 
 @pytest.fixture(scope="session")

@@ -3,7 +3,8 @@
 Reference numbers:
 - demo_twolevel_lavaan_ml.csv: lavaan 0.6-14 on Demo.twolevel (shared/reference).
 - mplus_ex9_6_ml.csv: lavaan ML with MLR standard errors, equal to the Mplus output.
-- holzinger_swineford_cfa_lavaan_ml.csv and political_democracy_sem_lavaan_ml.csv:
+- holzinger_swineford_cfa_lavaan_ml.csv, political_democracy_sem_lavaan_ml.csv and
+  political_democracy_path_lavaan_ml.csv:
   lavaan 0.6-14, `Rscript tests/data/make_lavaan_references.R`
   (cfa()/sem() with meanstructure = TRUE, ML).
 
@@ -12,6 +13,7 @@ for loadings, regressions and intercepts, within 0.6 SE for variances and
 covariances; R-hat <= 1.01; no divergences.
 """
 
+import numpy as np
 import pandas as pd
 import pytest
 
@@ -69,6 +71,12 @@ def test_political_democracy_sem_matches_lavaan(political_democracy_fit):
     check_convergence(political_democracy_fit)
 
 
+def test_political_democracy_path_analysis_matches_lavaan(political_democracy_path_fit):
+    merged = compare_with_reference(political_democracy_path_fit, "political_democracy_path_lavaan_ml.csv")
+    assert ("y5", "~~", "y6") in set(zip(merged.lhs, merged.op, merged.rhs))  # lavaan's auto.cov.y
+    check_convergence(political_democracy_path_fit)
+
+
 def test_cluster_estimates_track_observed_cluster_means(demo_fit):
     """Latent cluster means shrink towards the grand mean but follow the observed
     cluster means: an independent check of the between part."""
@@ -81,3 +89,33 @@ def test_cluster_estimates_track_observed_cluster_means(demo_fit):
     y1.index = y1.index.astype(int)
     assert y1.corr(observed.loc[y1.index]) > 0.9
     assert y1.std() < observed.std()  # shrinkage
+
+
+def test_demo_latent_engine_matches_lavaan(demo_latent_fit):
+    assert demo_latent_fit.info["engine"] == "latent"
+    compare_with_reference(demo_latent_fit, "demo_twolevel_lavaan_ml.csv")
+    check_convergence(demo_latent_fit)
+
+
+def test_both_engines_give_the_same_posterior(demo_fit, demo_latent_fit):
+    """Posterior means agree within 0.1 posterior SD, allowing for Monte Carlo
+    error (3.5 combined MCSE) where the latent engine's ESS is low."""
+    import arviz as az
+
+    assert demo_fit.info["engine"] == "collapsed"
+    collapsed, latent = demo_fit.summary(), demo_latent_fit.summary()
+    free = collapsed.free & (collapsed.op != ":=")
+    for (_, c), (_, l) in zip(collapsed[free].iterrows(), latent[free].iterrows()):
+        assert (c.lhs, c.op, c.rhs, c.level) == (l.lhs, l.op, l.rhs, l.level)
+    mcse = []
+    for fit in (demo_fit, demo_latent_fit):
+        rows = fit.table[fit.table.free > 0]
+        mcse.append(np.array([float(az.mcse(fit._draws(row, fit.idata.posterior), method="mean"))
+                              for row in rows.itertuples()]))
+    difference = np.abs(collapsed[free]["mean"].to_numpy() - latent[free]["mean"].to_numpy())
+    allowed = np.maximum(0.1 * latent[free]["sd"].to_numpy(), 3.5 * np.hypot(*mcse))
+    assert np.all(difference <= allowed), collapsed[free].assign(difference=difference, allowed=allowed)
+    # cluster effects: same posterior means per cluster
+    a = demo_fit.cluster_estimates()["mean"].to_numpy()
+    b = demo_latent_fit.cluster_estimates()["mean"].to_numpy()
+    assert np.corrcoef(a, b)[0, 1] > 0.99

@@ -35,3 +35,11 @@ level: 2
     fb ~ w1 + w2'
 f4 <- sem(m4, d, cluster="cluster")
 print(parTable(f4)[,c("lhs","op","rhs","level","free","ustart","est")])
+library(lavaan)
+pd <- PoliticalDemocracy
+m <- ' y1 ~ x1
+       y5 ~ y1 + x1
+       y6 ~ x1 + x2 '
+f <- sem(m, pd, meanstructure=TRUE)
+write.csv(parameterEstimates(f)[,c("lhs","op","rhs","est","se")], "political_democracy_path_lavaan_ml.csv", row.names=FALSE)
+print(parameterEstimates(f)[,c("lhs","op","rhs","est","se")])

@@ -1,0 +1,173 @@
+"""The *collapsed* engine: Gaussian cluster effects integrated out exactly.
+
+Without random slopes, the rows of cluster j given its between effects are
+normal with a shared mean, so the cluster effects can be integrated out. With
+d_ij = y_ij - m - Pi x_ij (the within model's mean removed) and n_j rows,
+
+    log p(Y_j, z_j) = -1/2 [(n_j - 1)(p log 2pi + log|Sigma_W|) + tr(Sigma_W^-1 W_j) + p log n_j]
+                      + log N((dbar_j, z_j); (mu_b(w_j), mu_z(w_j)), V(n_j)),
+
+    V(n) = [[Sigma_W / n + Sigma_bb, Sigma_bz], [Sigma_zb, Sigma_zz]],
+
+where W_j is the within-cluster scatter of d (its sum over clusters comes from
+pooled cross-products computed once) and Sigma_B, mu_B are the between level's
+implied moments over the between parts of split variables (b) and the
+between-only outcomes (z). V depends on a cluster only through its size, so
+one Cholesky factor per distinct size is needed (Rosseel 2021; lavaan's
+``lav_mvnorm_cluster``): a gradient costs O(sizes * k^3 + clusters * k^2),
+whatever the number of rows.
+
+Cluster effects (latent cluster means, between factor scores) are drawn after
+sampling from their exact Gaussian conditional given each cluster's data, for
+every posterior draw, so results look the same as the latent engine's.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pymc as pm
+import pytensor.tensor as pt
+
+from bayes_msem.data import cluster_mean_statistics
+from bayes_msem.engines import collapsed_supported
+from bayes_msem.engines.latent import PYTENSOR_BACKEND, cluster_effect_names
+from bayes_msem.engines.parameters import free_parameter_vector, parameter_names
+from bayes_msem.matrices import LevelMoments, level_moments
+from bayes_msem.spec import ModelSpec
+
+__all__ = ["build_collapsed_model", "draw_cluster_effects"]
+
+
+def _layout(spec: ModelSpec):
+    """Where the split variables (b) and between-only outcomes (z) sit among the
+    between level's observed variables, and ``place``: the 0/1 matrix that puts
+    b into the within outcomes' positions."""
+    within, between = spec.within, spec.between
+    both = spec.table.both_level
+    b_in_between = np.array([between.observed.index(n) for n in both], dtype=int)
+    z_in_between = np.array([i for i, n in enumerate(between.observed) if n not in both], dtype=int)
+    place = np.zeros((within.n_observed, len(both)))
+    place[[within.observed.index(n) for n in both], np.arange(len(both))] = 1.0
+    return b_in_between, z_in_between, place
+
+
+def _observation_covariance(within: LevelMoments, between: LevelMoments, n, layout, xp):
+    """V(n) of (dbar, z) for cluster size(s) n: a (..., k, k) array."""
+    b_b, z_b, place = layout
+    sigma_b = between.Sigma
+    top_left = within.Sigma[None, :, :] / n[:, None, None] + (place @ sigma_b[b_b][:, b_b] @ place.T)[None]
+    if len(z_b) == 0:
+        return top_left
+    top_right = place @ sigma_b[b_b][:, z_b]
+    bottom = sigma_b[z_b][:, z_b]
+    rows, p, n_z = len(n), place.shape[0], len(z_b)  # static sizes: the same code serves pytensor
+    upper = xp.concatenate([top_left, xp.broadcast_to(top_right[None], (rows, p, n_z))], axis=2)
+    lower = xp.concatenate([xp.broadcast_to(top_right.T[None], (rows, n_z, p)),
+                            xp.broadcast_to(bottom[None], (rows, n_z, n_z))], axis=2)
+    return xp.concatenate([upper, lower], axis=1)
+
+
+def _observation_residuals(spec: ModelSpec, stats, within: LevelMoments, between: LevelMoments, layout):
+    """(dbar_j - E dbar_j, z_j - E z_j) for every cluster: (clusters, k)."""
+    b_b, z_b, place = layout
+    data = spec.data
+    w = data.between_covariates
+    between_mean = between.mean[None, :] + w @ between.Pi.T  # (J, between observed)
+    dbar = stats["mean_y"] - within.mean[None, :] - stats["mean_x"] @ within.Pi.T
+    residual = dbar - between_mean[:, b_b] @ place.T
+    if len(z_b):
+        return residual, data.between_outcomes - between_mean[:, z_b]
+    return residual, None
+
+
+def build_collapsed_model(spec: ModelSpec) -> pm.Model:
+    """Build the PyMC model of the collapsed engine (two-level models without random slopes)."""
+    supported, why = collapsed_supported(spec)
+    if not supported:
+        raise ValueError(f"the collapsed engine does not apply: {why}")
+    stats = cluster_mean_statistics(spec.data)
+    layout = _layout(spec)
+    coords = {"parameter": parameter_names(spec)}
+    with pm.Model(coords=coords) as model:
+        theta = free_parameter_vector(spec)
+        pm.Deterministic("parameters", theta, dims="parameter")
+        within = level_moments(theta, spec.within, PYTENSOR_BACKEND)
+        between = level_moments(theta, spec.between, PYTENSOR_BACKEND)
+        pm.Potential("loglik", _collapsed_logp(spec, stats, within, between, layout))
+    return model
+
+
+def _collapsed_logp(spec, stats, within, between, layout):
+    data = spec.data
+    p = spec.within.n_observed
+    n_rows, n_clusters = float(data.n_rows), float(data.n_clusters)
+    Pi = within.Pi
+    yx_pi = stats["yx_within"] @ Pi.T
+    scatter = stats["yy_within"] - yx_pi - yx_pi.T + Pi @ stats["xx_within"] @ Pi.T
+    chol_w = pt.linalg.cholesky(within.Sigma, lower=True)
+    inv_chol_w = pt.linalg.solve_triangular(chol_w, pt.eye(p), lower=True)
+    logdet_w = 2.0 * pt.sum(pt.log(pt.diag(chol_w)))
+    within_part = -0.5 * ((n_rows - n_clusters) * (p * np.log(2 * np.pi) + logdet_w)
+                          + pt.sum((inv_chol_w @ scatter) * inv_chol_w)
+                          + p * np.sum(np.log(data.cluster_sizes)))
+    V = _observation_covariance(within, between, stats["sizes"], layout, pt)  # (G, k, k)
+    k = spec.within.n_observed + len(layout[1])
+    chol_v = pt.linalg.cholesky(V, lower=True)
+    logdet_v = 2.0 * pt.sum(pt.log(pt.diagonal(chol_v, axis1=1, axis2=2)), axis=1)  # (G,)
+    inv_chol_v = pt.linalg.solve_triangular(chol_v, pt.broadcast_to(pt.eye(k), V.shape), lower=True)
+    residual, z_residual = _observation_residuals(spec, stats, within, between, layout)
+    if z_residual is not None:
+        residual = pt.concatenate([residual, z_residual], axis=1)
+    whitened = pt.einsum("jab,jb->ja", inv_chol_v[stats["size_index"]], residual)
+    quad = pt.sum(whitened**2)
+    between_part = -0.5 * (n_clusters * k * np.log(2 * np.pi)
+                           + pt.sum(stats["clusters_per_size"] * logdet_v) + quad)
+    return within_part + between_part
+
+
+def draw_cluster_effects(spec: ModelSpec, theta_draws: np.ndarray, seed: int | None) -> np.ndarray:
+    """Draw every cluster's between effects from their exact conditional given
+    the cluster's data, once per posterior draw.
+
+    ``theta_draws`` is (chains, draws, n_free); returns (chains, draws, clusters,
+    cluster variables) in the order of :func:`cluster_effect_names`.
+    """
+    rng = np.random.default_rng(seed)
+    stats = cluster_mean_statistics(spec.data)
+    layout = _layout(spec)
+    b_b, z_b, place = layout
+    between_structure = spec.between
+    names = cluster_effect_names(spec)
+    effect_nodes = np.array([between_structure.nodes.index(n) for n in names])
+    observed_nodes = np.array([between_structure.nodes.index(n) for n in between_structure.observed])
+    chains, draws, _ = theta_draws.shape
+    out = np.empty((chains, draws, spec.data.n_clusters, len(names)))
+    w = spec.data.between_covariates
+    for c in range(chains):
+        for d in range(draws):
+            theta = theta_draws[c, d]
+            within = level_moments(theta, spec.within)
+            between = level_moments(theta, between_structure)
+            node_cov = between.total @ between.S @ between.total.T
+            node_mean = (between.alpha[None, :] + w @ between.A_x.T) @ between.total.T  # (J, nodes)
+            # Cov(effects, observation): observation = (P b + within noise, z)
+            cross = node_cov[np.ix_(effect_nodes, observed_nodes[b_b])] @ place.T
+            if len(z_b):
+                cross = np.concatenate([cross, node_cov[np.ix_(effect_nodes, observed_nodes[z_b])]], axis=1)
+            V = _observation_covariance(within, between, stats["sizes"], layout, np)
+            residual, z_residual = _observation_residuals(spec, stats, within, between, layout)
+            if z_residual is not None:
+                residual = np.concatenate([residual, z_residual], axis=1)
+            gain = cross[None] @ np.linalg.inv(V)  # (G, effects, k)
+            gain_j = gain[stats["size_index"]]
+            mean = node_mean[:, effect_nodes] + np.einsum("jek,jk->je", gain_j, residual)
+            cond_cov = node_cov[np.ix_(effect_nodes, effect_nodes)][None] - gain @ cross.T[None]
+            root = _psd_root(cond_cov)[stats["size_index"]]
+            out[c, d] = mean + np.einsum("jef,jf->je", root, rng.standard_normal((len(residual), len(names))))
+    return out
+
+
+def _psd_root(cov: np.ndarray) -> np.ndarray:
+    """A square root of (possibly singular) covariance matrices, batched."""
+    values, vectors = np.linalg.eigh((cov + np.swapaxes(cov, -1, -2)) / 2)
+    return vectors * np.sqrt(np.clip(values, 0.0, None))[..., None, :]
