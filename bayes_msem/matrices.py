@@ -77,6 +77,14 @@ def _template(shape: tuple[int, ...], n_free: int) -> tuple[np.ndarray, np.ndarr
     return np.zeros(shape), np.zeros((n_free,) + shape)
 
 
+def _put(fixed: np.ndarray, pattern: np.ndarray, index: tuple, free: int, value: float) -> None:
+    """Mark a matrix entry as free parameter ``free`` (1-based) or set its fixed value."""
+    if free:
+        pattern[(free - 1,) + index] = 1.0
+    else:
+        fixed[index] = value
+
+
 def level_structures(table: ParameterTable) -> list[LevelStructure]:
     """Build the matrix layout of each level from the parameter table."""
     structures = []
@@ -93,28 +101,20 @@ def level_structures(table: ParameterTable) -> list[LevelStructure]:
         s_fix, s_pat = _template((n, n), n_free)
         level_rows = rows[(rows["level"] == roles.level) & ~rows["exo"] & (rows["op"] != ":=")]
         for row in level_rows.itertuples():
-            free = int(row.free)
-            value = 0.0 if free else float(row.ustart)
-
-            def put(fix, pat, index):
-                if free:
-                    pat[(free - 1,) + index] = 1.0
-                else:
-                    fix[index] = value
-
+            free, value = int(row.free), float(row.ustart)
             if row.op == "=~":
-                put(a_fix, a_pat, (node_at[row.rhs], node_at[row.lhs]))
+                _put(a_fix, a_pat, (node_at[row.rhs], node_at[row.lhs]), free, value)
             elif row.op == "~" and row.rhs in cov_at:
-                put(ax_fix, ax_pat, (node_at[row.lhs], cov_at[row.rhs]))
+                _put(ax_fix, ax_pat, (node_at[row.lhs], cov_at[row.rhs]), free, value)
             elif row.op == "~":
-                put(a_fix, a_pat, (node_at[row.lhs], node_at[row.rhs]))
+                _put(a_fix, a_pat, (node_at[row.lhs], node_at[row.rhs]), free, value)
             elif row.op == "~1":
-                put(al_fix, al_pat, (node_at[row.lhs],))
+                _put(al_fix, al_pat, (node_at[row.lhs],), free, value)
             elif row.op == "~~":
                 i, j = node_at[row.lhs], node_at[row.rhs]
-                put(s_fix, s_pat, (i, j))
+                _put(s_fix, s_pat, (i, j), free, value)
                 if i != j:
-                    put(s_fix, s_pat, (j, i))
+                    _put(s_fix, s_pat, (j, i), free, value)
         flat = lambda pat: pat.reshape(n_free, -1)  # noqa: E731
         structures.append(LevelStructure(
             level=roles.level, nodes=nodes, n_observed=len(roles.observed), covariates=covariates,

@@ -209,7 +209,8 @@ def _default_rows(level_rows: list[SyntaxRow], roles: LevelRoles, two_level: boo
 def _user_row_dict(row: SyntaxRow, is_marker: bool) -> dict:
     ustart = row.fixed if row.fixed is not None else (1.0 if is_marker else np.nan)
     return dict(lhs=row.lhs, op=row.op, rhs=row.rhs, level=row.level, user=True, ustart=ustart, exo=False,
-                start=row.start if row.start is not None else np.nan, label=row.label, prior=row.prior, line=row.line, column=row.column, text=row.text)
+                start=row.start if row.start is not None else np.nan, label=row.label, prior=row.prior,
+                line=row.line, column=row.column, text=row.text)
 
 
 def _assign_free_indices(table: pd.DataFrame, rows_by_label: dict[str, SyntaxRow]) -> pd.Series:

@@ -111,7 +111,7 @@ class DefaultPriors:
     correlation_eta: float = 1.0
 
     @classmethod
-    def from_user(cls, value: "DefaultPriors | dict | None") -> "DefaultPriors":
+    def from_user(cls, value: DefaultPriors | dict | None) -> DefaultPriors:
         if value is None:
             return cls()
         if isinstance(value, cls):

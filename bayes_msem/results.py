@@ -97,13 +97,12 @@ class FitResult:
         R-hat and bulk/tail ESS. Fixed rows show their value with ``free=False``."""
         az = _import_arviz()
         records = []
-        posterior = self.idata.posterior
         for row in self.table.itertuples():
             record = dict(lhs=row.lhs, op=row.op, rhs=row.rhs if row.op != "~1" else "",
                           level=level_name(row.level), label=row.label or "",
                           free=bool(row.free > 0 or row.op == ":="))
             if record["free"]:
-                draws = self._draws(row, posterior)
+                draws = self.parameter_draws(row)
                 quantiles = np.quantile(draws, [0.025, 0.5, 0.975])
                 constant = np.ptp(draws) == 0
                 record.update(mean=draws.mean(), sd=draws.std(ddof=1), median=quantiles[1],
@@ -118,8 +117,10 @@ class FitResult:
             records.append(record)
         return pd.DataFrame.from_records(records, columns=SUMMARY_COLUMNS)
 
-    def _draws(self, row, posterior) -> np.ndarray:
-        variable = posterior[_posterior_name(row)]
+    def parameter_draws(self, row) -> np.ndarray:
+        """(chains, draws) array of the parameter in a parameter-table ``row``
+        (a row of :attr:`table`, or any object with lhs, op, rhs and level)."""
+        variable = self.idata.posterior[_posterior_name(row)]
         if "level" in variable.dims:
             variable = variable.sel(level=level_name(row.level))
         return np.asarray(variable.values, dtype=float)

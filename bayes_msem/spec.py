@@ -126,6 +126,21 @@ def _start_values(table: ParameterTable, data: ClusterData) -> list[float]:
     return starts
 
 
+def _connected_groups(n_nodes: int, edges: list[tuple[int, int]]) -> list[list[int]]:
+    """Nodes joined by covariance edges, as sorted lists (isolated nodes left out)."""
+    parent = list(range(n_nodes))
+
+    def find(i: int) -> int:
+        while parent[i] != i:
+            i = parent[i]
+        return i
+
+    for a, b in edges:
+        parent[find(a)] = find(b)
+    roots = {find(a) for edge in edges for a in edge}
+    return [[i for i in range(n_nodes) if find(i) == root] for root in sorted(roots)]
+
+
 def _covariance_blocks(table: ParameterTable, structures, priors) -> list[CovarianceBlock]:
     rows = table.rows
     blocks = []
@@ -138,22 +153,8 @@ def _covariance_blocks(table: ParameterTable, structures, priors) -> list[Covari
             raise ModelSpecificationError(f"{row.lhs} ~~ {row.ustart}*{row.rhs}: covariances fixed at a non-zero "
                                           "value are not supported yet (fix the correlation scale instead)")
         free_rows = cov_rows[cov_rows.free > 0]
-        parent = list(range(len(structure.nodes)))
-
-        def find(i):
-            while parent[i] != i:
-                i = parent[i]
-            return i
-
-        for row in free_rows.itertuples():
-            parent[find(at[row.lhs])] = find(at[row.rhs])
-        groups: dict[int, list[int]] = {}
-        for row in free_rows.itertuples():
-            groups.setdefault(find(at[row.lhs]), [])
-        for i in range(len(structure.nodes)):
-            if find(i) in groups:
-                groups[find(i)].append(i)
-        for members in groups.values():
+        edges = [(at[row.lhs], at[row.rhs]) for row in free_rows.itertuples()]
+        for members in _connected_groups(len(structure.nodes), edges):
             free_index, etas = {}, set()
             for row in free_rows.itertuples():
                 if at[row.lhs] in members:

@@ -1,9 +1,9 @@
 """Model: argument checks and the parameter table users see (no sampling)."""
 
 import pytest
+from conftest import SMALL_TWO_LEVEL, simulate_small_two_level
 
 import bayes_msem as bm
-from conftest import SMALL_TWO_LEVEL, simulate_small_two_level
 
 
 def test_partable_has_level_names():

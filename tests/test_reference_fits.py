@@ -16,7 +16,6 @@ covariances; R-hat <= 1.01; no divergences.
 import numpy as np
 import pandas as pd
 import pytest
-
 from conftest import DATA
 
 pytestmark = pytest.mark.slow
@@ -39,7 +38,8 @@ def compare_with_reference(result, reference_file):
     merged["distance_in_se"] = (merged["median"] - merged["est"]).abs() / merged["se"]
     merged["tolerance"] = kind.map(TOLERANCE)
     too_far = merged[merged.distance_in_se > merged.tolerance]
-    assert too_far.empty, f"estimates too far from the reference:\n{too_far[['lhs', 'op', 'rhs', 'level', 'est', 'se', 'median', 'distance_in_se']]}"
+    shown = too_far[["lhs", "op", "rhs", "level", "est", "se", "median", "distance_in_se"]]
+    assert too_far.empty, f"estimates too far from the reference:\n{shown}"
     return merged
 
 
@@ -105,12 +105,12 @@ def test_both_engines_give_the_same_posterior(demo_fit, demo_latent_fit):
     assert demo_fit.info["engine"] == "collapsed"
     collapsed, latent = demo_fit.summary(), demo_latent_fit.summary()
     free = collapsed.free & (collapsed.op != ":=")
-    for (_, c), (_, l) in zip(collapsed[free].iterrows(), latent[free].iterrows()):
-        assert (c.lhs, c.op, c.rhs, c.level) == (l.lhs, l.op, l.rhs, l.level)
+    for (_, a), (_, b) in zip(collapsed[free].iterrows(), latent[free].iterrows()):
+        assert (a.lhs, a.op, a.rhs, a.level) == (b.lhs, b.op, b.rhs, b.level)
     mcse = []
     for fit in (demo_fit, demo_latent_fit):
         rows = fit.table[fit.table.free > 0]
-        mcse.append(np.array([float(az.mcse(fit._draws(row, fit.idata.posterior), method="mean"))
+        mcse.append(np.array([np.asarray(az.mcse(fit.parameter_draws(row), method="mean")).item()
                               for row in rows.itertuples()]))
     difference = np.abs(collapsed[free]["mean"].to_numpy() - latent[free]["mean"].to_numpy())
     allowed = np.maximum(0.1 * latent[free]["sd"].to_numpy(), 3.5 * np.hypot(*mcse))

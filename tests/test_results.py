@@ -6,10 +6,10 @@ import warnings
 import numpy as np
 import pandas as pd
 import pytest
+from conftest import QUICK_RUN, SMALL_TWO_LEVEL, simulate_small_two_level
 
 import bayes_msem as bm
 from bayes_msem.results import SUMMARY_COLUMNS
-from conftest import QUICK_RUN, SMALL_TWO_LEVEL, simulate_small_two_level
 
 
 def test_summary_has_one_row_per_table_row(small_fit):
@@ -45,7 +45,7 @@ def test_priors_table_lists_every_free_parameter(small_fit):
 
 def test_text_summary_has_header_and_levels(small_fit):
     text = str(small_fit)
-    for words in ("engine latent", "Clusters 30 (school)", "Level 1 [within]", "Level 2 [between]",
+    for words in ("Engine collapsed: cluster effects", "Clusters 30 (school)", "Level 1 [within]", "Level 2 [between]",
                   "Regressions:", "Defined parameters:", "Diagnostics:"):
         assert words in text
 
