@@ -125,6 +125,39 @@ class FitResult:
             variable = variable.sel(level=level_name(row.level))
         return np.asarray(variable.values, dtype=float)
 
+    def theta_draws(self) -> np.ndarray:
+        """Free-parameter vector per draw, chains stacked: (chains * draws, n_free)."""
+        free = self.table[self.table.free > 0].drop_duplicates("free").sort_values("free")
+        return np.stack([self.parameter_draws(row).reshape(-1) for row in free.itertuples()], axis=1)
+
+    def _level_structures(self):
+        from bayes_msem.matrices import level_structures
+        from bayes_msem.partable import ParameterTable, build_partable
+
+        roles = build_partable(self.info["model_text"])
+        return level_structures(ParameterTable(rows=self.table, levels=roles.levels, both_level=roles.both_level))
+
+    def standardized(self) -> pd.DataFrame:
+        """Standardized solution (lavaan's ``std.all``) per level: posterior mean,
+        sd, median and 95% interval of each standardized parameter."""
+        from bayes_msem.standardized import standardized_draws
+
+        theta = self.theta_draws()
+        std = standardized_draws(self.table, self._level_structures(), theta, parameter_values(self.table, theta))
+        rows = self.table[self.table.op != ":="]
+        frame = rows[["lhs", "op", "rhs"]].copy()
+        frame["level"] = [level_name(v) for v in rows.level]
+        return frame.join(_describe(std[:, rows.index])).reset_index(drop=True)
+
+    def r_squared(self) -> pd.DataFrame:
+        """R-squared of each endogenous variable at each level (model-implied, per draw)."""
+        from bayes_msem.standardized import r_squared_draws
+
+        draws = r_squared_draws(self._level_structures(), self.table, self.theta_draws())
+        frame = pd.DataFrame({"level": [level_name(level) for level, _ in draws],
+                              "variable": [name for _, name in draws]})
+        return frame.join(_describe(np.stack(list(draws.values()), axis=1)))
+
     def priors(self) -> pd.DataFrame:
         """The prior of every free parameter, and whether it is a default."""
         return self.prior_table.copy()
@@ -203,6 +236,13 @@ class FitResult:
         attrs["bayes_msem_info"] = json.dumps(self.info, default=_json_default)
         attrs["bayes_msem_priors"] = self.prior_table.to_json(orient="split")
         idata.to_netcdf(str(path))
+
+
+def _describe(draws: np.ndarray) -> pd.DataFrame:
+    """Posterior mean, sd, median and 95% interval of each column of (draws, k)."""
+    q = np.quantile(draws, [0.025, 0.5, 0.975], axis=0)
+    return pd.DataFrame({"mean": draws.mean(0), "sd": draws.std(0, ddof=1), "median": q[1],
+                         "q2.5": q[0], "q97.5": q[2]})
 
 
 def _row_name(row) -> str:

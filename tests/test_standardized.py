@@ -1,0 +1,34 @@
+"""Standardized solution and R-squared against lavaan (slow: uses a full fit)."""
+
+import numpy as np
+import pandas as pd
+import pytest
+from conftest import DATA
+
+pytestmark = pytest.mark.slow
+
+
+def test_standardized_solution_matches_lavaan(political_democracy_fit):
+    # lavaan 0.6-14 standardizedSolution(sem(model, PoliticalDemocracy, meanstructure = TRUE))
+    # (tests/data/make_lavaan_references.R)
+    reference = pd.read_csv(DATA / "political_democracy_sem_lavaan_std.csv")
+    reference["rhs"] = reference["rhs"].fillna("")
+    merged = reference.merge(political_democracy_fit.standardized(), on=["lhs", "op", "rhs"])
+    slopes_and_variances = merged[merged.op != "~1"]
+    assert len(slopes_and_variances) == 29
+    difference = (slopes_and_variances["median"] - slopes_and_variances["est.std"]).abs()
+    assert difference.max() < 0.05, slopes_and_variances.assign(difference=difference)
+    # Standardized intercepts (mean / sd, up to 7 here) differ by up to ~0.09: ML divides
+    # variances by N = 75, and the posterior of the sd is right-skewed. Checked loosely.
+    intercepts = merged[(merged.op == "~1") & (merged["est.std"] != 0)]
+    assert ((intercepts["median"] - intercepts["est.std"]).abs() / intercepts["est.std"]).max() < 0.03
+
+
+def test_r_squared_is_one_minus_standardized_residual_variance(political_democracy_fit):
+    r2 = political_democracy_fit.r_squared().set_index("variable")
+    std = political_democracy_fit.standardized()
+    residual = std[(std.op == "~~") & (std.lhs == std.rhs)].set_index("lhs")
+    for name in ("y1", "dem60", "dem65"):
+        assert r2.loc[name, "mean"] == pytest.approx(1 - residual.loc[name, "mean"], abs=1e-9)
+    assert np.all((r2["mean"] > 0) & (r2["mean"] < 1))
+    assert "ind60" not in r2.index  # exogenous: no R-squared
