@@ -30,7 +30,7 @@ import pytensor.tensor as pt
 
 from bayes_msem.data import cluster_mean_statistics
 from bayes_msem.engines import collapsed_supported
-from bayes_msem.engines.latent import PYTENSOR_BACKEND, cluster_effect_names
+from bayes_msem.engines.latent import PYTENSOR_BACKEND, cluster_effect_names, mvn_logp_from_scatter
 from bayes_msem.engines.parameters import free_parameter_vector, parameter_names
 from bayes_msem.matrices import LevelMoments, level_moments
 from bayes_msem.spec import ModelSpec
@@ -104,12 +104,9 @@ def _collapsed_logp(spec, stats, within, between, layout):
     Pi = within.Pi
     yx_pi = stats["yx_within"] @ Pi.T
     scatter = stats["yy_within"] - yx_pi - yx_pi.T + Pi @ stats["xx_within"] @ Pi.T
-    chol_w = pt.linalg.cholesky(within.Sigma, lower=True)
-    inv_chol_w = pt.linalg.solve_triangular(chol_w, pt.eye(p), lower=True)
-    logdet_w = 2.0 * pt.sum(pt.log(pt.diag(chol_w)))
-    within_part = -0.5 * ((n_rows - n_clusters) * (p * np.log(2 * np.pi) + logdet_w)
-                          + pt.sum((inv_chol_w @ scatter) * inv_chol_w)
-                          + p * np.sum(np.log(data.cluster_sizes)))
+    # the rows' deviations from their cluster means: n_rows - n_clusters degrees of freedom
+    within_part = (mvn_logp_from_scatter(scatter, n_rows - n_clusters, within.Sigma)
+                   - 0.5 * p * np.sum(np.log(data.cluster_sizes)))
     V = _observation_covariance(within, between, stats["sizes"], layout, pt)  # (G, k, k)
     k = spec.within.n_observed + len(layout[1])
     chol_v = pt.linalg.cholesky(V, lower=True)

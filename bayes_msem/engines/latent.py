@@ -32,14 +32,15 @@ from bayes_msem.errors import ModelSpecificationError
 from bayes_msem.matrices import LevelStructure, level_moments
 from bayes_msem.spec import ModelSpec
 
-__all__ = ["build_latent_model", "PYTENSOR_BACKEND", "cluster_effect_names"]
+__all__ = ["PYTENSOR_BACKEND", "build_latent_model", "cluster_effect_names", "mvn_logp_from_scatter"]
 
 
 PYTENSOR_BACKEND = SimpleNamespace(inv=pt.linalg.inv, eye=pt.eye)
 
 
-def _mvn_residual_logp(sum_squares, n: float, Sigma) -> pt.TensorVariable:
-    """log density of n independent N(0, Sigma) vectors whose cross-product is ``sum_squares``."""
+def mvn_logp_from_scatter(sum_squares, n: float, Sigma) -> pt.TensorVariable:
+    """log density of n independent N(0, Sigma) vectors whose cross-product is
+    ``sum_squares`` (shared by both engines)."""
     chol = pt.linalg.cholesky(Sigma, lower=True)
     p = Sigma.shape[0]
     inv_chol = pt.linalg.solve_triangular(chol, pt.eye(p), lower=True)
@@ -62,7 +63,7 @@ def within_logp(stats: dict, cluster_means, Pi, Sigma) -> pt.TensorVariable:
         stats["yy"] - yz_m - yz_m.T + M.T @ (stats["n"][:, None] * M)
         - yx_pi - yx_pi.T + Pi @ stats["xx"] @ Pi.T + (xz_m.T @ Pi.T) + (xz_m.T @ Pi.T).T
     )
-    return _mvn_residual_logp(sum_squares, float(stats["n"].sum()), Sigma)
+    return mvn_logp_from_scatter(sum_squares, float(stats["n"].sum()), Sigma)
 
 
 def cluster_effect_names(spec: ModelSpec) -> list[str]:
@@ -122,7 +123,7 @@ def _between_effects(spec: ModelSpec, theta):
         residual = z - (alpha[z_idx][None, :] + effects @ A[np.ix_(z_idx, n_idx)].T
                         + z @ A[np.ix_(z_idx, z_idx)].T + w @ A_x[z_idx].T)
         S_zz = moments.S[np.ix_(z_idx, z_idx)]
-        logp = _mvn_residual_logp(residual.T @ residual, float(data.n_clusters), S_zz)
+        logp = mvn_logp_from_scatter(residual.T @ residual, float(data.n_clusters), S_zz)
         identity = pt.eye(len(between.nodes))
         logp += float(data.n_clusters) * (pt.log(pt.abs(pt.linalg.det(identity - A)))
                                           - pt.log(pt.abs(pt.linalg.det(pt.eye(len(n_idx)) - A[np.ix_(n_idx, n_idx)]))))
