@@ -162,7 +162,7 @@ class FitResult:
         """The prior of every free parameter, and whether it is a default."""
         return self.prior_table.copy()
 
-    def cluster_estimates(self) -> pd.DataFrame:
+    def cluster_effects(self) -> pd.DataFrame:
         """Posterior mean, sd and 95% interval of each cluster's latent means and
         between factor scores, with cluster sizes."""
         posterior = self.idata.posterior

@@ -17,7 +17,7 @@ def main(quick: bool = False) -> bm.FitResult:
     result = model.fit(**draws, random_seed=2026)
     print(result)
     print("\nLatent cluster means of the first clusters:")
-    print(result.cluster_estimates().head(8).to_string(index=False))
+    print(result.cluster_effects().head(8).to_string(index=False))
     return result
 
 

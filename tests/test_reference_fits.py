@@ -77,14 +77,14 @@ def test_political_democracy_path_analysis_matches_lavaan(political_democracy_pa
     check_convergence(political_democracy_path_fit)
 
 
-def test_cluster_estimates_track_observed_cluster_means(demo_fit):
+def test_cluster_effects_track_observed_cluster_means(demo_fit):
     """Latent cluster means shrink towards the grand mean but follow the observed
     cluster means: an independent check of the between part."""
     from bayes_msem import example_data
 
     data = example_data("demo_twolevel")
     observed = data.groupby("cluster").y1.mean()
-    estimates = demo_fit.cluster_estimates()
+    estimates = demo_fit.cluster_effects()
     y1 = estimates[estimates.variable == "y1"].set_index("cluster")["mean"]
     y1.index = y1.index.astype(int)
     assert y1.corr(observed.loc[y1.index]) > 0.9
@@ -116,6 +116,6 @@ def test_both_engines_give_the_same_posterior(demo_fit, demo_latent_fit):
     allowed = np.maximum(0.1 * latent[free]["sd"].to_numpy(), 3.5 * np.hypot(*mcse))
     assert np.all(difference <= allowed), collapsed[free].assign(difference=difference, allowed=allowed)
     # cluster effects: same posterior means per cluster
-    a = demo_fit.cluster_estimates()["mean"].to_numpy()
-    b = demo_latent_fit.cluster_estimates()["mean"].to_numpy()
+    a = demo_fit.cluster_effects()["mean"].to_numpy()
+    b = demo_latent_fit.cluster_effects()["mean"].to_numpy()
     assert np.corrcoef(a, b)[0, 1] > 0.99

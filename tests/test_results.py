@@ -58,8 +58,8 @@ def test_save_and_load_round_trip(small_fit, tmp_path):
     assert loaded.info["cluster"] == "school"
 
 
-def test_cluster_estimates_have_sizes(small_fit):
-    estimates = small_fit.cluster_estimates()
+def test_cluster_effects_have_sizes(small_fit):
+    estimates = small_fit.cluster_effects()
     assert set(estimates.variable) == {"m", "y"}
     assert (estimates["size"] == 8).all() and len(estimates) == 60
 
