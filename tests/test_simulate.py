@@ -1,0 +1,54 @@
+"""Simulator: moments of simulated data, and recovery of known values by a fit."""
+
+import warnings
+
+import numpy as np
+import pytest
+
+import bayes_msem as bm
+from bayes_msem.simulate import simulate_data
+
+TWO_LEVEL_CFA = bm.example_model("mplus_ex9_6")
+
+# Mplus ex9.6 estimates (shared/reference/mplus_ex9_6_ml.csv) as the truth
+TRUTH = {"fw=~y2|within": 1.0, "fw=~y3|within": 1.0, "fw=~y4|within": 1.0, "fw~x1|within": 0.97,
+         "fw~x2|within": 0.51, "y1~~y1|within": 0.98, "y2~~y2|within": 0.95, "y3~~y3|within": 1.07,
+         "y4~~y4|within": 1.01, "fw~~fw|within": 0.98, "fb=~y2|between": 0.96, "fb=~y3|between": 0.92,
+         "fb=~y4|between": 0.95, "fb~w|between": 0.34, "fb~~fb|between": 0.36, "y1~1|between": -0.08,
+         "y2~1|between": -0.08, "y3~1|between": -0.04, "y4~1|between": -0.03}
+
+
+def test_simulated_moments_match_the_model():
+    data = simulate_data("y ~ 0.5*x + z\nz ~ x", {"z~x": 0.3, "y~z": 1.0, "y~~y": 2.0}, cluster_size=20000, seed=1)
+    assert list(data.columns) == ["y", "z", "x"]
+    slope = np.polyfit(data.x, data.z, 1)[0]
+    assert slope == pytest.approx(0.3, abs=0.02)
+    residual = data.y - 0.5 * data.x - data.z
+    assert residual.var() == pytest.approx(2.0, rel=0.05)
+
+
+def test_level_two_variables_are_constant_within_clusters():
+    data = simulate_data(TWO_LEVEL_CFA, TRUTH, n_clusters=20, cluster_size=5, seed=2)
+    assert data.groupby("cluster").w.nunique().max() == 1
+    assert len(data) == 100 and data.cluster.nunique() == 20
+
+
+def test_unknown_parameter_name():
+    with pytest.raises(ValueError, match="no free parameter named"):
+        simulate_data("y ~ x", {"y~z": 1.0})
+
+
+@pytest.mark.slow
+def test_two_level_cfa_recovers_known_values():
+    data = simulate_data(TWO_LEVEL_CFA, TRUTH, n_clusters=150, cluster_size=8, seed=3)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        result = bm.Model(TWO_LEVEL_CFA, data, cluster="cluster").fit(draws=500, tune=500, chains=2, random_seed=4,
+                                                                      progressbar=False)
+    summary = result.summary()
+    free = summary[summary.free]
+    names = free.lhs + free.op + free.rhs + "|" + free.level
+    truth = names.map(TRUTH).to_numpy()
+    covered = (free["q2.5"].to_numpy() <= truth) & (truth <= free["q97.5"].to_numpy())
+    assert covered.mean() >= 0.85, free.assign(truth=truth, covered=covered)
+    assert np.all(np.abs(free["median"].to_numpy() - truth) < 4 * free["sd"].to_numpy())
