@@ -181,7 +181,7 @@ def prepare_data(table: ParameterTable, data: pd.DataFrame, cluster: str | None 
     between_covariates: tuple[str, ...] = ()
     if table.two_level:
         between = table.level_roles(2)
-        between_only_observed = tuple(n for n in between.observed if n not in table.both_level)
+        between_only_observed = table.between_outcomes
         between_covariates = between.covariates
         _check_between_constant(data, between_only_observed + between_covariates, cluster)
         if table.both_level:

@@ -97,6 +97,13 @@ class ParameterTable:
         return next(roles for roles in self.levels if roles.level == level)
 
     @property
+    def between_outcomes(self) -> tuple[str, ...]:
+        """Observed variables modelled at level 2 only (level-2 outcomes, not covariates)."""
+        if not self.two_level:
+            return ()
+        return tuple(n for n in self.level_roles(2).observed if n not in self.both_level)
+
+    @property
     def observed_variables(self) -> tuple[str, ...]:
         """Every data column the model uses, in order of appearance."""
         names: list[str] = []

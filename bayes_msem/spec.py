@@ -92,8 +92,7 @@ def _variable_scales(table: ParameterTable, data: ClusterData) -> dict[tuple[int
     return scales
 
 
-def _resolve_priors(table: ParameterTable, data: ClusterData, defaults: DefaultPriors) -> list[PriorSpec]:
-    scales = _variable_scales(table, data)
+def _resolve_priors(table: ParameterTable, scales: dict, defaults: DefaultPriors) -> list[PriorSpec]:
     priors = []
     for row in table.free_rows().itertuples():
         if row.prior is not None:
@@ -110,13 +109,12 @@ def _resolve_priors(table: ParameterTable, data: ClusterData, defaults: DefaultP
     return priors
 
 
-def _start_values(table: ParameterTable, data: ClusterData) -> list[float]:
+def _start_values(table: ParameterTable, scales: dict) -> list[float]:
     """Starting values as lavaan's "simple" starts: loadings at the ratio of
     scales (1 for equal scales), regressions and covariances at 0, intercepts at
     the sample mean, variances at half the observed variance. A ``start()``
     modifier in the syntax wins. Starting all loadings at 0 let a chain settle
     in a degenerate mode on the Holzinger-Swineford CFA."""
-    scales = _variable_scales(table, data)
     starts = []
     for row in table.free_rows().itertuples():
         lhs_scale, lhs_mean = scales.get((row.level, row.lhs), (1.0, 0.0))
@@ -191,9 +189,10 @@ def build_spec(model: str | ParameterTable, data: pd.DataFrame, cluster: str | N
     table = ParameterTable(rows=rows, levels=table.levels, both_level=table.both_level,
                            source_lines=table.source_lines)
     defaults = DefaultPriors.from_user(priors)
-    resolved = _resolve_priors(table, cluster_data, defaults)
+    scales = _variable_scales(table, cluster_data)
+    resolved = _resolve_priors(table, scales, defaults)
     structures = tuple(level_structures(table))
     blocks = _covariance_blocks(table, structures, resolved)
     return ModelSpec(table=table, data=cluster_data, structures=structures, priors=tuple(resolved),
-                     starts=tuple(_start_values(table, cluster_data)),
+                     starts=tuple(_start_values(table, scales)),
                      covariance_blocks=tuple(blocks), cluster=cluster, default_priors=defaults)

@@ -45,7 +45,7 @@ def _layout(spec: ModelSpec):
     within, between = spec.within, spec.between
     both = spec.table.both_level
     b_in_between = np.array([between.observed.index(n) for n in both], dtype=int)
-    z_in_between = np.array([i for i, n in enumerate(between.observed) if n not in both], dtype=int)
+    z_in_between = np.array([between.observed.index(n) for n in spec.table.between_outcomes], dtype=int)
     place = np.zeros((within.n_observed, len(both)))
     place[[within.observed.index(n) for n in both], np.arange(len(both))] = 1.0
     return b_in_between, z_in_between, place

@@ -69,20 +69,14 @@ def within_logp(stats: dict, cluster_means, Pi, Sigma) -> pt.TensorVariable:
 def cluster_effect_names(spec: ModelSpec) -> list[str]:
     """Names of the per-cluster variables: split variables' between parts and between factors."""
     between = spec.between
-    observed_outcomes = set(_between_only_outcomes(spec))
-    return [n for n in between.nodes if n not in observed_outcomes]
-
-
-def _between_only_outcomes(spec: ModelSpec) -> list[str]:
-    between = spec.between
-    return [n for n in between.observed if n not in spec.table.both_level]
+    return [n for n in between.nodes if n not in spec.table.between_outcomes]
 
 
 def _between_layout(spec: ModelSpec) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Indices of sampled nodes (n), observed between outcomes (z), and the
     nodes that get a random innovation."""
     between = spec.between
-    outcomes = set(_between_only_outcomes(spec))
+    outcomes = set(spec.table.between_outcomes)
     n_idx = np.array([i for i, name in enumerate(between.nodes) if name not in outcomes], dtype=int)
     z_idx = np.array([i for i, name in enumerate(between.nodes) if name in outcomes], dtype=int)
     random = np.array([i for i in n_idx if not between.fixed_zero_variance()[i]], dtype=int)
