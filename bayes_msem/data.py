@@ -25,7 +25,7 @@ import numpy as np
 import pandas as pd
 
 from bayes_msem.errors import DataError
-from bayes_msem.partable import ParameterTable
+from bayes_msem.partable import DERIVED_SUFFIXES, ParameterTable
 
 __all__ = ["ClusterData", "prepare_data", "MISSING_OPTIONS"]
 
@@ -77,10 +77,10 @@ def _check_columns(table: ParameterTable, data: pd.DataFrame, cluster: str | Non
     for name in sorted(latent & columns):
         raise DataError(f"{name!r} is a latent variable in the model but also a column of the data. "
                         f"Rename the latent variable (for example to {name + '_f'!r}) or the column.")
-    for name in table.observed_variables:
+    for name in table.data_columns():
         if name not in columns:
             raise DataError(f"variable {name!r} is in the model but not in the data.{_closest(name, data.columns)}")
-    for name in table.observed_variables + ((cluster,) if cluster else ()):
+    for name in table.data_columns() + ((cluster,) if cluster else ()):
         column = data[name]
         if isinstance(column, pd.DataFrame):
             raise DataError(f"the data have more than one column named {name!r}")
@@ -128,6 +128,20 @@ def _check_within_variation(data: pd.DataFrame, names, cluster: str) -> None:
                             "within part. Name it only in the between (level 2) block.")
 
 
+def _add_centered_columns(table: ParameterTable, data: pd.DataFrame, cluster: str | None) -> pd.DataFrame:
+    """Columns for centered predictors (``x.cwc``, ``x.cm``, ``m.raw``), computed
+    after incomplete rows are dropped so that cluster means use the rows the model uses."""
+    derived = table.derived
+    if not derived:
+        return data
+    columns = {}
+    for name, (source, suffix) in derived.items():
+        values = data[source].astype(float)
+        means = values.groupby(data[cluster]).transform("mean") if cluster else values.mean()
+        columns[name] = {".raw": values, ".cm": means, ".cwc": values - means}[suffix]
+    return data.assign(**columns)
+
+
 def prepare_data(table: ParameterTable, data: pd.DataFrame, cluster: str | None = None,
                  missing: str = "error") -> ClusterData:
     """Check ``data`` against the model and build the engine's arrays.
@@ -159,13 +173,15 @@ def prepare_data(table: ParameterTable, data: pd.DataFrame, cluster: str | None 
     if cluster is not None and cluster not in data.columns:
         raise DataError(f"cluster column {cluster!r} is not in the data.{_closest(cluster, data.columns)}")
     _check_columns(table, data, cluster)
-    used = list(table.observed_variables) + ([cluster] if cluster else [])
+    used = list(table.data_columns()) + ([cluster] if cluster else [])
     data, n_dropped = _handle_missing(data, used, missing)
     if len(data) == 0:
         raise DataError("no rows left in the data")
+    data = _add_centered_columns(table, data, cluster)
     for name in table.observed_variables:
         if float(np.ptp(data[name].to_numpy(dtype=float))) == 0.0:
-            raise DataError(f"variable {name!r} has zero variance (every value is {data[name].iloc[0]!r}); "
+            what = f" ({DERIVED_SUFFIXES[table.derived[name][1]]} of {table.derived[name][0]})" if name in table.derived else ""
+            raise DataError(f"variable {name!r}{what} has zero variance (every value is {data[name].iloc[0]!r}); "
                             "drop it from the model")
     if cluster is None:
         cluster_index = np.zeros(len(data), dtype=int)
@@ -218,6 +234,18 @@ def within_cross_products(data: ClusterData) -> dict[str, np.ndarray]:
     np.add.at(sum_x, index, x)
     return {"yy": y.T @ y, "yx": y.T @ x, "xx": x.T @ x, "sum_y": sum_y, "sum_x": sum_x,
             "n": np.bincount(index, minlength=clusters).astype(float)}
+
+
+def cluster_cross_products(data: ClusterData) -> dict[str, np.ndarray]:
+    """Per-cluster cross-products Y_j'Y_j, Y_j'X_j, X_j'X_j (clusters, ., .): what a
+    likelihood with cluster-specific slopes needs, still without touching rows."""
+    y, x, index, clusters = data.within_outcomes, data.within_covariates, data.cluster_index, data.n_clusters
+    out = {}
+    for name, a, b in (("yy", y, y), ("yx", y, x), ("xx", x, x)):
+        total = np.zeros((clusters, a.shape[1], b.shape[1]))
+        np.add.at(total, index, a[:, :, None] * b[:, None, :])
+        out[name] = total
+    return out
 
 
 def covariate_moments(table: ParameterTable, data: ClusterData) -> dict[tuple[int, str, str, str], float]:

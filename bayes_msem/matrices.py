@@ -37,7 +37,8 @@ from bayes_msem.partable import ParameterTable
 __all__ = ["LevelStructure", "level_structures", "level_moments", "NUMPY_BACKEND",
            "parameter_values"]
 
-NUMPY_BACKEND = SimpleNamespace(inv=np.linalg.inv, eye=np.eye)
+NUMPY_BACKEND = SimpleNamespace(inv=np.linalg.inv, eye=np.eye, cholesky=np.linalg.cholesky, solve=np.linalg.solve,
+                                concatenate=np.concatenate)
 
 
 @dataclass(frozen=True)
@@ -63,6 +64,16 @@ class LevelStructure:
     A_x: MatrixTemplate
     alpha: MatrixTemplate
     S: MatrixTemplate
+    # random slopes: slope k adds its cluster's value times slope_A[k] to A (and slope_A_x[k] to A_x)
+    slopes: tuple[str, ...] = ()
+    slope_A: np.ndarray | None = None
+    slope_A_x: np.ndarray | None = None
+
+    @property
+    def slopes_on_nodes(self) -> bool:
+        """True if a random slope sits in A (on a modelled variable), so that
+        (I - A)^-1 and the within covariance differ between clusters."""
+        return self.slope_A is not None and bool(self.slope_A.any())
 
     @property
     def observed(self) -> tuple[str, ...]:
@@ -100,9 +111,17 @@ def level_structures(table: ParameterTable) -> list[LevelStructure]:
         al_fix, al_pat = _template((n,), n_free)
         s_fix, s_pat = _template((n, n), n_free)
         level_rows = rows[(rows["level"] == roles.level) & ~rows["exo"] & (rows["op"] != ":=")]
+        slopes = tuple(r for r in level_rows["random"] if r is not None)
+        slope_a, slope_ax = np.zeros((len(slopes), n, n)), np.zeros((len(slopes), n, q))
         for row in level_rows.itertuples():
             free, value = int(row.free), float(row.ustart)
-            if row.op == "=~":
+            if row.random is not None:
+                k = slopes.index(row.random)
+                if row.rhs in cov_at:
+                    slope_ax[k, node_at[row.lhs], cov_at[row.rhs]] = 1.0
+                else:
+                    slope_a[k, node_at[row.lhs], node_at[row.rhs]] = 1.0
+            elif row.op == "=~":
                 _put(a_fix, a_pat, (node_at[row.rhs], node_at[row.lhs]), free, value)
             elif row.op == "~" and row.rhs in cov_at:
                 _put(ax_fix, ax_pat, (node_at[row.lhs], cov_at[row.rhs]), free, value)
@@ -120,6 +139,7 @@ def level_structures(table: ParameterTable) -> list[LevelStructure]:
             level=roles.level, nodes=nodes, n_observed=len(roles.observed), covariates=covariates,
             A=MatrixTemplate(a_fix, flat(a_pat)), A_x=MatrixTemplate(ax_fix, flat(ax_pat)),
             alpha=MatrixTemplate(al_fix, flat(al_pat)), S=MatrixTemplate(s_fix, flat(s_pat)),
+            slopes=slopes, slope_A=slope_a if slopes else None, slope_A_x=slope_ax if slopes else None,
         ))
     return structures
 
@@ -142,17 +162,29 @@ class LevelMoments:
     S: object
 
 
-def level_moments(theta, structure: LevelStructure, backend=NUMPY_BACKEND) -> LevelMoments:
-    """Model-implied moments of one level: the one place they are computed."""
+def level_moments(theta, structure: LevelStructure, backend=NUMPY_BACKEND, slope_values=None) -> LevelMoments:
+    """Model-implied moments of one level: the one place they are computed.
+
+    ``slope_values`` (clusters, slopes) gives each cluster's random slopes;
+    then ``A``, ``A_x``, ``Pi`` and ``mean`` get a leading cluster axis, and so
+    do ``total`` and ``Sigma`` where a slope sits on a modelled variable.
+    """
     A = structure.A.fill(theta)
     A_x = structure.A_x.fill(theta)
     alpha = structure.alpha.fill(theta)
     S = structure.S.fill(theta)
+    if slope_values is not None and structure.slopes:
+        k = len(structure.slopes)
+        if structure.slopes_on_nodes:
+            A = A[None] + (slope_values @ structure.slope_A.reshape(k, -1)).reshape((-1,) + structure.A.fixed.shape)
+        if structure.slope_A_x.any():
+            A_x = A_x[None] + (slope_values @ structure.slope_A_x.reshape(k, -1)).reshape(
+                (-1,) + structure.A_x.fixed.shape)
     total = backend.inv(backend.eye(len(structure.nodes)) - A)
     p = structure.n_observed
-    mean = (total @ alpha)[:p]
-    Pi = (total @ A_x)[:p]
-    Sigma = (total @ S @ total.T)[:p, :p]
+    mean = (total @ alpha)[..., :p]
+    Pi = (total @ A_x)[..., :p, :]
+    Sigma = (total @ S @ total.swapaxes(-1, -2))[..., :p, :p]
     return LevelMoments(mean=mean, Pi=Pi, Sigma=Sigma, total=total, A=A, A_x=A_x, alpha=alpha, S=S)
 
 

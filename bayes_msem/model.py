@@ -41,6 +41,11 @@ class Model:
         Default priors by parameter type: a :class:`~bayes_msem.priors.DefaultPriors`
         or a dict such as ``{"slope_sd": 2.0}``. Single parameters take
         ``prior("...")`` in the syntax.
+    centering
+        Per level-1 predictor: ``"latent"`` (default: latent within and between
+        parts), ``"cluster-mean"`` (observed deviation within, observed cluster
+        mean between) or ``"none"`` (the raw value, as ordinary multilevel
+        regression; within and between effects are then conflated).
     engine
         ``"auto"`` (default): ``"collapsed"`` where it is exact, else ``"latent"``.
         ``"collapsed"`` integrates the cluster effects out and draws them after
@@ -48,9 +53,11 @@ class Model:
     """
 
     def __init__(self, syntax: str, data: pd.DataFrame, cluster: str | None = None, *, missing: str = "error",
-                 priors: DefaultPriors | dict | None = None, engine: str = "auto"):
+                 priors: DefaultPriors | dict | None = None, centering: dict[str, str] | None = None,
+                 engine: str = "auto"):
         self.syntax = syntax
-        table = build_partable(syntax)
+        self.centering = dict(centering or {})
+        table = build_partable(syntax, centering=self.centering)
         check_definitions(table.rows)
         self.spec: ModelSpec = build_spec(table, data, cluster=cluster, missing=missing, priors=priors)
         self.engine, self.engine_reason = choose_engine(engine, self.spec)
@@ -102,7 +109,7 @@ class Model:
             "n_rows": data.n_rows, "n_dropped": data.n_dropped, "cluster": self.spec.cluster,
             "cluster_labels": [str(c) for c in data.cluster_labels], "cluster_sizes": data.cluster_sizes.tolist(),
             "chains": chains, "draws": draws, "tune": tune, "random_seed": random_seed,
-            "target_accept": target_accept, "model_text": self.syntax,
+            "target_accept": target_accept, "model_text": self.syntax, "centering": self.centering,
         }
         result = FitResult(idata=idata, table=self.spec.table.rows, info=info, prior_table=self.priors())
         result.warn_diagnostics()

@@ -22,7 +22,7 @@ Example
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from itertools import combinations
 
 import numpy as np
@@ -35,7 +35,11 @@ from bayes_msem.syntax import LEVEL_NAMES, ParsedModel, SyntaxRow, parse_model
 __all__ = ["LevelRoles", "ParameterTable", "build_partable", "parameter_kind", "level_name"]
 
 COLUMNS = ["id", "lhs", "op", "rhs", "level", "user", "free", "ustart", "start", "label", "exo", "prior",
-           "kind", "line", "column", "text"]
+           "random", "kind", "line", "column", "text"]
+
+CENTERING = ("latent", "cluster-mean", "none")
+# Data columns made from a level-1 predictor by its centering: name suffix -> how.
+DERIVED_SUFFIXES = {".cwc": "deviation from the cluster mean", ".cm": "observed cluster mean", ".raw": "raw value"}
 
 
 def level_name(level: int) -> str:
@@ -84,6 +88,23 @@ class ParameterTable:
     levels: tuple[LevelRoles, ...]
     both_level: tuple[str, ...]
     source_lines: tuple[str, ...] = ()
+    centering: tuple[tuple[str, str], ...] = ()  # (variable, centering) the user chose
+    slopes: tuple[str, ...] = ()  # random slopes: level-2 latent variables
+
+    @property
+    def derived(self) -> dict[str, tuple[str, str]]:
+        """Data columns made by centering: name -> (source column, suffix)."""
+        out = {}
+        for name in self.observed_variables:
+            for suffix in DERIVED_SUFFIXES:
+                if name.endswith(suffix) and name[: -len(suffix)] in dict(self.centering):
+                    out[name] = (name[: -len(suffix)], suffix)
+        return out
+
+    def data_columns(self) -> tuple[str, ...]:
+        """The columns of the user's data the model reads."""
+        derived = self.derived
+        return tuple(_unique(derived[n][0] if n in derived else n for n in self.observed_variables))
 
     @property
     def two_level(self) -> bool:
@@ -123,8 +144,9 @@ def _row_error(row: SyntaxRow, message: str, hint: str | None = None) -> ModelSy
     return ModelSyntaxError(message, line=row.line, column=row.column, text=row.text, hint=hint)
 
 
-def _level_roles(rows: list[SyntaxRow], level: int, other_level_observed: set[str]) -> LevelRoles:
-    latent = _unique(r.lhs for r in rows if r.op == "=~")
+def _level_roles(rows: list[SyntaxRow], level: int, other_level_observed: set[str],
+                 slopes: tuple[str, ...] = ()) -> LevelRoles:
+    latent = _unique([r.lhs for r in rows if r.op == "=~"] + list(slopes))
     names = _unique(name for r in rows if r.op != ":=" for name in (r.lhs, r.rhs) if name)
     observed_all = [n for n in names if n not in latent]
     predictors_only = {
@@ -177,7 +199,7 @@ def _check_rows(rows: list[SyntaxRow]) -> None:
 
 
 def _default_rows(level_rows: list[SyntaxRow], roles: LevelRoles, two_level: bool,
-                  both_level: set[str]) -> list[dict]:
+                  both_level: set[str], slopes: tuple[str, ...] = ()) -> list[dict]:
     """What lavaan adds to the user's rows at one level."""
     existing = {(r.op,) + ((tuple(sorted((r.lhs, r.rhs)))) if r.op == "~~" else (r.lhs, r.rhs)) for r in level_rows}
     added: list[dict] = []
@@ -190,13 +212,16 @@ def _default_rows(level_rows: list[SyntaxRow], roles: LevelRoles, two_level: boo
 
     for name in roles.nodes:
         add(name, "~~", name)
-    exogenous_latent = [f for f in roles.latent if not any(r.op == "~" and r.lhs == f for r in level_rows)]
+    # Random slopes follow Mplus: mean and variance free, covariances only where written.
+    exogenous_latent = [f for f in roles.latent
+                        if f not in slopes and not any(r.op == "~" and r.lhs == f for r in level_rows)]
     for a, b in combinations(exogenous_latent, 2):
         add(a, "~~", b)
     indicators = {r.rhs for r in level_rows if r.op == "=~"}
-    predictors = {r.rhs for r in level_rows if r.op == "~"}
-    pure_outcomes = _unique(r.lhs for r in level_rows
-                            if r.op == "~" and r.lhs not in predictors and r.lhs not in indicators)
+    # a predictor's centered copy (m.raw) still makes m a predictor: no residual covariance with its outcome
+    predictors = {_source_name(r.rhs) for r in level_rows if r.op == "~"}
+    pure_outcomes = _unique(r.lhs for r in level_rows if r.op == "~" and r.lhs not in slopes
+                            and r.lhs not in predictors and r.lhs not in indicators)
     for a, b in combinations(pure_outcomes, 2):
         add(a, "~~", b)
     for i, a in enumerate(roles.covariates):
@@ -209,15 +234,24 @@ def _default_rows(level_rows: list[SyntaxRow], roles: LevelRoles, two_level: boo
     for name in roles.covariates:
         add(name, "~1", "", exo=True)
     for name in roles.latent:
-        add(name, "~1", "", ustart=0.0)
+        add(name, "~1", "", ustart=np.nan if name in slopes else 0.0)  # a slope's mean is the average slope
     return added
+
+
+def _source_name(name: str) -> str:
+    for suffix in DERIVED_SUFFIXES:
+        if name.endswith(suffix):
+            return name[: -len(suffix)]
+    return name
 
 
 def _user_row_dict(row: SyntaxRow, is_marker: bool) -> dict:
     ustart = row.fixed if row.fixed is not None else (1.0 if is_marker else np.nan)
+    if row.random is not None:
+        ustart = 0.0  # the whole coefficient is the level-2 slope variable
     return dict(lhs=row.lhs, op=row.op, rhs=row.rhs, level=row.level, user=True, ustart=ustart, exo=False,
                 start=row.start if row.start is not None else np.nan, label=row.label, prior=row.prior,
-                line=row.line, column=row.column, text=row.text)
+                random=row.random, line=row.line, column=row.column, text=row.text)
 
 
 def _assign_free_indices(table: pd.DataFrame, rows_by_label: dict[str, SyntaxRow]) -> pd.Series:
@@ -244,13 +278,100 @@ def _assign_free_indices(table: pd.DataFrame, rows_by_label: dict[str, SyntaxRow
     return pd.Series(free, index=table.index)
 
 
-def build_partable(parsed: ParsedModel | str) -> ParameterTable:
+def _random_slopes(rows: list[SyntaxRow], two_level: bool) -> tuple[str, ...]:
+    """Names of the random slopes, checked: within-level regressions, one row each,
+    not also the name of a variable at level 1."""
+    slopes: dict[str, SyntaxRow] = {}
+    level1_names = {n for r in rows if r.level == 1 and r.op != ":=" for n in (r.lhs, r.rhs)}
+    for row in rows:
+        if row.random is None:
+            continue
+        if not two_level or row.level != 1:
+            raise _row_error(row, f"random slope {row.random!r} must be in the level: 1 (within) block of a "
+                             "two-level model", "a random slope varies over clusters; write level: 1 and level: 2 blocks")
+        if row.random in slopes:
+            raise _row_error(row, f"random slope {row.random!r} is already used on line {slopes[row.random].line}",
+                             "give every random slope its own name")
+        if row.random in level1_names:
+            raise _row_error(row, f"{row.random!r} names a random slope and a within-level variable",
+                             "give the slope a name of its own, as in s_x | y ~ x")
+        slopes[row.random] = row
+    for row in rows:
+        if row.level == 2 and row.op == "=~" and row.rhs in slopes:
+            raise _row_error(row, f"random slope {row.rhs!r} as an indicator is not supported",
+                             "regress the slope on a between factor instead (s ~ fb)")
+    return tuple(slopes)
+
+
+def _apply_centering(rows: list[SyntaxRow], centering: dict[str, str] | None,
+                     two_level: bool) -> list[SyntaxRow]:
+    """Rewrite level-1 predictors by their centering.
+
+    ``latent`` (lavaan's and Mplus's default) keeps the variable whole: named
+    at both levels it is split into latent within and between parts.
+    ``cluster-mean`` makes the predictor ``x.cwc`` (deviation from the
+    observed cluster mean) at level 1 and ``x.cm`` (the observed mean) at
+    level 2. ``none`` makes it ``x.raw`` at level 1 where x is also modelled
+    there (or keeps the name ``x`` for a predictor-only covariate).
+    """
+    if not centering:
+        return rows
+    if not two_level:
+        raise ModelSyntaxError("centering= applies to two-level models only (with level: 1 and level: 2 blocks)",
+                               line=1, column=1, text=rows[0].text if rows else "")
+    out = list(rows)
+    for name, how in centering.items():
+        if how not in CENTERING:
+            raise ValueError(f"centering of {name!r} is {how!r}; use one of {CENTERING}")
+        level1 = [r for r in out if r.level == 1 and r.op != ":="]
+        as_predictor = [r for r in level1 if r.op == "~" and r.rhs == name]
+        if not as_predictor:
+            raise ValueError(f"centering names {name!r}, which is not a level-1 predictor (the right side of a "
+                             "~ in the level: 1 block)")
+        elsewhere_1 = any(name in (r.lhs, r.rhs) and not (r.op == "~" and r.rhs == name) for r in level1)
+        level2 = [r for r in out if r.level == 2 and r.op != ":="]
+        named_2 = [r for r in level2 if name in (r.lhs, r.rhs)]
+        if how == "latent":
+            if not named_2:  # split it: give the between part its variance
+                first = as_predictor[0]
+                out.append(SyntaxRow(name, "~~", name, 2, line=first.line, column=first.column, text=first.text))
+            continue
+        if how == "none":
+            if named_2 and not elsewhere_1:
+                raise _row_error(named_2[0], f"with centering 'none', {name!r} enters level 1 with its raw values "
+                                 "and has no between part of its own", f"remove {name} from the level: 2 block, or use "
+                                 "centering 'latent' or 'cluster-mean'")
+            new = f"{name}.raw" if elsewhere_1 else name
+            out = [replace(r, rhs=new) if r in as_predictor else r for r in out]
+            continue
+        # cluster-mean: observed deviation within, observed mean between
+        predictors_2 = [r for r in named_2 if r.op == "~" and r.rhs == name]
+        if len(predictors_2) != len(named_2) and not elsewhere_1:
+            raise _row_error(next(r for r in named_2 if r not in predictors_2),
+                             f"with centering 'cluster-mean', {name!r} at level 2 is its observed cluster mean, "
+                             "which can only be a predictor there")
+        out = [replace(r, rhs=f"{name}.cwc") if r in as_predictor
+               else replace(r, rhs=f"{name}.cm") if r in predictors_2 else r for r in out]
+    for row in out:
+        if row.op == "~~" and row.level == 1:
+            for a, b in ((row.lhs, row.rhs), (row.rhs, row.lhs)):
+                if any(r.level == 1 and r.op == "~" and r.lhs == a and _source_name(r.rhs) == b and r.rhs != b
+                       for r in out):
+                    raise _row_error(row, f"{a} is regressed on the observed {b}, so a residual covariance "
+                                     f"{row.lhs} ~~ {row.rhs} is not identified", "remove it")
+    return out
+
+
+def build_partable(parsed: ParsedModel | str, centering: dict[str, str] | None = None) -> ParameterTable:
     """Build the parameter table (with lavaan's defaults) from parsed model text.
 
     Parameters
     ----------
     parsed
         The output of :func:`bayes_msem.syntax.parse_model`, or model text.
+    centering
+        Per level-1 predictor: ``"latent"`` (default), ``"cluster-mean"`` or ``"none"``
+        (see :func:`_apply_centering`).
 
     Examples
     --------
@@ -260,8 +381,9 @@ def build_partable(parsed: ParsedModel | str) -> ParameterTable:
     """
     if isinstance(parsed, str):
         parsed = parse_model(parsed)
-    user_rows = list(parsed.rows)
+    user_rows = _apply_centering(list(parsed.rows), centering, parsed.has_levels)
     _check_rows(user_rows)
+    slopes = _random_slopes(user_rows, parsed.has_levels)
     levels = (1, 2) if parsed.has_levels else (0,)
     model_rows = [r for r in user_rows if r.op != ":="]
     observed_by_level = {}
@@ -272,7 +394,8 @@ def build_partable(parsed: ParsedModel | str) -> ParameterTable:
     roles = []
     for level in levels:
         other = set().union(*(observed_by_level[o] for o in levels if o != level))
-        roles.append(_level_roles([r for r in model_rows if r.level == level], level, other))
+        roles.append(_level_roles([r for r in model_rows if r.level == level], level, other,
+                                  slopes if level == 2 else ()))
     both_level = tuple(n for n in roles[0].observed if len(levels) == 2 and n in roles[1].observed)
 
     records = []
@@ -285,18 +408,19 @@ def build_partable(parsed: ParsedModel | str) -> ParameterTable:
         for r in level_rows:
             is_marker = markers.get(r.lhs) is r and r.fixed is None and not r.free
             records.append(_user_row_dict(r, is_marker))
-        records.extend(_default_rows(level_rows, level_roles, len(levels) == 2, set(both_level)))
+        records.extend(_default_rows(level_rows, level_roles, len(levels) == 2, set(both_level), slopes))
     for r in user_rows:
         if r.op == ":=":
             records.append(dict(lhs=r.lhs, op=":=", rhs=r.rhs, level=0, user=True, ustart=np.nan, exo=False,
                                 label=r.lhs, line=r.line, column=r.column, text=r.text))
     table = pd.DataFrame.from_records(records)
-    for column, default in (("label", None), ("prior", None), ("start", np.nan), ("line", 0), ("column", 0),
+    for column, default in (("label", None), ("prior", None), ("random", None), ("start", np.nan), ("line", 0), ("column", 0),
                             ("text", "")):
         if column not in table:
             table[column] = default
     table["label"] = table["label"].astype(object).where(table["label"].notna(), None)
     table["prior"] = table["prior"].astype(object).where(table["prior"].notna(), None)
+    table["random"] = table["random"].astype(object).where(table["random"].notna(), None)
     table["start"] = table["start"].astype(float)
     table["line"] = table["line"].fillna(0).astype(int)
     table["column"] = table["column"].fillna(0).astype(int)
@@ -306,5 +430,6 @@ def build_partable(parsed: ParsedModel | str) -> ParameterTable:
     labels = {r.label: r for r in user_rows if r.label}
     table["free"] = _assign_free_indices(table, labels)
     return ParameterTable(rows=table[COLUMNS], levels=tuple(roles), both_level=both_level,
-                          source_lines=parsed.source_lines)
+                          source_lines=parsed.source_lines, centering=tuple((centering or {}).items()),
+                          slopes=slopes)
 

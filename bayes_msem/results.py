@@ -132,10 +132,17 @@ class FitResult:
 
     def _level_structures(self):
         from bayes_msem.matrices import level_structures
-        from bayes_msem.partable import ParameterTable, build_partable
 
-        roles = build_partable(self.info["model_text"])
-        return level_structures(ParameterTable(rows=self.table, levels=roles.levels, both_level=roles.both_level))
+        return level_structures(self.parameter_table())
+
+    def parameter_table(self):
+        """The :class:`~bayes_msem.partable.ParameterTable` (rows and variable roles) of the fitted model."""
+        from dataclasses import replace
+
+        from bayes_msem.partable import build_partable
+
+        return replace(build_partable(self.info["model_text"], centering=self.info.get("centering") or None),
+                       rows=self.table)
 
     def standardized(self) -> pd.DataFrame:
         """Standardized solution (lavaan's ``std.all``) per level: posterior mean,

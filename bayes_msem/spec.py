@@ -12,7 +12,7 @@ Example
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 import pandas as pd
@@ -84,8 +84,13 @@ def _variable_scales(table: ParameterTable, data: ClusterData) -> dict[tuple[int
     for roles in table.levels:
         for name in roles.observed + roles.covariates:
             scales[(roles.level, name)] = (data.variable_sds[name], data.variable_means[name])
+        for name in table.slopes if roles.level == 2 else ():  # a slope is on the scale of y per unit of x
+            row = rows[rows["random"] == name].iloc[0]
+            scales[(2, name)] = (scales.get((1, row.lhs), (1.0, 0.0))[0] / scales.get((1, row.rhs), (1.0, 0.0))[0], 0.0)
         for _ in roles.latent:  # repeat so that higher-order factors find their markers' scales
             for name in roles.latent:
+                if name in table.slopes:
+                    continue
                 indicators = rows[(rows.level == roles.level) & (rows.op == "=~") & (rows.lhs == name)]["rhs"]
                 marker_scale = scales.get((roles.level, indicators.iloc[0]), (1.0, 0.0))[0]
                 scales[(roles.level, name)] = (marker_scale, 0.0)
@@ -103,9 +108,12 @@ def _resolve_priors(table: ParameterTable, scales: dict, defaults: DefaultPriors
             continue
         lhs_scale, lhs_mean = scales.get((row.level, row.lhs), (1.0, 0.0))
         rhs_scale = scales.get((row.level, row.rhs), (1.0, 0.0))[0]
+        kind = row.kind
         if row.kind == "loading":  # f =~ y: the slope of y on f
             lhs_scale, rhs_scale = rhs_scale, lhs_scale
-        priors.append(defaults.for_parameter(row.kind, lhs_scale, rhs_scale, lhs_mean))
+        if row.kind == "intercept" and row.lhs in table.slopes:  # the average slope: a regression weight
+            kind, rhs_scale = "regression", 1.0
+        priors.append(defaults.for_parameter(kind, lhs_scale, rhs_scale, lhs_mean))
     return priors
 
 
@@ -119,7 +127,8 @@ def _start_values(table: ParameterTable, scales: dict) -> list[float]:
     for row in table.free_rows().itertuples():
         lhs_scale, lhs_mean = scales.get((row.level, row.lhs), (1.0, 0.0))
         rhs_scale = scales.get((row.level, row.rhs), (1.0, 0.0))[0]
-        default = {"loading": rhs_scale / lhs_scale, "intercept": lhs_mean, "variance": 0.5 * lhs_scale**2}
+        default = {"loading": rhs_scale / lhs_scale, "intercept": lhs_mean,
+                   "variance": (0.1 if row.lhs in table.slopes else 0.5) * lhs_scale**2}
         starts.append(row.start if np.isfinite(row.start) else default.get(row.kind, 0.0))
     return starts
 
@@ -177,17 +186,17 @@ def _covariance_blocks(table: ParameterTable, structures, priors) -> list[Covari
 
 
 def build_spec(model: str | ParameterTable, data: pd.DataFrame, cluster: str | None = None,
-               missing: str = "error", priors: DefaultPriors | dict | None = None) -> ModelSpec:
+               missing: str = "error", priors: DefaultPriors | dict | None = None,
+               centering: dict[str, str] | None = None) -> ModelSpec:
     """Parse (if needed), check the data, and complete the parameter table."""
-    table = build_partable(model) if isinstance(model, str) else model
+    table = build_partable(model, centering=centering) if isinstance(model, str) else model
     cluster_data = prepare_data(table, data, cluster=cluster, missing=missing)
     moments = covariate_moments(table, cluster_data)
     rows = table.rows.copy()
     for i, row in rows[rows.exo].iterrows():
         key = (row.level, row.lhs, row.op, row.rhs)
         rows.at[i, "ustart"] = moments.get(key, moments.get((row.level, row.rhs, row.op, row.lhs), np.nan))
-    table = ParameterTable(rows=rows, levels=table.levels, both_level=table.both_level,
-                           source_lines=table.source_lines)
+    table = replace(table, rows=rows)
     defaults = DefaultPriors.from_user(priors)
     scales = _variable_scales(table, cluster_data)
     resolved = _resolve_priors(table, scales, defaults)

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import ast
 import re
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 from bayes_msem.errors import ModelSyntaxError
 
@@ -45,7 +45,6 @@ _UNSUPPORTED_OPS = {
     "<=": "inequality constraints are not supported yet",
     ">=": "inequality constraints are not supported yet",
     "<~": "formative (composite) variables are not supported yet",
-    "|": "random slopes (`s | y ~ x`) are not supported yet",
 }
 _MATH_FUNCTIONS = frozenset({"exp", "log", "sqrt", "abs", "tanh", "sin", "cos"})
 
@@ -77,6 +76,7 @@ class SyntaxRow:
     free: bool = False
     start: float | None = None
     prior: str | None = None
+    random: str | None = None  # name of the random slope (`s | y ~ x` or `y ~ rv("s")*x`)
     line: int = 0
     column: int = 0
     text: str = ""
@@ -152,6 +152,7 @@ class _StatementParser:
 
     # -- grammar -------------------------------------------------------
     def parse(self) -> list[SyntaxRow]:
+        slope = self._random_slope_prefix()
         op_index = self._find_operator()
         op_token = self.tokens[op_index]
         lhs_tokens = self.tokens[:op_index]
@@ -168,6 +169,8 @@ class _StatementParser:
             rows.extend(self._parse_term(lhs_names, op_token))
             token = self.peek()
             if token is None:
+                if slope is not None:
+                    return self._attach_slope(rows, slope, op_token)
                 return rows
             if token.text != "+":
                 hint = "did you forget a `+` between terms?" if token.kind == "name" else None
@@ -177,6 +180,32 @@ class _StatementParser:
             self.next()
             if self.peek() is None:
                 raise _error(self.end_token(), "expected a term after `+`")
+
+    def _random_slope_prefix(self) -> Token | None:
+        """Consume ``s |`` (Mplus-style random slope) at the start of a statement."""
+        if len(self.tokens) > 2 and self.tokens[1].text == "|":
+            name = self.tokens[0]
+            if name.kind != "name":
+                raise _error(name, "expected the name of the random slope before `|`", "as in s | y ~ x")
+            self.tokens = self.tokens[2:]
+            if not self.tokens or not any(t.text in _MODEL_OPS for t in self.tokens):
+                raise _error(name, "a random slope needs a regression after `|`", "as in s | y ~ x")
+            return name
+        bar = next((t for t in self.tokens if t.text == "|"), None)
+        if bar is not None:
+            raise _error(bar, "`|` is only allowed after a single slope name at the start of a statement",
+                         "write a random slope as s | y ~ x")
+        return None
+
+    def _attach_slope(self, rows: list[SyntaxRow], slope: Token, op_token: Token) -> list[SyntaxRow]:
+        if op_token.text != "~" or len(rows) != 1 or rows[0].op != "~":
+            raise _error(slope, "a random slope names one regression of one outcome on one predictor",
+                         "as in s | y ~ x; write one line per slope")
+        row = rows[0]
+        if row.random is not None or row.fixed is not None or row.label is not None or row.prior is not None:
+            raise _error(slope, "a random slope takes no modifiers on its regression",
+                         "its mean, variance and prior belong to the slope at level 2, as in s ~ 1")
+        return [replace(row, random=slope.text)]
 
     def _find_operator(self) -> int:
         for index, token in enumerate(self.tokens):
@@ -261,9 +290,10 @@ class _StatementParser:
             ):
                 self.next()
                 argument = self._parse_call_argument(token.text)
-                if token.text == "rv":
-                    raise _error(token, "random slopes (`rv()`) are not supported yet")
-                key = {"equal": "label", "label": "label", "fixed": "fixed"}.get(token.text, token.text)
+                if token.text == "rv" and op_token.text != "~":
+                    raise _error(token, "rv() marks a random slope and belongs to a regression (~)",
+                                 'as in y ~ rv("s")*x')
+                key = {"equal": "label", "label": "label", "fixed": "fixed", "rv": "random"}.get(token.text, token.text)
                 value = argument.text if argument.kind == "number" else ast.literal_eval(argument.text)
                 if key in ("start", "fixed"):
                     value = float(value)
@@ -300,6 +330,9 @@ class _StatementParser:
                 raise _error(first, "a term cannot be both fixed and free (NA*)")
             if "fixed" in modifiers and "prior" in modifiers:
                 raise _error(first, "a fixed parameter takes no prior")
+            if "random" in modifiers and len(modifiers) > 1:
+                raise _error(first, "a random slope takes no other modifiers",
+                             "its mean, variance and prior belong to the slope at level 2, as in s ~ 1")
             return self._rows(lhs_names, op_token.text, token.text, modifiers, first)
 
     def _rows(self, lhs_names, op, rhs, modifiers, token: Token) -> list[SyntaxRow]:
@@ -308,7 +341,7 @@ class _StatementParser:
                 lhs=lhs, op=op, rhs=rhs, level=self.level,
                 label=modifiers.get("label"), fixed=modifiers.get("fixed"),
                 free=bool(modifiers.get("free", False)), start=modifiers.get("start"),
-                prior=modifiers.get("prior"), line=token.line, column=token.column, text=token.source,
+                prior=modifiers.get("prior"), random=modifiers.get("random"), line=token.line, column=token.column, text=token.source,
             )
             for lhs in lhs_names
         ]

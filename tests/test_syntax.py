@@ -77,7 +77,12 @@ MALFORMED = [
     ("y ~ x\nlevel: 1\n y ~ x\nlevel: 2\n y ~ w", 1, 5, "before the first `level:`"),
     ("y == x", 1, 3, "equality constraints"),
     ("a < 0", 1, 3, "inequality"),
-    ("s | y ~ x", 1, 3, "random slopes"),
+    ("s | y ~ x + z", 1, 1, "one regression of one outcome"),
+    ("s | f =~ y", 1, 1, "one regression of one outcome"),
+    ("y ~ x | z", 1, 7, "write a random slope as"),
+    ("1 | y ~ x", 1, 1, "name of the random slope"),
+    ('y ~ a*rv("s")*x', 1, 5, "no other modifiers"),
+    ('f =~ rv("s")*y', 1, 6, "belongs to a regression"),
     ("f <~ x1 + x2", 1, 3, "formative"),
     ("y x", 1, 1, "no model operator"),
     ("ab := a*", 1, 7, "cannot read the expression"),
@@ -128,3 +133,10 @@ def test_arbitrary_unicode_parses_or_raises_model_syntax_error(text):
         parse_model(text)
     except ModelSyntaxError:
         pass
+
+
+def test_random_slope_in_mplus_and_lavaan_style_give_the_same_row():
+    mplus = parse_model("level: 1\n s | y ~ x\nlevel: 2\n s ~ w").rows[0]
+    lavaan = parse_model('level: 1\n y ~ rv("s")*x\nlevel: 2\n s ~ w').rows[0]
+    assert (mplus.lhs, mplus.op, mplus.rhs, mplus.random) == ("y", "~", "x", "s")
+    assert (lavaan.lhs, lavaan.op, lavaan.rhs, lavaan.random) == ("y", "~", "x", "s")

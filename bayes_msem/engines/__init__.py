@@ -16,6 +16,9 @@ def collapsed_supported(spec) -> tuple[bool, str]:
     """Whether the collapsed engine is exact for this model, and why (shown to users)."""
     if not spec.table.two_level:
         return False, "a single-level model has no cluster effects to integrate out"
+    if spec.within.slopes_on_nodes:
+        return False, ("a random slope on a modelled within variable (a latent within part or a factor) makes "
+                       "the cluster effects enter non-linearly, so they are sampled")
     return True, "cluster effects are conditionally Gaussian, so they are integrated out exactly"
 
 

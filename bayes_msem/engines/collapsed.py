@@ -30,6 +30,7 @@ import pytensor.tensor as pt
 
 from bayes_msem.data import cluster_mean_statistics
 from bayes_msem.engines import collapsed_supported
+from bayes_msem.engines.collapsed_slopes import draw_slope_cluster_effects, slope_statistics, slopes_logp
 from bayes_msem.engines.latent import PYTENSOR_BACKEND, cluster_effect_names, mvn_logp_from_scatter
 from bayes_msem.engines.parameters import free_parameter_vector, parameter_names
 from bayes_msem.matrices import LevelMoments, level_moments
@@ -91,6 +92,9 @@ def build_collapsed_model(spec: ModelSpec) -> pm.Model:
     with pm.Model(coords=coords) as model:
         theta = free_parameter_vector(spec)
         pm.Deterministic("parameters", theta, dims="parameter")
+        if spec.within.slopes:
+            pm.Potential("loglik", slopes_logp(spec, theta))
+            return model
         within = level_moments(theta, spec.within, PYTENSOR_BACKEND)
         between = level_moments(theta, spec.between, PYTENSOR_BACKEND)
         pm.Potential("loglik", _collapsed_logp(spec, stats, within, between, layout))
@@ -130,6 +134,8 @@ def draw_cluster_effects(spec: ModelSpec, theta_draws: np.ndarray, seed: int | N
     cluster variables) in the order of :func:`cluster_effect_names`.
     """
     rng = np.random.default_rng(seed)
+    if spec.within.slopes:
+        return _draw_with_slopes(spec, theta_draws, rng)
     stats = cluster_mean_statistics(spec.data)
     layout = _layout(spec)
     b_b, z_b, place = layout
@@ -161,6 +167,17 @@ def draw_cluster_effects(spec: ModelSpec, theta_draws: np.ndarray, seed: int | N
             cond_cov = node_cov[np.ix_(effect_nodes, effect_nodes)][None] - gain @ cross.T[None]
             root = _psd_root(cond_cov)[stats["size_index"]]
             out[c, d] = mean + np.einsum("jef,jf->je", root, rng.standard_normal((len(residual), len(names))))
+    return out
+
+
+def _draw_with_slopes(spec: ModelSpec, theta_draws: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    stats = slope_statistics(spec)
+    index = np.array([spec.between.nodes.index(n) for n in cluster_effect_names(spec)], dtype=int)
+    chains, draws, _ = theta_draws.shape
+    out = np.empty((chains, draws, spec.data.n_clusters, len(index)))
+    for c in range(chains):
+        for d in range(draws):
+            out[c, d] = draw_slope_cluster_effects(spec, stats, theta_draws[c, d], rng, index)
     return out
 
 

@@ -27,43 +27,61 @@ import numpy as np
 import pymc as pm
 import pytensor.tensor as pt
 
+from bayes_msem.data import cluster_cross_products
 from bayes_msem.engines.parameters import free_parameter_vector, parameter_names
 from bayes_msem.errors import ModelSpecificationError
 from bayes_msem.matrices import LevelStructure, level_moments
 from bayes_msem.spec import ModelSpec
 
-__all__ = ["PYTENSOR_BACKEND", "build_latent_model", "cluster_effect_names", "mvn_logp_from_scatter"]
+__all__ = ["PYTENSOR_BACKEND", "build_latent_model", "cluster_effect_names", "cluster_scatter",
+           "mvn_logp_from_scatter", "pooled_scatter"]
 
 
-PYTENSOR_BACKEND = SimpleNamespace(inv=pt.linalg.inv, eye=pt.eye)
+PYTENSOR_BACKEND = SimpleNamespace(inv=pt.linalg.inv, eye=pt.eye, cholesky=pt.linalg.cholesky, solve=pt.linalg.solve,
+                                   concatenate=pt.concatenate)
 
 
-def mvn_logp_from_scatter(sum_squares, n: float, Sigma) -> pt.TensorVariable:
+def mvn_logp_from_scatter(sum_squares, n, Sigma) -> pt.TensorVariable:
     """log density of n independent N(0, Sigma) vectors whose cross-product is
-    ``sum_squares`` (shared by both engines)."""
+    ``sum_squares`` (shared by both engines). Batched over leading axes, with
+    ``n`` then one count per batch entry."""
     chol = pt.linalg.cholesky(Sigma, lower=True)
-    p = Sigma.shape[0]
-    inv_chol = pt.linalg.solve_triangular(chol, pt.eye(p), lower=True)
+    p = Sigma.shape[-1]
+    eye = pt.eye(p) if Sigma.ndim == 2 else pt.broadcast_to(pt.eye(p), Sigma.shape)
+    inv_chol = pt.linalg.solve_triangular(chol, eye, lower=True)
     quad = pt.sum((inv_chol @ sum_squares) * inv_chol)
-    logdet = 2.0 * pt.sum(pt.log(pt.diag(chol)))
-    return -0.5 * (n * p * np.log(2 * np.pi) + n * logdet + quad)
+    logdet = 2.0 * pt.sum(pt.log(pt.diagonal(chol, axis1=-2, axis2=-1)), axis=-1)
+    return -0.5 * (pt.sum(n) * p * np.log(2 * np.pi) + pt.sum(n * logdet) + quad)
 
 
-def within_logp(stats: dict, cluster_means, Pi, Sigma) -> pt.TensorVariable:
-    """Level-1 log-likelihood from cross-products.
-
-    With R = Y - Z M - X Pi' (M the J x p cluster means), R'R expands into the
-    precomputed Y'Y, Y'X, X'X, Z'Y, Z'X and cluster sizes.
-    """
+def pooled_scatter(stats: dict, cluster_means, Pi):
+    """Scatter R'R of the level-1 residuals R = Y - Z M - X Pi' (M the clusters x p
+    cluster means), expanded into the precomputed Y'Y, Y'X, X'X, Z'Y, Z'X and
+    cluster sizes."""
     M = cluster_means
     yz_m = stats["sum_y"].T @ M  # Y'Z M
     xz_m = stats["sum_x"].T @ M  # X'Z M
     yx_pi = stats["yx"] @ Pi.T  # Y'X Pi'
-    sum_squares = (
-        stats["yy"] - yz_m - yz_m.T + M.T @ (stats["n"][:, None] * M)
-        - yx_pi - yx_pi.T + Pi @ stats["xx"] @ Pi.T + (xz_m.T @ Pi.T) + (xz_m.T @ Pi.T).T
-    )
-    return mvn_logp_from_scatter(sum_squares, float(stats["n"].sum()), Sigma)
+    return (stats["yy"] - yz_m - yz_m.T + M.T @ (stats["n"][:, None] * M)
+            - yx_pi - yx_pi.T + Pi @ stats["xx"] @ Pi.T + (xz_m.T @ Pi.T) + (xz_m.T @ Pi.T).T)
+
+
+def within_logp(stats: dict, cluster_means, Pi, Sigma) -> pt.TensorVariable:
+    """Level-1 log-likelihood from cross-products (see :func:`pooled_scatter`)."""
+    return mvn_logp_from_scatter(pooled_scatter(stats, cluster_means, Pi), float(stats["n"].sum()), Sigma)
+
+
+def cluster_scatter(cross, stats: dict, M, Pi):
+    """Per-cluster scatter of the residuals Y_j - 1 m_j' - X_j Pi_j' (clusters, p, p),
+    from per-cluster cross-products ``cross`` (see :func:`bayes_msem.data.cluster_cross_products`):
+    the within likelihood when slopes differ between clusters."""
+    Pi_t = Pi.swapaxes(-1, -2)
+    yx_pi = cross["yx"] @ Pi_t  # Y_j'X_j Pi_j'
+    pi_x = (Pi @ stats["sum_x"][:, :, None])[..., 0]  # Pi_j X_j'1
+    m_y = M[:, :, None] * stats["sum_y"][:, None, :]  # m_j 1'Y_j
+    m_px = M[:, :, None] * pi_x[:, None, :]
+    return (cross["yy"] - m_y - m_y.swapaxes(1, 2) + stats["n"][:, None, None] * M[:, :, None] * M[:, None, :]
+            - yx_pi - yx_pi.swapaxes(1, 2) + Pi @ cross["xx"] @ Pi_t + m_px + m_px.swapaxes(1, 2))
 
 
 def cluster_effect_names(spec: ModelSpec) -> list[str]:
@@ -139,16 +157,29 @@ def build_latent_model(spec: ModelSpec) -> pm.Model:
         theta = free_parameter_vector(spec)
         pm.Deterministic("parameters", theta, dims="parameter")
         moments = level_moments(theta, within, PYTENSOR_BACKEND)
-        cluster_means = pt.zeros((data.n_clusters, within.n_observed)) + moments.mean[None, :]
+        cluster_means = pt.zeros((data.n_clusters, within.n_observed)) + moments.mean[..., None, :]
         if spec.between is not None:
             effects, effect_names = _between_effects(spec, theta)
             model.add_coord("cluster_variable", effect_names)
             pm.Deterministic("cluster_effects", effects, dims=("cluster", "cluster_variable"))
+            if within.slopes:
+                slope_values = effects[:, [effect_names.index(s) for s in within.slopes]]
+                moments = level_moments(theta, within, PYTENSOR_BACKEND, slope_values)
+                cluster_means = pt.zeros((data.n_clusters, within.n_observed)) + moments.mean
             for i, name in enumerate(within.observed):
                 if name in spec.table.both_level:
                     cluster_means = pt.set_subtensor(cluster_means[:, i], cluster_means[:, i]
                                                      + effects[:, effect_names.index(name)])
         stats = {k: pt.as_tensor_variable(v) for k, v in data.stats.items()}
         stats["n"] = data.stats["n"]
-        pm.Potential("within_loglik", within_logp(stats, cluster_means, moments.Pi, moments.Sigma))
+        if within.slopes:
+            cross = {k: pt.as_tensor_variable(v) for k, v in cluster_cross_products(data).items()}
+            scatter = cluster_scatter(cross, stats, cluster_means, moments.Pi)
+            if within.slopes_on_nodes:  # a covariance per cluster
+                logp = mvn_logp_from_scatter(scatter, data.stats["n"], moments.Sigma)
+            else:
+                logp = mvn_logp_from_scatter(scatter.sum(0), float(data.stats["n"].sum()), moments.Sigma)
+        else:
+            logp = within_logp(stats, cluster_means, moments.Pi, moments.Sigma)
+        pm.Potential("within_loglik", logp)
     return model

@@ -1,0 +1,149 @@
+"""The collapsed engine for models with random slopes on observed covariates.
+
+With a random slope the rows of a cluster no longer share one covariance, so
+clusters cannot be grouped by size (:mod:`.collapsed`). They are still
+Gaussian given the cluster effects, and the effects enter linearly: per row,
+
+    y_ij = mu + Pi x_ij + Z_ij u_j + e_ij,   e_ij ~ N(0, Sigma_W),
+
+where ``u_j`` holds the between parts of split variables (placed by ``P``)
+and the random slopes (slope k adds ``T_k * x_ij[l_k]``, with ``T_k`` the
+column of (I - A_W)^-1 of the outcome it sits on). The between level writes
+every between variable as ``e_j = m_j + F xi_j`` with ``xi_j ~ N(0, I)``
+(``F`` need not be square: zero variances are allowed), conditioned on the
+cluster's observed level-2 outcomes. Integrating ``xi_j`` out by the Woodbury
+identity and the matrix determinant lemma needs, per cluster, only
+
+    H_j = sum_i Z_ij' Sigma_W^-1 Z_ij   and   g_j = sum_i Z_ij' Sigma_W^-1 r_ij,
+
+which follow from the per-cluster cross-products of (1, x) and (y; 1, x)
+computed once. A gradient therefore costs O(clusters * r^3) for r random
+effects, whatever the cluster sizes (Rockwood 2020; PERFORMANCE.md).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytensor.tensor as pt
+
+from bayes_msem.data import cluster_cross_products
+from bayes_msem.engines.latent import PYTENSOR_BACKEND, mvn_logp_from_scatter, pooled_scatter
+from bayes_msem.matrices import NUMPY_BACKEND, LevelMoments, level_moments
+from bayes_msem.spec import ModelSpec
+
+__all__ = ["slope_statistics", "slopes_logp", "draw_slope_cluster_effects"]
+
+
+def slope_statistics(spec: ModelSpec) -> dict[str, np.ndarray]:
+    """Per-cluster cross-products of x~ = (1, x): X~'X~ (clusters, q+1, q+1) and
+    Y'X~ (clusters, p, q+1)."""
+    data = spec.data
+    cross, stats = cluster_cross_products(data), data.stats
+    n, sum_x, sum_y = stats["n"], stats["sum_x"], stats["sum_y"]
+    xx = np.concatenate([np.concatenate([n[:, None, None], sum_x[:, None, :]], axis=2),
+                         np.concatenate([sum_x[:, :, None], cross["xx"]], axis=2)], axis=1)
+    yx = np.concatenate([sum_y[:, :, None], cross["yx"]], axis=2)
+    return {"xx1": xx, "yx1": yx}
+
+
+def _design(spec: ModelSpec, within: LevelMoments, backend):
+    """Columns of Z: ``D`` (p, effects) and which entry of x~ multiplies each
+    (0 for the constant of a between part, 1 + l for a slope on covariate l);
+    ``effect_nodes``: the matching between variables."""
+    structure, table = spec.within, spec.table
+    between_nodes = spec.between.nodes
+    p = structure.n_observed
+    place = np.zeros((p, len(table.both_level)))
+    place[[structure.observed.index(n) for n in table.both_level], np.arange(len(table.both_level))] = 1.0
+    slope_row = [int(np.argmax(structure.slope_A_x[k].any(axis=1))) for k in range(len(structure.slopes))]
+    slope_col = [int(np.argmax(structure.slope_A_x[k].any(axis=0))) for k in range(len(structure.slopes))]
+    D = backend.concatenate([place, within.total[:p][:, slope_row]], axis=1)
+    which = np.array([0] * len(table.both_level) + [1 + c for c in slope_col], dtype=int)
+    effect_nodes = np.array([between_nodes.index(n) for n in table.both_level + structure.slopes], dtype=int)
+    return D, which, effect_nodes
+
+
+def _between_factor(spec: ModelSpec, between: LevelMoments, backend):
+    """Between variables as ``mean_j + F eta_j`` with eta_j ~ N(0, I), given the
+    cluster's observed level-2 outcomes z_j; also the residuals of z_j and
+    their covariance (None without such outcomes)."""
+    structure = spec.between
+    random = np.flatnonzero(~structure.fixed_zero_variance())
+    root = backend.cholesky(between.S[np.ix_(random, random)])
+    F = between.total[:, random] @ root
+    w = spec.data.between_covariates
+    mean = (between.alpha[None, :] + w @ between.A_x.T) @ between.total.T
+    outcomes = spec.table.between_outcomes
+    if not outcomes:
+        return mean, F, None
+    z_idx = np.array([structure.nodes.index(n) for n in outcomes], dtype=int)
+    F_z = F[z_idx]
+    G = F_z @ F_z.T
+    residual = spec.data.between_outcomes - mean[:, z_idx]
+    K = backend.solve(G, F_z).T  # (random, z): F_z' G^-1
+    mean = mean + (residual @ K.T) @ F.T
+    F = F @ (backend.eye(len(random)) - K @ F_z)
+    return mean, F, (residual, G)
+
+
+def _cluster_terms(spec, stats, within: LevelMoments, between: LevelMoments, backend):
+    """H_j, g_j (after subtracting the prior mean), the part of sum r'S^-1 r that
+    the prior mean changes, and the factor L of the effects' covariance."""
+    D, which, effect_nodes = _design(spec, within, backend)
+    Sigma_inv = backend.inv(within.Sigma)
+    SD = Sigma_inv @ D
+    DSD = D.T @ SD
+    xx1, yx1 = stats["xx1"], stats["yx1"]
+    # sum_i r_ij x~_ij' with r = y - mu - Pi x
+    rx1 = yx1 - within.mean[None, :, None] * xx1[:, 0, :][:, None, :] - within.Pi[None] @ xx1[:, 1:, :]
+    rx_sel = rx1[:, :, which]  # (J, p, effects)
+    g0 = (rx_sel * SD[None]).sum(axis=1)  # (J, effects)
+    H = DSD[None] * xx1[:, which][:, :, which]
+    mean, F, outcomes = _between_factor(spec, between, backend)
+    m = mean[:, effect_nodes]
+    Hm = (H @ m[:, :, None])[..., 0]
+    g = g0 - Hm
+    prior_shift = (2.0 * (m * g0).sum() - (m * Hm).sum())
+    return H, g, prior_shift, F[effect_nodes], mean, F, outcomes
+
+
+def slopes_logp(spec: ModelSpec, theta) -> pt.TensorVariable:
+    """Marginal log-likelihood with every cluster effect integrated out."""
+    data = spec.data
+    stats = {**{k: pt.as_tensor_variable(v) for k, v in slope_statistics(spec).items()}}
+    pooled = {k: pt.as_tensor_variable(v) for k, v in data.stats.items()}
+    pooled["n"] = data.stats["n"]
+    within = level_moments(theta, spec.within, PYTENSOR_BACKEND)
+    between = level_moments(theta, spec.between, PYTENSOR_BACKEND)
+    H, g, prior_shift, L, _, _, outcomes = _cluster_terms(spec, stats, within, between, PYTENSOR_BACKEND)
+    cluster_means = pt.zeros((data.n_clusters, spec.within.n_observed)) + within.mean[None, :]
+    # without cluster effects: the ordinary within likelihood at the fixed part
+    logp = mvn_logp_from_scatter(pooled_scatter(pooled, cluster_means, within.Pi), float(data.n_rows), within.Sigma)
+    r = L.shape[1]
+    M = pt.eye(r)[None] + L.T[None] @ H @ L[None]
+    chol = pt.linalg.cholesky(M, lower=True)
+    h = (g @ L)[:, :, None]
+    v = pt.linalg.solve_triangular(chol, h, lower=True)
+    logdet = 2.0 * pt.sum(pt.log(pt.diagonal(chol, axis1=1, axis2=2)))
+    logp = logp + 0.5 * (prior_shift + pt.sum(v**2) - logdet)
+    if outcomes is not None:
+        residual, G = outcomes
+        logp = logp + mvn_logp_from_scatter(residual.T @ residual, float(data.n_clusters), G)
+    return logp
+
+
+def draw_slope_cluster_effects(spec: ModelSpec, stats: dict, theta: np.ndarray, rng: np.random.Generator,
+                               effect_index: np.ndarray) -> np.ndarray:
+    """One draw of every cluster's between variables (those in ``effect_index``)
+    from their exact conditional given the cluster's data, for parameters
+    ``theta``; ``stats`` from :func:`slope_statistics`."""
+    within = level_moments(theta, spec.within)
+    between = level_moments(theta, spec.between)
+    H, g, _, L, mean, F, _ = _cluster_terms(spec, stats, within, between, NUMPY_BACKEND)
+    r = L.shape[1]
+    M = np.eye(r)[None] + L.T[None] @ H @ L[None]
+    chol = np.linalg.cholesky(M)
+    h = (g @ L)[:, :, None]
+    v = np.linalg.solve(chol, h)
+    eta = np.linalg.solve(np.swapaxes(chol, 1, 2), v + rng.standard_normal(v.shape))[..., 0]
+    return (mean + eta @ F.T)[:, effect_index]
