@@ -341,7 +341,8 @@ class _StatementParser:
                 lhs=lhs, op=op, rhs=rhs, level=self.level,
                 label=modifiers.get("label"), fixed=modifiers.get("fixed"),
                 free=bool(modifiers.get("free", False)), start=modifiers.get("start"),
-                prior=modifiers.get("prior"), random=modifiers.get("random"), line=token.line, column=token.column, text=token.source,
+                prior=modifiers.get("prior"), random=modifiers.get("random"),
+                line=token.line, column=token.column, text=token.source,
             )
             for lhs in lhs_names
         ]
