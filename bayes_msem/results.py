@@ -98,6 +98,8 @@ class FitResult:
         az = _import_arviz()
         records = []
         for row in self.table.itertuples():
+            if getattr(row, "random", None):  # the coefficient is the level-2 slope variable (its own rows)
+                continue
             record = dict(lhs=row.lhs, op=row.op, rhs=row.rhs if row.op != "~1" else "",
                           level=level_name(row.level), label=row.label or "",
                           free=bool(row.free > 0 or row.op == ":="))
@@ -169,25 +171,85 @@ class FitResult:
         """The prior of every free parameter, and whether it is a default."""
         return self.prior_table.copy()
 
+    def effects(self) -> pd.DataFrame:
+        """Indirect, total and contextual effects found from the model, and the
+        user's ``:=`` definitions: posterior mean, sd, median, 95% interval and
+        probability of direction (see :mod:`bayes_msem.effects`)."""
+        from bayes_msem.effects import describe, effects_table
+        from bayes_msem.matrices import level_structures
+
+        table = self.parameter_table()
+        w_mean, w_cov = self._between_covariate_moments(table)
+        frame = effects_table(table, level_structures(table), self.theta_draws(), w_mean, w_cov)
+        defined = [dict(effect=name, level="", type="defined", source="", target="",
+                        **describe(self.idata.posterior[name].values.ravel()))
+                   for name in self.table.loc[self.table.op == ":=", "lhs"]]
+        return pd.concat([frame, pd.DataFrame.from_records(defined, columns=frame.columns)], ignore_index=True)
+
+    def _between_covariate_moments(self, table) -> tuple[np.ndarray, np.ndarray]:
+        """Sample mean and covariance of the level-2 covariates (lavaan's fixed.x values)."""
+        if not table.two_level:
+            return np.zeros(0), np.zeros((0, 0))
+        names = table.level_roles(2).covariates
+        rows = self.table[(self.table.level == 2) & self.table.exo]
+        value = lambda a, op, b: float(rows[(rows.op == op) & (((rows.lhs == a) & (rows.rhs == b))  # noqa: E731
+                                                               | ((rows.lhs == b) & (rows.rhs == a)))].ustart.iloc[0])
+        mean = np.array([value(n, "~1", "") for n in names])
+        cov = np.array([[value(a, "~~", b) for b in names] for a in names])
+        return mean, cov.reshape(len(names), len(names))
+
     def cluster_effects(self) -> pd.DataFrame:
-        """Posterior mean, sd and 95% interval of each cluster's latent means and
-        between factor scores, with cluster sizes."""
+        """Each cluster's latent means, random slopes and between factor scores,
+        and its own indirect effect along every within-level path with a random
+        slope (a_j * b_j): posterior mean, sd, 95% interval and cluster size."""
         posterior = self.idata.posterior
         if "cluster_effects" not in posterior:
             raise ValueError("a single-level model has no cluster effects")
-        effects = posterior["cluster_effects"].stack(sample=("chain", "draw"))
-        frame = pd.DataFrame({
-            "mean": effects.mean("sample").values.ravel(),
-            "sd": effects.std("sample").values.ravel(),
-            "q2.5": effects.quantile(0.025, "sample").values.ravel(),
-            "q97.5": effects.quantile(0.975, "sample").values.ravel(),
-        })
-        index = pd.MultiIndex.from_product([effects["cluster"].values, effects["cluster_variable"].values],
-                                           names=["cluster", "variable"])
-        frame.index = index
+        effects = posterior["cluster_effects"].stack(sample=("chain", "draw")).transpose(
+            "sample", "cluster", "cluster_variable")
+        names = [str(v) for v in effects["cluster_variable"].values]
+        draws = {name: effects.values[:, :, k] for k, name in enumerate(names)}
+        draws.update(self._cluster_path_effects(draws))
+        clusters = [str(c) for c in effects["cluster"].values]
         sizes = dict(zip(self.info["cluster_labels"], self.info["cluster_sizes"]))
-        frame["size"] = [sizes[c] for c in index.get_level_values("cluster")]
-        return frame.reset_index()
+        frames = []
+        for name, values in draws.items():
+            q = np.quantile(values, [0.025, 0.975], axis=0)
+            frames.append(pd.DataFrame({"cluster": clusters, "variable": name, "mean": values.mean(0),
+                                        "sd": values.std(0, ddof=1), "q2.5": q[0], "q97.5": q[1],
+                                        "size": [sizes[c] for c in clusters]}))
+        frame = pd.concat(frames, ignore_index=True)
+        order = {c: i for i, c in enumerate(clusters)}
+        return frame.sort_values("cluster", key=lambda c: c.map(order), kind="stable").reset_index(drop=True)
+
+    def _cluster_path_effects(self, cluster_draws: dict) -> dict[str, np.ndarray]:
+        from bayes_msem.effects import cluster_path_draws, path_name, paths, regression_edges
+
+        table = self.parameter_table()
+        if not table.slopes:
+            return {}
+        values = parameter_values(self.table, self.theta_draws())
+        found = [p for p in paths(regression_edges(table, 1)) if any(e.slope for e in p)]
+        return {path_name(p): cluster_path_draws(p, values, cluster_draws) for p in found}
+
+    def plot_cluster_effects(self, variable: str, ax=None):
+        """Caterpillar plot: each cluster's posterior mean and 95% interval of
+        ``variable`` (a name in ``cluster_effects().variable``), sorted."""
+        import matplotlib.pyplot as plt
+
+        frame = self.cluster_effects()
+        if variable not in set(frame.variable):
+            raise ValueError(f"no cluster effect {variable!r}; choose from {sorted(set(frame.variable))}")
+        frame = frame[frame.variable == variable].sort_values("mean").reset_index(drop=True)
+        if ax is None:
+            _, ax = plt.subplots(figsize=(6, 4))
+        ax.errorbar(frame.index, frame["mean"], yerr=[frame["mean"] - frame["q2.5"], frame["q97.5"] - frame["mean"]],
+                    fmt="o", markersize=2, elinewidth=0.6, color="tab:blue", ecolor="tab:gray")
+        ax.axhline(float(frame["mean"].mean()), color="tab:red", linewidth=0.8)
+        ax.set_xlabel("cluster (sorted by posterior mean)")
+        ax.set_ylabel(variable)
+        ax.set_title(f"{variable}: cluster-specific posterior means and 95% intervals")
+        return ax
 
     # -- diagnostics --------------------------------------------------
     def diagnostics(self) -> dict:
@@ -273,6 +335,8 @@ def load_result(path) -> FitResult:
     from io import StringIO
 
     table = pd.read_json(StringIO(attrs["bayes_msem_table"]), orient="split")
-    table["label"] = table["label"].astype(object).where(table["label"].notna(), None)
+    for column in ("label", "prior", "random"):
+        if column in table:
+            table[column] = table[column].astype(object).where(table[column].notna(), None)
     priors = pd.read_json(StringIO(attrs["bayes_msem_priors"]), orient="split")
     return FitResult(idata=idata, table=table, info=json.loads(attrs["bayes_msem_info"]), prior_table=priors)

@@ -42,10 +42,18 @@ def run_nuts(model, *, draws: int, tune: int, chains: int, random_seed: int | No
         warnings.filterwarnings("ignore", message=".*arviz.*migration.*")
         warnings.filterwarnings("ignore", category=FutureWarning)
         if backend == "numpyro":
+            # Called directly rather than through pm.sample, which first builds
+            # PyMC's own step methods (compiling C gradients: 39 s of a 99 s
+            # random-slope fit) and then discards them.
             # "vectorized" (vmap over chains on one device) rather than "parallel":
             # pmap over several XLA host devices hung here in PyMC's post-processing,
             # with 4 devices on 2 cores and with 2 on 2 (pymc 5.28, jax 0.10).
-            return pm.sample(nuts_sampler="numpyro", nuts_sampler_kwargs={"chain_method": "vectorized"}, **kwargs)
+            from pymc.sampling.jax import sample_numpyro_nuts
+
+            return sample_numpyro_nuts(draws=draws, tune=tune, chains=chains, target_accept=target_accept,
+                                       random_seed=random_seed, model=model, var_names=var_names,
+                                       progressbar=progressbar, chain_method="vectorized",
+                                       compute_convergence_checks=False, idata_kwargs={"log_likelihood": False})
         if backend == "nutpie":
             return pm.sample(nuts_sampler="nutpie", **kwargs)
         return pm.sample(cores=min(chains, os.cpu_count() or 1), **kwargs)

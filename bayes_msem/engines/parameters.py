@@ -78,13 +78,52 @@ def free_parameter_vector(spec: ModelSpec) -> pt.TensorVariable:
         structure = spec.structure(block.level)
         variances = pt.diag(structure.S.fill(_partial_vector(values, structure)))
         n = len(block.nodes)
-        corr = pm.LKJCorr(f"corr[block{b}|{level_name(block.level) or 'single'}]", n=n, eta=block.eta,
-                          return_matrix=True)
+        corr = lkj_correlation(f"corr[block{b}|{level_name(block.level) or 'single'}]", n, block.eta)
         for (i, j), free in block.free_index.items():
             sd_i = pt.sqrt(variances[block.nodes[i]])
             sd_j = pt.sqrt(variances[block.nodes[j]])
             values[free - 1] = corr[i, j] * sd_i * sd_j
     return pt.stack([pt.as_tensor_variable(v, dtype="float64") for v in values])
+
+
+def lkj_cholesky(z, n: int):
+    """Cholesky factor of a correlation matrix from ``n(n-1)/2`` unconstrained
+    values, through canonical partial correlations tanh(z) (Lewandowski et al.
+    2009; Stan's ``cholesky_factor_corr``), and the log-Jacobian of the map
+    from ``z`` to the matrix's off-diagonal entries. Every ``z`` gives a
+    positive definite matrix, so the sampler never meets a boundary (PyMC's
+    LKJCorr bounds each correlation to (-1, 1) and rejects non-positive-definite
+    matrices, which made NUTS diverge on blocks of 5 weakly identified ones)."""
+    cpc = pt.tanh(z)
+    log_jacobian = pt.sum(pt.log1p(-cpc**2))
+    rows = [[pt.as_tensor_variable(np.float64(1.0))] + [pt.as_tensor_variable(np.float64(0.0))] * (n - 1)]
+    log_diag = []
+    k = 0
+    for i in range(1, n):
+        remaining = pt.as_tensor_variable(np.float64(1.0))
+        row = []
+        for _ in range(i):
+            entry = cpc[k] * pt.sqrt(remaining)
+            log_jacobian += 0.5 * pt.log(remaining)
+            row.append(entry)
+            remaining = remaining - entry**2
+            k += 1
+        row.append(pt.sqrt(remaining))
+        log_diag.append(0.5 * pt.log(remaining))
+        rows.append(row + [pt.as_tensor_variable(np.float64(0.0))] * (n - i - 1))
+    # from L to C = L L' (lower-triangular entries): sum_i (n - i - 1) log L_ii
+    log_jacobian += sum((n - i - 1) * d for i, d in zip(range(1, n), log_diag))
+    L = pt.stack([pt.stack(r) for r in rows])
+    return L, log_jacobian, sum(log_diag)
+
+
+def lkj_correlation(name: str, n: int, eta: float) -> pt.TensorVariable:
+    """An n x n correlation matrix with an LKJ(eta) prior, density
+    proportional to det(C)^(eta - 1), sampled on an unconstrained scale."""
+    z = pm.Flat(name, shape=(n * (n - 1) // 2,))
+    L, log_jacobian, half_log_det = lkj_cholesky(z, n)
+    pm.Potential(f"{name}_prior", (eta - 1.0) * 2.0 * half_log_det + log_jacobian)
+    return L @ L.T
 
 
 def _partial_vector(values: list, structure) -> pt.TensorVariable:
