@@ -42,7 +42,19 @@ def _parser() -> argparse.ArgumentParser:
         sub.add_argument("--out", type=Path, default=None, help="folder for results.nc and summary.csv")
     fit.add_argument("--cluster", default=None, help="cluster column (two-level models)")
     fit.add_argument("--missing", default="error", choices=["error", "listwise"])
+    fit.add_argument("--centering", action="append", default=[], metavar="VAR=HOW",
+                     help="centering of a level-1 predictor: latent, cluster-mean or none (repeatable)")
     return parser
+
+
+def _centering(pairs: list[str]) -> dict[str, str]:
+    out = {}
+    for pair in pairs:
+        name, sep, how = pair.partition("=")
+        if not sep or not name or not how:
+            raise ValueError(f"--centering takes VAR=HOW (e.g. m=none), not {pair!r}")
+        out[name.strip()] = how.strip()
+    return out
 
 
 def _run(args) -> None:
@@ -54,7 +66,8 @@ def _run(args) -> None:
         if not args.model.exists():
             raise FileNotFoundError(f"model file {args.model} does not exist")
         syntax, data, cluster = args.model.read_text(), _read_data(args.data), args.cluster
-    model = bm.Model(syntax, data, cluster=cluster, **({"missing": args.missing} if args.command == "fit" else {}))
+    options = {"missing": args.missing, "centering": _centering(args.centering)} if args.command == "fit" else {}
+    model = bm.Model(syntax, data, cluster=cluster, **options)
     result = model.fit(draws=args.draws, tune=args.tune, chains=args.chains, random_seed=args.seed)
     print(result)
     if args.out is not None:

@@ -134,6 +134,38 @@ class ParameterTable:
                     names.append(name)
         return tuple(names)
 
+    def variable_roles(self) -> list[tuple[str, str]]:
+        """(variable, role and centering) for the summary header."""
+        if not self.two_level:
+            return []
+        within, between = self.level_roles(1), self.level_roles(2)
+        derived, centering = self.derived, dict(self.centering)
+        out = []
+        for name in self.data_columns():
+            if name in self.both_level:
+                how = centering.get(name, "latent")
+                role = "split into latent within and between parts"
+                if how != "latent":
+                    role = f"level-1 outcome with a random intercept; as a predictor: centering {how}"
+                elif any(r.op == "~" and r.rhs == name and r.level == 1 for r in self.rows.itertuples()):
+                    role += " (latent centering)"
+            elif name in within.observed:
+                role = "level-1 only"
+            elif name in within.covariates:
+                role = "level-1 predictor, " + ("raw values (centering none)" if name in centering else "raw values")
+            elif name in between.covariates:
+                role = "level-2 predictor"
+            elif name in between.observed:
+                role = "level-2 outcome"
+            else:
+                uses = [f"{d} ({DERIVED_SUFFIXES[suffix]})" for d, (source, suffix) in derived.items() if source == name]
+                role = f"centering {centering.get(name)}: " + ", ".join(uses)
+            out.append((name, role))
+        for slope in self.slopes:
+            row = self.rows[self.rows["random"] == slope].iloc[0]
+            out.append((slope, f"random slope of {row.lhs} on {row.rhs} (a level-2 latent variable)"))
+        return out
+
     def free_rows(self) -> pd.DataFrame:
         """One row per free parameter (the first row of each label group)."""
         free = self.rows[self.rows["free"] > 0]

@@ -71,11 +71,19 @@ def summary_text(result) -> str:
         f"min ESS bulk {diagnostics['min_ess_bulk']:.0f}, tail {diagnostics['min_ess_tail']:.0f}",
     ]
     lines += [f"  WARNING: {m}" for m in result.diagnostic_messages()]
+    table = result.parameter_table()
+    roles = table.variable_roles()
+    if roles:
+        lines += ["", "Variables:"] + [f"  {name:<12}{role}" for name, role in roles]
     model_rows = summary[summary.op != ":="]
     for level in dict.fromkeys(model_rows.level):
         lines.append("")
         lines.append(f"Level {'1 [within]' if level == 'within' else '2 [between]'}:" if level else "Parameters:")
         lines += _block(model_rows[model_rows.level == level])
+        if level == "within" and table.slopes:
+            lines.append("  Random slopes (their means and variances are at level 2):")
+            random = table.rows[table.rows["random"].notna()]
+            lines += [f"    {r.random} | {r.lhs} ~ {r.rhs}" for r in random.itertuples()]
     defined = summary[summary.op == ":="]
     if len(defined):
         lines += ["", "Defined parameters:"]

@@ -51,6 +51,9 @@ def simulate_data(syntax: str, values: dict[str, float], *, n_clusters: int = 1,
     """
     rng = np.random.default_rng(seed)
     table = build_partable(syntax)
+    if table.slopes:
+        raise NotImplementedError("simulate_data does not simulate random slopes yet; the tests of random slopes "
+                                  "simulate their data directly (tests/test_random_slopes_reference.py)")
     theta = _free_values(table, values)
     structures = {s.level: s for s in level_structures(table)}
     within = structures[1 if table.two_level else 0]

@@ -93,3 +93,12 @@ def test_unknown_missing_option():
 def test_data_must_be_a_dataframe():
     with pytest.raises(TypeError, match="pandas DataFrame"):
         prepare("y ~ x", {"y": [1, 2], "x": [1, 2]})
+
+
+def test_centered_columns_are_cluster_deviations_and_means():
+    data = pd.DataFrame({"g": [1, 1, 2, 2, 2], "x": [1.0, 3.0, 0.0, 3.0, 6.0], "y": [1.0, 2.0, 2.0, 5.0, 1.0]})
+    table = build_partable("level: 1\n y ~ x\nlevel: 2\n y ~ x", centering={"x": "cluster-mean"})
+    prepared = prepare_data(table, data, cluster="g")
+    assert table.level_roles(1).covariates == ("x.cwc",)
+    np.testing.assert_allclose(prepared.within_covariates[:, 0], [-1.0, 1.0, -3.0, 0.0, 3.0])
+    np.testing.assert_allclose(prepared.between_covariates[:, 0], [2.0, 3.0])

@@ -102,3 +102,69 @@ def test_specification_errors_point_at_the_text(text, words):
         build_partable(text)
     assert words in str(info.value)
     assert info.value.line >= 1
+
+
+RANDOM_SLOPES = """level: 1
+  s | y ~ x
+  y ~ rv("t")*z
+level: 2
+  s ~ w
+  y ~~ s
+"""
+
+
+def test_random_slopes_are_level2_latent_variables_with_free_mean_and_variance():
+    table = build_partable(RANDOM_SLOPES)
+    assert table.slopes == ("s", "t")
+    assert table.level_roles(2).latent == ("s", "t")
+    rows = table.rows.set_index(["lhs", "op", "rhs", "level"])
+    assert rows.loc[("y", "~", "x", 1), "random"] == "s" and rows.loc[("y", "~", "x", 1), "free"] == 0
+    for slope in ("s", "t"):
+        assert rows.loc[(slope, "~1", "", 2), "free"] > 0
+        assert rows.loc[(slope, "~~", slope, 2), "free"] > 0
+    # as in Mplus, slopes covary only where the model says so
+    assert ("s", "~~", "t", 2) not in rows.index and ("t", "~~", "s", 2) not in rows.index
+    assert rows.loc[("y", "~~", "s", 2), "free"] > 0
+
+
+@pytest.mark.parametrize("text, words", [
+    ("level: 1\n y ~ x\nlevel: 2\n s | y ~ w", "must be in the level: 1"),
+    ("s | y ~ x", "must be in the level: 1"),
+    ("level: 1\n s | y ~ x\n s | y ~ z\nlevel: 2\n y ~~ y", "already used"),
+    ("level: 1\n x | y ~ x\nlevel: 2\n y ~~ y", "names a random slope and a within-level variable"),
+])
+def test_random_slope_errors(text, words):
+    with pytest.raises(ModelSyntaxError, match=words):
+        build_partable(text)
+
+
+MEDIATION = "level: 1\n m ~ x\n y ~ m\nlevel: 2\n m ~~ y\n y ~ m\n"
+
+
+def test_centering_rewrites_predictors():
+    none = build_partable(MEDIATION, centering={"m": "none"})
+    assert ("y", "m.raw") in {(r.lhs, r.rhs) for r in none.rows.itertuples() if r.op == "~" and r.level == 1}
+    assert none.derived == {"m.raw": ("m", ".raw")}
+    assert not any(r.op == "~~" and {r.lhs, r.rhs} == {"m", "y"} and r.level == 1 for r in none.rows.itertuples())
+    mean = build_partable(MEDIATION, centering={"m": "cluster-mean"})
+    assert mean.derived == {"m.cwc": ("m", ".cwc"), "m.cm": ("m", ".cm")}
+    assert mean.level_roles(2).covariates == ("m.cm",)
+    assert set(mean.data_columns()) == {"m", "x", "y"}
+    latent = build_partable("level: 1\n y ~ x\nlevel: 2\n y ~~ y", centering={"x": "latent"})
+    assert "x" in latent.both_level  # split on request
+
+
+@pytest.mark.parametrize("centering, words", [
+    ({"q": "none"}, "not a level-1 predictor"),
+    ({"m": "grand-mean"}, "use one of"),
+])
+def test_centering_errors(centering, words):
+    with pytest.raises(ValueError, match=words):
+        build_partable(MEDIATION, centering=centering)
+
+
+def test_none_centering_of_a_pure_predictor_named_at_level_2_is_refused():
+    with pytest.raises(ModelSyntaxError, match="no between part"):
+        build_partable("level: 1\n y ~ x\nlevel: 2\n y ~ x", centering={"x": "none"})
+    with pytest.raises(ModelSyntaxError, match="not identified"):
+        build_partable("level: 1\n y ~ m\n m ~ x\n y ~~ m\nlevel: 2\n y ~~ m", centering={"m": "none"})

@@ -82,3 +82,28 @@ def test_diagnostic_messages_give_advice(small_fit):
     assert set(diagnostics) >= {"divergences", "max_r_hat", "min_ess_bulk", "min_ess_tail"}
     for message in small_fit.diagnostic_messages():
         assert "Run more" in message or "target_accept" in message
+
+
+def test_random_slope_fit_gives_effects_cluster_effects_and_plot(tmp_path):
+    import matplotlib
+
+    matplotlib.use("Agg")
+    data = bm.example_data("mediation_111_random_slopes")
+    data = data[data.cluster <= 40]
+    model = bm.Model(bm.example_model("mediation_111_random_slopes"), data, cluster="cluster",
+                     centering={"m": "none"})
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        result = model.fit(**QUICK_RUN)
+    assert "random" not in set(result.summary().columns) and not (result.summary().op == "~").any()
+    effects = result.effects()
+    assert {"x -> m -> y", "x => y", "indirect"} <= set(effects.effect)
+    clusters = result.cluster_effects()
+    assert set(clusters.variable) == {"m", "y", "a", "b", "cp", "x -> m -> y"}
+    assert len(clusters) == 40 * 6 and (clusters["size"] == 15).all()
+    assert result.plot_cluster_effects("x -> m -> y") is not None
+    text = str(result)
+    assert "a | m ~ x" in text and "centering none" in text
+    result.save(tmp_path / "r.nc")
+    again = bm.load_result(tmp_path / "r.nc")
+    assert again.effects()["mean"].tolist() == pytest.approx(effects["mean"].tolist())
