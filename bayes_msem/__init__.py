@@ -12,12 +12,13 @@ from importlib import resources
 
 __version__ = "0.1.0"
 
+from bayes_msem.checking import compare  # noqa: E402
 from bayes_msem.errors import DataError, ModelSpecificationError, ModelSyntaxError  # noqa: E402
 from bayes_msem.model import Model  # noqa: E402
 from bayes_msem.priors import DefaultPriors  # noqa: E402
 from bayes_msem.results import FitResult, load_result  # noqa: E402
 
-__all__ = ["Model", "FitResult", "load_result", "DefaultPriors", "ModelSyntaxError", "ModelSpecificationError",
+__all__ = ["Model", "FitResult", "load_result", "compare", "DefaultPriors", "ModelSyntaxError", "ModelSpecificationError",
            "DataError", "example_data", "example_model", "__version__"]
 
 _EXAMPLES = {"demo_twolevel": ("demo_twolevel.csv", "demo_twolevel.lavaan", "cluster"),

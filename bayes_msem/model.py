@@ -12,6 +12,7 @@ Example
 
 from __future__ import annotations
 
+import numpy as np
 import pandas as pd
 
 from bayes_msem import __version__
@@ -111,9 +112,33 @@ class Model:
             "chains": chains, "draws": draws, "tune": tune, "random_seed": random_seed,
             "target_accept": target_accept, "model_text": self.syntax, "centering": self.centering,
         }
-        result = FitResult(idata=idata, table=self.spec.table.rows, info=info, prior_table=self.priors())
+        parameters = raw.posterior["parameters"]
+        result = FitResult(idata=idata, table=self.spec.table.rows, info=info, prior_table=self.priors(),
+                           pointwise_source=lambda: self._pointwise_log_likelihood(parameters))
         result.warn_diagnostics()
         return result
+
+    def _pointwise_log_likelihood(self, parameters):
+        """Log-likelihood per draw of each cluster (cluster effects integrated out)
+        or, in a single-level model, of each row: the units of LOO."""
+        import xarray as xr
+
+        from bayes_msem.engines import collapsed_supported
+
+        coords = {"chain": parameters["chain"].values, "draw": parameters["draw"].values}
+        if self.spec.table.two_level:
+            if not collapsed_supported(self.spec)[0]:
+                return None  # no closed-form marginal likelihood per cluster
+            from bayes_msem.engines.collapsed_slopes import cluster_log_likelihood
+
+            values = cluster_log_likelihood(self.spec, parameters.values)
+            coords["cluster"] = [str(c) for c in self.spec.data.cluster_labels]
+            return xr.Dataset({"loglik": xr.DataArray(values, dims=("chain", "draw", "cluster"), coords=coords)})
+        from bayes_msem.checking import row_log_likelihood
+
+        values = row_log_likelihood(self.spec, parameters.values)
+        coords["row"] = np.arange(values.shape[-1])
+        return xr.Dataset({"loglik": xr.DataArray(values, dims=("chain", "draw", "row"), coords=coords)})
 
     def _collapsed_cluster_effects(self, parameters, random_seed: int | None):
         """Cluster effects drawn from their exact conditional, shaped like the latent engine's."""

@@ -90,6 +90,19 @@ class FitResult:
     table: pd.DataFrame
     info: dict
     prior_table: pd.DataFrame = field(repr=False)
+    # computes the pointwise log-likelihood on first use (LOO, save): it costs a pass over all draws
+    pointwise_source: object = field(default=None, repr=False)
+
+    def add_log_likelihood(self) -> bool:
+        """Put the log-likelihood per draw of each cluster (or row) into
+        ``idata.log_likelihood`` if it is not there yet; False if it cannot be computed."""
+        if "log_likelihood" in self.idata.groups():
+            return True
+        pointwise = self.pointwise_source() if self.pointwise_source is not None else None
+        if pointwise is None:
+            return False
+        self.idata.add_groups(log_likelihood=pointwise)
+        return True
 
     # -- tables -------------------------------------------------------
     def summary(self) -> pd.DataFrame:
@@ -251,6 +264,18 @@ class FitResult:
         ax.set_title(f"{variable}: cluster-specific posterior means and 95% intervals")
         return ax
 
+    def loo(self):
+        """Leave-one-cluster-out cross-validation by Pareto-smoothed importance
+        sampling (ArviZ's ``loo``): the unit is a cluster in a two-level model, a
+        row in a single-level one. Pareto k above 0.7 flags clusters that the
+        approximation cannot handle."""
+        from bayes_msem.checking import _unit
+
+        self.add_log_likelihood()
+        _unit(self)
+        az = _import_arviz()
+        return az.loo(self.idata, pointwise=True)
+
     # -- diagnostics --------------------------------------------------
     def diagnostics(self) -> dict:
         """Divergences, the worst R-hat and the smallest ESS over all free and defined parameters."""
@@ -298,7 +323,9 @@ class FitResult:
         return summary_text(self)
 
     def save(self, path) -> None:
-        """Write the result to a netCDF file that :func:`load_result` reads back."""
+        """Write the result to a netCDF file that :func:`load_result` reads back
+        (with the pointwise log-likelihood, so that LOO works on the loaded result)."""
+        self.add_log_likelihood()
         idata = self.idata
         attrs = idata.posterior.attrs
         attrs["bayes_msem_table"] = self.table.to_json(orient="split")

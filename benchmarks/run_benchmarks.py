@@ -18,17 +18,30 @@ import subprocess
 import sys
 from pathlib import Path
 
-CONFIGS = [("demo_twolevel", "cluster", "collapsed", "numpyro"), ("demo_twolevel", "cluster", "latent", "numpyro"),
-           ("demo_twolevel", "cluster", "collapsed", "nutpie"), ("demo_twolevel", "cluster", "collapsed", "pymc"),
-           ("mplus_ex9_6", "clus", "collapsed", "numpyro"), ("mplus_ex9_6", "clus", "latent", "numpyro")]
+# (data, engine, sampler); "mediation_J_n" is the 1-1-1 random-slope mediation
+# (benchmarks/mediation_data.py) with J clusters of n rows, fitted with centering m = none.
+MEDIATION_GRID = [f"mediation_{j}_{n}" for j in (100, 500, 5000) for n in (10, 20, 50)]
+CONFIGS = ([(name, "collapsed", "numpyro") for name in MEDIATION_GRID]
+           + [("mediation_100_20", "latent", "numpyro"), ("mediation_500_20", "latent", "numpyro")]
+           + [("demo_twolevel", "collapsed", "numpyro"), ("demo_twolevel", "latent", "numpyro"),
+              ("demo_twolevel", "collapsed", "nutpie"), ("demo_twolevel", "collapsed", "pymc"),
+              ("mplus_ex9_6", "collapsed", "numpyro"), ("mplus_ex9_6", "latent", "numpyro")])
 
 CHILD = r"""
 import json, resource, sys, time, warnings
 warnings.simplefilter("ignore")
 start = time.perf_counter()
 import bayes_msem as bm
-name, cluster, engine, sampler = sys.argv[1:5]
-model = bm.Model(bm.example_model(name), bm.example_data(name), cluster=cluster, engine=engine)
+name, engine, sampler = sys.argv[1:4]
+if name.startswith("mediation_"):
+    sys.path.insert(0, "benchmarks")
+    from mediation_data import simulate_mediation_111
+    clusters, size = map(int, name.split("_")[1:])
+    model = bm.Model(bm.example_model("mediation_111_random_slopes"), simulate_mediation_111(clusters, size),
+                     cluster="cluster", engine=engine, centering={"m": "none"})
+else:
+    cluster = {"demo_twolevel": "cluster", "mplus_ex9_6": "clus"}[name]
+    model = bm.Model(bm.example_model(name), bm.example_data(name), cluster=cluster, engine=engine)
 fit_start = time.perf_counter()
 result = model.fit(random_seed=1, progressbar=False, sampler=sampler)
 sampling = time.perf_counter() - fit_start
@@ -42,30 +55,48 @@ print(json.dumps({"wall_s": wall, "min_ess_bulk": float(estimated.ess_bulk.min()
 
 
 def run(config) -> dict:
-    output = subprocess.run([sys.executable, "-c", CHILD, *config], capture_output=True, text=True, check=True)
+    output = subprocess.run([sys.executable, "-c", CHILD, *config], capture_output=True, text=True, check=True,
+                            cwd=Path(__file__).parents[1])
     return json.loads(output.stdout.strip().splitlines()[-1])
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--write", action="store_true", help="write the table into benchmarks/README.md")
+    parser.add_argument("--only", default="", help="run only the configurations whose data name starts with this")
     args = parser.parse_args()
     lines = [f"Machine: {platform.processor() or platform.machine()}, {os.cpu_count()} cores, "
              f"Python {platform.python_version()}; 4 chains x 1000 draws + 1000 warm-up; wall time from "
              "`import bayes_msem` to the summary table, compilation included; fit = Model.fit alone.",
              "", "| data | engine | sampler | wall s | fit s | min ESS bulk | min ESS / s | peak MiB | divergences |",
              "| --- | --- | --- | ---: | ---: | ---: | ---: | ---: | ---: |"]
-    for config in CONFIGS:
+    for config in [c for c in CONFIGS if c[0].startswith(args.only)]:
         r = run(config)
-        lines.append(f"| {config[0]} | {config[2]} | {config[3]} | {r['wall_s']:.1f} | {r['sampling_s']:.1f} | "
+        lines.append(f"| {config[0]} | {config[1]} | {config[2]} | {r['wall_s']:.1f} | {r['sampling_s']:.1f} | "
                      f"{r['min_ess_bulk']:.0f} | {r['min_ess_bulk'] / r['wall_s']:.1f} | {r['peak_mib']:.0f} | "
                      f"{r['divergences']} |")
         print(lines[-1], flush=True)
     table = "\n".join(lines)
     print(table)
     if args.write:
-        readme = Path(__file__).with_name("README.md")
-        readme.write_text("# Benchmarks\n\nRun by hand: `python benchmarks/run_benchmarks.py --write`.\n\n" + table + "\n")
+        write_rows(lines[0], lines[4:])
+
+
+def write_rows(header: str, rows: list[str]) -> None:
+    """Put ``rows`` into the table in README.md, replacing rows of the same
+    data, engine and sampler (so a subset can be rerun)."""
+    readme = Path(__file__).with_name("README.md")
+    text = readme.read_text()
+    start, end = text.index("<!-- table -->"), text.index("<!-- /table -->")
+    old = [line for line in text[start:end].splitlines() if line.startswith("| ") and not line.startswith("| data")]
+    key = lambda line: tuple(cell.strip() for cell in line.split("|")[1:4])  # noqa: E731
+    merged = {key(line): line for line in old if not line.startswith("| ---")}
+    merged.update({key(line): line for line in rows})
+    order = [(c[0], c[1], c[2]) for c in CONFIGS]
+    body = sorted(merged.values(), key=lambda line: order.index(key(line)) if key(line) in order else len(order))
+    table = "\n".join([header, "", "| data | engine | sampler | wall s | fit s | min ESS bulk | min ESS / s | peak MiB "
+                       "| divergences |", "| --- | --- | --- | ---: | ---: | ---: | ---: | ---: | ---: |", *body])
+    readme.write_text(text[:start] + "<!-- table -->\n" + table + "\n" + text[end:])
 
 
 if __name__ == "__main__":

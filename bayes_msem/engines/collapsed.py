@@ -1,5 +1,6 @@
 """The *collapsed* engine: Gaussian cluster effects integrated out exactly.
 
+Random slopes (on observed covariates) are handled in :mod:`.collapsed_slopes`.
 Without random slopes, the rows of cluster j given its between effects are
 normal with a shared mean, so the cluster effects can be integrated out. With
 d_ij = y_ij - m - Pi x_ij (the within model's mean removed) and n_j rows,
@@ -30,7 +31,7 @@ import pytensor.tensor as pt
 
 from bayes_msem.data import cluster_mean_statistics
 from bayes_msem.engines import collapsed_supported
-from bayes_msem.engines.collapsed_slopes import draw_slope_cluster_effects, slope_statistics, slopes_logp
+from bayes_msem.engines.collapsed_slopes import draw_slope_cluster_effects, slopes_logp
 from bayes_msem.engines.latent import PYTENSOR_BACKEND, cluster_effect_names, mvn_logp_from_scatter
 from bayes_msem.engines.parameters import free_parameter_vector, parameter_names
 from bayes_msem.matrices import LevelMoments, level_moments
@@ -82,7 +83,7 @@ def _observation_residuals(spec: ModelSpec, stats, within: LevelMoments, between
 
 
 def build_collapsed_model(spec: ModelSpec) -> pm.Model:
-    """Build the PyMC model of the collapsed engine (two-level models without random slopes)."""
+    """Build the PyMC model of the collapsed engine."""
     supported, why = collapsed_supported(spec)
     if not supported:
         raise ValueError(f"the collapsed engine does not apply: {why}")
@@ -135,7 +136,8 @@ def draw_cluster_effects(spec: ModelSpec, theta_draws: np.ndarray, seed: int | N
     """
     rng = np.random.default_rng(seed)
     if spec.within.slopes:
-        return _draw_with_slopes(spec, theta_draws, rng)
+        index = np.array([spec.between.nodes.index(n) for n in cluster_effect_names(spec)], dtype=int)
+        return draw_slope_cluster_effects(spec, theta_draws, seed, index)
     stats = cluster_mean_statistics(spec.data)
     layout = _layout(spec)
     b_b, z_b, place = layout
@@ -167,17 +169,6 @@ def draw_cluster_effects(spec: ModelSpec, theta_draws: np.ndarray, seed: int | N
             cond_cov = node_cov[np.ix_(effect_nodes, effect_nodes)][None] - gain @ cross.T[None]
             root = _psd_root(cond_cov)[stats["size_index"]]
             out[c, d] = mean + np.einsum("jef,jf->je", root, rng.standard_normal((len(residual), len(names))))
-    return out
-
-
-def _draw_with_slopes(spec: ModelSpec, theta_draws: np.ndarray, rng: np.random.Generator) -> np.ndarray:
-    stats = slope_statistics(spec)
-    index = np.array([spec.between.nodes.index(n) for n in cluster_effect_names(spec)], dtype=int)
-    chains, draws, _ = theta_draws.shape
-    out = np.empty((chains, draws, spec.data.n_clusters, len(index)))
-    for c in range(chains):
-        for d in range(draws):
-            out[c, d] = draw_slope_cluster_effects(spec, stats, theta_draws[c, d], rng, index)
     return out
 
 

@@ -38,7 +38,8 @@ __all__ = ["PYTENSOR_BACKEND", "build_latent_model", "cluster_effect_names", "cl
 
 
 PYTENSOR_BACKEND = SimpleNamespace(inv=pt.linalg.inv, eye=pt.eye, cholesky=pt.linalg.cholesky, solve=pt.linalg.solve,
-                                   concatenate=pt.concatenate)
+                                   concatenate=pt.concatenate, zeros=pt.zeros, log=pt.log,
+                                   solve_lower=lambda a, b: pt.linalg.solve_triangular(a, b, lower=True))
 
 
 def mvn_logp_from_scatter(sum_squares, n, Sigma) -> pt.TensorVariable:

@@ -153,3 +153,22 @@ def test_latent_slope_on_within_factor_density_matches_rowwise_scipy():
             expected += stats.multivariate_normal(moments.mean[0] + b_part, moments.Sigma[0]).logpdf(
                 data.within_outcomes[r])
     assert values["within_loglik"] == pytest.approx(expected, rel=1e-9)
+
+
+@pytest.mark.parametrize("with_slopes", [True, False])
+def test_cluster_log_likelihood_equals_stacked_normal_per_cluster(with_slopes):
+    from bayes_msem.engines.collapsed_slopes import cluster_log_likelihood
+
+    from .test_latent import TWO_LEVEL, simulate_two_level
+
+    if with_slopes:
+        spec = build_spec(SLOPES, mediation_data(), cluster="cluster", centering={"m": "none"})
+    else:
+        spec = build_spec(TWO_LEVEL, simulate_two_level(), cluster="g")
+    model = build_collapsed_model(spec)
+    thetas = np.stack([evaluate(model, random_point(model, seed), ["parameters"])["parameters"] for seed in (1, 2)])
+    values = cluster_log_likelihood(spec, thetas[None])[0]
+    for d, theta in enumerate(thetas):
+        for j in range(spec.data.n_clusters):
+            mean, cov, observed, _, _ = stacked_moments(spec, theta, j)
+            assert values[d, j] == pytest.approx(stats.multivariate_normal(mean, cov).logpdf(observed), rel=1e-9)
