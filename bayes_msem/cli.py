@@ -1,4 +1,5 @@
-"""Command line: ``bayes-msem fit MODEL DATA --cluster COL`` and ``bayes-msem example``.
+"""Command line: ``bayes-msem fit MODEL DATA --cluster COL``, ``bayes-msem report
+results.nc`` and ``bayes-msem example``.
 
 Only argparse and bayes_msem's light modules load until sampling starts, so
 ``--help`` and input errors answer at once. Errors print one line and exit
@@ -39,9 +40,13 @@ def _parser() -> argparse.ArgumentParser:
         sub.add_argument("--tune", type=int, default=1000)
         sub.add_argument("--chains", type=int, default=4)
         sub.add_argument("--seed", type=int, default=None)
-        sub.add_argument("--out", type=Path, default=None, help="folder for results.nc and summary.csv")
+        sub.add_argument("--out", type=Path, default=None,
+                         help="folder for results.nc, summary.csv and report.html")
     fit.add_argument("--cluster", default=None, help="cluster column (two-level models)")
     fit.add_argument("--missing", default="error", choices=["error", "listwise"])
+    report = commands.add_parser("report", help="rebuild report.html from a saved results.nc")
+    report.add_argument("results", type=Path, help="results.nc written by `bayes-msem fit --out`")
+    report.add_argument("--out", type=Path, default=None, help="report file (default: report.html next to it)")
     fit.add_argument("--centering", action="append", default=[], metavar="VAR=HOW",
                      help="centering of a level-1 predictor: latent, cluster-mean or none (repeatable)")
     return parser
@@ -60,6 +65,13 @@ def _centering(pairs: list[str]) -> dict[str, str]:
 def _run(args) -> None:
     import bayes_msem as bm
 
+    if args.command == "report":
+        if not args.results.exists():
+            raise FileNotFoundError(f"results file {args.results} does not exist")
+        target = args.out or args.results.with_name("report.html")
+        bm.load_result(args.results).report(target)
+        print(f"wrote {target}")
+        return
     if args.command == "example":
         syntax, data, cluster = bm.example_model(), bm.example_data(), "cluster"
     else:
@@ -74,7 +86,8 @@ def _run(args) -> None:
         args.out.mkdir(parents=True, exist_ok=True)
         result.save(args.out / "results.nc")
         result.summary().to_csv(args.out / "summary.csv", index=False)
-        print(f"\nwrote {args.out / 'results.nc'} and {args.out / 'summary.csv'}")
+        result.report(args.out / "report.html")
+        print(f"\nwrote {args.out / 'results.nc'}, {args.out / 'summary.csv'} and {args.out / 'report.html'}")
 
 
 def main(argv: list[str] | None = None) -> int:

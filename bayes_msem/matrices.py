@@ -38,7 +38,8 @@ __all__ = ["LevelStructure", "level_structures", "level_moments", "NUMPY_BACKEND
            "parameter_values"]
 
 NUMPY_BACKEND = SimpleNamespace(inv=np.linalg.inv, eye=np.eye, cholesky=np.linalg.cholesky, solve=np.linalg.solve,
-                                concatenate=np.concatenate, zeros=np.zeros, log=np.log, solve_lower=np.linalg.solve)
+                                concatenate=np.concatenate, zeros=np.zeros, log=np.log, sqrt=np.sqrt,
+                                solve_lower=np.linalg.solve)
 
 
 @dataclass(frozen=True)

@@ -93,7 +93,8 @@ class Model:
             from bayes_msem.engines.latent import build_latent_model as build
         var_names = ["parameters"] + (["cluster_effects"] if self.spec.table.two_level and not collapsed else [])
         raw = run_nuts(build(self.spec), draws=draws, tune=tune, chains=chains, random_seed=random_seed,
-                       sampler=backend, target_accept=target_accept, progressbar=progressbar, var_names=var_names)
+                       sampler=backend, target_accept=target_accept, progressbar=progressbar, var_names=var_names,
+                       batched_linalg=bool(self.spec.within is not None and self.spec.within.slopes))
         effects = None
         if collapsed:
             effects = self._collapsed_cluster_effects(raw.posterior["parameters"], random_seed)

@@ -180,6 +180,17 @@ class FitResult:
                               "variable": [name for _, name in draws]})
         return frame.join(_describe(np.stack(list(draws.values()), axis=1)))
 
+    def icc(self) -> pd.DataFrame:
+        """Model-based intraclass correlation of each variable split over the two
+        levels: between variance / (within + between variance), per draw."""
+        from bayes_msem.standardized import icc_draws
+
+        table = self.parameter_table()
+        if not table.two_level or not table.both_level:
+            raise ValueError("ICCs need a two-level model with variables named at both levels")
+        draws = icc_draws(self._level_structures(), self.table, self.theta_draws(), table.both_level)
+        return pd.DataFrame({"variable": list(table.both_level)}).join(_describe(draws))
+
     def priors(self) -> pd.DataFrame:
         """The prior of every free parameter, and whether it is a default."""
         return self.prior_table.copy()
@@ -248,21 +259,18 @@ class FitResult:
     def plot_cluster_effects(self, variable: str, ax=None):
         """Caterpillar plot: each cluster's posterior mean and 95% interval of
         ``variable`` (a name in ``cluster_effects().variable``), sorted."""
-        import matplotlib.pyplot as plt
+        from bayes_msem.plots import caterpillar_plot
 
         frame = self.cluster_effects()
         if variable not in set(frame.variable):
             raise ValueError(f"no cluster effect {variable!r}; choose from {sorted(set(frame.variable))}")
-        frame = frame[frame.variable == variable].sort_values("mean").reset_index(drop=True)
-        if ax is None:
-            _, ax = plt.subplots(figsize=(6, 4))
-        ax.errorbar(frame.index, frame["mean"], yerr=[frame["mean"] - frame["q2.5"], frame["q97.5"] - frame["mean"]],
-                    fmt="o", markersize=2, elinewidth=0.6, color="tab:blue", ecolor="tab:gray")
-        ax.axhline(float(frame["mean"].mean()), color="tab:red", linewidth=0.8)
-        ax.set_xlabel("cluster (sorted by posterior mean)")
-        ax.set_ylabel(variable)
-        ax.set_title(f"{variable}: cluster-specific posterior means and 95% intervals")
-        return ax
+        return caterpillar_plot(frame, variable, ax)
+
+    def report(self, path) -> None:
+        """Write a self-contained HTML report (see :mod:`bayes_msem.html_report`)."""
+        from bayes_msem.html_report import write_report
+
+        write_report(self, path)
 
     def loo(self):
         """Leave-one-cluster-out cross-validation by Pareto-smoothed importance

@@ -100,3 +100,18 @@ def r_squared_draws(structures: list[LevelStructure], rows: pd.DataFrame, theta:
             if explained[k]:
                 result[(structure.level, name)] = draws[:, k]
     return result
+
+
+def icc_draws(structures: list[LevelStructure], rows: pd.DataFrame, theta: np.ndarray, names) -> np.ndarray:
+    """Model-based intraclass correlation of each variable in ``names`` (split
+    over both levels) per draw: its total between variance over the sum of its
+    total within and between variances (covariates' variance included,
+    random slopes' contribution not). Returns (draws, names)."""
+    within, between = (next(s for s in structures if s.level == level) for level in (1, 2))
+    cov = {s.level: _covariate_covariance(rows, s) for s in (within, between)}
+    out = np.empty((theta.shape[0], len(names)))
+    for d in range(theta.shape[0]):
+        total_w = dict(zip(within.nodes, _level_variances(theta[d], within, cov[1])[0]))
+        total_b = dict(zip(between.nodes, _level_variances(theta[d], between, cov[2])[0]))
+        out[d] = [total_b[n] / (total_b[n] + total_w[n]) for n in names]
+    return out

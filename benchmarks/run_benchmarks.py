@@ -64,13 +64,14 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--write", action="store_true", help="write the table into benchmarks/README.md")
     parser.add_argument("--only", default="", help="run only the configurations whose data name starts with this")
+    parser.add_argument("--sampler", default="", help="run only the configurations with this sampler")
     args = parser.parse_args()
     lines = [f"Machine: {platform.processor() or platform.machine()}, {os.cpu_count()} cores, "
              f"Python {platform.python_version()}; 4 chains x 1000 draws + 1000 warm-up; wall time from "
              "`import bayes_msem` to the summary table, compilation included; fit = Model.fit alone.",
              "", "| data | engine | sampler | wall s | fit s | min ESS bulk | min ESS / s | peak MiB | divergences |",
              "| --- | --- | --- | ---: | ---: | ---: | ---: | ---: | ---: |"]
-    for config in [c for c in CONFIGS if c[0].startswith(args.only)]:
+    for config in [c for c in CONFIGS if c[0].startswith(args.only) and c[2].startswith(args.sampler)]:
         r = run(config)
         lines.append(f"| {config[0]} | {config[1]} | {config[2]} | {r['wall_s']:.1f} | {r['sampling_s']:.1f} | "
                      f"{r['min_ess_bulk']:.0f} | {r['min_ess_bulk'] / r['wall_s']:.1f} | {r['peak_mib']:.0f} | "

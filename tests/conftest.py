@@ -92,3 +92,19 @@ def small_fit():
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # few draws: low-ESS warnings are expected here
         return bm.Model(SMALL_TWO_LEVEL, simulate_small_two_level(), cluster="school").fit(**QUICK_RUN)
+
+
+@pytest.fixture(scope="session")
+def mediation_fit():
+    """The 1-1-1 random-slope mediation of the brms reference, collapsed engine."""
+    model = bm.Model(bm.example_model("mediation_111_random_slopes"), bm.example_data("mediation_111_random_slopes"),
+                     cluster="cluster", centering={"m": "none"})
+    assert model.engine == "collapsed"
+    return model.fit(**FULL_RUN)
+
+
+@pytest.fixture(scope="session")
+def mediation_latent_fit():
+    model = bm.Model(bm.example_model("mediation_111_random_slopes"), bm.example_data("mediation_111_random_slopes"),
+                     cluster="cluster", centering={"m": "none"}, engine="latent")
+    return model.fit(**FULL_RUN, target_accept=0.9)

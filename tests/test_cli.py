@@ -54,3 +54,34 @@ def test_fit_writes_results(tmp_path):
     assert "Level 2 [between]" in completed.stdout
     assert (out / "results.nc").exists() and (out / "summary.csv").exists()
     assert bm.load_result(out / "results.nc").info["cluster"] == "clus"
+    report = (out / "report.html").read_text()
+    assert report.count("data:image/png;base64,") >= 4 and 'class="path-diagram"' in report
+    (out / "report.html").unlink()
+    rebuilt = subprocess.run([sys.executable, "-m", "bayes_msem.cli", "report", str(out / "results.nc")],
+                             capture_output=True, text=True, timeout=600)
+    assert rebuilt.returncode == 0, rebuilt.stderr
+    assert (out / "report.html").exists()
+    _assert_report_renders_in_chromium(out / "report.html")
+
+
+def _assert_report_renders_in_chromium(path):
+    """Open the report in headless Chromium (Debian's `chromium`) and check that
+    every image loaded and the path diagram is there."""
+    import shutil
+
+    browser = shutil.which("chromium") or shutil.which("chromium-browser")
+    if browser is None:
+        pytest.skip("chromium is not installed (apt-get install chromium)")
+    probe = path.with_name("probe.html")
+    probe.write_text(path.read_text().replace(
+        "</body>", "<script>window.onload=function(){var bad=[...document.images].filter(i=>!i.complete||"
+        "i.naturalWidth===0).length;document.title='images:'+document.images.length+' failed:'+bad+' diagrams:'+"
+        "document.querySelectorAll('.path-diagram img').length;}</script></body>"))
+    dom = subprocess.run([browser, "--headless", "--no-sandbox", "--disable-gpu", "--virtual-time-budget=5000",
+                          "--dump-dom", probe.as_uri()], capture_output=True, text=True, timeout=120).stdout
+    assert "failed:0" in dom and "diagrams:0" not in dom and "images:" in dom, dom[:300]
+
+
+def test_report_of_a_missing_file_is_one_clear_error(tmp_path, capsys):
+    assert main(["report", str(tmp_path / "nope.nc")]) == 2
+    assert "does not exist" in capsys.readouterr().err

@@ -119,3 +119,13 @@ def test_both_engines_give_the_same_posterior(demo_fit, demo_latent_fit):
     a = demo_fit.cluster_effects()["mean"].to_numpy()
     b = demo_latent_fit.cluster_effects()["mean"].to_numpy()
     assert np.corrcoef(a, b)[0, 1] > 0.99
+
+
+def test_model_based_icc_matches_lavaan_implied_moments(demo_fit):
+    # lavaan 0.6-14: imp <- lavInspect(sem(model, Demo.twolevel, cluster = "cluster"), "implied");
+    # diag(imp$cluster$cov) / (diag(imp$within$cov) + diag(imp$cluster$cov))
+    reference = {"y1": 0.331205, "y2": 0.263566, "y3": 0.231930}
+    icc = demo_fit.icc().set_index("variable")
+    for name, value in reference.items():
+        assert icc.loc[name, "median"] == pytest.approx(value, abs=0.03), name
+        assert icc.loc[name, "q2.5"] < value < icc.loc[name, "q97.5"]

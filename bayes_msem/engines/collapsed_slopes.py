@@ -104,7 +104,7 @@ def _cluster_terms(spec, stats, within: LevelMoments, between: LevelMoments, bac
     H = DSD[None] * xx1[:, which][:, :, which]
     mean, F, outcomes = _between_factor(spec, between, backend)
     m = mean[:, effect_nodes]
-    Hm = (H @ m[:, :, None])[..., 0]
+    Hm = (H * m[:, None, :]).sum(axis=2)
     g = g0 - Hm
     prior_shift = 2.0 * (m * g0).sum(axis=1) - (m * Hm).sum(axis=1)  # per cluster
     return H, g, prior_shift, F[effect_nodes], mean, F, outcomes
@@ -125,16 +125,20 @@ def cluster_marginal_logp(spec: ModelSpec, stats: dict, theta, backend):
     means = backend.zeros((data.n_clusters, p)) + within.mean[None, :]
     scatter = cluster_scatter(stats, stats, means, within.Pi)
     chol_w = backend.cholesky(within.Sigma)
-    whitened = backend.solve_lower(chol_w[None], scatter)
-    quad = backend.solve_lower(chol_w[None], whitened.swapaxes(1, 2)).diagonal(axis1=1, axis2=2).sum(axis=1)
+    quad = (backend.inv(within.Sigma)[None] * scatter).sum(axis=(1, 2))  # tr(Sigma^-1 S_j)
     logdet_w = 2.0 * backend.log(chol_w.diagonal()).sum()
     n = stats["n"]
     logp = -0.5 * (n * p * np.log(2 * np.pi) + n * logdet_w + quad)
-    M = backend.eye(L.shape[1])[None] + L.T[None] @ H @ L[None]
-    chol = backend.cholesky(M)
-    v = backend.solve_lower(chol, (g @ L)[:, :, None])[..., 0]
-    logdet_m = 2.0 * backend.log(chol.diagonal(axis1=1, axis2=2)).sum(axis=1)
-    logp = logp + 0.5 * (prior_shift + (v**2).sum(axis=1) - logdet_m)
+    r = int((~spec.between.fixed_zero_variance()).sum())  # random innovations: static
+    M = backend.eye(r)[None] + L.T[None] @ H @ L[None]
+    # r x r per cluster with r small: Cholesky and solve unrolled into elementwise
+    # operations over clusters, which XLA fuses (its batched LAPACK calls were
+    # the bottleneck at 500 clusters)
+    factor = unrolled_cholesky(M, r, backend)
+    h = g @ L
+    v = unrolled_solve_lower(factor, [h[:, i] for i in range(r)])
+    logdet_m = 2.0 * sum(backend.log(factor[i][i]) for i in range(r))
+    logp = logp + 0.5 * (prior_shift + sum(x**2 for x in v) - logdet_m)
     if outcomes is not None:
         residual, G = outcomes
         chol_g = backend.cholesky(G)
@@ -142,6 +146,31 @@ def cluster_marginal_logp(spec: ModelSpec, stats: dict, theta, backend):
         logp = logp - 0.5 * (residual.shape[1] * np.log(2 * np.pi) + 2.0 * backend.log(chol_g.diagonal()).sum()
                              + (white**2).sum(axis=0))
     return logp
+
+
+def unrolled_cholesky(M, r: int, backend) -> list[list]:
+    """Lower Cholesky factors of a batch (batch, r, r) of small positive definite
+    matrices, as a nested list of (batch,) arrays (entries above the diagonal
+    left out). ``r`` must be known when the graph is built."""
+    L: list[list] = [[None] * r for _ in range(r)]
+    for i in range(r):
+        for j in range(i + 1):
+            total = M[:, i, j]
+            for k in range(j):
+                total = total - L[i][k] * L[j][k]
+            L[i][j] = backend.sqrt(total) if i == j else total / L[j][j]
+    return L
+
+
+def unrolled_solve_lower(L: list[list], b: list) -> list:
+    """Solve L x = b for every batch entry; ``b`` a list of r (batch,) arrays."""
+    x: list = []
+    for i, b_i in enumerate(b):
+        total = b_i
+        for k in range(i):
+            total = total - L[i][k] * x[k]
+        x.append(total / L[i][i])
+    return x
 
 
 def marginal_statistics(spec: ModelSpec) -> dict[str, np.ndarray]:
@@ -165,7 +194,7 @@ def jax_backend() -> SimpleNamespace:
 
     jax.config.update("jax_enable_x64", True)
     return SimpleNamespace(inv=jnp.linalg.inv, eye=jnp.eye, cholesky=jnp.linalg.cholesky, solve=jnp.linalg.solve,
-                           concatenate=jnp.concatenate, zeros=jnp.zeros, log=jnp.log,
+                           concatenate=jnp.concatenate, zeros=jnp.zeros, log=jnp.log, sqrt=jnp.sqrt,
                            solve_lower=lambda a, b: jsl.solve_triangular(a, b, lower=True))
 
 

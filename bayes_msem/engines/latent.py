@@ -38,7 +38,7 @@ __all__ = ["PYTENSOR_BACKEND", "build_latent_model", "cluster_effect_names", "cl
 
 
 PYTENSOR_BACKEND = SimpleNamespace(inv=pt.linalg.inv, eye=pt.eye, cholesky=pt.linalg.cholesky, solve=pt.linalg.solve,
-                                   concatenate=pt.concatenate, zeros=pt.zeros, log=pt.log,
+                                   concatenate=pt.concatenate, zeros=pt.zeros, log=pt.log, sqrt=pt.sqrt,
                                    solve_lower=lambda a, b: pt.linalg.solve_triangular(a, b, lower=True))
 
 
@@ -78,7 +78,7 @@ def cluster_scatter(cross, stats: dict, M, Pi):
     the within likelihood when slopes differ between clusters."""
     Pi_t = Pi.swapaxes(-1, -2)
     yx_pi = cross["yx"] @ Pi_t  # Y_j'X_j Pi_j'
-    pi_x = (Pi @ stats["sum_x"][:, :, None])[..., 0]  # Pi_j X_j'1
+    pi_x = (Pi * stats["sum_x"][:, None, :]).sum(axis=-1)  # Pi_j X_j'1
     m_y = M[:, :, None] * stats["sum_y"][:, None, :]  # m_j 1'Y_j
     m_px = M[:, :, None] * pi_x[:, None, :]
     return (cross["yy"] - m_y - m_y.swapaxes(1, 2) + stats["n"][:, None, None] * M[:, :, None] * M[:, None, :]
