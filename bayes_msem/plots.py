@@ -34,14 +34,20 @@ def path_diagram(summary: pd.DataFrame, level: str, latent: set[str], slopes: di
     import matplotlib.pyplot as plt
     from matplotlib.patches import Ellipse, FancyArrowPatch, Rectangle
 
+    from bayes_msem.partable import _source_name
+
     rows = summary[(summary.level == level) & summary.op.isin(["=~", "~"])]
-    edges = [((r.lhs, r.rhs) if r.op == "=~" else (r.rhs, r.lhs)) for r in rows.itertuples()]
+    # a centered copy (m.raw, m.cwc) is drawn as its variable, so that x -> m -> y shows as a chain
+    edges = [((r.lhs, r.rhs) if r.op == "=~" else (_source_name(r.rhs), r.lhs)) for r in rows.itertuples()]
     labels = [f"{r.median:.2f} [{r['q2.5']:.2f}, {r['q97.5']:.2f}]" if r.free else f"{r['mean']:.2f} (fixed)"
               for _, r in rows.iterrows()]
     for key, slope in (slopes or {}).items():
         outcome, predictor = key.split("~")
-        edges.append((predictor, outcome))
-        labels.append(f"random slope {slope}")
+        edges.append((_source_name(predictor), outcome))
+        mean = summary[(summary.lhs == slope) & (summary.op == "~1")]
+        text = f"{slope}: random" if mean.empty else (
+            f"{slope}: {mean['median'].iloc[0]:.2f} [{mean['q2.5'].iloc[0]:.2f}, {mean['q97.5'].iloc[0]:.2f}], random")
+        labels.append(text)
     if ax is None:
         _, ax = plt.subplots(figsize=(8, 4.5))
     ax.set_axis_off()
@@ -65,13 +71,17 @@ def path_diagram(summary: pd.DataFrame, level: str, latent: set[str], slopes: di
         ax.text(x, y, name, ha="center", va="center", fontsize=9)
     for (source, target), label in zip(edges, labels):
         (x0, y0), (x1, y1) = position[source], position[target]
+        skip = depth[target] - depth[source] > 1  # arrows that jump a column arc over it
+        rad = -0.3 if skip else 0.0
         ax.add_patch(FancyArrowPatch((x0 + width / 2, y0), (x1 - width / 2, y1), arrowstyle="-|>",
-                                     mutation_scale=12, color="tab:blue" if "random" not in label else "tab:orange"))
-        ax.text((x0 + x1) / 2, (y0 + y1) / 2 + 0.12, label, ha="center", va="bottom", fontsize=7)
+                                     connectionstyle=f"arc3,rad={rad}", mutation_scale=12,
+                                     color="tab:blue" if "random" not in label else "tab:orange"))
+        lift = 0.12 + (0.3 * abs(x1 - x0) / 2 if skip else 0.0)
+        ax.text((x0 + x1) / 2, (y0 + y1) / 2 + lift, label, ha="center", va="bottom", fontsize=7)
     xs = [p[0] for p in position.values()]
     ys = [p[1] for p in position.values()]
     ax.set_xlim(min(xs) - 1.2, max(xs) + 1.2)
-    ax.set_ylim(min(ys) - 1.0, max(ys) + 1.0)
+    ax.set_ylim(min(ys) - 1.0, max(ys) + 1.0 + 0.15 * (max(xs) - min(xs)))
     ax.set_aspect("equal")
     return ax
 
