@@ -39,7 +39,7 @@ def path_diagram(summary: pd.DataFrame, level: str, latent: set[str], slopes: di
     rows = summary[(summary.level == level) & summary.op.isin(["=~", "~"])]
     # a centered copy (m.raw, m.cwc) is drawn as its variable, so that x -> m -> y shows as a chain
     edges = [((r.lhs, r.rhs) if r.op == "=~" else (_source_name(r.rhs), r.lhs)) for r in rows.itertuples()]
-    labels = [f"{r.median:.2f} [{r['q2.5']:.2f}, {r['q97.5']:.2f}]" if r.free else f"{r['mean']:.2f} (fixed)"
+    labels = [f"{r['median']:.2f} [{r['q2.5']:.2f}, {r['q97.5']:.2f}]" if r.free else f"{r['mean']:.2f} (fixed)"
               for _, r in rows.iterrows()]
     for key, slope in (slopes or {}).items():
         outcome, predictor = key.split("~")
