@@ -29,7 +29,7 @@ import numpy as np
 import pytensor.tensor as pt
 
 from bayes_msem.data import cluster_cross_products
-from bayes_msem.engines.latent import PYTENSOR_BACKEND, cluster_scatter
+from bayes_msem.engines.latent import PYTENSOR_BACKEND, cluster_scatter, pooled_scatter
 from bayes_msem.matrices import LevelMoments, level_moments
 from bayes_msem.spec import ModelSpec
 
@@ -110,12 +110,14 @@ def _cluster_terms(spec, stats, within: LevelMoments, between: LevelMoments, bac
     return H, g, prior_shift, F[effect_nodes], mean, F, outcomes
 
 
-def cluster_marginal_logp(spec: ModelSpec, stats: dict, theta, backend):
+def cluster_marginal_logp(spec: ModelSpec, stats: dict, theta, backend, total: bool = False):
     """log p(Y_j, z_j | parameters) of every cluster, with its effects
-    integrated out: a (clusters,) vector. ``stats`` holds
-    :func:`slope_statistics`, the per-cluster cross-products
-    (:func:`bayes_msem.data.cluster_cross_products`) and sum_y, sum_x, n.
-    The same code runs in PyTensor (the sampler), JAX (after sampling) and NumPy."""
+    integrated out: a (clusters,) vector, or with ``total=True`` its sum, where
+    the residual scatter is then pooled over clusters (what the sampler needs,
+    and cheaper). ``stats`` holds :func:`slope_statistics`, the per-cluster
+    cross-products (:func:`bayes_msem.data.cluster_cross_products`) and the
+    pooled ones of :attr:`ClusterData.stats`. The same code runs in PyTensor
+    (the sampler), JAX (after sampling) and NumPy."""
     data = spec.data
     p = spec.within.n_observed
     within = level_moments(theta, spec.within, backend)
@@ -123,12 +125,16 @@ def cluster_marginal_logp(spec: ModelSpec, stats: dict, theta, backend):
     H, g, prior_shift, L, _, _, outcomes = _cluster_terms(spec, stats, within, between, backend)
     # without cluster effects: the ordinary within likelihood at the fixed part
     means = backend.zeros((data.n_clusters, p)) + within.mean[None, :]
-    scatter = cluster_scatter(stats, stats, means, within.Pi)
     chol_w = backend.cholesky(within.Sigma)
-    quad = (backend.inv(within.Sigma)[None] * scatter).sum(axis=(1, 2))  # tr(Sigma^-1 S_j)
     logdet_w = 2.0 * backend.log(chol_w.diagonal()).sum()
     n = stats["n"]
-    logp = -0.5 * (n * p * np.log(2 * np.pi) + n * logdet_w + quad)
+    if total:
+        quad = (backend.inv(within.Sigma) * pooled_scatter(stats["pooled"], means, within.Pi)).sum()
+        within_part = -0.5 * (n.sum() * (p * np.log(2 * np.pi) + logdet_w) + quad)
+    else:
+        scatter = cluster_scatter(stats, stats, means, within.Pi)
+        quad = (backend.inv(within.Sigma)[None] * scatter).sum(axis=(1, 2))  # tr(Sigma^-1 S_j)
+        within_part = -0.5 * (n * (p * np.log(2 * np.pi) + logdet_w) + quad)
     r = int((~spec.between.fixed_zero_variance()).sum())  # random innovations: static
     M = backend.eye(r)[None] + L.T[None] @ H @ L[None]
     # r x r per cluster with r small: Cholesky and solve unrolled into elementwise
@@ -138,14 +144,14 @@ def cluster_marginal_logp(spec: ModelSpec, stats: dict, theta, backend):
     h = g @ L
     v = unrolled_solve_lower(factor, [h[:, i] for i in range(r)])
     logdet_m = 2.0 * sum(backend.log(factor[i][i]) for i in range(r))
-    logp = logp + 0.5 * (prior_shift + sum(x**2 for x in v) - logdet_m)
+    between_part = 0.5 * (prior_shift + sum(x**2 for x in v) - logdet_m)
     if outcomes is not None:
         residual, G = outcomes
         chol_g = backend.cholesky(G)
         white = backend.solve_lower(chol_g, residual.T)
-        logp = logp - 0.5 * (residual.shape[1] * np.log(2 * np.pi) + 2.0 * backend.log(chol_g.diagonal()).sum()
-                             + (white**2).sum(axis=0))
-    return logp
+        between_part = between_part - 0.5 * (residual.shape[1] * np.log(2 * np.pi)
+                                             + 2.0 * backend.log(chol_g.diagonal()).sum() + (white**2).sum(axis=0))
+    return within_part + between_part.sum() if total else within_part + between_part
 
 
 def unrolled_cholesky(M, r: int, backend) -> list[list]:
@@ -183,7 +189,9 @@ def marginal_statistics(spec: ModelSpec) -> dict[str, np.ndarray]:
 def slopes_logp(spec: ModelSpec, theta) -> pt.TensorVariable:
     """Marginal log-likelihood with every cluster effect integrated out."""
     stats = {k: pt.as_tensor_variable(v) for k, v in marginal_statistics(spec).items()}
-    return pt.sum(cluster_marginal_logp(spec, stats, theta, PYTENSOR_BACKEND))
+    pooled = {k: pt.as_tensor_variable(v) for k, v in spec.data.stats.items()}
+    pooled["n"] = spec.data.stats["n"]
+    return cluster_marginal_logp(spec, {**stats, "pooled": pooled}, theta, PYTENSOR_BACKEND, total=True)
 
 
 def jax_backend() -> SimpleNamespace:
