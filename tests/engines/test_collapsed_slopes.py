@@ -7,6 +7,8 @@ density whose regression weights are that cluster's slopes. Cluster effects
 drawn by the collapsed engine are checked against brute-force conditioning.
 """
 
+from pathlib import Path
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -33,7 +35,7 @@ level: 2
 
 
 def mediation_data(clusters=10):
-    data = pd.read_csv("tests/data/mediation_111_random_slopes.csv")
+    data = pd.read_csv(Path(__file__).parents[1] / "data" / "mediation_111_random_slopes.csv")
     data = data[data.cluster <= clusters].iloc[::2].reset_index(drop=True)  # unequal sizes 7 and 8
     rng = np.random.default_rng(3)
     w, z = rng.normal(size=clusters + 1), rng.normal(size=clusters + 1)
