@@ -82,8 +82,8 @@ def _gaussian_product_mean(means: np.ndarray, cov: np.ndarray) -> np.ndarray:
     return total
 
 
-def slope_moments(between: LevelStructure, table: ParameterTable, theta: np.ndarray,
-                  w_mean: np.ndarray, w_cov: np.ndarray, slopes: tuple[str, ...]):
+def slope_moments(between: LevelStructure, theta: np.ndarray, w_mean: np.ndarray, w_cov: np.ndarray,
+                  slopes: tuple[str, ...]):
     """Mean and covariance over clusters of the random slopes, per draw
     (averaged over the level-2 covariates' sample distribution)."""
     index = [between.nodes.index(s) for s in slopes]
@@ -103,7 +103,7 @@ def path_draws(path: tuple[Edge, ...], values: np.ndarray, slope_mean: dict, slo
     """Average effect along ``path`` per draw. ``values`` (draws, rows) are the
     parameter-table values; ``slope_mean[name]`` the slopes' means per draw and
     ``slope_cov(a, b)`` their covariance per draw."""
-    factors = [e for e in path]
+    factors = list(path)
     means = np.stack([slope_mean[e.slope] if e.slope else values[:, e.row] for e in factors], axis=1)
     cov = np.zeros(means.shape + (len(factors),))
     for i, a in enumerate(factors):
@@ -145,7 +145,7 @@ def effects_table(table: ParameterTable, structures: list[LevelStructure], theta
     slopes = table.slopes
     slope_mean, slope_cov = {}, None
     if slopes:
-        means, covs = slope_moments(between, table, theta, w_mean, w_cov, slopes)
+        means, covs = slope_moments(between, theta, w_mean, w_cov, slopes)
         slope_mean = {s: means[:, k] for k, s in enumerate(slopes)}
         slope_cov = lambda a, b: covs[:, slopes.index(a), slopes.index(b)]  # noqa: E731
     records = []

@@ -1,4 +1,7 @@
-"""The collapsed engine for models with random slopes on observed covariates.
+"""The collapsed engine for models with random slopes on observed covariates,
+and the exact per-cluster marginal likelihood of every collapsible model
+(the unit of leave-one-cluster-out LOO; without slopes ``Z`` has only the
+between-part columns).
 
 With a random slope the rows of a cluster no longer share one covariance, so
 clusters cannot be grouped by size (:mod:`.collapsed`). They are still
