@@ -72,12 +72,30 @@ def _design(spec: ModelSpec, within: LevelMoments, backend):
     return D, which, effect_nodes
 
 
+def _random_innovations(spec: ModelSpec) -> np.ndarray:
+    """Between variables with a random innovation (variance not fixed at 0): the columns of F."""
+    return np.flatnonzero(~spec.between.fixed_zero_variance())
+
+
+def _effects_posterior(L, H, g, spec: ModelSpec, backend):
+    """The cluster effects' posterior on the eta scale: precision M_j = I + L'H_j L,
+    its Cholesky factor C_j and v_j = C_j^-1 L'g_j, so that the posterior mean is
+    C_j^-T v_j and log p(Y_j) gains |v_j|^2 / 2 - log|C_j|. The r x r work is
+    unrolled into elementwise operations over clusters, which XLA fuses (its
+    batched LAPACK calls were the bottleneck at 500 clusters)."""
+    r = len(_random_innovations(spec))  # static, as the unrolled loops need
+    M = backend.eye(r)[None] + L.T[None] @ H @ L[None]
+    factor = unrolled_cholesky(M, r, backend)
+    h = g @ L
+    return factor, unrolled_solve_lower(factor, [h[:, i] for i in range(r)])
+
+
 def _between_factor(spec: ModelSpec, between: LevelMoments, backend):
     """Between variables as ``mean_j + F eta_j`` with eta_j ~ N(0, I), given the
     cluster's observed level-2 outcomes z_j; also the residuals of z_j and
     their covariance (None without such outcomes)."""
     structure = spec.between
-    random = np.flatnonzero(~structure.fixed_zero_variance())
+    random = _random_innovations(spec)
     root = backend.cholesky(between.S[np.ix_(random, random)])
     F = between.total[:, random] @ root
     w = spec.data.between_covariates
@@ -141,15 +159,8 @@ def cluster_marginal_logp(spec: ModelSpec, stats: dict, theta, backend, total: b
         scatter = cluster_scatter(stats, stats, means, within.Pi)
         quad = (backend.inv(within.Sigma)[None] * scatter).sum(axis=(1, 2))  # tr(Sigma^-1 S_j)
         within_part = -0.5 * (n * (p * np.log(2 * np.pi) + logdet_w) + quad)
-    r = int((~spec.between.fixed_zero_variance()).sum())  # random innovations: static
-    M = backend.eye(r)[None] + L.T[None] @ H @ L[None]
-    # r x r per cluster with r small: Cholesky and solve unrolled into elementwise
-    # operations over clusters, which XLA fuses (its batched LAPACK calls were
-    # the bottleneck at 500 clusters)
-    factor = unrolled_cholesky(M, r, backend)
-    h = g @ L
-    v = unrolled_solve_lower(factor, [h[:, i] for i in range(r)])
-    logdet_m = 2.0 * sum(backend.log(factor[i][i]) for i in range(r))
+    factor, v = _effects_posterior(L, H, g, spec, backend)
+    logdet_m = 2.0 * sum(backend.log(factor[i][i]) for i in range(len(v)))
     between_part = 0.5 * (prior_shift + sum(x**2 for x in v) - logdet_m)
     if outcomes is not None:
         residual, G = outcomes
@@ -182,6 +193,18 @@ def unrolled_solve_lower(L: list[list], b: list) -> list:
         for k in range(i):
             total = total - L[i][k] * x[k]
         x.append(total / L[i][i])
+    return x
+
+
+def unrolled_solve_upper(L: list[list], b: list) -> list:
+    """Solve L' x = b for every batch entry (L from :func:`unrolled_cholesky`)."""
+    r = len(b)
+    x: list = [None] * r
+    for i in reversed(range(r)):
+        total = b[i]
+        for k in range(i + 1, r):
+            total = total - L[k][i] * x[k]
+        x[i] = total / L[i][i]
     return x
 
 
@@ -254,11 +277,9 @@ def draw_slope_cluster_effects(spec: ModelSpec, theta_draws: np.ndarray, seed: i
         within = level_moments(theta, spec.within, backend)
         between = level_moments(theta, spec.between, backend)
         H, g, _, L, mean, F, _ = _cluster_terms(spec, stats, within, between, backend)
-        M = jnp.eye(L.shape[1])[None] + L.T[None] @ H @ L[None]
-        chol = jnp.linalg.cholesky(M)
-        v = jax.scipy.linalg.solve_triangular(chol, (g @ L)[:, :, None], lower=True)
-        noise = jax.random.normal(key, v.shape, dtype=v.dtype)
-        eta = jax.scipy.linalg.solve_triangular(jnp.swapaxes(chol, 1, 2), v + noise, lower=False)[..., 0]
+        factor, v = _effects_posterior(L, H, g, spec, backend)
+        noise = jax.random.normal(key, (len(v),) + v[0].shape, dtype=v[0].dtype)
+        eta = jnp.stack(unrolled_solve_upper(factor, [v_i + z for v_i, z in zip(v, noise)]), axis=1)
         return (mean + eta @ F.T)[:, effect_index]
 
     draw_all = jax.jit(jax.vmap(one_draw))
