@@ -17,9 +17,10 @@ from bayes_msem.errors import DataError, ModelSpecificationError, ModelSyntaxErr
 from bayes_msem.model import Model  # noqa: E402
 from bayes_msem.priors import DefaultPriors  # noqa: E402
 from bayes_msem.results import FitResult, load_result  # noqa: E402
+from bayes_msem.simulate import simulate_data  # noqa: E402
 
 __all__ = ["Model", "FitResult", "load_result", "compare", "DefaultPriors", "ModelSyntaxError", "ModelSpecificationError",
-           "DataError", "example_data", "example_model", "__version__"]
+           "DataError", "example_data", "example_model", "simulate_data", "__version__"]
 
 _EXAMPLES = {"demo_twolevel": ("demo_twolevel.csv", "demo_twolevel.lavaan", "cluster"),
              "mplus_ex9_6": ("mplus_ex9_6.csv", "mplus_ex9_6.lavaan", "clus"),

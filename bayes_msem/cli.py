@@ -81,6 +81,7 @@ def _run(args) -> None:
     options = {"missing": args.missing, "centering": _centering(args.centering)} if args.command == "fit" else {}
     model = bm.Model(syntax, data, cluster=cluster, **options)
     result = model.fit(draws=args.draws, tune=args.tune, chains=args.chains, random_seed=args.seed)
+    result.try_ppp()  # shown in the summary's header
     print(result)
     if args.out is not None:
         args.out.mkdir(parents=True, exist_ok=True)

@@ -103,15 +103,36 @@ def _rank_plots(result, summary) -> str:
 
 
 def _fit_html(result) -> str:
+    parts = []
     try:
         loo = result.loo()
+        unit = "cluster" if result.info.get("cluster") else "row"
+        bad = int((loo.pareto_k > 0.7).sum())
+        parts.append(f"<p>Leave-one-{unit}-out PSIS-LOO: elpd {loo.elpd_loo:.1f} (SE {loo.se:.1f}), "
+                     f"p_loo {loo.p_loo:.1f}; {bad} {unit}(s) with Pareto k above 0.7.</p>")
     except ValueError as err:
-        return f"<p>LOO: {html.escape(str(err))}</p>"
-    unit = "cluster" if result.info.get("cluster") else "row"
-    bad = int((loo.pareto_k > 0.7).sum())
-    return (f"<p>Leave-one-{unit}-out PSIS-LOO: elpd {loo.elpd_loo:.1f} (SE {loo.se:.1f}), "
-            f"p_loo {loo.p_loo:.1f}; {bad} {unit}(s) with Pareto k above 0.7.</p>"
-            "<p>Posterior predictive p-value: not computed yet in this version.</p>")
+        parts.append(f"<p>LOO: {html.escape(str(err))}</p>")
+    try:
+        check = result.ppp()
+    except ValueError as err:
+        parts.append(f"<p>Posterior predictive p-value: {html.escape(str(err))}</p>")
+        return "".join(parts)
+    import matplotlib.pyplot as plt
+
+    from bayes_msem.plots import ppp_plot
+
+    fig, ax = plt.subplots(figsize=(4.5, 4.5))
+    ppp_plot(check, ax)
+    covariances = check.covariances
+    flagged = covariances[(covariances.p < 0.025) | (covariances.p > 0.975)]
+    parts.append(f"<p>{html.escape(str(check))}. Values near 0.5 mean the model reproduces the data as well as "
+                 "its own replicates; below 0.05 is a sign of misfit.</p>" + _figure_html(fig, "ppp")
+                 + "<h3>Posterior predictive checks of the covariances</h3>"
+                 + (f'<p class="warning">{len(flagged)} observed covariance(s) outside the 95% predictive '
+                    "interval (p below 0.025 or above 0.975).</p>" if len(flagged) else
+                    "<p>Every observed covariance lies inside its 95% predictive interval.</p>")
+                 + covariances.to_html(index=False, float_format="%.3f"))
+    return "".join(parts)
 
 
 def write_report(result, path) -> Path:

@@ -115,7 +115,7 @@ class Model:
         }
         parameters = raw.posterior["parameters"]
         result = FitResult(idata=idata, table=self.spec.table.rows, info=info, prior_table=self.priors(),
-                           pointwise_source=lambda: self._pointwise_log_likelihood(parameters))
+                           pointwise_source=lambda: self._pointwise_log_likelihood(parameters), spec=self.spec)
         result.warn_diagnostics()
         return result
 

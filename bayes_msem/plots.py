@@ -8,7 +8,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-__all__ = ["path_diagram", "forest_plot", "caterpillar_plot"]
+__all__ = ["path_diagram", "forest_plot", "caterpillar_plot", "ppp_plot"]
 
 
 def _layers(edges: list[tuple[str, str]]) -> dict[str, int]:
@@ -117,4 +117,24 @@ def caterpillar_plot(frame: pd.DataFrame, variable: str, ax=None):
     ax.set_xlabel("cluster (sorted by posterior mean)")
     ax.set_ylabel(variable)
     ax.set_title(f"{variable}: cluster-specific posterior means and 95% intervals")
+    return ax
+
+
+def ppp_plot(check, ax=None):
+    """Replicated against observed chi-square, one point per checked draw (the
+    Mplus PPP scatter): the PPP is the share of points above the diagonal."""
+    import matplotlib.pyplot as plt
+
+    if ax is None:
+        _, ax = plt.subplots(figsize=(4.5, 4.5))
+    observed, replicated = check.chi2_observed, check.chi2_replicated
+    above = replicated >= observed
+    ax.scatter(observed[above], replicated[above], s=6, color="tab:blue", label="replicated >= observed")
+    ax.scatter(observed[~above], replicated[~above], s=6, color="tab:red", label="replicated < observed")
+    low, high = min(observed.min(), replicated.min()), max(observed.max(), replicated.max())
+    ax.plot([low, high], [low, high], color="black", linewidth=0.8)
+    ax.set_xlabel("observed chi-square T(y, theta)")
+    ax.set_ylabel("replicated chi-square T(y_rep, theta)")
+    ax.set_title(f"PPP = {check.ppp:.3f}")
+    ax.legend(fontsize=8, loc="upper left")
     return ax

@@ -70,6 +70,8 @@ def summary_text(result) -> str:
         f"  Diagnostics: {diagnostics['divergences']} divergences, max R-hat {diagnostics['max_r_hat']:.3f}, "
         f"min ESS bulk {diagnostics['min_ess_bulk']:.0f}, tail {diagnostics['min_ess_tail']:.0f}",
     ]
+    if "predictive_check" in result.idata.groups():
+        lines.append(f"  {result.ppp()}")
     lines += [f"  WARNING: {m}" for m in result.diagnostic_messages()]
     table = result.parameter_table()
     roles = table.variable_roles()

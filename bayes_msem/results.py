@@ -92,6 +92,8 @@ class FitResult:
     prior_table: pd.DataFrame = field(repr=False)
     # computes the pointwise log-likelihood on first use (LOO, save): it costs a pass over all draws
     pointwise_source: object = field(default=None, repr=False)
+    # the ModelSpec (with the data) of a fit made in this session; None for a loaded result
+    spec: object = field(default=None, repr=False)
 
     def add_log_likelihood(self) -> bool:
         """Put the log-likelihood per draw of each cluster (or row) into
@@ -284,6 +286,34 @@ class FitResult:
         az = _import_arviz()
         return az.loo(self.idata, pointwise=True)
 
+    def ppp(self, n_draws: int = 500, seed: int | None = None):
+        """Posterior predictive p-value of the likelihood-ratio chi-square against
+        the saturated model (as Mplus and blavaan), with predictive checks of the
+        within and between covariances (``.covariances``): see
+        :mod:`bayes_msem.predictive`. Computed once from ``n_draws`` draws, then
+        kept in ``idata.predictive_check`` (and saved with the result)."""
+        from bayes_msem.predictive import check_from_dataset, check_to_dataset, posterior_predictive_check
+
+        if "predictive_check" in self.idata.groups():
+            return check_from_dataset(self.idata["predictive_check"])
+        if self.spec is None:
+            raise ValueError("this result was saved without a predictive check and the data are not stored with it; "
+                             "refit the model and call result.ppp() before saving")
+        check = posterior_predictive_check(self.spec, self.theta_draws(), n_draws=n_draws,
+                                           seed=self.info.get("random_seed") if seed is None else seed)
+        with warnings.catch_warnings():  # ArviZ warns about group names outside its schema
+            warnings.simplefilter("ignore", UserWarning)
+            self.idata.add_groups(predictive_check=check_to_dataset(check))
+        return check
+
+    def try_ppp(self):
+        """:meth:`ppp` where it can be computed, else None (random slopes, or a
+        loaded result saved without it)."""
+        try:
+            return self.ppp()
+        except ValueError:
+            return None
+
     # -- diagnostics --------------------------------------------------
     def diagnostics(self) -> dict:
         """Divergences, the worst R-hat and the smallest ESS over all free and defined parameters."""
@@ -332,8 +362,10 @@ class FitResult:
 
     def save(self, path) -> None:
         """Write the result to a netCDF file that :func:`load_result` reads back
-        (with the pointwise log-likelihood, so that LOO works on the loaded result)."""
+        (with the pointwise log-likelihood and, where the model has a saturated
+        model, the predictive check, so that LOO and PPP work on the loaded result)."""
         self.add_log_likelihood()
+        self.try_ppp()
         idata = self.idata
         attrs = idata.posterior.attrs
         attrs["bayes_msem_table"] = self.table.to_json(orient="split")

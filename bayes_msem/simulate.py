@@ -15,10 +15,10 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from bayes_msem.matrices import level_moments, level_structures
+from bayes_msem.matrices import LevelMoments, level_moments, level_structures, observed_layout
 from bayes_msem.partable import build_partable, level_name
 
-__all__ = ["simulate_data", "DEFAULT_VALUES"]
+__all__ = ["simulate_data", "draw_outcomes", "DEFAULT_VALUES"]
 
 # values of free parameters the caller does not give
 DEFAULT_VALUES = {"loading": 1.0, "regression": 0.0, "intercept": 0.0, "variance": 1.0, "covariance": 0.0}
@@ -35,7 +35,7 @@ def _free_values(table, values: dict[str, float]) -> np.ndarray:
 
 def _draw(rng, mean: np.ndarray, cov: np.ndarray, size: int) -> np.ndarray:
     """Normal draws that allow singular covariances (zero variances)."""
-    eigenvalues, vectors = np.linalg.eigh(cov)
+    eigenvalues, vectors = np.linalg.eigh((cov + cov.T) / 2)
     root = vectors * np.sqrt(np.clip(eigenvalues, 0.0, None))
     return mean + rng.standard_normal((size, len(cov))) @ root.T
 
@@ -56,31 +56,38 @@ def simulate_data(syntax: str, values: dict[str, float], *, n_clusters: int = 1,
                                   "simulate their data directly (tests/test_random_slopes_reference.py)")
     theta = _free_values(table, values)
     structures = {s.level: s for s in level_structures(table)}
-    within = structures[1 if table.two_level else 0]
+    within, between = structures[1 if table.two_level else 0], structures.get(2)
     n_clusters = n_clusters if table.two_level else 1
-    columns: dict[str, np.ndarray] = {}
     cluster_index = np.repeat(np.arange(n_clusters), cluster_size)
-    cluster_means = np.zeros((n_clusters, within.n_observed))
-    if table.two_level:
-        between = structures[2]
-        w = rng.standard_normal((n_clusters, len(between.covariates)))
-        moments = level_moments(theta, between)
-        zeta = _draw(rng, np.zeros(len(between.nodes)), moments.S, n_clusters)
-        nodes = (moments.alpha[None, :] + w @ moments.A_x.T + zeta) @ moments.total.T
-        for k, name in enumerate(between.covariates):
-            columns[name] = w[cluster_index, k]
-        for k, name in enumerate(between.observed):
-            if name in table.both_level:
-                cluster_means[:, within.observed.index(name)] = nodes[:, k]
-            else:
-                columns[name] = nodes[cluster_index, k]
+    w = rng.standard_normal((n_clusters, len(between.covariates) if between else 0))
     x = rng.standard_normal((len(cluster_index), len(within.covariates)))
-    moments = level_moments(theta, within)
-    rows = _draw(rng, np.zeros(within.n_observed), moments.Sigma, len(cluster_index))
-    y = rows + moments.mean[None, :] + x @ moments.Pi.T + cluster_means[cluster_index]
+    between_moments = level_moments(theta, between) if between else None
+    y, z = draw_outcomes(rng, level_moments(theta, within), between_moments, observed_layout(table, within, between),
+                         x, w, cluster_index)
+    columns: dict[str, np.ndarray] = {}
+    if between:
+        columns.update({name: w[cluster_index, k] for k, name in enumerate(between.covariates)})
+        columns.update({name: z[cluster_index, k] for k, name in enumerate(table.between_outcomes)})
     columns.update({name: y[:, k] for k, name in enumerate(within.observed)})
     columns.update({name: x[:, k] for k, name in enumerate(within.covariates)})
     frame = pd.DataFrame(columns)
     if table.two_level:
         frame.insert(0, cluster, cluster_index + 1)
     return frame
+
+
+def draw_outcomes(rng: np.random.Generator, within: LevelMoments, between: LevelMoments | None, layout,
+                  x: np.ndarray, w: np.ndarray, cluster_index: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Level-1 outcomes (rows, p) and level-2 outcomes (clusters, p_z) of a
+    model without random slopes, from the two levels' implied moments given the
+    covariates ``x`` (rows) and ``w`` (clusters); ``layout`` is
+    :func:`~bayes_msem.matrices.observed_layout`. Used by :func:`simulate_data`
+    and by the posterior predictive checks."""
+    b_b, z_b, place = layout
+    cluster_part = np.zeros((w.shape[0], place.shape[0]))
+    z = np.zeros((w.shape[0], len(z_b)))
+    if between is not None:
+        observed = _draw(rng, between.mean[None, :] + w @ between.Pi.T, between.Sigma, w.shape[0])
+        cluster_part, z = observed[:, b_b] @ place.T, observed[:, z_b]
+    rows = _draw(rng, within.mean[None, :] + x @ within.Pi.T, within.Sigma, len(cluster_index))
+    return rows + cluster_part[cluster_index], z

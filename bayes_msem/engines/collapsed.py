@@ -27,30 +27,20 @@ from __future__ import annotations
 
 import numpy as np
 import pymc as pm
-import pytensor.tensor as pt
 
 from bayes_msem.data import cluster_mean_statistics
 from bayes_msem.engines import collapsed_supported
 from bayes_msem.engines.collapsed_slopes import draw_slope_cluster_effects, slopes_logp
 from bayes_msem.engines.latent import PYTENSOR_BACKEND, cluster_effect_names, mvn_logp_from_scatter
 from bayes_msem.engines.parameters import free_parameter_vector, parameter_names
-from bayes_msem.matrices import LevelMoments, level_moments
+from bayes_msem.matrices import LevelMoments, level_moments, observed_layout
 from bayes_msem.spec import ModelSpec
 
-__all__ = ["build_collapsed_model", "draw_cluster_effects"]
+__all__ = ["build_collapsed_model", "draw_cluster_effects", "two_level_logp"]
 
 
 def _layout(spec: ModelSpec):
-    """Where the split variables (b) and between-only outcomes (z) sit among the
-    between level's observed variables, and ``place``: the 0/1 matrix that puts
-    b into the within outcomes' positions."""
-    within, between = spec.within, spec.between
-    both = spec.table.both_level
-    b_in_between = np.array([between.observed.index(n) for n in both], dtype=int)
-    z_in_between = np.array([between.observed.index(n) for n in spec.table.between_outcomes], dtype=int)
-    place = np.zeros((within.n_observed, len(both)))
-    place[[within.observed.index(n) for n in both], np.arange(len(both))] = 1.0
-    return b_in_between, z_in_between, place
+    return observed_layout(spec.table, spec.within, spec.between)
 
 
 def _observation_covariance(within: LevelMoments, between: LevelMoments, n, layout, xp):
@@ -69,10 +59,9 @@ def _observation_covariance(within: LevelMoments, between: LevelMoments, n, layo
     return xp.concatenate([upper, lower], axis=1)
 
 
-def _observation_residuals(spec: ModelSpec, stats, within: LevelMoments, between: LevelMoments, layout):
+def _observation_residuals(data, stats, within: LevelMoments, between: LevelMoments, layout):
     """(dbar_j - E dbar_j, z_j - E z_j) for every cluster: (clusters, k)."""
     b_b, z_b, place = layout
-    data = spec.data
     w = data.between_covariates
     between_mean = between.mean[None, :] + w @ between.Pi.T  # (J, between observed)
     dbar = stats["mean_y"] - within.mean[None, :] - stats["mean_x"] @ within.Pi.T
@@ -98,32 +87,37 @@ def build_collapsed_model(spec: ModelSpec) -> pm.Model:
             return model
         within = level_moments(theta, spec.within, PYTENSOR_BACKEND)
         between = level_moments(theta, spec.between, PYTENSOR_BACKEND)
-        pm.Potential("loglik", _collapsed_logp(spec, stats, within, between, layout))
+        pm.Potential("loglik", two_level_logp(spec.data, stats, within, between, layout))
     return model
 
 
-def _collapsed_logp(spec, stats, within, between, layout):
-    data = spec.data
-    p = spec.within.n_observed
+def two_level_logp(data, stats, within, between, layout, backend=PYTENSOR_BACKEND):
+    """log p(Y, z) of a two-level model without random slopes, cluster effects
+    integrated out (the formula in this module's docstring). ``within`` and
+    ``between`` need only ``mean``, ``Pi`` and ``Sigma``, so the saturated
+    model of the predictive checks goes through the same function (with the
+    NumPy backend) as the sampler's likelihood."""
+    xp = backend.xp
+    p = layout[2].shape[0]  # static sizes, from the layout
     n_rows, n_clusters = float(data.n_rows), float(data.n_clusters)
     Pi = within.Pi
     yx_pi = stats["yx_within"] @ Pi.T
     scatter = stats["yy_within"] - yx_pi - yx_pi.T + Pi @ stats["xx_within"] @ Pi.T
     # the rows' deviations from their cluster means: n_rows - n_clusters degrees of freedom
-    within_part = (mvn_logp_from_scatter(scatter, n_rows - n_clusters, within.Sigma)
+    within_part = (mvn_logp_from_scatter(scatter, n_rows - n_clusters, within.Sigma, backend)
                    - 0.5 * p * np.sum(np.log(data.cluster_sizes)))
-    V = _observation_covariance(within, between, stats["sizes"], layout, pt)  # (G, k, k)
-    k = spec.within.n_observed + len(layout[1])
-    chol_v = pt.linalg.cholesky(V, lower=True)
-    logdet_v = 2.0 * pt.sum(pt.log(pt.diagonal(chol_v, axis1=1, axis2=2)), axis=1)  # (G,)
-    inv_chol_v = pt.linalg.solve_triangular(chol_v, pt.broadcast_to(pt.eye(k), V.shape), lower=True)
-    residual, z_residual = _observation_residuals(spec, stats, within, between, layout)
+    V = _observation_covariance(within, between, stats["sizes"], layout, xp)  # (G, k, k)
+    k = p + len(layout[1])
+    chol_v = backend.cholesky(V)
+    logdet_v = 2.0 * xp.sum(xp.log(xp.diagonal(chol_v, axis1=1, axis2=2)), axis=1)  # (G,)
+    inv_chol_v = backend.solve_lower(chol_v, xp.broadcast_to(xp.eye(k), V.shape))
+    residual, z_residual = _observation_residuals(data, stats, within, between, layout)
     if z_residual is not None:
-        residual = pt.concatenate([residual, z_residual], axis=1)
-    whitened = pt.einsum("jab,jb->ja", inv_chol_v[stats["size_index"]], residual)
-    quad = pt.sum(whitened**2)
+        residual = xp.concatenate([residual, z_residual], axis=1)
+    whitened = xp.einsum("jab,jb->ja", inv_chol_v[stats["size_index"]], residual)
+    quad = xp.sum(whitened**2)
     between_part = -0.5 * (n_clusters * k * np.log(2 * np.pi)
-                           + pt.sum(stats["clusters_per_size"] * logdet_v) + quad)
+                           + xp.sum(stats["clusters_per_size"] * logdet_v) + quad)
     return within_part + between_part
 
 
@@ -160,7 +154,7 @@ def draw_cluster_effects(spec: ModelSpec, theta_draws: np.ndarray, seed: int | N
             if len(z_b):
                 cross = np.concatenate([cross, node_cov[np.ix_(effect_nodes, observed_nodes[z_b])]], axis=1)
             V = _observation_covariance(within, between, stats["sizes"], layout, np)
-            residual, z_residual = _observation_residuals(spec, stats, within, between, layout)
+            residual, z_residual = _observation_residuals(spec.data, stats, within, between, layout)
             if z_residual is not None:
                 residual = np.concatenate([residual, z_residual], axis=1)
             gain = cross[None] @ np.linalg.inv(V)  # (G, effects, k)

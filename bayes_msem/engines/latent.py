@@ -39,20 +39,22 @@ __all__ = ["PYTENSOR_BACKEND", "build_latent_model", "cluster_effect_names", "cl
 
 PYTENSOR_BACKEND = SimpleNamespace(inv=pt.linalg.inv, eye=pt.eye, cholesky=pt.linalg.cholesky, solve=pt.linalg.solve,
                                    concatenate=pt.concatenate, zeros=pt.zeros, log=pt.log, sqrt=pt.sqrt,
-                                   solve_lower=lambda a, b: pt.linalg.solve_triangular(a, b, lower=True))
+                                   solve_lower=lambda a, b: pt.linalg.solve_triangular(a, b, lower=True), xp=pt)
 
 
-def mvn_logp_from_scatter(sum_squares, n, Sigma) -> pt.TensorVariable:
+def mvn_logp_from_scatter(sum_squares, n, Sigma, backend=PYTENSOR_BACKEND):
     """log density of n independent N(0, Sigma) vectors whose cross-product is
-    ``sum_squares`` (shared by both engines). Batched over leading axes, with
-    ``n`` then one count per batch entry."""
-    chol = pt.linalg.cholesky(Sigma, lower=True)
+    ``sum_squares`` (shared by both engines and the predictive checks, which
+    pass the NumPy backend). Batched over leading axes, with ``n`` then one
+    count per batch entry."""
+    xp = backend.xp
+    chol = backend.cholesky(Sigma)
     p = Sigma.shape[-1]
-    eye = pt.eye(p) if Sigma.ndim == 2 else pt.broadcast_to(pt.eye(p), Sigma.shape)
-    inv_chol = pt.linalg.solve_triangular(chol, eye, lower=True)
-    quad = pt.sum((inv_chol @ sum_squares) * inv_chol)
-    logdet = 2.0 * pt.sum(pt.log(pt.diagonal(chol, axis1=-2, axis2=-1)), axis=-1)
-    return -0.5 * (pt.sum(n) * p * np.log(2 * np.pi) + pt.sum(n * logdet) + quad)
+    eye = xp.eye(p) if Sigma.ndim == 2 else xp.broadcast_to(xp.eye(p), Sigma.shape)
+    inv_chol = backend.solve_lower(chol, eye)
+    quad = xp.sum((inv_chol @ sum_squares) * inv_chol)
+    logdet = 2.0 * xp.sum(xp.log(xp.diagonal(chol, axis1=-2, axis2=-1)), axis=-1)
+    return -0.5 * (xp.sum(n) * p * np.log(2 * np.pi) + xp.sum(n * logdet) + quad)
 
 
 def pooled_scatter(stats: dict, cluster_means, Pi):
