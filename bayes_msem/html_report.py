@@ -79,6 +79,7 @@ def report_html(result) -> str:
             images.append(_figure_html(fig, f"caterpillar {variable}"))
         parts.append(_section("Cluster-specific estimates", "\n".join(images)))
     parts.append(_section("Model fit", _fit_html(result)))
+    parts.append(_section("Prior sensitivity", _sensitivity_html(result)))
     return (f"<!DOCTYPE html>\n<html><head><meta charset='utf-8'><title>bayes-msem report</title>"
             f"<style>{_STYLE}</style></head><body>\n{''.join(parts)}</body></html>\n")
 
@@ -133,6 +134,20 @@ def _fit_html(result) -> str:
                     "<p>Every observed covariance lies inside its 95% predictive interval.</p>")
                  + covariances.to_html(index=False, float_format="%.3f"))
     return "".join(parts)
+
+
+def _sensitivity_html(result) -> str:
+    try:
+        table = result.prior_sensitivity()
+    except ValueError as err:
+        return f"<p>{html.escape(str(err))}</p>"
+    flagged = table[table.diagnosis != "-"]
+    intro = ("<p>Power-scaling (Kallioinen et al. 2023): how far each posterior moves when the prior or the "
+             "likelihood is made slightly stronger or weaker; above 0.05 counts as sensitive.</p>")
+    verdict = (f'<p class="warning">{len(flagged)} parameter(s) flagged: {html.escape(", ".join(flagged.parameter))}. '
+               "Check their priors (result.priors()) and refit with others to see how much they matter.</p>"
+               if len(flagged) else "<p>No parameter is sensitive to its prior.</p>")
+    return intro + verdict + table.to_html(index=False, float_format="%.3f")
 
 
 def write_report(result, path) -> Path:

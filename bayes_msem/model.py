@@ -103,7 +103,7 @@ class Model:
         posterior = build_posterior(self.spec.table.rows, raw.posterior["parameters"], effects)
         idata = raw.copy()
         del idata.posterior
-        idata.add_groups(posterior=posterior)
+        idata.add_groups(posterior=posterior, log_prior=self._log_prior(raw.posterior["parameters"]))
         data = self.spec.data
         info = {
             "version": __version__, "engine": self.engine, "engine_reason": self.engine_reason, "sampler": backend,
@@ -118,6 +118,28 @@ class Model:
                            pointwise_source=lambda: self._pointwise_log_likelihood(parameters), spec=self.spec)
         result.warn_diagnostics()
         return result
+
+    def sample_prior_predictive(self, draws: int = 500, random_seed: int | None = None):
+        """Draw parameters from the priors and a data set for each (covariates as
+        observed): ArviZ InferenceData with ``prior``, ``prior_predictive`` and
+        ``observed_data``. Look at it before fitting to see whether the priors
+        allow the data you expect (``az.plot_ppc(idata, group="prior")``)."""
+        from bayes_msem.prior_checks import sample_prior_predictive
+
+        return sample_prior_predictive(self.spec, draws, random_seed)
+
+    def _log_prior(self, parameters):
+        """log prior density per posterior draw: ArviZ's ``log_prior`` group,
+        which power-scaling sensitivity needs."""
+        import xarray as xr
+
+        from bayes_msem.prior_checks import log_prior
+
+        values = parameters.values
+        total = log_prior(self.spec, values.reshape(-1, values.shape[-1])).reshape(values.shape[:2])
+        return xr.Dataset({"prior": xr.DataArray(total, dims=("chain", "draw"),
+                                                 coords={"chain": parameters["chain"].values,
+                                                         "draw": parameters["draw"].values})})
 
     def _pointwise_log_likelihood(self, parameters):
         """Log-likelihood per draw of each cluster (cluster effects integrated out)

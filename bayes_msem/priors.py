@@ -21,7 +21,9 @@ import math
 import re
 from dataclasses import dataclass, replace
 
-__all__ = ["PriorSpec", "parse_prior", "DefaultPriors", "PRIOR_FAMILIES"]
+import numpy as np
+
+__all__ = ["PriorSpec", "parse_prior", "DefaultPriors", "PRIOR_FAMILIES", "lkj_logpdf", "lkj_draw"]
 
 # family -> (number of arguments, support) ; support "real", "positive", "unit", "corr"
 PRIOR_FAMILIES: dict[str, tuple[int, str]] = {
@@ -59,6 +61,71 @@ class PriorSpec:
     def support(self) -> str:
         return PRIOR_FAMILIES[self.family][1]
 
+    def logpdf(self, x: np.ndarray) -> np.ndarray:
+        """Log density at ``x`` (the same parameterization as the PyMC
+        distribution the engines build; not for ``lkj``, see :func:`lkj_logpdf`)."""
+        from scipy import stats  # lazily: keeps `import bayes_msem` light
+
+        x = np.asarray(x, dtype=float)
+        if self.family == "half_student_t":  # a Student t folded at zero
+            nu, sigma = self.args
+            return np.where(x >= 0, np.log(2.0) + stats.t(nu, scale=sigma).logpdf(x), -np.inf)
+        return _scipy_distribution(self).logpdf(x)
+
+    def draw(self, rng: np.random.Generator, size: int) -> np.ndarray:
+        """``size`` independent draws (not for ``lkj``, see :func:`lkj_draw`)."""
+        from scipy import stats
+
+        if self.family == "half_student_t":
+            nu, sigma = self.args
+            return np.abs(stats.t(nu, scale=sigma).rvs(size=size, random_state=rng))
+        return _scipy_distribution(self).rvs(size=size, random_state=rng)
+
+
+def _scipy_distribution(prior: PriorSpec):
+    from scipy import stats
+
+    a = prior.args
+    make = {
+        "normal": lambda: stats.norm(a[0], a[1]),
+        "student_t": lambda: stats.t(a[0], loc=a[1], scale=a[2]),
+        "cauchy": lambda: stats.cauchy(a[0], a[1]),
+        "uniform": lambda: stats.uniform(a[0], a[1] - a[0]),
+        "gamma": lambda: stats.gamma(a[0], scale=1.0 / a[1]),  # shape, rate
+        "exponential": lambda: stats.expon(scale=1.0 / a[0]),  # rate
+        "half_normal": lambda: stats.halfnorm(scale=a[0]),
+        "half_cauchy": lambda: stats.halfcauchy(scale=a[0]),
+        "lognormal": lambda: stats.lognorm(a[1], scale=np.exp(a[0])),
+        "inverse_gamma": lambda: stats.invgamma(a[0], scale=a[1]),
+    }
+    if prior.family not in make:
+        raise ValueError(f"{prior.family} is a prior on correlation matrices; use lkj_logpdf / lkj_draw")
+    return make[prior.family]()
+
+
+def lkj_logpdf(corr: np.ndarray, eta: float) -> np.ndarray:
+    """Unnormalized LKJ(eta) log density, (eta - 1) log det C, of correlation
+    matrices (..., n, n)."""
+    return (eta - 1.0) * np.linalg.slogdet(corr)[1]
+
+
+def lkj_draw(rng: np.random.Generator, n: int, eta: float, size: int) -> np.ndarray:
+    """``size`` n x n correlation matrices from LKJ(eta), through independent
+    canonical partial correlations (the vine method of Lewandowski et al. 2009):
+    the one between variables i and j > i given the first i variables is
+    Beta(b, b) on (-1, 1) with b = eta + (n - 2 - i) / 2."""
+    L = np.zeros((size, n, n))
+    L[:, 0, 0] = 1.0
+    for row in range(1, n):
+        remaining = np.ones(size)
+        for col in range(row):
+            b = eta + (n - 2 - col) / 2.0
+            cpc = 2.0 * rng.beta(b, b, size=size) - 1.0
+            L[:, row, col] = cpc * np.sqrt(remaining)
+            remaining = remaining - L[:, row, col] ** 2
+        L[:, row, row] = np.sqrt(remaining)
+    return L @ np.swapaxes(L, 1, 2)
+
 
 def parse_prior(text: str) -> PriorSpec:
     """Parse ``family(arg, ...)[sd|var]``; raise ValueError with the valid families."""
@@ -80,7 +147,7 @@ def parse_prior(text: str) -> PriorSpec:
         raise ValueError(f"uniform(lower, upper) needs lower < upper in {text!r}")
     scale_args = {"normal": [1], "student_t": [0, 2], "cauchy": [1], "gamma": [0, 1], "exponential": [0],
                   "half_normal": [0], "half_cauchy": [0], "half_student_t": [0, 1], "lognormal": [1],
-                  "inverse_gamma": [0, 1], "lkj": [0]}[family]
+                  "inverse_gamma": [0, 1], "lkj": [0], "uniform": []}[family]
     if any(not (args[i] > 0 and math.isfinite(args[i])) for i in scale_args):
         raise ValueError(f"scale and shape arguments must be positive in {text!r}")
     return PriorSpec(family, args, scale)

@@ -306,6 +306,24 @@ class FitResult:
             self.idata.add_groups(predictive_check=check_to_dataset(check))
         return check
 
+    def prior_sensitivity(self) -> pd.DataFrame:
+        """Power-scaling sensitivity of every parameter to its prior and to the
+        likelihood, without refitting (Kallioinen et al. 2023; see
+        :mod:`bayes_msem.prior_checks`). Values above 0.05 mean the posterior
+        moves when the prior (or likelihood) is made slightly stronger or weaker;
+        ``diagnosis`` names prior-data conflict and priors that dominate."""
+        from bayes_msem.checking import _unit
+        from bayes_msem.prior_checks import powerscale_sensitivity
+
+        if "log_prior" not in self.idata.groups():
+            raise ValueError("this result has no log prior (fitted with an older version); refit it")
+        self.add_log_likelihood()
+        _unit(self)
+        names = [n for n in self.idata.posterior.data_vars
+                 if n != "cluster_effects" and n in set(self.table.apply(_posterior_name, axis=1))
+                 and not (self.table.op == ":=").loc[self.table.lhs == n].any()]
+        return powerscale_sensitivity(self.idata, names)
+
     def try_ppp(self):
         """:meth:`ppp` where it can be computed, else None (random slopes, or a
         loaded result saved without it)."""

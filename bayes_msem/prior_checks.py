@@ -1,0 +1,144 @@
+"""Prior checks: draws from the prior, prior predictive data sets, the log prior
+of posterior draws, and power-scaling sensitivity (Kallioinen et al. 2023).
+
+The priors are those the engines sample with (:mod:`bayes_msem.engines.parameters`):
+a variance row's prior is on its standard deviation unless written ``[var]``,
+and the covariances of a block of correlated variables come from one LKJ
+correlation matrix times the standard deviations. Densities and draws come
+from :meth:`~bayes_msem.priors.PriorSpec.logpdf` and ``.draw``, which the tests
+hold against PyMC's distributions.
+
+Power-scaling raises the prior (or the likelihood) to a power alpha near 1 and
+measures, by Pareto-smoothed importance weights on the existing draws, how far
+each parameter's posterior moves (ArviZ's ``psens``): no refit. A parameter
+whose posterior moves with the prior *and* the likelihood signals prior-data
+conflict; one that moves with the prior only has a prior that dominates a weak
+likelihood.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+
+from bayes_msem.matrices import level_moments, observed_layout
+from bayes_msem.priors import lkj_draw, lkj_logpdf
+from bayes_msem.simulate import draw_outcomes
+
+__all__ = ["prior_draws", "log_prior", "sample_prior_predictive", "powerscale_sensitivity", "SENSITIVITY_THRESHOLD"]
+
+# Kallioinen et al. (2023) and priorsense: above this the posterior moves noticeably
+SENSITIVITY_THRESHOLD = 0.05
+
+
+def _on_prior_scale(kind: str, prior, values: np.ndarray) -> np.ndarray:
+    """A parameter's values as its prior sees them (a variance's SD unless ``[var]``)."""
+    return np.sqrt(np.clip(values, 0.0, None)) if kind == "variance" and prior.scale != "var" else values
+
+
+def prior_draws(spec, n: int, rng: np.random.Generator) -> np.ndarray:
+    """``n`` draws of the free-parameter vector from the prior: (n, free parameters)."""
+    theta = np.zeros((n, len(spec.priors)))
+    for k, (kind, prior) in enumerate(zip(spec.kinds, spec.priors)):
+        if kind == "covariance":
+            continue  # from the block's LKJ matrix, below
+        draws = prior.draw(rng, n)
+        theta[:, k] = draws**2 if kind == "variance" and prior.scale != "var" else draws
+    for block in spec.covariance_blocks:
+        sd = _block_sds(spec, block, theta)
+        corr = lkj_draw(rng, len(block.nodes), block.eta, n)
+        for (i, j), free in block.free_index.items():
+            theta[:, free - 1] = corr[:, i, j] * sd[:, i] * sd[:, j]
+    return theta
+
+
+def _block_sds(spec, block, theta: np.ndarray) -> np.ndarray:
+    """Standard deviations of a covariance block's variables per draw: (draws, block size)."""
+    structure = spec.structure(block.level)
+    variances = np.stack([np.diag(structure.S.fill(t)) for t in theta])
+    return np.sqrt(np.clip(variances[:, list(block.nodes)], 0.0, None))
+
+
+def log_prior(spec, theta: np.ndarray) -> np.ndarray:
+    """log prior density of each draw of the free-parameter vector ``theta``
+    (draws, free parameters), on the scale each prior is placed on; LKJ terms
+    up to their constant."""
+    total = np.zeros(len(theta))
+    for k, (kind, prior) in enumerate(zip(spec.kinds, spec.priors)):
+        if kind != "covariance":
+            total += prior.logpdf(_on_prior_scale(kind, prior, theta[:, k]))
+    for block in spec.covariance_blocks:
+        sd = _block_sds(spec, block, theta)
+        corr = np.broadcast_to(np.eye(len(block.nodes)), (len(theta),) + (len(block.nodes),) * 2).copy()
+        for (i, j), free in block.free_index.items():
+            corr[:, i, j] = corr[:, j, i] = theta[:, free - 1] / (sd[:, i] * sd[:, j])
+        total += lkj_logpdf(corr, block.eta)
+    return total
+
+
+def sample_prior_predictive(spec, draws: int = 500, seed: int | None = None):
+    """Parameters drawn from the prior and, for each, a data set drawn from the
+    model with the covariates as observed: an ArviZ InferenceData with groups
+    ``prior``, ``prior_predictive`` and ``observed_data`` (so that
+    ``az.plot_ppc(idata, group="prior")`` compares them)."""
+    import xarray as xr
+
+    from bayes_msem.results import _import_arviz, build_posterior
+
+    if spec.within.slopes:
+        raise ValueError("prior predictive sampling of random slopes is not implemented yet; "
+                         "check the priors of the slope means and variances in result.priors()")
+    rng = np.random.default_rng(seed)
+    theta = prior_draws(spec, draws, rng)
+    data, between_structure = spec.data, spec.between
+    layout = observed_layout(spec.table, spec.within, between_structure)
+    outcomes = []
+    for t in theta:
+        between = level_moments(t, between_structure) if between_structure is not None else None
+        outcomes.append(draw_outcomes(rng, level_moments(t, spec.within), between, layout, data.within_covariates,
+                                      data.between_covariates, data.cluster_index))
+    chain_draw = {"chain": [0], "draw": np.arange(draws)}
+    parameters = xr.DataArray(theta[None], dims=("chain", "draw", "parameter"), coords=chain_draw)
+    predicted, observed = {}, {}
+    for k, name in enumerate(spec.within.observed):
+        predicted[name] = (("chain", "draw", "row"), np.stack([y[:, k] for y, _ in outcomes])[None])
+        observed[name] = ("row", data.within_outcomes[:, k])
+    for k, name in enumerate(spec.table.between_outcomes):
+        predicted[name] = (("chain", "draw", "cluster"), np.stack([z[:, k] for _, z in outcomes])[None])
+        observed[name] = ("cluster", data.between_outcomes[:, k])
+    az = _import_arviz()
+    return az.InferenceData(prior=build_posterior(spec.table.rows, parameters, None),
+                            prior_predictive=xr.Dataset(predicted, coords=chain_draw),
+                            observed_data=xr.Dataset(observed))
+
+
+def powerscale_sensitivity(idata, var_names: list[str]) -> pd.DataFrame:
+    """Prior and likelihood power-scaling sensitivity of each parameter
+    (ArviZ's ``psens``, the cumulative Jensen-Shannon distance per unit change
+    of log2 alpha) with a diagnosis as priorsense gives it. ``idata`` needs the
+    ``log_prior`` and ``log_likelihood`` groups."""
+    import warnings
+
+    from bayes_msem.results import _import_arviz
+
+    az = _import_arviz()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # ArviZ warns about Pareto k of tiny perturbations
+        prior = az.psens(idata, component="prior", var_names=var_names)
+        likelihood = az.psens(idata, component="likelihood", var_names=var_names)
+    rows = []
+    for name in var_names:
+        p_values, l_values = prior[name], likelihood[name]
+        levels = p_values["level"].values if "level" in p_values.dims else [p_values.attrs.get("level", "")]
+        for level, p_value, l_value in zip(levels, np.atleast_1d(p_values.values), np.atleast_1d(l_values.values)):
+            rows.append({"parameter": name, "level": str(level), "prior": float(p_value),
+                         "likelihood": float(l_value), "diagnosis": _diagnosis(float(p_value), float(l_value))})
+    return pd.DataFrame(rows)
+
+
+def _diagnosis(prior: float, likelihood: float) -> str:
+    if prior >= SENSITIVITY_THRESHOLD and likelihood >= SENSITIVITY_THRESHOLD:
+        return "prior-data conflict"
+    if prior >= SENSITIVITY_THRESHOLD:
+        return "strong prior / weak likelihood"
+    return "-"

@@ -1,0 +1,104 @@
+"""Prior draws, the log prior of posterior draws, prior predictive sampling and
+power-scaling sensitivity."""
+
+import numpy as np
+import pandas as pd
+import pytest
+
+import bayes_msem as bm
+from bayes_msem.prior_checks import log_prior, prior_draws
+from bayes_msem.spec import build_spec
+
+
+def _regression_data(seed: int = 1, n: int = 200) -> pd.DataFrame:
+    rng = np.random.default_rng(seed)
+    x = rng.normal(size=n)
+    return pd.DataFrame({"y": 0.5 * x + rng.normal(size=n), "x": x,
+                         "y2": rng.normal(size=n), "y3": rng.normal(size=n)})
+
+
+def test_log_prior_is_the_pymc_models_prior():
+    # the model's free random variables, evaluated without Jacobians, are the log prior
+
+    from bayes_msem.engines.latent import build_latent_model
+
+    syntax = 'f =~ y + y2 + prior("student_t(3, 0, 2)")*y3\ny ~~ prior("inverse_gamma(3, 2)[var]")*y\nf ~ x'
+    spec = build_spec(syntax, _regression_data())
+    assert not spec.covariance_blocks
+    model = build_latent_model(spec)
+    theta = prior_draws(spec, 5, np.random.default_rng(3))
+    logp = model.compile_logp(vars=model.free_RVs, jacobian=False)
+    for t in theta:
+        point = {}
+        for rv in model.free_RVs:
+            name = rv.name
+            k = next(i for i, n in enumerate(_parameter_names(spec)) if name in (n, f"sd[{n}]", f"var[{n}]"))
+            value = np.sqrt(t[k]) if name.startswith("sd[") else t[k]
+            transform = model.rvs_to_transforms[rv]
+            value_var = model.rvs_to_values[rv]
+            point[value_var.name] = transform.forward(value).eval() if transform is not None else value
+        assert float(logp(point)) == pytest.approx(float(log_prior(spec, t[None])[0]), rel=1e-6)
+
+
+def _parameter_names(spec):
+    from bayes_msem.engines.parameters import parameter_names
+
+    return parameter_names(spec)
+
+
+def test_prior_draws_fill_covariances_from_an_lkj_matrix():
+    data = _regression_data()
+    spec = build_spec('y ~~ prior("lkj(3)")*y2 + prior("lkj(3)")*y3\ny2 ~~ prior("lkj(3)")*y3', data)
+    theta = prior_draws(spec, 4000, np.random.default_rng(4))
+    cov = np.zeros((len(theta), 3, 3))
+    names = _parameter_names(spec)
+    variables = ["y", "y2", "y3"]
+    for k, name in enumerate(names):
+        for i, a in enumerate(variables):
+            for j, b in enumerate(variables):
+                if name in (f"{a}~~{b}", f"{b}~~{a}"):
+                    cov[:, i, j] = theta[:, k]
+    sd = np.sqrt(np.diagonal(cov, axis1=1, axis2=2))
+    corr = cov / (sd[:, :, None] * sd[:, None, :])
+    assert (np.linalg.eigvalsh(corr) > 0).all()
+    # LKJ(3) in 3 dimensions: each correlation is Beta(3.5, 3.5) on (-1, 1), E r^2 = 1/8
+    assert np.mean(corr[:, 0, 1] ** 2) == pytest.approx(1 / 8, rel=0.08)
+    assert np.isfinite(log_prior(spec, theta)).all()
+
+
+def test_prior_predictive_has_the_moments_the_priors_imply():
+    # y = intercept + e: intercept ~ N(1, 2), sd ~ gamma(2, 1) so E var = 2 * 3 = 6; Var(y) = 4 + 6
+    data = _regression_data()
+    model = bm.Model('y ~ prior("normal(1, 2)")*1\ny ~~ prior("gamma(2, 1)")*y', data)
+    idata = model.sample_prior_predictive(draws=4000, random_seed=5)
+    y = idata.prior_predictive["y"].values
+    assert y.shape == (1, 4000, len(data))
+    assert y.mean() == pytest.approx(1.0, abs=0.1)
+    assert y.var() == pytest.approx(10.0, rel=0.08)
+    assert idata.prior["y~1"].shape == (1, 4000)
+    np.testing.assert_array_equal(idata.observed_data["y"].values, data["y"].values)
+
+
+def test_prior_predictive_of_a_two_level_model_keeps_clusters():
+    model = bm.Model(bm.example_model("demo_twolevel"), bm.example_data("demo_twolevel"), cluster="cluster")
+    idata = model.sample_prior_predictive(draws=50, random_seed=1)
+    y1 = idata.prior_predictive["y1"].values[0]  # (draws, rows)
+    index = model.spec.data.cluster_index
+    # the between part makes rows of a cluster correlated: cluster means vary more than rows alone allow
+    means = np.stack([np.bincount(index, weights=row) / np.bincount(index) for row in y1])
+    assert np.median(means.var(axis=1) / y1.var(axis=1)) > 0.1
+    assert {"y1", "y2", "y3"} <= set(idata.prior_predictive.data_vars)
+
+
+@pytest.mark.slow
+def test_power_scaling_flags_a_conflicting_prior_only():
+    data = _regression_data()
+    run = dict(draws=500, tune=500, chains=2, random_seed=1, progressbar=False)
+    default = bm.Model("y ~ x", data).fit(**run).prior_sensitivity()
+    assert (default.prior < 0.05).all()
+    assert (default.diagnosis == "-").all()
+    # the data say 0.5 (SE about 0.07); a prior at 3 with SD 0.1 fights them
+    conflict = bm.Model('y ~ prior("normal(3, 0.1)")*x', data).fit(**run).prior_sensitivity()
+    slope = conflict.set_index("parameter").loc["y~x"]
+    assert slope.prior > 0.05 and slope.likelihood > 0.05
+    assert slope.diagnosis == "prior-data conflict"
