@@ -52,6 +52,7 @@ def test_fit_writes_results(tmp_path):
         capture_output=True, text=True, timeout=600)
     assert completed.returncode == 0, completed.stderr
     assert "Level 2 [between]" in completed.stdout
+    assert "Posterior predictive p-value (PPP)" in completed.stdout
     assert (out / "results.nc").exists() and (out / "summary.csv").exists()
     assert bm.load_result(out / "results.nc").info["cluster"] == "clus"
     report = (out / "report.html").read_text()
@@ -60,7 +61,8 @@ def test_fit_writes_results(tmp_path):
     rebuilt = subprocess.run([sys.executable, "-m", "bayes_msem.cli", "report", str(out / "results.nc")],
                              capture_output=True, text=True, timeout=600)
     assert rebuilt.returncode == 0, rebuilt.stderr
-    assert (out / "report.html").exists()
+    report = (out / "report.html").read_text()
+    assert 'alt="ppp"' in report and "Prior sensitivity" in report  # the PPP was saved with the result
     _assert_report_renders_in_chromium(out / "report.html")
 
 
