@@ -33,9 +33,10 @@ def row_log_likelihood(spec, theta_draws: np.ndarray) -> np.ndarray:
     return out
 
 
-def compare(results: dict):
+def compare(results: dict, ic: str = "loo"):
     """Compare fitted models by leave-one-cluster-out (PSIS-LOO) expected log
-    predictive density: ArviZ's comparison table, best model first.
+    predictive density (or ``ic="waic"``): ArviZ's comparison table, best
+    model first.
 
     ``results`` maps a name to a :class:`~bayes_msem.results.FitResult`. All
     must be fitted to the same data (the same clusters or rows).
@@ -46,7 +47,7 @@ def compare(results: dict):
     units = {name: _unit(result) for name, result in results.items()}
     if len({tuple(u) for u in units.values()}) > 1:
         raise ValueError("the models were fitted to different clusters or rows; LOO compares models of the same data")
-    return az.compare({name: result.idata for name, result in results.items()}, ic="loo")
+    return az.compare({name: result.idata for name, result in results.items()}, ic=ic)
 
 
 def _unit(result) -> list:

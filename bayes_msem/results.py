@@ -332,6 +332,19 @@ class FitResult:
         except ValueError:
             return None
 
+    def waic(self):
+        """WAIC (ArviZ's ``waic``) with the same unit as :meth:`loo`: a whole
+        cluster in a two-level model. LOO is the better estimate; WAIC is here
+        for comparison with software that reports it."""
+        from bayes_msem.checking import _unit
+
+        self.add_log_likelihood()
+        _unit(self)
+        az = _import_arviz()
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", UserWarning)  # ArviZ's p_waic > 0.4 warning; LOO's k says more
+            return az.waic(self.idata, pointwise=True)
+
     # -- diagnostics --------------------------------------------------
     def diagnostics(self) -> dict:
         """Divergences, the worst R-hat and the smallest ESS over all free and defined parameters."""

@@ -49,3 +49,9 @@ def test_loo_prefers_the_generating_random_slope_model():
     table = bm.compare({"random slopes": true, "fixed slopes": fixed})
     assert table.index[0] == "random slopes"
     assert table.loc["fixed slopes", "elpd_diff"] > 4 * table.loc["fixed slopes", "dse"]
+    # WAIC on the same units, against its definition (Gelman et al. 2014, eq. 13; ArviZ takes the
+    # variance over draws with ddof=0)
+    loglik = true.idata.log_likelihood["loglik"].values.reshape(-1, 150)
+    lppd = np.log(np.mean(np.exp(loglik - loglik.max(0)), axis=0)) + loglik.max(0)
+    assert true.waic().elpd_waic == pytest.approx(np.sum(lppd - loglik.var(axis=0)), rel=1e-9)
+    assert bm.compare({"random slopes": true, "fixed slopes": fixed}, ic="waic").index[0] == "random slopes"
