@@ -3,6 +3,7 @@
 import subprocess
 import sys
 
+import pandas as pd
 import pytest
 
 import bayes_msem as bm
@@ -87,3 +88,18 @@ def _assert_report_renders_in_chromium(path):
 def test_report_of_a_missing_file_is_one_clear_error(tmp_path, capsys):
     assert main(["report", str(tmp_path / "nope.nc")]) == 2
     assert "does not exist" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("suffix", [".csv", ".parquet", ".sav", ".dta"])
+def test_every_data_format_reads_back_the_same_frame(tmp_path, suffix):
+    import pyreadstat
+
+    from bayes_msem.cli import _read_data
+
+    frame = bm.example_data("mplus_ex9_6").head(50)
+    path = tmp_path / f"d{suffix}"
+    writers = {".csv": lambda: frame.to_csv(path, index=False), ".parquet": lambda: frame.to_parquet(path),
+               ".sav": lambda: pyreadstat.write_sav(frame, str(path)), ".dta": lambda: frame.to_stata(path, write_index=False)}
+    writers[suffix]()
+    read = _read_data(path)
+    pd.testing.assert_frame_equal(read[frame.columns].astype(float), frame.astype(float), check_exact=False, rtol=1e-6)
