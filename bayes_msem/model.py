@@ -112,6 +112,7 @@ class Model:
             "cluster_labels": [str(c) for c in data.cluster_labels], "cluster_sizes": data.cluster_sizes.tolist(),
             "chains": chains, "draws": draws, "tune": tune, "random_seed": random_seed,
             "target_accept": target_accept, "model_text": self.syntax, "centering": self.centering,
+            "default_priors_changed": self.spec.default_priors.changed(),
         }
         parameters = raw.posterior["parameters"]
         result = FitResult(idata=idata, table=self.spec.table.rows, info=info, prior_table=self.priors(),

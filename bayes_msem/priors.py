@@ -190,6 +190,12 @@ class DefaultPriors:
             return replace(cls(), **{k: float(v) for k, v in value.items()})
         raise TypeError("priors= takes a DefaultPriors or a dict")
 
+    def changed(self) -> dict[str, float]:
+        """The settings that differ from the defaults (shown in the summary header)."""
+        default = DefaultPriors()
+        return {name: getattr(self, name) for name in self.__dataclass_fields__
+                if getattr(self, name) != getattr(default, name)}
+
     def for_parameter(self, kind: str, lhs_scale: float, rhs_scale: float, lhs_mean: float) -> PriorSpec:
         """The default prior of a parameter of type ``kind``."""
         if kind in ("loading", "regression"):

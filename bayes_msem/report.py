@@ -48,12 +48,25 @@ def _block(rows: pd.DataFrame) -> list[str]:
     return lines
 
 
+def _prior_line(result, shown: int = 4) -> str:
+    """Which priors differ from the defaults: those set in the model and changed
+    default settings (``priors=``)."""
+    table = result.prior_table
+    user = table[table.source == "user"]
+    parts = [f"{r.lhs}{r.op}{r.rhs}{f' ({r.level})' if r.level else ''} {r.prior}" for r in user.head(shown).itertuples()]
+    if len(user) > shown:
+        parts.append(f"{len(user) - shown} more set in the model")
+    changed = result.info.get("default_priors_changed") or {}
+    if changed:
+        parts.append("defaults changed: " + ", ".join(f"{k}={v:g}" for k, v in changed.items()))
+    return "; ".join(parts) if parts else "defaults"
+
+
 def summary_text(result) -> str:
     """The lavaan-like text summary of a :class:`~bayes_msem.results.FitResult`."""
     info = result.info
     summary = result.summary()
     diagnostics = result.diagnostics()
-    user_priors = (result.prior_table.source == "user").sum()
     lines = [
         f"bayes-msem {info.get('version', '')}: {info['model_type']}, engine {info['engine']}, "
         f"sampler {info['sampler']} (NUTS)",
@@ -65,8 +78,7 @@ def summary_text(result) -> str:
         lines.append(f"  Clusters {len(sizes)} ({info['cluster']}), sizes {min(sizes)} to {max(sizes)}")
     lines += [
         f"  Chains {info['chains']} x {info['draws']} draws after {info['tune']} warm-up; seed {info['random_seed']}",
-        f"  Priors: {'defaults' if user_priors == 0 else f'{user_priors} set in the model, others default'}"
-        " (result.priors() lists them)",
+        f"  Priors: {_prior_line(result)} (result.priors() lists them)",
         f"  Diagnostics: {diagnostics['divergences']} divergences, max R-hat {diagnostics['max_r_hat']:.3f}, "
         f"min ESS bulk {diagnostics['min_ess_bulk']:.0f}, tail {diagnostics['min_ess_tail']:.0f}",
     ]

@@ -94,11 +94,14 @@ def test_prior_predictive_of_a_two_level_model_keeps_clusters():
 def test_power_scaling_flags_a_conflicting_prior_only():
     data = _regression_data()
     run = dict(draws=500, tune=500, chains=2, random_seed=1, progressbar=False)
-    default = bm.Model("y ~ x", data).fit(**run).prior_sensitivity()
+    weak = bm.Model("y ~ x", data, priors={"slope_sd": 2.0}).fit(**run)
+    assert "Priors: defaults changed: slope_sd=2" in str(weak)
+    default = weak.prior_sensitivity()
     assert (default.prior < 0.05).all()
     assert (default.diagnosis == "-").all()
     # the data say 0.5 (SE about 0.07); a prior at 3 with SD 0.1 fights them
-    conflict = bm.Model('y ~ prior("normal(3, 0.1)")*x', data).fit(**run).prior_sensitivity()
-    slope = conflict.set_index("parameter").loc["y~x"]
+    strong = bm.Model('y ~ prior("normal(3, 0.1)")*x', data).fit(**run)
+    assert "Priors: y~x normal(3, 0.1) (result.priors()" in str(strong)
+    slope = strong.prior_sensitivity().set_index("parameter").loc["y~x"]
     assert slope.prior > 0.05 and slope.likelihood > 0.05
     assert slope.diagnosis == "prior-data conflict"
