@@ -245,8 +245,8 @@ def posterior_predictive_check(spec, theta_draws: np.ndarray, *, n_draws: int = 
         for s in picked[start:start + batch]:
             within = level_moments(theta[s], spec.within)
             between = level_moments(theta[s], between_structure) if between_structure is not None else None
-            Y, Z = draw_outcomes(rng, within, between, layout, data.within_covariates, data.between_covariates,
-                                 data.cluster_index)
+            Y, Z = draw_outcomes(rng, theta[s], spec.within, between_structure, layout, data.within_covariates,
+                                 data.between_covariates, data.cluster_index)
             replicate = _with_outcomes(data, Y, Z)
             between = between if between is not None else _EMPTY_BETWEEN
             chi2_obs.append(2 * (saturated_observed - _loglik(data, layout, within, between)))

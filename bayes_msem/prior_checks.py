@@ -21,7 +21,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from bayes_msem.matrices import level_moments, observed_layout
+from bayes_msem.matrices import observed_layout
 from bayes_msem.priors import lkj_draw, lkj_logpdf
 from bayes_msem.simulate import draw_outcomes
 
@@ -85,17 +85,13 @@ def sample_prior_predictive(spec, draws: int = 500, seed: int | None = None):
 
     from bayes_msem.results import _import_arviz, build_posterior
 
-    if spec.within.slopes:
-        raise ValueError("prior predictive sampling of random slopes is not implemented yet; "
-                         "check the priors of the slope means and variances in result.priors()")
     rng = np.random.default_rng(seed)
     theta = prior_draws(spec, draws, rng)
     data, between_structure = spec.data, spec.between
     layout = observed_layout(spec.table, spec.within, between_structure)
     outcomes = []
     for t in theta:
-        between = level_moments(t, between_structure) if between_structure is not None else None
-        outcomes.append(draw_outcomes(rng, level_moments(t, spec.within), between, layout, data.within_covariates,
+        outcomes.append(draw_outcomes(rng, t, spec.within, between_structure, layout, data.within_covariates,
                                       data.between_covariates, data.cluster_index))
     chain_draw = {"chain": [0], "draw": np.arange(draws)}
     parameters = xr.DataArray(theta[None], dims=("chain", "draw", "parameter"), coords=chain_draw)

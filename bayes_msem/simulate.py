@@ -15,7 +15,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from bayes_msem.matrices import LevelMoments, level_moments, level_structures, observed_layout
+from bayes_msem.matrices import LevelStructure, level_moments, level_structures, observed_layout
 from bayes_msem.partable import build_partable, level_name
 
 __all__ = ["simulate_data", "draw_outcomes", "DEFAULT_VALUES"]
@@ -51,9 +51,6 @@ def simulate_data(syntax: str, values: dict[str, float], *, n_clusters: int = 1,
     """
     rng = np.random.default_rng(seed)
     table = build_partable(syntax)
-    if table.slopes:
-        raise NotImplementedError("simulate_data does not simulate random slopes yet; the tests of random slopes "
-                                  "simulate their data directly (tests/test_random_slopes_reference.py)")
     theta = _free_values(table, values)
     structures = {s.level: s for s in level_structures(table)}
     within, between = structures[1 if table.two_level else 0], structures.get(2)
@@ -61,9 +58,7 @@ def simulate_data(syntax: str, values: dict[str, float], *, n_clusters: int = 1,
     cluster_index = np.repeat(np.arange(n_clusters), cluster_size)
     w = rng.standard_normal((n_clusters, len(between.covariates) if between else 0))
     x = rng.standard_normal((len(cluster_index), len(within.covariates)))
-    between_moments = level_moments(theta, between) if between else None
-    y, z = draw_outcomes(rng, level_moments(theta, within), between_moments, observed_layout(table, within, between),
-                         x, w, cluster_index)
+    y, z = draw_outcomes(rng, theta, within, between, observed_layout(table, within, between), x, w, cluster_index)
     columns: dict[str, np.ndarray] = {}
     if between:
         columns.update({name: w[cluster_index, k] for k, name in enumerate(between.covariates)})
@@ -76,18 +71,39 @@ def simulate_data(syntax: str, values: dict[str, float], *, n_clusters: int = 1,
     return frame
 
 
-def draw_outcomes(rng: np.random.Generator, within: LevelMoments, between: LevelMoments | None, layout,
-                  x: np.ndarray, w: np.ndarray, cluster_index: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Level-1 outcomes (rows, p) and level-2 outcomes (clusters, p_z) of a
-    model without random slopes, from the two levels' implied moments given the
-    covariates ``x`` (rows) and ``w`` (clusters); ``layout`` is
-    :func:`~bayes_msem.matrices.observed_layout`. Used by :func:`simulate_data`
-    and by the posterior predictive checks."""
+def draw_outcomes(rng: np.random.Generator, theta: np.ndarray, within: LevelStructure, between: LevelStructure | None,
+                  layout, x: np.ndarray, w: np.ndarray, cluster_index: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Level-1 outcomes (rows, p) and level-2 outcomes (clusters, p_z) of the
+    model at free parameters ``theta``, given the covariates ``x`` (rows) and
+    ``w`` (clusters); ``layout`` is :func:`~bayes_msem.matrices.observed_layout`.
+    Each cluster's between variables, random slopes included, are drawn first;
+    the rows follow from the within level's moments at the cluster's slopes.
+    Used by :func:`simulate_data`, the posterior predictive checks and prior
+    predictive sampling."""
     b_b, z_b, place = layout
-    cluster_part = np.zeros((w.shape[0], place.shape[0]))
-    z = np.zeros((w.shape[0], len(z_b)))
+    n_clusters = w.shape[0]
+    cluster_part = np.zeros((n_clusters, place.shape[0]))
+    z = np.zeros((n_clusters, len(z_b)))
+    slope_values = None
     if between is not None:
-        observed = _draw(rng, between.mean[None, :] + w @ between.Pi.T, between.Sigma, w.shape[0])
+        moments = level_moments(theta, between)
+        zeta = _draw(rng, np.zeros(len(between.nodes)), moments.S, n_clusters)
+        nodes = (moments.alpha[None, :] + w @ moments.A_x.T + zeta) @ moments.total.T
+        observed = nodes[:, : between.n_observed]
         cluster_part, z = observed[:, b_b] @ place.T, observed[:, z_b]
-    rows = _draw(rng, within.mean[None, :] + x @ within.Pi.T, within.Sigma, len(cluster_index))
-    return rows + cluster_part[cluster_index], z
+        if within.slopes:
+            slope_values = nodes[:, [between.nodes.index(s) for s in within.slopes]]
+    moments = level_moments(theta, within, slope_values=slope_values)
+    if slope_values is None:
+        rows = _draw(rng, moments.mean[None, :] + x @ moments.Pi.T, moments.Sigma, len(cluster_index))
+        return rows + cluster_part[cluster_index], z
+    # each cluster has its own regression weights (and, for slopes on modelled variables, covariance)
+    cluster_mean = np.broadcast_to(moments.mean, (n_clusters, moments.mean.shape[-1]))
+    cluster_Pi = np.broadcast_to(moments.Pi, (n_clusters,) + moments.Pi.shape[-2:])
+    mean = cluster_mean[cluster_index] + np.einsum("ipq,iq->ip", cluster_Pi[cluster_index], x)
+    Sigma = moments.Sigma if moments.Sigma.ndim == 3 else moments.Sigma[None]
+    values, vectors = np.linalg.eigh((Sigma + np.swapaxes(Sigma, 1, 2)) / 2)
+    root = vectors * np.sqrt(np.clip(values, 0.0, None))[:, None, :]
+    root = root[cluster_index] if len(root) > 1 else root
+    noise = np.einsum("ipk,ik->ip", root, rng.standard_normal((len(cluster_index), Sigma.shape[-1])))
+    return mean + noise + cluster_part[cluster_index], z

@@ -105,3 +105,12 @@ def test_power_scaling_flags_a_conflicting_prior_only():
     slope = strong.prior_sensitivity().set_index("parameter").loc["y~x"]
     assert slope.prior > 0.05 and slope.likelihood > 0.05
     assert slope.diagnosis == "prior-data conflict"
+
+
+def test_prior_predictive_of_a_random_slope_model():
+    data = bm.example_data("mediation_111_random_slopes")
+    model = bm.Model(bm.example_model("mediation_111_random_slopes"), data, cluster="cluster", centering={"m": "none"})
+    idata = model.sample_prior_predictive(draws=20, random_seed=2)
+    assert idata.prior_predictive["y"].shape == (1, 20, len(data))
+    assert np.isfinite(idata.prior_predictive["y"].values).all()
+    assert "a~~a" in idata.prior

@@ -52,3 +52,36 @@ def test_two_level_cfa_recovers_known_values():
     covered = (free["q2.5"].to_numpy() <= truth) & (truth <= free["q97.5"].to_numpy())
     assert covered.mean() >= 0.85, free.assign(truth=truth, covered=covered)
     assert np.all(np.abs(free["median"].to_numpy() - truth) < 4 * free["sd"].to_numpy())
+
+
+def _cluster_ols_slopes(data, outcome: str, predictors: list[str]) -> np.ndarray:
+    """Each cluster's least-squares coefficients of ``predictors`` (with an intercept)."""
+    out = []
+    for _, rows in data.groupby("cluster"):
+        design = np.column_stack([np.ones(len(rows))] + [rows[p].to_numpy() for p in predictors])
+        out.append(np.linalg.lstsq(design, rows[outcome].to_numpy(), rcond=None)[0][1:])
+    return np.array(out)
+
+
+def test_random_slope_on_a_covariate_has_its_mean_and_variance():
+    # per-cluster OLS slopes scatter with the slope variance plus sampling noise 1 / (n var x) = 1/50
+    syntax = "level: 1\ns | y ~ x\nlevel: 2\ny ~ w\ns ~ w"
+    data = simulate_data(syntax, {"s~1|between": 0.5, "s~~s|between": 0.09, "s~w|between": 0.3},
+                         n_clusters=1500, cluster_size=50, seed=4)
+    slopes = _cluster_ols_slopes(data, "y", ["x"])[:, 0]
+    w = data.groupby("cluster")["w"].first().to_numpy()
+    b, a = np.polyfit(w, slopes, 1)
+    assert a == pytest.approx(0.5, abs=0.03) and b == pytest.approx(0.3, abs=0.03)
+    residual_var = np.var(slopes - a - b * w)
+    assert residual_var == pytest.approx(0.09 + 1 / 50, rel=0.12)
+
+
+def test_random_slope_on_a_modelled_variable():
+    # x -> m -> y with a random b path on m (a slope on a modelled within variable)
+    syntax = "level: 1\nm ~ x\nb | y ~ m\nlevel: 2\nm ~~ y"
+    data = simulate_data(syntax, {"m~x|within": 0.4, "b~1|between": 0.5, "b~~b|between": 0.04},
+                         n_clusters=1500, cluster_size=50, seed=5)
+    slopes = _cluster_ols_slopes(data, "y", ["m"])[:, 0]
+    assert slopes.mean() == pytest.approx(0.5, abs=0.02)
+    # var(m) within is 0.4^2 + 1 = 1.16, so the sampling noise is about 1 / (50 * 1.16)
+    assert slopes.var() == pytest.approx(0.04 + 1 / (50 * 1.16), rel=0.15)
