@@ -35,7 +35,7 @@ import numpy as np
 from bayes_msem.partable import ParameterTable
 
 __all__ = ["LevelStructure", "level_structures", "level_moments", "NUMPY_BACKEND",
-           "parameter_values", "observed_layout"]
+           "parameter_values", "observed_layout", "psd_root"]
 
 NUMPY_BACKEND = SimpleNamespace(inv=np.linalg.inv, eye=np.eye, cholesky=np.linalg.cholesky, solve=np.linalg.solve,
                                 concatenate=np.concatenate, zeros=np.zeros, log=np.log, sqrt=np.sqrt,
@@ -214,3 +214,10 @@ def observed_layout(table: ParameterTable, within: LevelStructure, between: Leve
     place = np.zeros((within.n_observed, len(both)))
     place[[within.observed.index(n) for n in both], np.arange(len(both))] = 1.0
     return b_in_between, z_in_between, place
+
+
+def psd_root(cov: np.ndarray) -> np.ndarray:
+    """A square root R (R R' = cov) of covariance matrices (..., k, k) that may be
+    singular (zero variances): for drawing normal vectors."""
+    values, vectors = np.linalg.eigh((cov + np.swapaxes(cov, -1, -2)) / 2)
+    return vectors * np.sqrt(np.clip(values, 0.0, None))[..., None, :]

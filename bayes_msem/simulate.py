@@ -15,7 +15,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from bayes_msem.matrices import LevelStructure, level_moments, level_structures, observed_layout
+from bayes_msem.matrices import LevelStructure, level_moments, level_structures, observed_layout, psd_root
 from bayes_msem.partable import build_partable, level_name
 
 __all__ = ["simulate_data", "draw_outcomes", "DEFAULT_VALUES"]
@@ -35,9 +35,7 @@ def _free_values(table, values: dict[str, float]) -> np.ndarray:
 
 def _draw(rng, mean: np.ndarray, cov: np.ndarray, size: int) -> np.ndarray:
     """Normal draws that allow singular covariances (zero variances)."""
-    eigenvalues, vectors = np.linalg.eigh((cov + cov.T) / 2)
-    root = vectors * np.sqrt(np.clip(eigenvalues, 0.0, None))
-    return mean + rng.standard_normal((size, len(cov))) @ root.T
+    return mean + rng.standard_normal((size, len(cov))) @ psd_root(cov).T
 
 
 def simulate_data(syntax: str, values: dict[str, float], *, n_clusters: int = 1, cluster_size: int = 100,
@@ -101,9 +99,7 @@ def draw_outcomes(rng: np.random.Generator, theta: np.ndarray, within: LevelStru
     cluster_mean = np.broadcast_to(moments.mean, (n_clusters, moments.mean.shape[-1]))
     cluster_Pi = np.broadcast_to(moments.Pi, (n_clusters,) + moments.Pi.shape[-2:])
     mean = cluster_mean[cluster_index] + np.einsum("ipq,iq->ip", cluster_Pi[cluster_index], x)
-    Sigma = moments.Sigma if moments.Sigma.ndim == 3 else moments.Sigma[None]
-    values, vectors = np.linalg.eigh((Sigma + np.swapaxes(Sigma, 1, 2)) / 2)
-    root = vectors * np.sqrt(np.clip(values, 0.0, None))[:, None, :]
-    root = root[cluster_index] if len(root) > 1 else root
-    noise = np.einsum("ipk,ik->ip", root, rng.standard_normal((len(cluster_index), Sigma.shape[-1])))
+    root = psd_root(moments.Sigma)  # one per cluster where a slope sits on a modelled variable
+    root = root[cluster_index] if root.ndim == 3 else root[None]
+    noise = np.einsum("ipk,ik->ip", root, rng.standard_normal((len(cluster_index), root.shape[-1])))
     return mean + noise + cluster_part[cluster_index], z

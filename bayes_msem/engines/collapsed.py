@@ -33,14 +33,10 @@ from bayes_msem.engines import collapsed_supported
 from bayes_msem.engines.collapsed_slopes import draw_slope_cluster_effects, slopes_logp
 from bayes_msem.engines.latent import PYTENSOR_BACKEND, cluster_effect_names, mvn_logp_from_scatter
 from bayes_msem.engines.parameters import free_parameter_vector, parameter_names
-from bayes_msem.matrices import LevelMoments, level_moments, observed_layout
+from bayes_msem.matrices import LevelMoments, level_moments, observed_layout, psd_root
 from bayes_msem.spec import ModelSpec
 
 __all__ = ["build_collapsed_model", "draw_cluster_effects", "two_level_logp"]
-
-
-def _layout(spec: ModelSpec):
-    return observed_layout(spec.table, spec.within, spec.between)
 
 
 def _observation_covariance(within: LevelMoments, between: LevelMoments, n, layout, xp):
@@ -77,7 +73,7 @@ def build_collapsed_model(spec: ModelSpec) -> pm.Model:
     if not supported:
         raise ValueError(f"the collapsed engine does not apply: {why}")
     stats = cluster_mean_statistics(spec.data)
-    layout = _layout(spec)
+    layout = observed_layout(spec.table, spec.within, spec.between)
     coords = {"parameter": parameter_names(spec)}
     with pm.Model(coords=coords) as model:
         theta = free_parameter_vector(spec)
@@ -133,7 +129,7 @@ def draw_cluster_effects(spec: ModelSpec, theta_draws: np.ndarray, seed: int | N
         index = np.array([spec.between.nodes.index(n) for n in cluster_effect_names(spec)], dtype=int)
         return draw_slope_cluster_effects(spec, theta_draws, seed, index)
     stats = cluster_mean_statistics(spec.data)
-    layout = _layout(spec)
+    layout = observed_layout(spec.table, spec.within, spec.between)
     b_b, z_b, place = layout
     between_structure = spec.between
     names = cluster_effect_names(spec)
@@ -161,12 +157,7 @@ def draw_cluster_effects(spec: ModelSpec, theta_draws: np.ndarray, seed: int | N
             gain_j = gain[stats["size_index"]]
             mean = node_mean[:, effect_nodes] + np.einsum("jek,jk->je", gain_j, residual)
             cond_cov = node_cov[np.ix_(effect_nodes, effect_nodes)][None] - gain @ cross.T[None]
-            root = _psd_root(cond_cov)[stats["size_index"]]
+            root = psd_root(cond_cov)[stats["size_index"]]
             out[c, d] = mean + np.einsum("jef,jf->je", root, rng.standard_normal((len(residual), len(names))))
     return out
 
-
-def _psd_root(cov: np.ndarray) -> np.ndarray:
-    """A square root of (possibly singular) covariance matrices, batched."""
-    values, vectors = np.linalg.eigh((cov + np.swapaxes(cov, -1, -2)) / 2)
-    return vectors * np.sqrt(np.clip(values, 0.0, None))[..., None, :]

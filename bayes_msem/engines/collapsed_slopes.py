@@ -33,7 +33,7 @@ import pytensor.tensor as pt
 
 from bayes_msem.data import cluster_cross_products
 from bayes_msem.engines.latent import PYTENSOR_BACKEND, cluster_scatter, pooled_scatter
-from bayes_msem.matrices import LevelMoments, level_moments
+from bayes_msem.matrices import LevelMoments, level_moments, observed_layout
 from bayes_msem.spec import ModelSpec
 
 __all__ = ["slope_statistics", "slopes_logp", "draw_slope_cluster_effects", "cluster_marginal_logp",
@@ -62,8 +62,7 @@ def _design(spec: ModelSpec, within: LevelMoments, backend):
     structure, table = spec.within, spec.table
     between_nodes = spec.between.nodes
     p = structure.n_observed
-    place = np.zeros((p, len(table.both_level)))
-    place[[structure.observed.index(n) for n in table.both_level], np.arange(len(table.both_level))] = 1.0
+    place = observed_layout(table, structure, spec.between)[2]
     slope_row = [int(np.argmax(structure.slope_A_x[k].any(axis=1))) for k in range(len(structure.slopes))]
     slope_col = [int(np.argmax(structure.slope_A_x[k].any(axis=0))) for k in range(len(structure.slopes))]
     D = backend.concatenate([place, within.total[:p][:, slope_row]], axis=1)
