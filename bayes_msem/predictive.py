@@ -62,13 +62,11 @@ class _Design:
     def __init__(self, data: ClusterData, layout):
         b_b, z_b, place = layout
         self.layout = layout
-        self.index = data.cluster_index
         self.n = data.cluster_sizes.astype(float)
-        design = np.column_stack([np.ones(data.n_rows), data.within_covariates])
-        self.design = design
-        self.DtD = design.T @ design
-        self.design_sum = np.zeros((data.n_clusters, design.shape[1]))
-        np.add.at(self.design_sum, self.index, design)
+        stats = data.stats  # (1, x)'(1, x) and per-cluster sums of (1, x) from the cross-products
+        sum_x = stats["sum_x"].sum(axis=0)
+        self.DtD = np.block([[np.array([[self.n.sum()]]), sum_x[None, :]], [sum_x[:, None], stats["xx"]]])
+        self.design_sum = np.column_stack([self.n, stats["sum_x"]])
         self.U = np.column_stack([np.ones(data.n_clusters), data.between_covariates])
         self.UtU = self.U.T @ self.U
         self.H = np.zeros((place.shape[0] + len(z_b), len(b_b) + len(z_b)))
@@ -84,13 +82,21 @@ class _Design:
     def n_b(self) -> int:
         return len(self.layout[0])
 
-    def statistics(self, Y: np.ndarray, Z: np.ndarray) -> dict:
-        """Statistics of R data sets: outcomes Y (R, rows, p) and Z (R, clusters, p_z)."""
-        ysum = np.zeros((Y.shape[0], len(self.n), Y.shape[2]))
-        for r in range(Y.shape[0]):
-            np.add.at(ysum[r], self.index, Y[r])
-        return {"YtY": np.einsum("rip,riq->rpq", Y, Y), "DtY": np.einsum("id,rip->rdp", self.design, Y),
-                "ysum": ysum, "Z": Z}
+    def statistics(self, datasets: list[ClusterData]) -> dict:
+        """Statistics of R data sets, stacked, read from the cross-products each
+        already has (:attr:`ClusterData.stats`): Y'Y, (1, x)'Y, per-cluster sums
+        of Y and the level-2 outcomes Z."""
+        stats = [d.stats for d in datasets]
+        return {"YtY": np.stack([s["yy"] for s in stats]),
+                "DtY": np.stack([np.vstack([s["sum_y"].sum(axis=0), s["yx"].T]) for s in stats]),
+                "ysum": np.stack([s["sum_y"] for s in stats]), "Z": np.stack([d.between_outcomes for d in datasets])}
+
+    @property
+    def parameter_count(self) -> int:
+        """Free parameters of the saturated model (intercepts, regressions on
+        covariates, covariances), the way lavaan counts them for ``df``."""
+        p, d, k = self.layout[2].shape[0], self.DtD.shape[0], self.H.shape[1]
+        return p * d + p * (p + 1) // 2 + len(self.free) + k * (k + 1) // 2
 
 
 def _em_start(design: _Design, stats: dict) -> dict:
@@ -192,28 +198,32 @@ def _with_outcomes(data: ClusterData, Y: np.ndarray, Z: np.ndarray) -> ClusterDa
     return new
 
 
-def _loglik(data: ClusterData, layout, within, between) -> float:
-    return float(two_level_logp(data, cluster_mean_statistics(data), within, between, layout, NUMPY_BACKEND))
+def _loglik(data: ClusterData, stats: dict, layout, within, between) -> float:
+    """log p(Y, z) at the given moments; ``stats`` is :func:`cluster_mean_statistics` of ``data``."""
+    return float(two_level_logp(data, stats, within, between, layout, NUMPY_BACKEND))
+
+
+def _observed_saturated(spec):
+    """The saturated model fitted to the data of ``spec``: layout, design, EM
+    estimates, the data's cluster statistics and the maximized log-likelihood."""
+    data = spec.data
+    layout = observed_layout(spec.table, spec.within, spec.between)
+    design = _Design(data, layout)
+    fit = _fit_saturated(design, design.statistics([data]), None)
+    stats = cluster_mean_statistics(data)
+    return layout, design, fit, stats, _loglik(data, stats, layout, *_moments(design, fit, 0, _n_between_observed(spec)))
 
 
 def saturated_loglik(spec) -> float:
     """Maximized log-likelihood of the saturated (unrestricted) model for the
     data of ``spec``, conditional on the covariates (lavaan's ``unrestricted.logl``
     of a model with ``conditional.x = TRUE``)."""
-    layout = observed_layout(spec.table, spec.within, spec.between)
-    design = _Design(spec.data, layout)
-    data = spec.data
-    fit = _fit_saturated(design, design.statistics(data.within_outcomes[None], data.between_outcomes[None]), None)
-    return _loglik(data, layout, *_moments(design, fit, 0, _n_between_observed(spec)))
+    return _observed_saturated(spec)[-1]
 
 
 def saturated_parameter_count(spec) -> int:
-    """Free parameters of the saturated model (means or intercepts, regressions
-    on covariates, covariances), the way lavaan counts them for ``df``."""
-    design = _Design(spec.data, observed_layout(spec.table, spec.within, spec.between))
-    p, d = design.layout[2].shape[0], design.DtD.shape[0]
-    k = design.H.shape[1]
-    return p * d + p * (p + 1) // 2 + len(design.free) + k * (k + 1) // 2
+    """Free parameters of the saturated model, the way lavaan counts them for ``df``."""
+    return _Design(spec.data, observed_layout(spec.table, spec.within, spec.between)).parameter_count
 
 
 def _n_between_observed(spec) -> int:
@@ -232,50 +242,45 @@ def posterior_predictive_check(spec, theta_draws: np.ndarray, *, n_draws: int = 
     theta = theta_draws.reshape(-1, theta_draws.shape[-1])
     picked = np.sort(rng.choice(len(theta), size=min(n_draws, len(theta)), replace=False))
     data, between_structure = spec.data, spec.between
-    layout = observed_layout(spec.table, spec.within, between_structure)
-    design = _Design(data, layout)
+    layout, design, observed_fit, observed_stats, saturated_observed = _observed_saturated(spec)
     n_between = _n_between_observed(spec)
-    observed_fit = _fit_saturated(design, design.statistics(data.within_outcomes[None], data.between_outcomes[None]),
-                                  None)
-    saturated_observed = _loglik(data, layout, *_moments(design, observed_fit, 0, n_between))
     chi2_obs, chi2_rep, rep_covariances = [], [], []
     batch = max(1, int(2e7 // max(1, data.within_outcomes.size)))
     for start in range(0, len(picked), batch):
-        replicates = []
+        replicates, model_logliks = [], []
         for s in picked[start:start + batch]:
             within = level_moments(theta[s], spec.within)
-            between = level_moments(theta[s], between_structure) if between_structure is not None else None
+            between = level_moments(theta[s], between_structure) if between_structure is not None else _EMPTY_BETWEEN
             Y, Z = draw_outcomes(rng, theta[s], spec.within, between_structure, layout, data.within_covariates,
                                  data.between_covariates, data.cluster_index)
             replicate = _with_outcomes(data, Y, Z)
-            between = between if between is not None else _EMPTY_BETWEEN
-            chi2_obs.append(2 * (saturated_observed - _loglik(data, layout, within, between)))
-            replicates.append((replicate, _loglik(replicate, layout, within, between)))
-            rep_covariances.append(_covariance_statistics(replicate, design))
-        Ys = np.stack([r.within_outcomes for r, _ in replicates])
-        Zs = np.stack([r.between_outcomes for r, _ in replicates])
-        R = len(replicates)
-        warm = {key: np.broadcast_to(value, (R,) + value.shape[1:]).copy() for key, value in observed_fit.items()}
-        fit = _fit_saturated(design, design.statistics(Ys, Zs), warm)
-        for r, (replicate, model_loglik) in enumerate(replicates):
-            saturated = _loglik(replicate, layout, *_moments(design, fit, r, n_between))
+            stats = cluster_mean_statistics(replicate)
+            chi2_obs.append(2 * (saturated_observed - _loglik(data, observed_stats, layout, within, between)))
+            replicates.append((replicate, stats))
+            model_logliks.append(_loglik(replicate, stats, layout, within, between))
+            rep_covariances.append(_covariance_statistics(replicate, stats, design))
+        warm = {key: np.broadcast_to(value, (len(replicates),) + value.shape[1:]).copy()
+                for key, value in observed_fit.items()}
+        fit = _fit_saturated(design, design.statistics([r for r, _ in replicates]), warm)
+        for r, ((replicate, stats), model_loglik) in enumerate(zip(replicates, model_logliks)):
+            saturated = _loglik(replicate, stats, layout, *_moments(design, fit, r, n_between))
             chi2_rep.append(2 * (max(saturated, model_loglik) - model_loglik))
     chi2_obs, chi2_rep = np.array(chi2_obs), np.array(chi2_rep)
-    covariances = _covariance_table(spec, _covariance_statistics(data, design), np.array(rep_covariances))
+    covariances = _covariance_table(spec, _covariance_statistics(data, observed_stats, design),
+                                    np.array(rep_covariances))
     return PredictiveCheck(ppp=float(np.mean(chi2_rep >= chi2_obs)), chi2_observed=chi2_obs, chi2_replicated=chi2_rep,
-                           df=saturated_parameter_count(spec) - len(spec.priors), covariances=covariances)
+                           df=design.parameter_count - len(spec.priors), covariances=covariances)
 
 
 _EMPTY_BETWEEN = SimpleNamespace(mean=np.zeros(0), Pi=np.zeros((0, 0)), Sigma=np.zeros((0, 0)))
 
 
-def _covariance_statistics(data: ClusterData, design: _Design) -> np.ndarray:
+def _covariance_statistics(data: ClusterData, stats: dict, design: _Design) -> np.ndarray:
     """The checked statistics of one data set: the pooled within-cluster
     covariance of the level-1 outcomes and the covariance over clusters of the
     cluster means of split variables and of the level-2 outcomes (in a
     single-level model, the covariance of the outcomes), lower triangles
-    stacked."""
-    stats = cluster_mean_statistics(data)
+    stacked. ``stats`` is :func:`cluster_mean_statistics` of ``data``."""
     if design.H.shape[1] == 0:
         within = np.cov(data.within_outcomes, rowvar=False).reshape(data.within_outcomes.shape[1], -1)
         return within[np.tril_indices(len(within))]
