@@ -319,9 +319,8 @@ class FitResult:
             raise ValueError("this result has no log prior (fitted with an older version); refit it")
         self.add_log_likelihood()
         _unit(self)
-        names = [n for n in self.idata.posterior.data_vars
-                 if n != "cluster_effects" and n in set(self.table.apply(_posterior_name, axis=1))
-                 and not (self.table.op == ":=").loc[self.table.lhs == n].any()]
+        parameters = set(self.table[self.table.free > 0].apply(_posterior_name, axis=1))
+        names = [n for n in self.idata.posterior.data_vars if n in parameters]
         return powerscale_sensitivity(self.idata, names)
 
     def try_ppp(self):
