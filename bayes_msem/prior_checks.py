@@ -33,7 +33,7 @@ SENSITIVITY_THRESHOLD = 0.05
 
 def _on_prior_scale(kind: str, prior, values: np.ndarray) -> np.ndarray:
     """A parameter's values as its prior sees them (a variance's SD unless ``[var]``)."""
-    return np.sqrt(np.clip(values, 0.0, None)) if kind == "variance" and prior.scale != "var" else values
+    return np.sqrt(np.clip(values, 0.0, None)) if prior.on_sd(kind) else values
 
 
 def prior_draws(spec, n: int, rng: np.random.Generator) -> np.ndarray:
@@ -43,7 +43,7 @@ def prior_draws(spec, n: int, rng: np.random.Generator) -> np.ndarray:
         if kind == "covariance":
             continue  # from the block's LKJ matrix, below
         draws = prior.draw(rng, n)
-        theta[:, k] = draws**2 if kind == "variance" and prior.scale != "var" else draws
+        theta[:, k] = draws**2 if prior.on_sd(kind) else draws
     for block in spec.covariance_blocks:
         sd = _block_sds(spec, block, theta)
         corr = lkj_draw(rng, len(block.nodes), block.eta, n)

@@ -61,6 +61,11 @@ class PriorSpec:
     def support(self) -> str:
         return PRIOR_FAMILIES[self.family][1]
 
+    def on_sd(self, kind: str) -> bool:
+        """Whether this prior, on a parameter of type ``kind``, is placed on a
+        standard deviation (a variance's prior is, unless written ``[var]``)."""
+        return kind == "variance" and self.scale != "var"
+
     def logpdf(self, x: np.ndarray) -> np.ndarray:
         """Log density at ``x`` (the same parameterization as the PyMC
         distribution the engines build; not for ``lkj``, see :func:`lkj_logpdf`)."""

@@ -84,10 +84,11 @@ def run_nuts(model, *, draws: int, tune: int, chains: int, random_seed: int | No
         warnings.filterwarnings("ignore", message=".*arviz.*migration.*")
         warnings.filterwarnings("ignore", category=FutureWarning)
         if backend == "numpyro":
-            if batched_linalg and parallel_chains and chains > 1 and _host_devices(chains) > 1:
+            devices = _host_devices(chains) if batched_linalg and parallel_chains and chains > 1 else 1
+            if devices > 1:
                 return _numpyro_in_parallel(model, draws=draws, tune=tune, chains=chains, random_seed=random_seed,
                                             target_accept=target_accept, progressbar=progressbar,
-                                            var_names=var_names, devices=_host_devices(chains))
+                                            var_names=var_names, devices=devices)
             return _numpyro(model, draws=draws, tune=tune, chains=chains, random_seed=random_seed,
                             target_accept=target_accept, progressbar=progressbar, var_names=var_names,
                             chain_method="sequential" if batched_linalg else "vectorized",

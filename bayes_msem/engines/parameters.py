@@ -67,11 +67,11 @@ def free_parameter_vector(spec: ModelSpec) -> pt.TensorVariable:
     for k, (name, kind, prior, start) in enumerate(zip(names, kinds, spec.priors, spec.starts)):
         if kind == "covariance":
             continue
-        if kind == "variance":
-            on_variance = prior.scale == "var"
-            rv = _distribution(f"{'var' if on_variance else 'sd'}[{name}]", prior,
-                               start if on_variance else np.sqrt(max(start, 0.0)))
-            values[k] = rv if on_variance else rv**2
+        if prior.on_sd(kind):
+            rv = _distribution(f"sd[{name}]", prior, np.sqrt(max(start, 0.0)))
+            values[k] = rv**2
+        elif kind == "variance":
+            values[k] = _distribution(f"var[{name}]", prior, start)
         else:
             values[k] = _distribution(name, prior, start)
     for b, block in enumerate(spec.covariance_blocks):
