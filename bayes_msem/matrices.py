@@ -34,12 +34,25 @@ import numpy as np
 
 from bayes_msem.partable import ParameterTable
 
-__all__ = ["LevelStructure", "level_structures", "level_moments", "NUMPY_BACKEND",
+__all__ = ["LevelStructure", "level_structures", "level_moments", "NUMPY_BACKEND", "jax_backend",
            "parameter_values", "observed_layout", "psd_root"]
 
 NUMPY_BACKEND = SimpleNamespace(inv=np.linalg.inv, eye=np.eye, cholesky=np.linalg.cholesky, solve=np.linalg.solve,
                                 concatenate=np.concatenate, zeros=np.zeros, log=np.log, sqrt=np.sqrt,
-                                solve_lower=np.linalg.solve, xp=np)
+                                solve_lower=np.linalg.solve, xp=np, asarray=np.asarray)
+
+
+def jax_backend() -> SimpleNamespace:
+    """The same array functions from JAX (float64), imported only when asked for."""
+    import jax
+    import jax.numpy as jnp
+    import jax.scipy.linalg as jsl
+
+    jax.config.update("jax_enable_x64", True)
+    return SimpleNamespace(inv=jnp.linalg.inv, eye=jnp.eye, cholesky=jnp.linalg.cholesky, solve=jnp.linalg.solve,
+                           concatenate=jnp.concatenate, zeros=jnp.zeros, log=jnp.log, sqrt=jnp.sqrt,
+                           solve_lower=lambda a, b: jsl.solve_triangular(a, b, lower=True), xp=jnp,
+                           asarray=jnp.asarray)
 
 
 @dataclass(frozen=True)

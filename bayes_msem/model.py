@@ -88,11 +88,15 @@ class Model:
         backend = choose_sampler(sampler)
         collapsed = self.engine == "collapsed"
         if collapsed:
-            from bayes_msem.engines.collapsed import build_collapsed_model as build
+            from bayes_msem.engines.collapsed import build_collapsed_model
+
+            pymc_model = build_collapsed_model(self.spec, jax_likelihood=backend == "numpyro")
         else:
-            from bayes_msem.engines.latent import build_latent_model as build
+            from bayes_msem.engines.latent import build_latent_model
+
+            pymc_model = build_latent_model(self.spec)
         var_names = ["parameters"] + (["cluster_effects"] if self.spec.table.two_level and not collapsed else [])
-        raw = run_nuts(build(self.spec), draws=draws, tune=tune, chains=chains, random_seed=random_seed,
+        raw = run_nuts(pymc_model, draws=draws, tune=tune, chains=chains, random_seed=random_seed,
                        sampler=backend, target_accept=target_accept, progressbar=progressbar, var_names=var_names,
                        batched_linalg=bool(self.spec.within.slopes), parallel_chains=collapsed)
         effects = None

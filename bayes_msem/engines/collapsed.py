@@ -33,10 +33,10 @@ from bayes_msem.engines import collapsed_supported
 from bayes_msem.engines.collapsed_slopes import draw_slope_cluster_effects, slopes_logp
 from bayes_msem.engines.latent import PYTENSOR_BACKEND, cluster_effect_names, mvn_logp_from_scatter
 from bayes_msem.engines.parameters import free_parameter_vector, parameter_names
-from bayes_msem.matrices import LevelMoments, level_moments, observed_layout, psd_root
+from bayes_msem.matrices import LevelMoments, jax_backend, level_moments, observed_layout, psd_root
 from bayes_msem.spec import ModelSpec
 
-__all__ = ["build_collapsed_model", "draw_cluster_effects", "two_level_logp"]
+__all__ = ["build_collapsed_model", "collapsed_logp", "draw_cluster_effects", "two_level_logp"]
 
 
 def _observation_covariance(within: LevelMoments, between: LevelMoments, n, layout, xp):
@@ -67,24 +67,38 @@ def _observation_residuals(data, stats, within: LevelMoments, between: LevelMome
     return residual, None
 
 
-def build_collapsed_model(spec: ModelSpec) -> pm.Model:
-    """Build the PyMC model of the collapsed engine."""
+def build_collapsed_model(spec: ModelSpec, jax_likelihood: bool = False) -> pm.Model:
+    """Build the PyMC model of the collapsed engine. With ``jax_likelihood``
+    the likelihood is traced by JAX directly and enters as one Op
+    (:mod:`.jax_likelihood`): what the numpyro sampler wants, as PyMC's own
+    translation of the PyTensor graph to JAX made the gradient 2.3x slower."""
     supported, why = collapsed_supported(spec)
     if not supported:
         raise ValueError(f"the collapsed engine does not apply: {why}")
-    stats = cluster_mean_statistics(spec.data)
-    layout = observed_layout(spec.table, spec.within, spec.between)
     coords = {"parameter": parameter_names(spec)}
     with pm.Model(coords=coords) as model:
         theta = free_parameter_vector(spec)
         pm.Deterministic("parameters", theta, dims="parameter")
-        if spec.within.slopes:
-            pm.Potential("loglik", slopes_logp(spec, theta))
-            return model
-        within = level_moments(theta, spec.within, PYTENSOR_BACKEND)
-        between = level_moments(theta, spec.between, PYTENSOR_BACKEND)
-        pm.Potential("loglik", two_level_logp(spec.data, stats, within, between, layout))
+        if jax_likelihood:
+            from bayes_msem.engines.jax_likelihood import JaxLogLikelihood
+
+            backend = jax_backend()
+            loglik = JaxLogLikelihood(lambda values: collapsed_logp(spec, values, backend))(theta)
+        else:
+            loglik = collapsed_logp(spec, theta, PYTENSOR_BACKEND)
+        pm.Potential("loglik", loglik)
     return model
+
+
+def collapsed_logp(spec: ModelSpec, theta, backend):
+    """log p(Y, z | theta) with every cluster effect integrated out, in
+    ``backend``: by cluster sizes without random slopes, by clusters with them."""
+    if spec.within.slopes:
+        return slopes_logp(spec, theta, backend)
+    within = level_moments(theta, spec.within, backend)
+    between = level_moments(theta, spec.between, backend)
+    layout = observed_layout(spec.table, spec.within, spec.between)
+    return two_level_logp(spec.data, cluster_mean_statistics(spec.data), within, between, layout, backend)
 
 
 def two_level_logp(data, stats, within, between, layout, backend=PYTENSOR_BACKEND):

@@ -39,7 +39,8 @@ __all__ = ["PYTENSOR_BACKEND", "build_latent_model", "cluster_effect_names", "cl
 
 PYTENSOR_BACKEND = SimpleNamespace(inv=pt.linalg.inv, eye=pt.eye, cholesky=pt.linalg.cholesky, solve=pt.linalg.solve,
                                    concatenate=pt.concatenate, zeros=pt.zeros, log=pt.log, sqrt=pt.sqrt,
-                                   solve_lower=lambda a, b: pt.linalg.solve_triangular(a, b, lower=True), xp=pt)
+                                   solve_lower=lambda a, b: pt.linalg.solve_triangular(a, b, lower=True), xp=pt,
+                                   asarray=pt.as_tensor_variable)
 
 
 def mvn_logp_from_scatter(sum_squares, n, Sigma, backend=PYTENSOR_BACKEND):
