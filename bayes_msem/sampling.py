@@ -84,8 +84,8 @@ def run_nuts(model, *, draws: int, tune: int, chains: int, random_seed: int | No
         warnings.filterwarnings("ignore", message=".*arviz.*migration.*")
         warnings.filterwarnings("ignore", category=FutureWarning)
         if backend == "numpyro":
-            devices = _host_devices(chains) if batched_linalg and parallel_chains and chains > 1 else 1
-            if devices > 1:
+            devices = _host_devices(chains)  # asked for at every fit: JAX fixes the count when it starts
+            if batched_linalg and parallel_chains and chains > 1 and devices > 1:
                 return _numpyro_in_parallel(model, draws=draws, tune=tune, chains=chains, random_seed=random_seed,
                                             target_accept=target_accept, progressbar=progressbar,
                                             var_names=var_names, devices=devices)
@@ -112,14 +112,19 @@ def _numpyro(model, *, draws, tune, chains, random_seed, target_accept, progress
 
 def _host_devices(chains: int) -> int:
     """CPU devices JAX has for parallel chains. Before JAX starts, ask XLA for
-    one per core (up to ``chains``), as ``numpyro.set_host_device_count`` does;
-    once JAX has started, the count it started with stays."""
+    one per chain (at least one per core), as ``numpyro.set_host_device_count``
+    does; once JAX has started, the count it started with stays.
+
+    One device per chain, even beyond the cores, runs all chains in one group,
+    so the sampler is compiled once: 4 chains of the 500-cluster mediation on 2
+    cores took 23.5 s as one group of 4 against 28.8 s as two groups of 2 (each
+    group compiled its own sampler); at 5000 clusters both took 133 s."""
     from jax._src import xla_bridge
 
     if not xla_bridge.backends_are_initialized():
         import numpyro
 
-        numpyro.set_host_device_count(max(1, min(chains, os.cpu_count() or 1)))
+        numpyro.set_host_device_count(max(chains, os.cpu_count() or 1))
     import jax
 
     return jax.local_device_count()
