@@ -1,8 +1,9 @@
 """Stage 6: NUTS through PyMC with the fastest backend that is installed.
 
 ``sampler="auto"`` uses numpyro (JAX) when it can be imported and PyMC's own
-NUTS otherwise. numpyro runs the chains vectorized (vmap) on one device, or one
-after another for models with random slopes (see run_nuts).
+NUTS otherwise. numpyro runs the chains vectorized (vmap) on one device, or, for
+models with random slopes, one after another (latent engine) or in parallel on
+one device per chain (collapsed engine); see run_nuts.
 Heavy modules are imported here, inside functions, so that importing
 bayes_msem and its command line stay fast.
 """
@@ -68,7 +69,7 @@ def run_nuts(model, *, draws: int, tune: int, chains: int, random_seed: int | No
     ``batched_linalg``: the log-density factors one small matrix per cluster
     (random slopes). vmapping such a gradient over 4 chains cost 3.5 ms against
     0.6 ms for one chain (500 clusters), so numpyro runs these chains one after
-    another or, with ``parallel_chains``, in parallel on the cores
+    another or, with ``parallel_chains``, in parallel, one JAX device per chain
     (:func:`_numpyro_in_parallel`). Parallel chains help the collapsed engine
     (random-slope mediation at 100 x 20: 38.3 -> 26.7 s) and hurt the latent
     one, whose per-row operations XLA already spreads over the cores (500 x 20:
