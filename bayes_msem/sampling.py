@@ -3,7 +3,7 @@
 ``sampler="auto"`` uses numpyro (JAX) when it can be imported and PyMC's own
 NUTS otherwise. numpyro runs the chains vectorized (vmap) on one device, or, for
 models with random slopes, one after another (latent engine) or in parallel on
-one device per chain (collapsed engine); see run_nuts.
+one JAX device per core (collapsed engine); see run_nuts.
 Heavy modules are imported here, inside functions, so that importing
 bayes_msem and its command line stay fast.
 """
@@ -12,9 +12,8 @@ from __future__ import annotations
 
 import importlib.util
 import os
+import sys
 import warnings
-
-import numpy as np
 
 __all__ = ["SAMPLERS", "choose_sampler", "run_nuts"]
 
@@ -69,8 +68,8 @@ def run_nuts(model, *, draws: int, tune: int, chains: int, random_seed: int | No
     ``batched_linalg``: the log-density factors one small matrix per cluster
     (random slopes). vmapping such a gradient over 4 chains cost 3.5 ms against
     0.6 ms for one chain (500 clusters), so numpyro runs these chains one after
-    another or, with ``parallel_chains``, in parallel, one JAX device per chain
-    (:func:`_numpyro_in_parallel`). Parallel chains help the collapsed engine
+    another or, with ``parallel_chains``, in parallel on the cores, one JAX
+    device per core (:func:`parallel_layout`). Parallel chains help the collapsed engine
     (random-slope mediation at 100 x 20: 38.3 -> 26.7 s) and hurt the latent
     one, whose per-row operations XLA already spreads over the cores (500 x 20:
     72.5 -> 144.8 s). For models without random slopes vmap over chains is the
@@ -85,15 +84,17 @@ def run_nuts(model, *, draws: int, tune: int, chains: int, random_seed: int | No
         warnings.filterwarnings("ignore", message=".*arviz.*migration.*")
         warnings.filterwarnings("ignore", category=FutureWarning)
         if backend == "numpyro":
-            devices = _host_devices(chains)  # asked for at every fit: JAX fixes the count when it starts
-            if batched_linalg and parallel_chains and chains > 1 and devices > 1:
-                return _numpyro_in_parallel(model, draws=draws, tune=tune, chains=chains, random_seed=random_seed,
-                                            target_accept=target_accept, progressbar=progressbar,
-                                            var_names=var_names, devices=devices)
+            chain_method = "sequential" if batched_linalg else "vectorized"
+            if batched_linalg and parallel_chains and chains > 1:
+                chain_method = _parallel_chain_method(chains, _host_devices())
+                if progressbar and callable(chain_method):
+                    # numpyro draws no progress bars for a chain_method of its own
+                    warnings.filterwarnings("ignore", message="Disabling progress bar")
+                    print(f"Sampling {chains} chains on {os.cpu_count()} cores (numpyro shows no progress bar when "
+                          "there are more chains than cores)...", file=sys.stderr)
             return _numpyro(model, draws=draws, tune=tune, chains=chains, random_seed=random_seed,
                             target_accept=target_accept, progressbar=progressbar, var_names=var_names,
-                            chain_method="sequential" if batched_linalg else "vectorized",
-                            starts=jittered_starts(model, chains, random_seed))
+                            chain_method=chain_method, starts=jittered_starts(model, chains, random_seed))
         if backend == "nutpie":
             return pm.sample(nuts_sampler="nutpie", **kwargs)
         return pm.sample(cores=min(chains, os.cpu_count() or 1), **kwargs)
@@ -111,51 +112,59 @@ def _numpyro(model, *, draws, tune, chains, random_seed, target_accept, progress
                                compute_convergence_checks=False, idata_kwargs={"log_likelihood": False})
 
 
-def _host_devices(chains: int) -> int:
-    """CPU devices JAX has for parallel chains. Before JAX starts, ask XLA for
-    one per chain (at least one per core), as ``numpyro.set_host_device_count``
-    does; once JAX has started, the count it started with stays.
+def _parallel_chain_method(chains: int, devices: int):
+    """numpyro's ``chain_method`` for chains in parallel on this machine's cores."""
+    used = parallel_layout(chains, devices, os.cpu_count() or 1)
+    if used == 1:
+        return "sequential"
+    if used == chains:
+        return "parallel"  # one device per chain: numpyro's own method, with its progress bars
+    return chains_per_device(used)
 
-    One device per chain, even beyond the cores, runs all chains in one group,
-    so the sampler is compiled once: 4 chains of the 500-cluster mediation on 2
-    cores took 23.5 s as one group of 4 against 28.8 s as two groups of 2 (each
-    group compiled its own sampler); at 5000 clusters both took 133 s."""
+
+def _host_devices() -> int:
+    """CPU devices JAX has for parallel chains. Before JAX starts, ask XLA for
+    one per core, as ``numpyro.set_host_device_count`` does; once JAX has
+    started, the count it started with stays."""
     from jax._src import xla_bridge
 
     if not xla_bridge.backends_are_initialized():
         import numpyro
 
-        numpyro.set_host_device_count(max(chains, os.cpu_count() or 1))
+        numpyro.set_host_device_count(os.cpu_count() or 1)
     import jax
 
     return jax.local_device_count()
 
 
-def _numpyro_in_parallel(model, *, draws, tune, chains, random_seed, target_accept, progressbar, var_names,
-                         devices: int):
-    """Chains on several cores: groups of ``devices`` chains, each group run in
-    parallel (pmap), the groups one after another, joined along ``chain``.
-    For models whose gradient factors one small matrix per cluster, where
-    vmapping over chains is slow (see :func:`run_nuts`): 2 chains of the 500-
-    cluster mediation took 18.7 s in parallel against 30.0 s one after another."""
-    import xarray as xr
+def parallel_layout(chains: int, devices: int, cores: int) -> int:
+    """How many devices run the chains at once: the largest number that divides
+    ``chains`` and is at most the cores and the devices (1: one chain after
+    another).
 
-    from bayes_msem.results import _import_arviz
+    Never more than one device per core: with 4 devices on 2 cores the 5000-
+    cluster mediation's memory grew through sampling (about 110 kB per
+    iteration and chain at 2000 clusters; 4217 MiB peak at 5000), and 2
+    devices running 2 chains each took 2460 MiB in 145 s against 157 s."""
+    usable = max(1, min(devices, cores, chains))
+    return max(d for d in range(1, usable + 1) if chains % d == 0)
 
-    starts = jittered_starts(model, chains, random_seed)
-    parts = []
-    for group, first in enumerate(range(0, chains, devices)):
-        size = min(devices, chains - first)
-        seed = None if random_seed is None else random_seed + group
-        parts.append(_numpyro(model, draws=draws, tune=tune, chains=size, random_seed=seed,
-                              target_accept=target_accept, progressbar=progressbar, var_names=var_names,
-                              chain_method="parallel" if size > 1 else "sequential",
-                              starts=starts[first:first + size]))
-    groups = {}
-    for name in parts[0].groups():
-        datasets = [part[name] for part in parts]
-        if "chain" in datasets[0].dims:
-            groups[name] = xr.concat(datasets, dim="chain").assign_coords(chain=np.arange(chains))
-        else:
-            groups[name] = datasets[0]
-    return _import_arviz().InferenceData(**groups)
+
+def chains_per_device(devices: int):
+    """numpyro ``chain_method``: the chains split evenly over ``devices`` JAX
+    devices (pmap), each device running its share one after another
+    (``lax.map``). One compiled program runs all chains, and each chain keeps
+    the random key it would get from ``chain_method="parallel"``, so the draws
+    do not depend on the layout."""
+    import jax
+
+    def chain_method(single_chain):
+        def run(chain_args):
+            chains = jax.tree.leaves(chain_args)[0].shape[0]
+            by_device = jax.tree.map(lambda x: x.reshape(devices, chains // devices, *x.shape[1:]), chain_args)
+            out = jax.pmap(lambda share: jax.lax.map(single_chain, share))(by_device)
+            return jax.tree.map(lambda x: x.reshape(chains, *x.shape[2:]), out)
+
+        return run
+
+    return chain_method
