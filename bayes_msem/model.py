@@ -98,7 +98,8 @@ class Model:
         var_names = ["parameters"] + (["cluster_effects"] if self.spec.table.two_level and not collapsed else [])
         raw = run_nuts(pymc_model, draws=draws, tune=tune, chains=chains, random_seed=random_seed,
                        sampler=backend, target_accept=target_accept, progressbar=progressbar, var_names=var_names,
-                       batched_linalg=bool(self.spec.within.slopes), parallel_chains=collapsed)
+                       batched_linalg=bool(self.spec.within.slopes), parallel_chains=collapsed,
+                       n_clusters=self.spec.data.n_clusters)
         effects = None
         if collapsed:
             effects = self._collapsed_cluster_effects(raw.posterior["parameters"], random_seed)

@@ -62,7 +62,7 @@ def jittered_starts(model, chains: int, random_seed: int | None) -> list[dict]:
 
 def run_nuts(model, *, draws: int, tune: int, chains: int, random_seed: int | None, sampler: str,
              target_accept: float, progressbar: bool, var_names: list[str], batched_linalg: bool = False,
-             parallel_chains: bool = False):
+             parallel_chains: bool = False, n_clusters: int = 0):
     """Run NUTS on ``model`` and return ArviZ InferenceData with ``var_names`` in the posterior.
 
     ``batched_linalg``: the log-density factors one small matrix per cluster
@@ -73,7 +73,8 @@ def run_nuts(model, *, draws: int, tune: int, chains: int, random_seed: int | No
     (random-slope mediation at 100 x 20: 38.3 -> 26.7 s) and hurt the latent
     one, whose per-row operations XLA already spreads over the cores (500 x 20:
     72.5 -> 144.8 s). For models without random slopes vmap over chains is the
-    faster choice (Demo.twolevel: 24 s vectorized, 30 s sequential)."""
+    faster choice (Demo.twolevel: 24 s vectorized, 30 s sequential).
+    ``n_clusters`` sizes the memory parallel chains take (:func:`spare_device`)."""
     import pymc as pm
 
     backend = choose_sampler(sampler)
@@ -86,12 +87,13 @@ def run_nuts(model, *, draws: int, tune: int, chains: int, random_seed: int | No
         if backend == "numpyro":
             chain_method = "sequential" if batched_linalg else "vectorized"
             if batched_linalg and parallel_chains and chains > 1:
-                chain_method = _parallel_chain_method(chains, _host_devices())
+                spare = spare_device(n_clusters, chains, draws + tune)
+                chain_method = _parallel_chain_method(chains, _host_devices() - spare)
                 if progressbar and callable(chain_method):
                     # numpyro draws no progress bars for a chain_method of its own
                     warnings.filterwarnings("ignore", message="Disabling progress bar")
-                    print(f"Sampling {chains} chains on {os.cpu_count()} cores (numpyro shows no progress bar when "
-                          "there are more chains than cores)...", file=sys.stderr)
+                    print(f"Sampling {chains} chains, {chains // chain_method.devices} at a time on each of "
+                          f"{chain_method.devices} cores (numpyro shows no progress bar here)...", file=sys.stderr)
             return _numpyro(model, draws=draws, tune=tune, chains=chains, random_seed=random_seed,
                             target_accept=target_accept, progressbar=progressbar, var_names=var_names,
                             chain_method=chain_method, starts=jittered_starts(model, chains, random_seed))
@@ -112,8 +114,25 @@ def _numpyro(model, *, draws, tune, chains, random_seed, target_accept, progress
                                compute_convergence_checks=False, idata_kwargs={"log_likelihood": False})
 
 
+# Parallel chains that keep every JAX device busy hold on to memory until
+# sampling ends: about 50 bytes per cluster, chain and iteration (random-slope
+# mediation, 2 cores: 110 kB per chain and iteration at 2000 clusters; 4089 MiB
+# peak at 5000 x 20 against 2342 MiB with one device left idle, which took
+# 141 s instead of 118 s). Nothing grew with a device idle, so fits whose growth
+# would pass SPARE_DEVICE_ABOVE leave one idle; smaller ones keep the speed.
+GROWTH_PER_CLUSTER_ITERATION = 50  # bytes, per chain
+SPARE_DEVICE_ABOVE = 2**30  # bytes
+
+
+def spare_device(n_clusters: int, chains: int, iterations: int) -> int:
+    """1 when parallel chains on every device would hold more than
+    ``SPARE_DEVICE_ABOVE`` bytes by the end of sampling, else 0."""
+    return int(GROWTH_PER_CLUSTER_ITERATION * n_clusters * chains * iterations > SPARE_DEVICE_ABOVE)
+
+
 def _parallel_chain_method(chains: int, devices: int):
-    """numpyro's ``chain_method`` for chains in parallel on this machine's cores."""
+    """numpyro's ``chain_method`` for chains in parallel on this machine's
+    cores, on at most ``devices`` JAX devices."""
     used = parallel_layout(chains, devices, os.cpu_count() or 1)
     if used == 1:
         return "sequential"
@@ -124,14 +143,15 @@ def _parallel_chain_method(chains: int, devices: int):
 
 def _host_devices() -> int:
     """CPU devices JAX has for parallel chains. Before JAX starts, ask XLA for
-    one per core, as ``numpyro.set_host_device_count`` does; once JAX has
-    started, the count it started with stays."""
+    one per core, as ``numpyro.set_host_device_count`` does, and one more to
+    leave idle in large fits (:func:`spare_device`); once JAX has started, the
+    count it started with stays."""
     from jax._src import xla_bridge
 
     if not xla_bridge.backends_are_initialized():
         import numpyro
 
-        numpyro.set_host_device_count(os.cpu_count() or 1)
+        numpyro.set_host_device_count((os.cpu_count() or 1) + 1)
     import jax
 
     return jax.local_device_count()
@@ -142,10 +162,9 @@ def parallel_layout(chains: int, devices: int, cores: int) -> int:
     ``chains`` and is at most the cores and the devices (1: one chain after
     another).
 
-    Never more than one device per core: with 4 devices on 2 cores the 5000-
-    cluster mediation's memory grew through sampling (about 110 kB per
-    iteration and chain at 2000 clusters; 4217 MiB peak at 5000), and 2
-    devices running 2 chains each took 2460 MiB in 145 s against 157 s."""
+    Never more than one device per core: 4 devices on 2 cores (two chains
+    each would be one after another) ran the 500-cluster mediation in 23.0 s
+    against 19.1 s for 2 devices with 2 chains each."""
     usable = max(1, min(devices, cores, chains))
     return max(d for d in range(1, usable + 1) if chains % d == 0)
 
@@ -167,4 +186,5 @@ def chains_per_device(devices: int):
 
         return run
 
+    chain_method.devices = devices
     return chain_method

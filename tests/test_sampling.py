@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from bayes_msem.sampling import _host_devices, chains_per_device, parallel_layout
+from bayes_msem.sampling import _host_devices, chains_per_device, parallel_layout, spare_device
 
 
 @pytest.mark.parametrize("chains, devices, cores, expected", [
@@ -16,6 +16,14 @@ from bayes_msem.sampling import _host_devices, chains_per_device, parallel_layou
 ])
 def test_parallel_layout_never_puts_more_devices_than_cores_to_work(chains, devices, cores, expected):
     assert parallel_layout(chains, devices, cores) == expected
+
+
+def test_large_fits_leave_a_device_idle():
+    """At about 50 bytes per cluster, chain and iteration, 4 chains x 2000
+    iterations pass 1 GiB from about 2700 clusters on."""
+    assert spare_device(n_clusters=5000, chains=4, iterations=2000) == 1
+    assert spare_device(n_clusters=500, chains=4, iterations=2000) == 0
+    assert spare_device(n_clusters=5000, chains=4, iterations=400) == 0
 
 
 def test_chains_per_device_gives_each_chain_what_it_would_get_alone():
