@@ -90,6 +90,31 @@ def _check_columns(table: ParameterTable, data: pd.DataFrame, cluster: str | Non
                             "Convert it to numbers, or recode categories as 0/1 dummy variables.")
 
 
+def _cluster_codes(labels: pd.Series, cluster: str) -> tuple[np.ndarray, np.ndarray]:
+    """Code 0..J-1 of each row's cluster and the J labels, code k for ``labels[k]``.
+
+    Labels are sorted where they can be (numbers numerically, strings
+    alphabetically, categoricals in category order), else kept in order of
+    appearance. Every array with one row per cluster is in this code order,
+    so nothing downstream depends on how the rows are sorted.
+    """
+    try:
+        codes, uniques = pd.factorize(labels, sort=True)
+    except TypeError:  # labels of mixed types do not sort
+        codes, uniques = pd.factorize(labels, sort=False)
+    uniques = np.asarray(uniques, dtype=object)
+    if len(uniques) < 2:
+        raise DataError(f"cluster column {cluster!r} has only {len(uniques)} cluster; a two-level model "
+                        "needs many clusters (preferably 30 or more). Fit a single-level model instead.")
+    names = [str(u) for u in uniques]
+    if len(set(names)) < len(names):
+        clash = next(n for n in names if names.count(n) > 1)
+        raise DataError(f"cluster column {cluster!r} has distinct ids that read the same as text ({clash!r}, "
+                        "e.g. the number 1 and the string '1'); results name clusters by their text. "
+                        "Make the ids of one type.")
+    return codes.astype(int), uniques
+
+
 def _handle_missing(data: pd.DataFrame, used: list[str], missing: str) -> tuple[pd.DataFrame, int]:
     if missing not in MISSING_OPTIONS:
         raise ValueError(f"missing={missing!r} is not an option; use one of {MISSING_OPTIONS}")
@@ -108,7 +133,7 @@ def _handle_missing(data: pd.DataFrame, used: list[str], missing: str) -> tuple[
 
 
 def _check_between_constant(data: pd.DataFrame, names, cluster: str) -> None:
-    grouped = data.groupby(cluster, sort=False)[list(names)]
+    grouped = data.groupby(cluster, sort=False, observed=True)[list(names)]
     spread = grouped.max() - grouped.min()
     for name in names:
         scale = max(float(data[name].abs().max()), 1.0)
@@ -121,7 +146,7 @@ def _check_between_constant(data: pd.DataFrame, names, cluster: str) -> None:
 
 
 def _check_within_variation(data: pd.DataFrame, names, cluster: str) -> None:
-    spread = data.groupby(cluster, sort=False)[list(names)].agg(lambda s: s.max() - s.min()).max()
+    spread = data.groupby(cluster, sort=False, observed=True)[list(names)].agg(lambda s: s.max() - s.min()).max()
     for name in names:
         if spread[name] == 0:
             raise DataError(f"{name!r} is named at both levels but is constant within every cluster, so it has no "
@@ -137,7 +162,7 @@ def _add_centered_columns(table: ParameterTable, data: pd.DataFrame, cluster: st
     columns = {}
     for name, (source, suffix) in derived.items():
         values = data[source].astype(float)
-        means = values.groupby(data[cluster]).transform("mean") if cluster else values.mean()
+        means = values.groupby(data[cluster], observed=True).transform("mean") if cluster else values.mean()
         columns[name] = {".raw": values, ".cm": means, ".cwc": values - means}[suffix]
     return data.assign(**columns)
 
@@ -173,6 +198,7 @@ def prepare_data(table: ParameterTable, data: pd.DataFrame, cluster: str | None 
     if cluster is not None and cluster not in data.columns:
         raise DataError(f"cluster column {cluster!r} is not in the data.{_closest(cluster, data.columns)}")
     _check_columns(table, data, cluster)
+    data = data.reset_index(drop=True)  # row positions are the only index used from here on
     used = list(table.data_columns()) + ([cluster] if cluster else [])
     data, n_dropped = _handle_missing(data, used, missing)
     if len(data) == 0:
@@ -187,11 +213,7 @@ def prepare_data(table: ParameterTable, data: pd.DataFrame, cluster: str | None 
         cluster_index = np.zeros(len(data), dtype=int)
         cluster_labels = np.array(["all"], dtype=object)
     else:
-        codes, cluster_labels = pd.factorize(data[cluster], sort=True)
-        cluster_index = codes.astype(int)
-        if len(cluster_labels) < 2:
-            raise DataError(f"cluster column {cluster!r} has only {len(cluster_labels)} cluster; a two-level model "
-                            "needs many clusters (preferably 30 or more). Fit a single-level model instead.")
+        cluster_index, cluster_labels = _cluster_codes(data[cluster], cluster)
     within = table.level_roles(1 if table.two_level else 0)
     between_only_observed: tuple[str, ...] = ()
     between_covariates: tuple[str, ...] = ()
@@ -202,7 +224,9 @@ def prepare_data(table: ParameterTable, data: pd.DataFrame, cluster: str | None 
         _check_between_constant(data, between_only_observed + between_covariates, cluster)
         if table.both_level:
             _check_within_variation(data, table.both_level, cluster)
-    cluster_rows = data.groupby(cluster_index, sort=True).head(1) if cluster else data.iloc[:1]
+    # Row k of every level-2 array belongs to cluster code k, whatever the order of the rows:
+    # the first row of each cluster, in code order (np.unique sorts the codes).
+    cluster_rows = data.iloc[np.unique(cluster_index, return_index=True)[1]]
     as_array = lambda frame, names: frame[list(names)].to_numpy(dtype=float).reshape(len(frame), len(names))  # noqa: E731
     result = ClusterData(
         within_outcomes=as_array(data, within.observed),
