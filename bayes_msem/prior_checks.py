@@ -3,8 +3,9 @@ of posterior draws, and power-scaling sensitivity (Kallioinen et al. 2023).
 
 The priors are those the engines sample with (:mod:`bayes_msem.engines.parameters`):
 a variance row's prior is on its standard deviation unless written ``[var]``,
-and the covariances of a block of correlated variables come from one LKJ
-correlation matrix times the standard deviations. Densities and draws come
+and the covariances of a block of correlated variables come from one
+correlation matrix (LKJ, or patterned for a partial pattern) times the
+standard deviations. Densities and draws come
 from :meth:`~bayes_msem.priors.PriorSpec.logpdf` and ``.draw``, which the tests
 hold against PyMC's distributions.
 
@@ -22,7 +23,7 @@ import numpy as np
 import pandas as pd
 
 from bayes_msem.matrices import observed_layout
-from bayes_msem.priors import lkj_draw, lkj_logpdf
+from bayes_msem.priors import lkj_draw, lkj_logpdf, patterned_draw, patterned_logpdf
 from bayes_msem.simulate import draw_outcomes
 
 __all__ = ["prior_draws", "log_prior", "sample_prior_predictive", "powerscale_sensitivity", "SENSITIVITY_THRESHOLD"]
@@ -46,7 +47,8 @@ def prior_draws(spec, n: int, rng: np.random.Generator) -> np.ndarray:
         theta[:, k] = draws**2 if prior.on_sd(kind) else draws
     for block in spec.covariance_blocks:
         sd = _block_sds(spec, block, theta)
-        corr = lkj_draw(rng, len(block.nodes), block.eta, n)
+        corr = (lkj_draw(rng, len(block.nodes), block.eta, n) if block.pattern is None
+                else patterned_draw(rng, len(block.nodes), list(block.pattern), block.eta, n))
         for (i, j), free in block.free_index.items():
             theta[:, free - 1] = corr[:, i, j] * sd[:, i] * sd[:, j]
     return theta
@@ -72,7 +74,8 @@ def log_prior(spec, theta: np.ndarray) -> np.ndarray:
         corr = np.broadcast_to(np.eye(len(block.nodes)), (len(theta),) + (len(block.nodes),) * 2).copy()
         for (i, j), free in block.free_index.items():
             corr[:, i, j] = corr[:, j, i] = theta[:, free - 1] / (sd[:, i] * sd[:, j])
-        total += lkj_logpdf(corr, block.eta)
+        total += (lkj_logpdf(corr, block.eta) if block.pattern is None
+                  else patterned_logpdf(corr, list(block.pattern), block.eta))
     return total
 
 

@@ -23,7 +23,8 @@ from dataclasses import dataclass, replace
 
 import numpy as np
 
-__all__ = ["PriorSpec", "parse_prior", "DefaultPriors", "PRIOR_FAMILIES", "lkj_logpdf", "lkj_draw"]
+__all__ = ["PriorSpec", "parse_prior", "DefaultPriors", "PRIOR_FAMILIES", "lkj_logpdf", "lkj_draw",
+           "patterned_correlation", "patterned_logpdf", "patterned_draw"]
 
 # family -> (number of arguments, support) ; support "real", "positive", "unit", "corr"
 PRIOR_FAMILIES: dict[str, tuple[int, str]] = {
@@ -130,6 +131,72 @@ def lkj_draw(rng: np.random.Generator, n: int, eta: float, size: int) -> np.ndar
             remaining = remaining - L[:, row, col] ** 2
         L[:, row, row] = np.sqrt(remaining)
     return L @ np.swapaxes(L, 1, 2)
+
+
+# A patterned block's free factor entries are t(2, 0, 1/sqrt(2)): a lone correlation r = x / sqrt(1 + x^2)
+# is then uniform on (-1, 1), as under LKJ(1).
+PATTERN_T_DF, PATTERN_T_SCALE = 2.0, 1.0 / math.sqrt(2.0)
+
+
+def patterned_correlation(x, n: int, free: list[tuple[int, int]], xp=np):
+    """A correlation matrix with zeros outside ``free``, from unconstrained values.
+
+    ``free`` lists the pairs (i, j), i > j, whose correlation is free, in
+    row-major order; ``x`` (..., len(free)) are their values in a unit
+    lower-triangular factor B. Every other entry of B is set so that
+    (B B')_ij = 0, which needs only earlier entries:
+    B_ij = -sum_{k<j} B_ik B_jk. Then R = D^-1/2 B B' D^-1/2 with D = diag(B B')
+    has exactly the required zeros and is positive definite for every ``x``,
+    and every such R comes from one ``x`` (B is its Cholesky factor with rows
+    scaled to a unit diagonal): a bijection, so no boundary for the sampler.
+    Returns R and log det R = -sum_i log D_ii (det B B' = 1).
+    ``xp`` is NumPy or PyTensor's tensor module.
+    """
+    position = {pair: k for k, pair in enumerate(free)}
+    one, zero = xp.ones_like(x[..., 0]), xp.zeros_like(x[..., 0])
+    B = [[one if i == j else zero for j in range(n)] for i in range(n)]
+    for i in range(n):
+        for j in range(i):
+            if (i, j) in position:
+                B[i][j] = x[..., position[(i, j)]]
+            elif j > 0:
+                B[i][j] = -sum(B[i][k] * B[j][k] for k in range(j))
+    gram = [[sum(B[i][k] * B[j][k] for k in range(min(i, j) + 1)) for j in range(n)] for i in range(n)]
+    scale = [1.0 / xp.sqrt(gram[i][i]) for i in range(n)]
+    R = xp.stack([xp.stack([gram[i][j] * scale[i] * scale[j] for j in range(n)], axis=-1) for i in range(n)], axis=-2)
+    log_det = -sum(xp.log(gram[i][i]) for i in range(n))
+    return R, log_det
+
+
+def patterned_factor_values(corr: np.ndarray, free: list[tuple[int, int]]) -> np.ndarray:
+    """The inverse of :func:`patterned_correlation`: the free factor entries of
+    correlation matrices (..., n, n)."""
+    chol = np.linalg.cholesky(corr)
+    unit = chol / np.diagonal(chol, axis1=-2, axis2=-1)[..., :, None]
+    return np.stack([unit[..., i, j] for i, j in free], axis=-1)
+
+
+def patterned_logpdf(corr: np.ndarray, free: list[tuple[int, int]], eta: float) -> np.ndarray:
+    """Log prior of patterned correlation matrices on the scale it is placed on:
+    independent t(2, 0, 1/sqrt(2)) factor entries, times det(R)^(eta - 1)."""
+    from scipy import stats
+
+    x = patterned_factor_values(corr, free)
+    t = stats.t(PATTERN_T_DF, scale=PATTERN_T_SCALE).logpdf(x).sum(axis=-1)
+    return t + (eta - 1.0) * np.linalg.slogdet(corr)[1]
+
+
+def patterned_draw(rng: np.random.Generator, n: int, free: list[tuple[int, int]], eta: float,
+                   size: int) -> np.ndarray:
+    """``size`` draws from the patterned prior; for eta > 1 by rejection, as
+    det(R)^(eta - 1) <= 1."""
+    kept: list[np.ndarray] = []
+    while sum(len(k) for k in kept) < size:
+        x = PATTERN_T_SCALE * rng.standard_t(PATTERN_T_DF, size=(size, len(free)))
+        corr, log_det = patterned_correlation(x, n, free)
+        accept = np.log(rng.uniform(size=size)) < (eta - 1.0) * log_det
+        kept.append(corr[accept])
+    return np.concatenate(kept)[:size]
 
 
 def parse_prior(text: str) -> PriorSpec:

@@ -28,13 +28,15 @@ __all__ = ["ModelSpec", "build_spec", "CovarianceBlock"]
 
 @dataclass(frozen=True)
 class CovarianceBlock:
-    """Variables of one level whose residuals are freely correlated with each
-    other: sampled as one LKJ correlation matrix."""
+    """Variables of one level joined by free residual covariances: sampled as
+    one correlation matrix (LKJ when every pair covaries, else patterned)."""
 
     level: int
     nodes: tuple[int, ...]  # indices into the level's nodes
     free_index: dict  # (i, j) position in the block -> 1-based free index
     eta: float
+    # None: every pair covaries (an LKJ matrix); else the free pairs (i, j), i > j, of a partial pattern
+    pattern: tuple[tuple[int, int], ...] | None = None
 
 
 @dataclass(frozen=True)
@@ -149,16 +151,18 @@ def _connected_groups(n_nodes: int, edges: list[tuple[int, int]]) -> list[list[i
 
 
 def _covariance_blocks(table: ParameterTable, structures, priors) -> list[CovarianceBlock]:
+    """One block per group of variables joined by free residual covariances.
+
+    A block where every pair covaries is a full correlation matrix with an
+    LKJ prior; a partial pattern (the lavaan tutorial's ``y2 ~~ y4 + y6``,
+    ``y4 ~~ y8``, ...) is a patterned correlation matrix whose fixed pairs are
+    exactly zero (:func:`bayes_msem.priors.patterned_correlation`)."""
     rows = table.rows
     blocks = []
     for structure in structures:
         at = {name: i for i, name in enumerate(structure.nodes)}
         cov_rows = rows[(rows.level == structure.level) & (rows.kind == "covariance") & ~rows.exo]
-        fixed_nonzero = cov_rows[(cov_rows.free == 0) & (cov_rows.ustart != 0)]
-        if len(fixed_nonzero):
-            row = fixed_nonzero.iloc[0]
-            raise ModelSpecificationError(f"{row.lhs} ~~ {row.ustart}*{row.rhs}: covariances fixed at a non-zero "
-                                          "value are not supported yet (fix the correlation scale instead)")
+        _refuse_unsupported_covariances(cov_rows)
         free_rows = cov_rows[cov_rows.free > 0]
         edges = [(at[row.lhs], at[row.rhs]) for row in free_rows.itertuples()]
         for members in _connected_groups(len(structure.nodes), edges):
@@ -170,19 +174,33 @@ def _covariance_blocks(table: ParameterTable, structures, priors) -> list[Covari
                     etas.add(priors[row.free - 1].args[0])
             n = len(members)
             names = [structure.nodes[i] for i in members]
-            if len(free_index) != n * (n - 1) // 2:
-                raise ModelSpecificationError(
-                    f"the residual covariances among {', '.join(names)} at level {level_name(structure.level) or '1'} "
-                    "form a partial pattern; only blocks where every pair covaries freely are supported yet. "
-                    "Add the missing covariances or remove some.")
             if len(etas) > 1:
                 raise ModelSpecificationError(f"covariances among {', '.join(names)} have different lkj() priors; "
                                               "give them one lkj(eta)")
+            eta = etas.pop()
+            pattern = None
+            if len(free_index) != n * (n - 1) // 2:
+                pattern = tuple(sorted(((b, a) for a, b in free_index)))  # (i, j), i > j, row-major
+                if eta < 1:
+                    raise ModelSpecificationError(
+                        f"lkj({eta:g}) on the covariances among {', '.join(names)}: a partial pattern of covariances "
+                        "takes lkj(eta) with eta >= 1 (eta = 1 is the default)")
             if structure.fixed_zero_variance()[members].any():
                 raise ModelSpecificationError(f"a variable among {', '.join(names)} has its variance fixed at 0 "
                                               "but a free covariance")
-            blocks.append(CovarianceBlock(structure.level, tuple(members), free_index, etas.pop()))
+            blocks.append(CovarianceBlock(structure.level, tuple(members), free_index, eta, pattern))
     return blocks
+
+
+def _refuse_unsupported_covariances(cov_rows: pd.DataFrame) -> None:
+    """Covariances fixed at a non-zero value need a parameterisation that is
+    not built yet: say so, naming the row, rather than fit something else.
+    (Equality labels on covariances are refused by the parameter table.)"""
+    fixed_nonzero = cov_rows[(cov_rows.free == 0) & (cov_rows.ustart != 0)]
+    if len(fixed_nonzero):
+        row = fixed_nonzero.iloc[0]
+        raise ModelSpecificationError(f"{row.lhs} ~~ {row.ustart:g}*{row.rhs}: covariances fixed at a non-zero value "
+                                      "are not supported yet; free the covariance or fix it at 0")
 
 
 def build_spec(model: str | ParameterTable, data: pd.DataFrame, cluster: str | None = None,

@@ -2,6 +2,7 @@
 
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import pytest
 
@@ -20,47 +21,138 @@ dem60 ~ ind60
 dem65 ~ ind60 + dem60
 y1 ~~ y5"""
 
+# lavaan's tutorial SEM with its six residual covariances, a partial pattern (shared/reference)
+POLITICAL_DEMOCRACY_TUTORIAL = (Path(__file__).parents[1] / "models" / "political_democracy_sem.lavaan").read_text()
+
+# partial covariance patterns at both levels; lavaan reference in tests/data/make_lavaan_references.R
+DEMO_PARTIAL_COVARIANCES = """level: 1
+    fw =~ y1 + y2 + y3
+    fw ~ x1
+    y4 ~ x2
+    y5 ~ x3
+    y1 ~~ y4
+    y2 ~~ y5
+level: 2
+    fb =~ y1 + y2 + y3
+    fb ~ w1
+    y4 ~ w2
+    y2 ~~ y4
+    y3 ~~ y5
+"""
+
 POLITICAL_DEMOCRACY_PATH = """y1 ~ x1
 y5 ~ y1 + x1
 y6 ~ x1 + x2"""
 
 # Full runs as the issue asks: default priors, 4 chains x 1000 draws.
 FULL_RUN = dict(draws=1000, tune=1000, chains=4, random_seed=20261128, progressbar=False)
+# The shuffled, relabelled copies of the reference data sets (issue 12) use fewer draws.
+SHUFFLED_RUN = dict(FULL_RUN, draws=500, tune=500)
+
+
+def users_copy(data: pd.DataFrame, cluster: str | None, kind: str, seed: int) -> tuple[pd.DataFrame, dict]:
+    """The same data as a user might bring them: rows shuffled (the index
+    shuffled with them) and the cluster ids relabelled as ``kind``. Returns the
+    copy and the map from each old label (as text) to its new one (as text)."""
+    rng = np.random.default_rng(seed)
+    copy = data.iloc[rng.permutation(len(data))].copy()
+    if cluster is None:
+        return copy, {}
+    old = np.sort(data[cluster].unique())
+    new = {
+        "int": old,
+        "unsorted_int": rng.choice(10**6, size=len(old), replace=False),
+        # "c10" sorts before "c2": string order differs from the numeric one
+        "string": np.array([f"c{v}" for v in rng.permutation(len(old))], dtype=object),
+        "categorical": np.array([f"team {v}" for v in rng.permutation(len(old))], dtype=object),
+    }[kind]
+    mapping = dict(zip(old, new))
+    copy[cluster] = copy[cluster].map(mapping)
+    if kind == "categorical":
+        copy[cluster] = pd.Categorical(copy[cluster], categories=list(rng.permutation(new)))
+    return copy, {str(a): str(b) for a, b in mapping.items()}
+
+
+def shuffled(data: pd.DataFrame, cluster: str | None = None) -> tuple[pd.DataFrame, dict]:
+    """A reference data set as users bring them: rows shuffled, cluster ids
+    relabelled as strings whose order differs from the original one; with the
+    map from old to new labels (as text)."""
+    return users_copy(data, cluster, "string", seed=20261129)
+
+
+# Each reference fit, by name: (model text, data, cluster column, Model options, fit options).
+def _reference_fits() -> dict:
+    political_democracy = pd.read_csv(DATA / "political_democracy.csv")
+    return {
+        "demo": (bm.example_model("demo_twolevel"), bm.example_data("demo_twolevel"), "cluster", {}, {}),
+        # a near-zero between variance (y1) is a funnel for the latent engine
+        "demo_latent": (bm.example_model("demo_twolevel"), bm.example_data("demo_twolevel"), "cluster",
+                        {"engine": "latent"}, {"target_accept": 0.9}),
+        "ex9_6": (bm.example_model("mplus_ex9_6"), bm.example_data("mplus_ex9_6"), "clus", {}, {}),
+        "holzinger_swineford": (HOLZINGER_SWINEFORD_CFA, pd.read_csv(DATA / "holzinger_swineford.csv"), None, {}, {}),
+        "political_democracy_path": (POLITICAL_DEMOCRACY_PATH, political_democracy, None, {}, {}),
+        "political_democracy": (POLITICAL_DEMOCRACY_SEM, political_democracy, None, {}, {}),
+        "political_democracy_tutorial": (POLITICAL_DEMOCRACY_TUTORIAL, political_democracy, None, {}, {}),
+        "demo_partial_covariances": (DEMO_PARTIAL_COVARIANCES, bm.example_data("demo_twolevel"), "cluster", {}, {}),
+        "mediation": (bm.example_model("mediation_111_random_slopes"), bm.example_data("mediation_111_random_slopes"),
+                      "cluster", {"centering": {"m": "none"}}, {}),
+    }
+
+
+@pytest.fixture(scope="session", params=["as shipped", "shuffled"])
+def data_order(request) -> str:
+    """Every reference fit runs twice: on the data as shipped, and on a copy
+    with rows shuffled and cluster ids relabelled (fewer draws)."""
+    return request.param
+
+
+_fitted: dict = {}
+
+
+def reference_fit(name: str, order: str = "as shipped"):
+    """Fit reference model ``name`` once per session and data order."""
+    if (name, order) not in _fitted:
+        syntax, data, cluster, options, fit_options = _reference_fits()[name]
+        if order == "shuffled":
+            data = shuffled(data, cluster)[0]
+        model = bm.Model(syntax, data, cluster=cluster, **options)
+        _fitted[(name, order)] = model.fit(**(FULL_RUN if order == "as shipped" else SHUFFLED_RUN), **fit_options)
+    return _fitted[(name, order)]
 
 
 @pytest.fixture(scope="session")
 def demo_fit():
-    return bm.Model(bm.example_model("demo_twolevel"), bm.example_data("demo_twolevel"), cluster="cluster").fit(**FULL_RUN)
+    return reference_fit("demo")
 
 
 @pytest.fixture(scope="session")
 def demo_latent_fit():
-    model = bm.Model(bm.example_model("demo_twolevel"), bm.example_data("demo_twolevel"), cluster="cluster",
-                     engine="latent")
-    return model.fit(**FULL_RUN, target_accept=0.9)  # a near-zero between variance (y1) is a funnel here
-
-
-@pytest.fixture(scope="session")
-def ex9_6_fit():
-    return bm.Model(bm.example_model("mplus_ex9_6"), bm.example_data("mplus_ex9_6"), cluster="clus").fit(**FULL_RUN)
+    return reference_fit("demo_latent")
 
 
 @pytest.fixture(scope="session")
 def holzinger_swineford_fit():
-    data = pd.read_csv(DATA / "holzinger_swineford.csv")
-    return bm.Model(HOLZINGER_SWINEFORD_CFA, data).fit(**FULL_RUN)
-
-
-@pytest.fixture(scope="session")
-def political_democracy_path_fit():
-    data = pd.read_csv(DATA / "political_democracy.csv")
-    return bm.Model(POLITICAL_DEMOCRACY_PATH, data).fit(**FULL_RUN)
+    return reference_fit("holzinger_swineford")
 
 
 @pytest.fixture(scope="session")
 def political_democracy_fit():
-    data = pd.read_csv(DATA / "political_democracy.csv")
-    return bm.Model(POLITICAL_DEMOCRACY_SEM, data).fit(**FULL_RUN)
+    return reference_fit("political_democracy")
+
+
+@pytest.fixture(scope="session")
+def mediation_fit():
+    """The 1-1-1 random-slope mediation of the brms reference, collapsed engine."""
+    fit = reference_fit("mediation")
+    assert fit.info["engine"] == "collapsed"
+    return fit
+
+
+@pytest.fixture(scope="session")
+def mediation_latent_fit():
+    model = bm.Model(bm.example_model("mediation_111_random_slopes"), bm.example_data("mediation_111_random_slopes"),
+                     cluster="cluster", centering={"m": "none"}, engine="latent")
+    return model.fit(**FULL_RUN, target_accept=0.9)
 
 
 def simulate_small_two_level(seed: int = 11, clusters: int = 30, size: int = 8) -> pd.DataFrame:
@@ -92,19 +184,3 @@ def small_fit():
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # few draws: low-ESS warnings are expected here
         return bm.Model(SMALL_TWO_LEVEL, simulate_small_two_level(), cluster="school").fit(**QUICK_RUN)
-
-
-@pytest.fixture(scope="session")
-def mediation_fit():
-    """The 1-1-1 random-slope mediation of the brms reference, collapsed engine."""
-    model = bm.Model(bm.example_model("mediation_111_random_slopes"), bm.example_data("mediation_111_random_slopes"),
-                     cluster="cluster", centering={"m": "none"})
-    assert model.engine == "collapsed"
-    return model.fit(**FULL_RUN)
-
-
-@pytest.fixture(scope="session")
-def mediation_latent_fit():
-    model = bm.Model(bm.example_model("mediation_111_random_slopes"), bm.example_data("mediation_111_random_slopes"),
-                     cluster="cluster", centering={"m": "none"}, engine="latent")
-    return model.fit(**FULL_RUN, target_accept=0.9)

@@ -22,6 +22,9 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 import pytest
+from conftest import users_copy
+from engines.test_collapsed_slopes import LATENT_SLOPE, SLOPES, mediation_data
+from engines.test_latent import TWO_LEVEL, random_point, simulate_two_level
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -32,38 +35,12 @@ from bayes_msem.engines.latent import build_latent_model, cluster_effect_names
 from bayes_msem.matrices import NUMPY_BACKEND
 from bayes_msem.spec import build_spec
 
-from engines.test_collapsed_slopes import LATENT_SLOPE, SLOPES, mediation_data
-from engines.test_latent import TWO_LEVEL, random_point, simulate_two_level
-
-LABEL_KINDS = ("int", "unsorted_int", "string", "categorical")
+LABEL_KINDS = ("int", "unsorted_int", "string", "categorical")  # see users_copy in conftest.py
 
 
 def unequal(data: pd.DataFrame) -> pd.DataFrame:
     """Drop a few rows so that the clusters have different sizes."""
     return data.drop(index=[0, 1, 7, 20, 33]).reset_index(drop=True)
-
-
-def users_copy(data: pd.DataFrame, cluster: str | None, kind: str, seed: int) -> tuple[pd.DataFrame, dict]:
-    """The same data as a user might bring them: rows shuffled (the index
-    shuffled with them) and the cluster ids relabelled as ``kind``. Returns the
-    copy and the map from each old label (as text) to its new one (as text)."""
-    rng = np.random.default_rng(seed)
-    copy = data.iloc[rng.permutation(len(data))].copy()
-    if cluster is None:
-        return copy, {}
-    old = np.sort(data[cluster].unique())
-    new = {
-        "int": old,
-        "unsorted_int": rng.choice(10**6, size=len(old), replace=False),
-        # "c10" sorts before "c2": string order differs from the numeric one
-        "string": np.array([f"c{v}" for v in rng.permutation(len(old))], dtype=object),
-        "categorical": np.array([f"team {v}" for v in rng.permutation(len(old))], dtype=object),
-    }[kind]
-    mapping = dict(zip(old, new))
-    copy[cluster] = copy[cluster].map(mapping)
-    if kind == "categorical":
-        copy[cluster] = pd.Categorical(copy[cluster], categories=list(rng.permutation(new)))
-    return copy, {str(a): str(b) for a, b in mapping.items()}
 
 
 def label_order(original, copy, mapping: dict) -> np.ndarray:

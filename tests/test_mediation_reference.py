@@ -3,7 +3,8 @@
 Reference: shared/reference/mediation_111_brms_*.csv, brms 2.18 (Stan) on
 mediation_111_random_slopes.csv (150 clusters of 15) with
 `bf(m ~ x + (1 + x |p| cluster)) + bf(y ~ x + m + (1 + x + m |p| cluster)) +
-set_rescor(FALSE)`, default priors, 4 chains x 2000 draws. brms uses the raw m
+set_rescor(FALSE)`, default priors, 4 chains x 2000 draws. The fit also runs on a
+copy with rows shuffled and cluster ids relabelled (issue 12). brms uses the raw m
 as predictor of y, so the comparable model has centering={"m": "none"}, every
 random-effect covariance free, and the average indirect effect
 E[a_j b_j] = a*b + cov(a_j, b_j) (brms: `indirect_total`).
@@ -17,7 +18,9 @@ correlate >= 0.98 with brms's per-cluster posterior means.
 import numpy as np
 import pandas as pd
 import pytest
-from conftest import DATA
+from conftest import DATA, reference_fit, shuffled
+
+import bayes_msem as bm
 
 pytestmark = pytest.mark.slow
 
@@ -42,7 +45,8 @@ def brms_reference() -> pd.DataFrame:
     return pd.concat([summary, derived])
 
 
-def test_random_slope_mediation_matches_brms(mediation_fit):
+def test_random_slope_mediation_matches_brms(data_order):
+    mediation_fit = reference_fit("mediation", data_order)
     summary = mediation_fit.summary()
     summary = summary[(summary.level == "between") | (summary.op == ":=")]
     summary = summary.assign(rhs=summary.rhs.where(summary.op != ":=", "")).set_index(["lhs", "op", "rhs"])
@@ -71,11 +75,15 @@ def test_effects_find_the_average_indirect_effect(mediation_fit):
     assert found["p_direction"] == 1.0
 
 
-def test_cluster_specific_indirect_effects_match_brms(mediation_fit):
+def test_cluster_specific_indirect_effects_match_brms(data_order):
+    mediation_fit = reference_fit("mediation", data_order)
     ours = mediation_fit.cluster_effects()
     ours = ours[ours.variable == "x -> m -> y"].set_index("cluster")
     reference = pd.read_csv(DATA / "mediation_111_brms_cluster_indirect.csv")
     reference["cluster"] = reference["cluster"].astype(str)
+    if data_order == "shuffled":  # brms's clusters under the copy's labels
+        mapping = shuffled(bm.example_data("mediation_111_random_slopes"), "cluster")[1]
+        reference["cluster"] = reference["cluster"].map(mapping)
     merged = reference.join(ours, on="cluster", rsuffix="_ours")
     assert len(merged) == 150 and merged["mean_ours"].notna().all()
     assert np.corrcoef(merged["mean"], merged["mean_ours"])[0, 1] >= 0.98

@@ -114,3 +114,18 @@ def test_prior_predictive_of_a_random_slope_model():
     assert idata.prior_predictive["y"].shape == (1, 20, len(data))
     assert np.isfinite(idata.prior_predictive["y"].values).all()
     assert "a~~a" in idata.prior
+
+
+def test_prior_draws_of_a_partial_pattern_keep_its_zeros():
+    data = _regression_data()
+    spec = build_spec("y ~~ y2\ny2 ~~ y3", data)  # y ~~ y3 is fixed at 0
+    (block,) = spec.covariance_blocks
+    assert block.pattern is not None
+    theta = prior_draws(spec, 500, np.random.default_rng(5))
+    names = _parameter_names(spec)
+    assert "y~~y3" not in names and {"y~~y2", "y2~~y3"} <= set(names)
+    sd = np.sqrt(theta[:, [names.index(f"{v}~~{v}") for v in ("y", "y2", "y3")]])
+    r12 = theta[:, names.index("y~~y2")] / (sd[:, 0] * sd[:, 1])
+    r23 = theta[:, names.index("y2~~y3")] / (sd[:, 1] * sd[:, 2])
+    assert np.all(r12**2 + r23**2 < 1)  # positive definite with r13 = 0
+    assert np.isfinite(log_prior(spec, theta)).all()

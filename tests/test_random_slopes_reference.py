@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
-from conftest import DATA, FULL_RUN
+from conftest import DATA, FULL_RUN, SHUFFLED_RUN, shuffled
 
 import bayes_msem as bm
 
@@ -49,14 +49,24 @@ def cross_level_fits():
     return collapsed.fit(**FULL_RUN), latent.fit(**FULL_RUN)
 
 
-def test_cross_level_interaction_matches_lme4(cross_level_fits):
-    summary = cross_level_fits[0].summary().set_index(["lhs", "op", "rhs", "level"])
+@pytest.fixture(scope="module")
+def cross_level_shuffled_fit():
+    """The collapsed fit on a copy with rows shuffled and cluster ids relabelled (issue 12)."""
+    data = shuffled(pd.read_csv(DATA / "cross_level.csv"), "cluster")[0]
+    return bm.Model(CROSS_LEVEL, data, cluster="cluster").fit(**SHUFFLED_RUN)
+
+
+@pytest.mark.parametrize("order", ["as shipped", "shuffled"])
+def test_cross_level_interaction_matches_lme4(order, request):
+    fit = (request.getfixturevalue("cross_level_fits")[0] if order == "as shipped"
+           else request.getfixturevalue("cross_level_shuffled_fit"))
+    summary = fit.summary().set_index(["lhs", "op", "rhs", "level"])
     for key, (estimate, se) in LME4_FIXED.items():
         assert abs(summary.loc[key, "median"] - estimate) <= 0.35 * se, key
     for key, estimate in LME4_VARIANCES.items():
         # ML variance components have no SE in lme4; posterior medians sit within 15%
         assert summary.loc[key, "median"] == pytest.approx(estimate, rel=0.15), key
-    diagnostics = cross_level_fits[0].diagnostics()
+    diagnostics = fit.diagnostics()
     assert diagnostics["divergences"] == 0 and diagnostics["max_r_hat"] <= 1.01
 
 

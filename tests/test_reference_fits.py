@@ -8,6 +8,14 @@ Reference numbers:
   lavaan 0.6-14, `Rscript tests/data/make_lavaan_references.R`
   (cfa()/sem() with meanstructure = TRUE, ML).
 
+Every reference fit also runs on a copy of its data with the rows shuffled and
+the cluster ids relabelled as strings in another order (issue 12; 500 draws).
+- political_democracy_tutorial_sem_lavaan_ml.csv (shared/reference): lavaan's
+  tutorial SEM with six residual covariances in a partial pattern.
+- demo_twolevel_partial_covariances_lavaan_ml.csv: partial covariance patterns at
+  both levels of a two-level model on Demo.twolevel, lavaan 0.6-14
+  (tests/data/make_lavaan_references.R).
+
 Tolerances (issue 2): posterior median within 0.35 lavaan SE of the ML estimate
 for loadings, regressions and intercepts, within 0.6 SE for variances and
 covariances; R-hat <= 1.01; no divergences.
@@ -16,7 +24,7 @@ covariances; R-hat <= 1.01; no divergences.
 import numpy as np
 import pandas as pd
 import pytest
-from conftest import DATA
+from conftest import DATA, reference_fit, shuffled
 
 pytestmark = pytest.mark.slow
 
@@ -49,52 +57,65 @@ def check_convergence(result):
     assert diagnostics["max_r_hat"] <= 1.01, diagnostics["high_r_hat"]
 
 
-def test_demo_twolevel_matches_lavaan(demo_fit):
-    merged = compare_with_reference(demo_fit, "demo_twolevel_lavaan_ml.csv")
-    assert len(merged) == 20
-    check_convergence(demo_fit)
+# (reference fit in conftest.py, reference file, number of free rows compared or None)
+REFERENCES = [
+    ("demo", "demo_twolevel_lavaan_ml.csv", 20),
+    ("demo_latent", "demo_twolevel_lavaan_ml.csv", 20),
+    ("ex9_6", "mplus_ex9_6_ml.csv", 19),
+    ("holzinger_swineford", "holzinger_swineford_cfa_lavaan_ml.csv", None),
+    ("political_democracy", "political_democracy_sem_lavaan_ml.csv", None),
+    ("political_democracy_path", "political_democracy_path_lavaan_ml.csv", None),
+    # issue 12: partial covariance patterns (lavaan's tutorial SEM; both levels of a two-level model)
+    ("political_democracy_tutorial", "political_democracy_tutorial_sem_lavaan_ml.csv", 31),
+    ("demo_partial_covariances", "demo_twolevel_partial_covariances_lavaan_ml.csv", 34),
+]
 
 
-def test_mplus_ex9_6_matches_mplus(ex9_6_fit):
-    merged = compare_with_reference(ex9_6_fit, "mplus_ex9_6_ml.csv")
-    assert len(merged) == 19
-    check_convergence(ex9_6_fit)
+@pytest.mark.parametrize("name, reference, n_rows", REFERENCES, ids=[r[0] for r in REFERENCES])
+def test_matches_reference(name, reference, n_rows, data_order):
+    """Each reference fit on the data as shipped and on a shuffled, relabelled copy."""
+    fit = reference_fit(name, data_order)
+    merged = compare_with_reference(fit, reference)
+    if n_rows is not None:
+        assert len(merged) == n_rows
+    check_convergence(fit)
 
 
-def test_holzinger_swineford_cfa_matches_lavaan(holzinger_swineford_fit):
-    compare_with_reference(holzinger_swineford_fit, "holzinger_swineford_cfa_lavaan_ml.csv")
-    check_convergence(holzinger_swineford_fit)
-
-
-def test_political_democracy_sem_matches_lavaan(political_democracy_fit):
-    compare_with_reference(political_democracy_fit, "political_democracy_sem_lavaan_ml.csv")
-    check_convergence(political_democracy_fit)
-
-
-def test_political_democracy_path_analysis_matches_lavaan(political_democracy_path_fit):
-    merged = compare_with_reference(political_democracy_path_fit, "political_democracy_path_lavaan_ml.csv")
+def test_path_analysis_has_lavaans_outcome_covariance():
+    merged = compare_with_reference(reference_fit("political_democracy_path"), "political_democracy_path_lavaan_ml.csv")
     assert ("y5", "~~", "y6") in set(zip(merged.lhs, merged.op, merged.rhs))  # lavaan's auto.cov.y
-    check_convergence(political_democracy_path_fit)
 
 
-def test_cluster_effects_track_observed_cluster_means(demo_fit):
+def test_cluster_effects_track_observed_cluster_means(data_order):
     """Latent cluster means shrink towards the grand mean but follow the observed
     cluster means: an independent check of the between part."""
     from bayes_msem import example_data
 
     data = example_data("demo_twolevel")
+    if data_order == "shuffled":
+        data = shuffled(data, "cluster")[0]
     observed = data.groupby("cluster").y1.mean()
-    estimates = demo_fit.cluster_effects()
+    observed.index = observed.index.astype(str)
+    estimates = reference_fit("demo", data_order).cluster_effects()
     y1 = estimates[estimates.variable == "y1"].set_index("cluster")["mean"]
-    y1.index = y1.index.astype(int)
     assert y1.corr(observed.loc[y1.index]) > 0.9
     assert y1.std() < observed.std()  # shrinkage
 
 
-def test_demo_latent_engine_matches_lavaan(demo_latent_fit):
-    assert demo_latent_fit.info["engine"] == "latent"
-    compare_with_reference(demo_latent_fit, "demo_twolevel_lavaan_ml.csv")
-    check_convergence(demo_latent_fit)
+def test_cluster_effects_keep_their_labels_after_a_shuffle():
+    """Each cluster's posterior means, looked up by label, agree before and
+    after the shuffle within Monte Carlo error (mispaired clusters would differ
+    by about a posterior SD)."""
+    from bayes_msem import example_data
+
+    mapping = shuffled(example_data("demo_twolevel"), "cluster")[1]
+    before = reference_fit("demo").cluster_effects().set_index(["cluster", "variable"])
+    after = reference_fit("demo", "shuffled").cluster_effects()
+    after["cluster"] = after["cluster"].map({new: old for old, new in mapping.items()})
+    after = after.set_index(["cluster", "variable"]).loc[before.index]
+    gap = (after["mean"] - before["mean"]).abs() / before["sd"]
+    assert gap.max() < 0.25, gap.sort_values().tail()
+    assert (after["size"] == before["size"]).all()
 
 
 def test_both_engines_give_the_same_posterior(demo_fit, demo_latent_fit):

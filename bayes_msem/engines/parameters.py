@@ -3,9 +3,10 @@ values on the parameter table's scale (variances, covariances), which every
 engine feeds to :func:`bayes_msem.matrices.level_moments`.
 
 Variances are sampled as standard deviations (or as variances where the prior
-says ``[var]``); covariances as correlations, one LKJ matrix per block of freely
-correlated variables, so every covariance matrix is positive definite by
-construction.
+says ``[var]``); covariances as correlations, one matrix per block of
+variables joined by free covariances (LKJ where every pair covaries, a
+patterned matrix with exact zeros for a partial pattern), so every covariance
+matrix is positive definite by construction.
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ import pymc as pm
 import pytensor.tensor as pt
 
 from bayes_msem.partable import level_name
-from bayes_msem.priors import PriorSpec
+from bayes_msem.priors import PATTERN_T_DF, PATTERN_T_SCALE, PriorSpec, patterned_correlation
 from bayes_msem.spec import ModelSpec
 
 __all__ = ["free_parameter_vector", "parameter_names"]
@@ -78,7 +79,11 @@ def free_parameter_vector(spec: ModelSpec) -> pt.TensorVariable:
         structure = spec.structure(block.level)
         variances = pt.diag(structure.S.fill(_partial_vector(values, structure)))
         n = len(block.nodes)
-        corr = lkj_correlation(f"corr[block{b}|{level_name(block.level) or 'single'}]", n, block.eta)
+        name = f"corr[block{b}|{level_name(block.level) or 'single'}]"
+        if block.pattern is None:
+            corr = lkj_correlation(name, n, block.eta)
+        else:
+            corr = patterned_correlation_rv(name, n, block.pattern, block.eta)
         for (i, j), free in block.free_index.items():
             sd_i = pt.sqrt(variances[block.nodes[i]])
             sd_j = pt.sqrt(variances[block.nodes[j]])
@@ -124,6 +129,17 @@ def lkj_correlation(name: str, n: int, eta: float) -> pt.TensorVariable:
     L, log_jacobian, half_log_det = lkj_cholesky(z, n)
     pm.Potential(f"{name}_prior", (eta - 1.0) * 2.0 * half_log_det + log_jacobian)
     return L @ L.T
+
+
+def patterned_correlation_rv(name: str, n: int, pattern, eta: float) -> pt.TensorVariable:
+    """An n x n correlation matrix that is zero outside ``pattern`` (see
+    :func:`bayes_msem.priors.patterned_correlation`): its free factor entries
+    are t(2, 0, 1/sqrt(2)), times det(R)^(eta - 1) where eta is not 1."""
+    x = pm.StudentT(f"{name}_factor", nu=PATTERN_T_DF, mu=0.0, sigma=PATTERN_T_SCALE, shape=(len(pattern),))
+    corr, log_det = patterned_correlation(x, n, list(pattern), xp=pt)
+    if eta != 1.0:
+        pm.Potential(f"{name}_prior", (eta - 1.0) * log_det)
+    return corr
 
 
 def _partial_vector(values: list, structure) -> pt.TensorVariable:

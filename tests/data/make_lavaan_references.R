@@ -43,3 +43,22 @@ m <- ' y1 ~ x1
 f <- sem(m, pd, meanstructure=TRUE)
 write.csv(parameterEstimates(f)[,c("lhs","op","rhs","est","se")], "political_democracy_path_lavaan_ml.csv", row.names=FALSE)
 print(parameterEstimates(f)[,c("lhs","op","rhs","est","se")])
+# two-level model with partial covariance patterns at both levels (issue 12), lavaan 0.6-14:
+# writes demo_twolevel_partial_covariances_lavaan_ml.csv (logL -20123.583)
+m5 <- 'level: 1
+    fw =~ y1 + y2 + y3
+    fw ~ x1
+    y4 ~ x2
+    y5 ~ x3
+    y1 ~~ y4
+    y2 ~~ y5
+level: 2
+    fb =~ y1 + y2 + y3
+    fb ~ w1
+    y4 ~ w2
+    y2 ~~ y4
+    y3 ~~ y5
+'
+f5 <- sem(m5, Demo.twolevel, cluster = "cluster")
+write.csv(parameterEstimates(f5)[, c("lhs", "op", "rhs", "level", "est", "se")],
+          "demo_twolevel_partial_covariances_lavaan_ml.csv", row.names = FALSE)

@@ -26,3 +26,48 @@ def test_lkj_jacobian_matches_autodiff(n):
         assert np.linalg.eigvalsh(corr).min() > 0
         assert log_j == pytest.approx(np.log(abs(np.linalg.det(jacobian(point)))), rel=1e-9)
         assert 2 * half == pytest.approx(np.linalg.slogdet(corr)[1], rel=1e-9)
+
+
+# A partial pattern (issue 12): free pairs (1,0), (2,0), (3,1), (3,2); (2,1) and (3,0) fixed at 0.
+PATTERN = [(1, 0), (2, 0), (3, 1), (3, 2)]
+
+
+def test_patterned_correlation_has_exact_zeros_and_is_positive_definite():
+    from bayes_msem.priors import patterned_correlation, patterned_factor_values
+
+    x = np.random.default_rng(1).normal(scale=2.0, size=(200, len(PATTERN)))
+    corr, log_det = patterned_correlation(x, 4, PATTERN)
+    np.testing.assert_allclose(np.diagonal(corr, axis1=1, axis2=2), 1.0)
+    np.testing.assert_allclose(corr[:, 2, 1], 0.0, atol=1e-15)
+    np.testing.assert_allclose(corr[:, 3, 0], 0.0, atol=1e-15)
+    assert np.linalg.eigvalsh(corr).min() > 0
+    np.testing.assert_allclose(log_det, np.linalg.slogdet(corr)[1], rtol=1e-10)
+    np.testing.assert_allclose(patterned_factor_values(corr, PATTERN), x, rtol=1e-8)  # one x per matrix
+
+
+def test_patterned_correlation_in_pytensor_equals_numpy():
+    from bayes_msem.priors import patterned_correlation
+
+    x = pt.vector("x")
+    corr, log_det = patterned_correlation(x, 4, PATTERN, xp=pt)
+    point = np.array([0.3, -1.2, 0.8, 2.0])
+    values = pytensor.function([x], [corr, log_det])(point)
+    expected = patterned_correlation(point, 4, PATTERN)
+    np.testing.assert_allclose(values[0], expected[0], rtol=1e-12)
+    assert values[1] == pytest.approx(expected[1], rel=1e-12)
+
+
+def test_patterned_prior_of_a_lone_correlation_is_uniform_as_lkj1():
+    from scipy import stats
+
+    from bayes_msem.priors import patterned_draw, patterned_logpdf
+
+    draws = patterned_draw(np.random.default_rng(2), 2, [(1, 0)], 1.0, 20000)[:, 1, 0]
+    assert stats.kstest(draws, stats.uniform(-1, 2).cdf).pvalue > 0.01
+    # eta > 1 by rejection: LKJ(3) on a 2x2 matrix is Beta(3, 3) on (r + 1) / 2
+    draws = patterned_draw(np.random.default_rng(3), 2, [(1, 0)], 3.0, 20000)[:, 1, 0]
+    assert stats.kstest((draws + 1) / 2, stats.beta(3, 3).cdf).pvalue > 0.01
+    corr = np.array([[[1.0, 0.5], [0.5, 1.0]], [[1.0, 0.0], [0.0, 1.0]]])
+    x = np.array([0.5 / np.sqrt(0.75), 0.0])
+    expected = stats.t(2, scale=1 / np.sqrt(2)).logpdf(x)
+    np.testing.assert_allclose(patterned_logpdf(corr, [(1, 0)], 1.0), expected)
