@@ -153,6 +153,23 @@ def _check_within_variation(data: pd.DataFrame, names, cluster: str) -> None:
                             "within part. Name it only in the between (level 2) block.")
 
 
+# Rhemtulla, Brosseau-Liard & Savalei (2012): with five or more categories a normal model does well
+FEW_VALUES = 4
+
+
+def _warn_discrete_outcomes(data: pd.DataFrame, names) -> None:
+    """Warn, naming the column, when a modelled outcome or indicator takes only
+    a few integer values (0/1, a 3-point scale): it is modelled as normal."""
+    for name in names:
+        distinct = np.unique(data[name].to_numpy(dtype=float))
+        if len(distinct) <= FEW_VALUES and np.array_equal(distinct, np.round(distinct)):
+            shown = ", ".join(f"{v:g}" for v in distinct)
+            warnings.warn(f"{name!r} takes only {len(distinct)} integer values ({shown}) but is modelled as a "
+                          "continuous (normal) variable; categorical (probit) outcomes are not supported yet, so "
+                          "read its estimates as those of a linear probability or linear scale model.",
+                          UserWarning, stacklevel=4)
+
+
 def _add_centered_columns(table: ParameterTable, data: pd.DataFrame, cluster: str | None) -> pd.DataFrame:
     """Columns for centered predictors (``x.cwc``, ``x.cm``, ``m.raw``), computed
     after incomplete rows are dropped so that cluster means use the rows the model uses."""
@@ -215,6 +232,7 @@ def prepare_data(table: ParameterTable, data: pd.DataFrame, cluster: str | None 
     else:
         cluster_index, cluster_labels = _cluster_codes(data[cluster], cluster)
     within = table.level_roles(1 if table.two_level else 0)
+    _warn_discrete_outcomes(data, [n for n in within.observed + table.between_outcomes if n not in table.derived])
     between_only_observed: tuple[str, ...] = ()
     between_covariates: tuple[str, ...] = ()
     if table.two_level:

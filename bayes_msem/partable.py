@@ -16,8 +16,9 @@ conditions on it, as lavaan's ``fixed.x = TRUE``.
 Example
 -------
 >>> table = build_partable(parse_model("f =~ y1 + y2 + y3"))
->>> table.rows.loc[0, ["lhs", "op", "rhs", "free", "ustart"]].tolist()
-['f', '=~', 'y1', 0, 1.0]
+>>> row = table.rows.loc[0]
+>>> row.lhs, row.op, row.rhs, int(row.free), float(row.ustart)
+('f', '=~', 'y1', 0, 1.0)
 """
 
 from __future__ import annotations

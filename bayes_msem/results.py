@@ -163,9 +163,12 @@ class FitResult:
 
     def standardized(self) -> pd.DataFrame:
         """Standardized solution (lavaan's ``std.all``) per level: posterior mean,
-        sd, median and 95% interval of each standardized parameter."""
+        sd, median and 95% interval of each standardized parameter. In a
+        random-slope model, within-level rows that involve a variable whose
+        variance depends on the slopes are NaN, with a warning."""
         from bayes_msem.standardized import standardized_draws
 
+        self._warn_slope_dependent("standardized values")
         theta = self.theta_draws()
         std = standardized_draws(self.table, self._level_structures(), theta, parameter_values(self.table, theta))
         rows = self.table[self.table.op != ":="]
@@ -174,13 +177,28 @@ class FitResult:
         return frame.join(_describe(std[:, rows.index])).reset_index(drop=True)
 
     def r_squared(self) -> pd.DataFrame:
-        """R-squared of each endogenous variable at each level (model-implied, per draw)."""
+        """R-squared of each endogenous variable at each level (model-implied, per
+        draw); NaN, with a warning, for variables whose variance depends on random slopes."""
         from bayes_msem.standardized import r_squared_draws
 
+        self._warn_slope_dependent("R-squared")
         draws = r_squared_draws(self._level_structures(), self.table, self.theta_draws())
         frame = pd.DataFrame({"level": [level_name(level) for level, _ in draws],
                               "variable": [name for _, name in draws]})
         return frame.join(_describe(np.stack(list(draws.values()), axis=1)))
+
+    def _warn_slope_dependent(self, what: str) -> None:
+        import warnings
+
+        from bayes_msem.standardized import slope_dependent
+
+        for structure in self._level_structures():
+            names = sorted(slope_dependent(structure))
+            if names:
+                warnings.warn(f"{what} involving {', '.join(names)} at level {level_name(structure.level)} are not "
+                              "given (NaN): with random slopes their variance differs between clusters and includes "
+                              "the slope variance, which needs a multilevel decomposition (Rights & Sterba 2019) "
+                              "that is not built yet.", UserWarning, stacklevel=3)
 
     def icc(self) -> pd.DataFrame:
         """Model-based intraclass correlation of each variable split over the two

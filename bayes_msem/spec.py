@@ -6,8 +6,8 @@ Example
 -------
 >>> import pandas as pd
 >>> spec = build_spec("y ~ x", pd.DataFrame({"y": [1.0, 2.0, 4.0], "x": [0.0, 1.0, 3.0]}))
->>> [str(p) for p in spec.priors][:1]
-['normal(0, 7.638)']
+>>> [str(p) for p in spec.priors][:1]  # the slope: normal(0, 5 sd(y) / sd(x)), and sd(y) = sd(x) here
+['normal(0, 5)']
 """
 
 from __future__ import annotations

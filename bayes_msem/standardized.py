@@ -19,7 +19,22 @@ import pandas as pd
 
 from bayes_msem.matrices import LevelStructure, level_moments
 
-__all__ = ["standardized_draws", "r_squared_draws"]
+__all__ = ["standardized_draws", "r_squared_draws", "slope_dependent"]
+
+
+def slope_dependent(structure: LevelStructure) -> set[str]:
+    """Nodes of a level whose variance depends on random slopes: the outcomes
+    of random regressions and everything they affect. Their total variance
+    differs between clusters and includes the slope variance, so the one-level
+    formulas here do not give their standardized values or R-squared
+    (that needs a multilevel decomposition such as Rights & Sterba 2019)."""
+    if not structure.slopes:
+        return set()
+    affected = (np.abs(structure.slope_A).sum(axis=(0, 2)) + np.abs(structure.slope_A_x).sum(axis=(0, 2))) > 0
+    paths = (np.abs(structure.A.pattern).sum(0).reshape(structure.A.fixed.shape) + np.abs(structure.A.fixed)) > 0
+    for _ in structure.nodes:  # whatever a slope-dependent node affects depends on the slopes too
+        affected = affected | (paths[:, affected].any(axis=1))
+    return {name for name, hit in zip(structure.nodes, affected) if hit}
 
 
 def _covariate_covariance(rows: pd.DataFrame, structure: LevelStructure) -> np.ndarray:
@@ -71,8 +86,9 @@ def standardized_draws(rows: pd.DataFrame, structures: list[LevelStructure], the
     out = np.full(values.shape, np.nan)
     for structure in structures:
         cov_x = _covariate_covariance(rows, structure)
+        unknown = slope_dependent(structure)  # left NaN: see slope_dependent
         level_rows = [(i, row) for i, row in enumerate(rows.itertuples())
-                      if row.level == structure.level and row.op != ":="]
+                      if row.level == structure.level and row.op != ":=" and not {row.lhs, row.rhs} & unknown]
         for d in range(theta.shape[0]):
             total, residual_var, _ = _level_variances(theta[d], structure, cov_x)
             sds = _scales(structure, total, cov_x)
@@ -84,7 +100,8 @@ def standardized_draws(rows: pd.DataFrame, structures: list[LevelStructure], the
 
 def r_squared_draws(structures: list[LevelStructure], rows: pd.DataFrame, theta: np.ndarray) -> dict:
     """R-squared of every endogenous node (one with a regression or loading on
-    it) per level: ``{(level, name): draws}``."""
+    it) per level: ``{(level, name): draws}``; NaN for a node whose variance
+    depends on random slopes (see :func:`slope_dependent`)."""
     result = {}
     for structure in structures:
         cov_x = _covariate_covariance(rows, structure)
@@ -96,8 +113,11 @@ def r_squared_draws(structures: list[LevelStructure], rows: pd.DataFrame, theta:
         for d in range(theta.shape[0]):
             total, residual_var, _ = _level_variances(theta[d], structure, cov_x)
             draws[d] = 1.0 - residual_var / total
+        unknown = slope_dependent(structure)
         for k, name in enumerate(structure.nodes):
-            if explained[k]:
+            if name in unknown:
+                draws[:, k] = np.nan
+            if explained[k] or name in unknown:
                 result[(structure.level, name)] = draws[:, k]
     return result
 

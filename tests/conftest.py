@@ -1,5 +1,6 @@
 """Shared fitted models: each slow reference fit runs once per test session."""
 
+import os
 from pathlib import Path
 
 import numpy as np
@@ -78,6 +79,19 @@ def shuffled(data: pd.DataFrame, cluster: str | None = None) -> tuple[pd.DataFra
     relabelled as strings whose order differs from the original one; with the
     map from old to new labels (as text)."""
     return users_copy(data, cluster, "string", seed=20261129)
+
+
+@pytest.fixture(autouse=True)
+def _keep_xla_flags():
+    """A fit asks XLA for one CPU device per core through XLA_FLAGS (numpyro's
+    way); no test may leave that setting behind for the tests after it or the
+    command-line subprocesses they start."""
+    before = os.environ.get("XLA_FLAGS")
+    yield
+    if before is None:
+        os.environ.pop("XLA_FLAGS", None)
+    else:
+        os.environ["XLA_FLAGS"] = before
 
 
 # Each reference fit, by name: (model text, data, cluster column, Model options, fit options).

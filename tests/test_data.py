@@ -102,3 +102,23 @@ def test_centered_columns_are_cluster_deviations_and_means():
     assert table.level_roles(1).covariates == ("x.cwc",)
     np.testing.assert_allclose(prepared.within_covariates[:, 0], [-1.0, 1.0, -3.0, 0.0, 3.0])
     np.testing.assert_allclose(prepared.between_covariates[:, 0], [2.0, 3.0])
+
+
+@pytest.mark.parametrize("column, values, warned", [
+    ("y", [0, 1], True),           # a 0/1 outcome
+    ("y", [1, 2, 3], True),        # a 3-point item
+    ("y", [1, 2, 3, 4, 5], False),  # five categories: a normal model does well
+    ("x", [0, 1], False),           # a dummy covariate is fine
+])
+def test_few_valued_integer_outcomes_are_warned_about(column, values, warned):
+    import warnings
+
+    data = clustered(n_clusters=6, size=5)
+    data[column] = np.resize(values, len(data))
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        prepare(TWO_LEVEL, data, cluster="id")
+    messages = [str(w.message) for w in caught if "modelled as a continuous" in str(w.message)]
+    assert bool(messages) == warned
+    if warned:
+        assert messages[0].startswith(f"{column!r} takes only {len(values)} integer values")

@@ -77,11 +77,17 @@ def test_short_run_warns_about_low_ess():
         bm.Model("y ~ x", data).fit(draws=30, tune=30, chains=2, random_seed=1, progressbar=False)
 
 
-def test_diagnostic_messages_give_advice(small_fit):
+def test_diagnostic_messages_give_advice(small_fit, monkeypatch):
     diagnostics = small_fit.diagnostics()
     assert set(diagnostics) >= {"divergences", "max_r_hat", "min_ess_bulk", "min_ess_tail"}
-    for message in small_fit.diagnostic_messages():
-        assert "Run more" in message or "target_accept" in message
+    failing = dict(diagnostics, divergences=3, high_r_hat=["y~m"], low_ess=["y~~y"])
+    monkeypatch.setattr(small_fit, "diagnostics", lambda: failing)
+    divergences, r_hat, ess = small_fit.diagnostic_messages()
+    assert divergences.startswith("3 divergent transitions") and "target_accept=0.95" in divergences
+    assert "y~m" in r_hat and "Run more tune and draws" in r_hat
+    assert "y~~y" in ess and "Run more draws" in ess
+    monkeypatch.setattr(small_fit, "diagnostics", lambda: dict(failing, divergences=0, high_r_hat=[], low_ess=[]))
+    assert small_fit.diagnostic_messages() == []
 
 
 def test_random_slope_fit_gives_effects_cluster_effects_and_plot(tmp_path):
@@ -104,6 +110,16 @@ def test_random_slope_fit_gives_effects_cluster_effects_and_plot(tmp_path):
     assert result.plot_cluster_effects("x -> m -> y") is not None
     text = str(result)
     assert "a | m ~ x" in text and "centering none" in text
+    # issue 12: no wrong standardized values or R-squared where the slopes enter the variance
+    with pytest.warns(UserWarning, match="m, y at level within are not given"):
+        std = result.standardized()
+    within = std[std.level == "within"]
+    involved = within.lhs.isin(["m", "y"]) | within.rhs.isin(["m", "y"])
+    assert within[involved]["mean"].isna().all() and within[~involved]["mean"].notna().all()  # covariates' rows
+    assert std[std.level == "between"]["mean"].notna().any()
+    with pytest.warns(UserWarning, match="R-squared involving m, y"):
+        r2 = result.r_squared().set_index(["level", "variable"])
+    assert np.isnan(r2.loc[("within", "m"), "mean"]) and np.isnan(r2.loc[("within", "y"), "mean"])
     result.save(tmp_path / "r.nc")
     again = bm.load_result(tmp_path / "r.nc")
     assert again.effects()["mean"].tolist() == pytest.approx(effects["mean"].tolist())

@@ -33,3 +33,16 @@ def test_r_squared_is_one_minus_standardized_residual_variance(political_democra
         assert r2.loc[name, "mean"] == pytest.approx(1 - residual.loc[name, "mean"], abs=1e-9)
     assert np.all((r2["mean"] > 0) & (r2["mean"] < 1))
     assert "ind60" not in r2.index  # exogenous: no R-squared
+
+
+@pytest.mark.parametrize("syntax, expected", [
+    ("level: 1\n  s | y ~ x\n  z ~ y\n  u ~ x\nlevel: 2\n  y ~~ s", {"y", "z"}),
+    ("level: 1\n  y ~ x\nlevel: 2\n  y ~~ y", set()),
+])
+def test_variables_whose_variance_depends_on_random_slopes(syntax, expected):
+    from bayes_msem.matrices import level_structures
+    from bayes_msem.partable import build_partable
+    from bayes_msem.standardized import slope_dependent
+
+    within = level_structures(build_partable(syntax))[0]
+    assert slope_dependent(within) == expected

@@ -12,6 +12,12 @@ def rows_of(text):
     return [(r.lhs, r.op, r.rhs, r.level, r.label, r.fixed, r.free, r.prior) for r in parse_model(text).rows]
 
 
+@pytest.mark.parametrize("text, start", [("y ~ start(0.3)*x", 0.3), ("y ~ a*start(-2)*x", -2.0), ("y ~ x", None)])
+def test_start_modifier_sets_the_starting_value(text, start):
+    (row,) = parse_model(text).rows
+    assert row.start == start and row.fixed is None
+
+
 @pytest.mark.parametrize("text, expected", [
     ("f =~ y1 + y2", [("f", "=~", "y1", 0, None, None, False, None), ("f", "=~", "y2", 0, None, None, False, None)]),
     ("y ~ x", [("y", "~", "x", 0, None, None, False, None)]),
