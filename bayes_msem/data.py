@@ -162,7 +162,8 @@ def _warn_discrete_outcomes(data: pd.DataFrame, names) -> None:
     a few integer values (0/1, a 3-point scale): it is modelled as normal."""
     for name in names:
         distinct = np.unique(data[name].to_numpy(dtype=float))
-        if len(distinct) <= FEW_VALUES and np.array_equal(distinct, np.round(distinct)):
+        few = len(distinct) <= FEW_VALUES and len(data) >= 10 * len(distinct)  # not merely a tiny data set
+        if few and np.array_equal(distinct, np.round(distinct)):
             shown = ", ".join(f"{v:g}" for v in distinct)
             warnings.warn(f"{name!r} takes only {len(distinct)} integer values ({shown}) but is modelled as a "
                           "continuous (normal) variable; categorical (probit) outcomes are not supported yet, so "

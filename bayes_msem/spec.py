@@ -73,9 +73,20 @@ class ModelSpec:
         return pd.DataFrame({
             "lhs": free["lhs"].to_numpy(), "op": free["op"].to_numpy(), "rhs": free["rhs"].to_numpy(),
             "level": [level_name(v) for v in free["level"]], "label": free["label"].fillna("").to_numpy(),
-            "prior": [str(p) for p in self.priors],
+            "prior": self._prior_texts(),
             "source": ["user" if p is not None else "default" for p in free["prior"]],
         })
+
+    def _prior_texts(self) -> list[str]:
+        """Each free parameter's prior as text; covariances in a partial pattern
+        say how their block is sampled (see the guide's "Partial covariance patterns")."""
+        texts = [str(p) for p in self.priors]
+        for block in self.covariance_blocks:
+            if block.pattern is not None:
+                for free in block.free_index.values():
+                    texts[free - 1] = (f"{texts[free - 1]}, partial pattern: t(2, 0, 0.707) factor entries, "
+                                       "zeros exact")
+        return texts
 
 
 def _variable_scales(table: ParameterTable, data: ClusterData) -> dict[tuple[int, str], tuple[float, float]]:

@@ -20,6 +20,8 @@ def test_full_and_partial_covariance_blocks():
     assert block.pattern == ((1, 0), (2, 0), (2, 1), (3, 2))  # y4 covaries with y3 only
     full = build_spec("y1 ~~ y2 + y3\ny2 ~~ y3", _data()).covariance_blocks[0]
     assert full.pattern is None  # every pair covaries: an LKJ matrix
+    priors = build_spec("y1 ~~ y2 + y3\ny2 ~~ y3\ny3 ~~ y4", _data()).prior_table().set_index(["lhs", "rhs"])
+    assert priors.loc[("y3", "y4"), "prior"].startswith("lkj(1), partial pattern")
 
 
 @pytest.mark.parametrize("syntax, error, words", [
