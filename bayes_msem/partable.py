@@ -297,11 +297,10 @@ def _assign_free_indices(table: pd.DataFrame, rows_by_label: dict[str, SyntaxRow
         label = row.label if isinstance(row.label, str) else None
         if label is not None and label in label_index:
             index, kind = label_index[label]
-            if kind != row.kind or kind == "covariance":
+            if kind != row.kind:
                 source = rows_by_label[label]
-                what = "covariances" if kind == "covariance" else f"a {kind} and a {row.kind}"
-                raise _row_error(source, f"label {label!r} makes {what} equal, which is not supported",
-                                 "equality constraints work among loadings, regressions, intercepts or variances")
+                raise _row_error(source, f"label {label!r} makes a {kind} and a {row.kind} equal, which is not "
+                                 "supported", "equality constraints work among parameters of one type")
             free[i] = index
             continue
         free[i] = next_index

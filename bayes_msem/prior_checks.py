@@ -23,7 +23,7 @@ import numpy as np
 import pandas as pd
 
 from bayes_msem.matrices import observed_layout
-from bayes_msem.priors import lkj_draw, lkj_logpdf, patterned_draw, patterned_logpdf
+from bayes_msem.priors import constrained_correlation, lkj_draw, lkj_logpdf, patterned_draw, patterned_logpdf
 from bayes_msem.simulate import draw_outcomes
 
 __all__ = ["prior_draws", "log_prior", "sample_prior_predictive", "powerscale_sensitivity", "SENSITIVITY_THRESHOLD"]
@@ -38,20 +38,45 @@ def _on_prior_scale(kind: str, prior, values: np.ndarray) -> np.ndarray:
 
 
 def prior_draws(spec, n: int, rng: np.random.Generator) -> np.ndarray:
-    """``n`` draws of the free-parameter vector from the prior: (n, free parameters)."""
+    """``n`` draws of the free-parameter vector from the prior: (n, free parameters).
+    Where a covariance is fixed at a non-zero value or equal to another, the
+    prior is truncated to positive definite matrices: draws outside are redrawn."""
+    kept, count = [], 0
+    for _ in range(100):
+        theta, feasible = _draws_once(spec, n, rng)
+        kept.append(theta[feasible])
+        count += int(feasible.sum())
+        if count >= n:
+            return np.concatenate(kept)[:n]
+    raise ValueError("the priors almost never allow the covariances that are fixed or set equal (they need larger "
+                     "variances); check those values against the variances' priors")
+
+
+def _draws_once(spec, n: int, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+    """``n`` draws ignoring the positive-definiteness of given covariances, and which of them keep it."""
     theta = np.zeros((n, len(spec.priors)))
+    feasible = np.ones(n, dtype=bool)
     for k, (kind, prior) in enumerate(zip(spec.kinds, spec.priors)):
         if kind == "covariance":
-            continue  # from the block's LKJ matrix, below
+            continue  # from the block's correlation matrix, below
         draws = prior.draw(rng, n)
         theta[:, k] = draws**2 if prior.on_sd(kind) else draws
     for block in spec.covariance_blocks:
         sd = _block_sds(spec, block, theta)
-        corr = (lkj_draw(rng, len(block.nodes), block.eta, n) if block.pattern is None
-                else patterned_draw(rng, len(block.nodes), list(block.pattern), block.eta, n))
+        size = len(block.nodes)
+        if block.constrained:
+            cpc = rng.uniform(-1.0, 1.0, size=(n, len(block.owners())))
+            corr, margins, _ = constrained_correlation(cpc, size, block.owners(),
+                                                       block.targets(lambda f: theta[:, f - 1]), list(sd.T))
+            feasible &= np.all(np.stack(margins) > 0, axis=0)
+        elif block.pattern is None:
+            corr = lkj_draw(rng, size, block.eta, n)
+        else:
+            corr = patterned_draw(rng, size, list(block.pattern), block.eta, n)
         for (i, j), free in block.free_index.items():
-            theta[:, free - 1] = corr[:, i, j] * sd[:, i] * sd[:, j]
-    return theta
+            if (i, j) not in block.followers:
+                theta[:, free - 1] = corr[:, i, j] * sd[:, i] * sd[:, j]
+    return theta, feasible
 
 
 def _block_sds(spec, block, theta: np.ndarray) -> np.ndarray:
@@ -70,6 +95,8 @@ def log_prior(spec, theta: np.ndarray) -> np.ndarray:
         if kind != "covariance":
             total += prior.logpdf(_on_prior_scale(kind, prior, theta[:, k]))
     for block in spec.covariance_blocks:
+        if block.constrained:
+            continue  # uniform partial correlations: a constant inside the positive definite region
         sd = _block_sds(spec, block, theta)
         corr = np.broadcast_to(np.eye(len(block.nodes)), (len(theta),) + (len(block.nodes),) * 2).copy()
         for (i, j), free in block.free_index.items():

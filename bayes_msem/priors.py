@@ -24,7 +24,7 @@ from dataclasses import dataclass, replace
 import numpy as np
 
 __all__ = ["PriorSpec", "parse_prior", "DefaultPriors", "PRIOR_FAMILIES", "lkj_logpdf", "lkj_draw",
-           "patterned_correlation", "patterned_logpdf", "patterned_draw"]
+           "patterned_correlation", "patterned_logpdf", "patterned_draw", "constrained_correlation"]
 
 # family -> (number of arguments, support) ; support "real", "positive", "unit", "corr"
 PRIOR_FAMILIES: dict[str, tuple[int, str]] = {
@@ -197,6 +197,47 @@ def patterned_draw(rng: np.random.Generator, n: int, free: list[tuple[int, int]]
         accept = np.log(rng.uniform(size=size)) < (eta - 1.0) * log_det
         kept.append(corr[accept])
     return np.concatenate(kept)[:size]
+
+
+def constrained_correlation(cpc, n: int, owners: list[tuple[int, int]], targets: dict, sd: list, xp=np):
+    """A correlation matrix with some covariances given: fixed at a value or
+    equal to another covariance (lavaan's ``y1 ~~ 0.3*y2``, ``y1 ~~ c*y2``).
+
+    Built row by row through canonical partial correlations (Lewandowski et
+    al. 2009): a free pair ``(i, j)``, i > j, in ``owners`` (row-major) takes
+    the next value of ``cpc`` (..., len(owners)) in (-1, 1); a pair in
+    ``targets`` gets the Cholesky entry that makes its covariance equal to
+    ``targets[(i, j)](covariances so far)``, a function of the covariances
+    built so far (by free index) that returns the target covariance; any
+    other pair is 0. ``sd`` are the block's standard deviations.
+
+    Returns R, the feasibility margins (one per target: positive where the
+    target fits into a positive definite matrix, as a covariance must also
+    satisfy |cov| < sd_i sd_j and more), and the owners' covariances in order.
+    """
+    position = {pair: k for k, pair in enumerate(owners)}
+    zero = xp.zeros_like(sd[0])
+    C = [[zero] * n for _ in range(n)]
+    C[0][0] = zero + 1.0
+    margins, covariances = [], []
+    for i in range(1, n):
+        remaining = zero + 1.0
+        for j in range(i):
+            earlier = sum((C[i][k] * C[j][k] for k in range(j)), zero)
+            if (i, j) in position:
+                C[i][j] = cpc[..., position[(i, j)]] * xp.sqrt(xp.maximum(remaining, 1e-12))
+                covariances.append((earlier + C[i][j] * C[j][j]) * sd[i] * sd[j])
+            elif (i, j) in targets:
+                C[i][j] = (targets[(i, j)](covariances) / (sd[i] * sd[j]) - earlier) / C[j][j]
+                margins.append(remaining - C[i][j] ** 2)
+            else:
+                C[i][j] = -earlier / C[j][j]
+                margins.append(remaining - C[i][j] ** 2)
+            remaining = remaining - C[i][j] ** 2
+        C[i][i] = xp.sqrt(xp.maximum(remaining, 1e-12))
+    rows = [xp.stack(row, axis=-1) for row in C]
+    L = xp.stack(rows, axis=-2)
+    return L @ xp.swapaxes(L, -1, -2), margins, covariances
 
 
 def parse_prior(text: str) -> PriorSpec:

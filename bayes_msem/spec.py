@@ -12,7 +12,7 @@ Example
 
 from __future__ import annotations
 
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 import pandas as pd
@@ -37,6 +37,32 @@ class CovarianceBlock:
     eta: float
     # None: every pair covaries (an LKJ matrix); else the free pairs (i, j), i > j, of a partial pattern
     pattern: tuple[tuple[int, int], ...] | None = None
+    fixed_values: dict = field(default_factory=dict)  # (i, j) -> covariance fixed at a non-zero value
+    followers: dict = field(default_factory=dict)  # (i, j) -> the free index of an earlier covariance it equals
+
+    @property
+    def constrained(self) -> bool:
+        """Whether some covariance of the block is given (fixed non-zero, or equal to an earlier one)."""
+        return bool(self.fixed_values or self.followers)
+
+    def owners(self) -> list[tuple[int, int]]:
+        """The pairs (i, j), i > j, whose covariance is sampled here, row-major."""
+        return sorted((b, a) for (a, b) in self.free_index if (a, b) not in self.followers)
+
+    def targets(self, lookup) -> dict:
+        """For :func:`~bayes_msem.priors.constrained_correlation`: each given
+        pair (i, j), i > j, and a function of the block's covariances so far
+        that returns its covariance. ``lookup(free)`` gives the value of a free
+        parameter sampled in an earlier block."""
+        owners = self.owners()
+        owner_of = {self.free_index[(j, i)]: k for k, (i, j) in enumerate(owners)}
+        targets = {(b, a): (lambda covariances, v=value: v) for (a, b), value in self.fixed_values.items()}
+        for (a, b), free in self.followers.items():
+            if free in owner_of:
+                targets[(b, a)] = lambda covariances, k=owner_of[free]: covariances[k]
+            else:
+                targets[(b, a)] = lambda covariances, f=free: lookup(f)
+        return targets
 
 
 @dataclass(frozen=True)
@@ -82,7 +108,10 @@ class ModelSpec:
         say how their block is sampled (see the guide's "Partial covariance patterns")."""
         texts = [str(p) for p in self.priors]
         for block in self.covariance_blocks:
-            if block.pattern is not None:
+            if block.constrained:
+                for free in block.free_index.values():
+                    texts[free - 1] = "uniform partial correlations, given covariances, positive definite"
+            elif block.pattern is not None:
                 for free in block.free_index.values():
                     texts[free - 1] = (f"{texts[free - 1]}, partial pattern: t(2, 0, 0.707) factor entries, "
                                        "zeros exact")
@@ -162,56 +191,65 @@ def _connected_groups(n_nodes: int, edges: list[tuple[int, int]]) -> list[list[i
 
 
 def _covariance_blocks(table: ParameterTable, structures, priors) -> list[CovarianceBlock]:
-    """One block per group of variables joined by free residual covariances.
+    """One block per group of variables joined by free or fixed non-zero
+    residual covariances, in the order the engines build them.
 
-    A block where every pair covaries is a full correlation matrix with an
-    LKJ prior; a partial pattern (the lavaan tutorial's ``y2 ~~ y4 + y6``,
-    ``y4 ~~ y8``, ...) is a patterned correlation matrix whose fixed pairs are
-    exactly zero (:func:`bayes_msem.priors.patterned_correlation`)."""
+    A block where every pair covaries freely is a full correlation matrix with
+    an LKJ prior; a partial pattern of free and zero covariances (the lavaan
+    tutorial's ``y2 ~~ y4 + y6``, ``y4 ~~ y8``, ...) is a patterned matrix whose
+    zeros are exact (:func:`bayes_msem.priors.patterned_correlation`); a block
+    with a covariance fixed at a non-zero value or equal to an earlier one is
+    built through partial correlations with those covariances given
+    (:func:`bayes_msem.priors.constrained_correlation`)."""
     rows = table.rows
     blocks = []
+    owned: set[int] = set()  # free indices already sampled: a later covariance with one is equal to it
     for structure in structures:
         at = {name: i for i, name in enumerate(structure.nodes)}
         cov_rows = rows[(rows.level == structure.level) & (rows.kind == "covariance") & ~rows.exo]
-        _refuse_unsupported_covariances(cov_rows)
         free_rows = cov_rows[cov_rows.free > 0]
-        edges = [(at[row.lhs], at[row.rhs]) for row in free_rows.itertuples()]
+        fixed_rows = cov_rows[(cov_rows.free == 0) & (cov_rows.ustart != 0)]
+        edges = [(at[row.lhs], at[row.rhs]) for row in pd.concat([free_rows, fixed_rows]).itertuples()]
         for members in _connected_groups(len(structure.nodes), edges):
-            free_index, etas = {}, set()
-            for row in free_rows.itertuples():
-                if at[row.lhs] in members:
-                    a, b = sorted((members.index(at[row.lhs]), members.index(at[row.rhs])))
-                    free_index[(a, b)] = int(row.free)
-                    etas.add(priors[row.free - 1].args[0])
-            n = len(members)
-            names = [structure.nodes[i] for i in members]
-            if len(etas) > 1:
-                raise ModelSpecificationError(f"covariances among {', '.join(names)} have different lkj() priors; "
-                                              "give them one lkj(eta)")
-            eta = etas.pop()
-            pattern = None
-            if len(free_index) != n * (n - 1) // 2:
-                pattern = tuple(sorted(((b, a) for a, b in free_index)))  # (i, j), i > j, row-major
-                if eta < 1:
-                    raise ModelSpecificationError(
-                        f"lkj({eta:g}) on the covariances among {', '.join(names)}: a partial pattern of covariances "
-                        "takes lkj(eta) with eta >= 1 (eta = 1 is the default)")
-            if structure.fixed_zero_variance()[members].any():
-                raise ModelSpecificationError(f"a variable among {', '.join(names)} has its variance fixed at 0 "
-                                              "but a free covariance")
-            blocks.append(CovarianceBlock(structure.level, tuple(members), free_index, eta, pattern))
+            free_index = {pair: int(row.free) for pair, row in _block_pairs(free_rows, at, members)}
+            fixed_values = {pair: float(row.ustart) for pair, row in _block_pairs(fixed_rows, at, members)}
+            followers = {}
+            for a, b in sorted(free_index, key=lambda pair: (pair[1], pair[0])):  # row-major: the build order
+                if free_index[(a, b)] in owned:
+                    followers[(a, b)] = free_index[(a, b)]
+                owned.add(free_index[(a, b)])
+            blocks.append(_block(structure, members, free_index, fixed_values, followers, priors))
     return blocks
 
 
-def _refuse_unsupported_covariances(cov_rows: pd.DataFrame) -> None:
-    """Covariances fixed at a non-zero value need a parameterisation that is
-    not built yet: say so, naming the row, rather than fit something else.
-    (Equality labels on covariances are refused by the parameter table.)"""
-    fixed_nonzero = cov_rows[(cov_rows.free == 0) & (cov_rows.ustart != 0)]
-    if len(fixed_nonzero):
-        row = fixed_nonzero.iloc[0]
-        raise ModelSpecificationError(f"{row.lhs} ~~ {row.ustart:g}*{row.rhs}: covariances fixed at a non-zero value "
-                                      "are not supported yet; free the covariance or fix it at 0")
+def _block_pairs(frame: pd.DataFrame, at: dict, members: list[int]):
+    """The covariance rows of ``frame`` inside a block, with their (i, j), i < j, positions in it."""
+    for row in frame.itertuples():
+        if at[row.lhs] in members:
+            yield tuple(sorted((members.index(at[row.lhs]), members.index(at[row.rhs])))), row
+
+
+def _block(structure, members, free_index, fixed_values, followers, priors) -> CovarianceBlock:
+    n = len(members)
+    names = ", ".join(structure.nodes[i] for i in members)
+    etas = {priors[free - 1].args[0] for free in free_index.values()}
+    if len(etas) > 1:
+        raise ModelSpecificationError(f"covariances among {names} have different lkj() priors; give them one lkj(eta)")
+    eta = etas.pop() if etas else 1.0
+    if structure.fixed_zero_variance()[members].any():
+        raise ModelSpecificationError(f"a variable among {names} has its variance fixed at 0 but a covariance")
+    pattern = None
+    if fixed_values or followers:
+        if eta != 1:
+            raise ModelSpecificationError(
+                f"lkj({eta:g}) on the covariances among {names}: with a covariance fixed at a non-zero value or "
+                "equal to another, the block's partial correlations are uniform; remove the lkj() prior")
+    elif len(free_index) != n * (n - 1) // 2:
+        pattern = tuple(sorted(((b, a) for a, b in free_index)))  # (i, j), i > j, row-major
+        if eta < 1:
+            raise ModelSpecificationError(f"lkj({eta:g}) on the covariances among {names}: a partial pattern of "
+                                          "covariances takes lkj(eta) with eta >= 1 (eta = 1 is the default)")
+    return CovarianceBlock(structure.level, tuple(members), free_index, eta, pattern, fixed_values, followers)
 
 
 def build_spec(model: str | ParameterTable, data: pd.DataFrame, cluster: str | None = None,

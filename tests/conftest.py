@@ -25,6 +25,19 @@ y1 ~~ y5"""
 # lavaan's tutorial SEM with its six residual covariances, a partial pattern (shared/reference)
 POLITICAL_DEMOCRACY_TUTORIAL = (Path(__file__).parents[1] / "models" / "political_democracy_sem.lavaan").read_text()
 
+# covariances equal over time and one fixed at a non-zero value; lavaan reference in make_lavaan_references.R
+POLITICAL_DEMOCRACY_CONSTRAINED = """ind60 =~ x1 + x2 + x3
+dem60 =~ y1 + y2 + y3 + y4
+dem65 =~ y5 + y6 + y7 + y8
+dem60 ~ ind60
+dem65 ~ ind60 + dem60
+y1 ~~ a*y5
+y2 ~~ a*y6
+y3 ~~ a*y7
+y4 ~~ a*y8
+y2 ~~ 1.3*y4
+y6 ~~ y8"""
+
 # partial covariance patterns at both levels; lavaan reference in tests/data/make_lavaan_references.R
 DEMO_PARTIAL_COVARIANCES = """level: 1
     fw =~ y1 + y2 + y3
@@ -107,6 +120,7 @@ def _reference_fits() -> dict:
         "political_democracy_path": (POLITICAL_DEMOCRACY_PATH, political_democracy, None, {}, {}),
         "political_democracy": (POLITICAL_DEMOCRACY_SEM, political_democracy, None, {}, {}),
         "political_democracy_tutorial": (POLITICAL_DEMOCRACY_TUTORIAL, political_democracy, None, {}, {}),
+        "political_democracy_constrained": (POLITICAL_DEMOCRACY_CONSTRAINED, political_democracy, None, {}, {}),
         "demo_partial_covariances": (DEMO_PARTIAL_COVARIANCES, bm.example_data("demo_twolevel"), "cluster", {}, {}),
         "mediation": (bm.example_model("mediation_111_random_slopes"), bm.example_data("mediation_111_random_slopes"),
                       "cluster", {"centering": {"m": "none"}}, {}),

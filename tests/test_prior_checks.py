@@ -129,3 +129,18 @@ def test_prior_draws_of_a_partial_pattern_keep_its_zeros():
     r23 = theta[:, names.index("y2~~y3")] / (sd[:, 1] * sd[:, 2])
     assert np.all(r12**2 + r23**2 < 1)  # positive definite with r13 = 0
     assert np.isfinite(log_prior(spec, theta)).all()
+
+
+def test_prior_draws_keep_given_covariances_and_positive_definiteness():
+    spec = build_spec("y ~~ c*y2 + 0.2*y3\ny2 ~~ c*y3", _regression_data())
+    theta = prior_draws(spec, 300, np.random.default_rng(6))
+    names = _parameter_names(spec)
+    assert "y2~~y3" not in names  # equal to y ~~ y2: one free parameter
+    cov = np.empty((len(theta), 3, 3))
+    variables = ["y", "y2", "y3"]
+    for i, v in enumerate(variables):
+        cov[:, i, i] = theta[:, names.index(f"{v}~~{v}")]
+    cov[:, 0, 1] = cov[:, 1, 0] = cov[:, 1, 2] = cov[:, 2, 1] = theta[:, names.index("y~~y2")]
+    cov[:, 0, 2] = cov[:, 2, 0] = 0.2
+    assert np.linalg.eigvalsh(cov).min() > 0  # draws outside the positive definite region were redrawn
+    assert np.isfinite(log_prior(spec, theta)).all()

@@ -15,6 +15,9 @@ the cluster ids relabelled as strings in another order (issue 12; 500 draws).
 - demo_twolevel_partial_covariances_lavaan_ml.csv: partial covariance patterns at
   both levels of a two-level model on Demo.twolevel, lavaan 0.6-14
   (tests/data/make_lavaan_references.R).
+- political_democracy_constrained_covariances_lavaan_ml.csv: the Political
+  Democracy SEM with residual covariances equal over time (`y1 ~~ a*y5`, ...) and
+  one fixed at 1.3, lavaan 0.6-14 (tests/data/make_lavaan_references.R).
 
 Tolerances (issue 2): posterior median within 0.35 lavaan SE of the ML estimate
 for loadings, regressions and intercepts, within 0.6 SE for variances and
@@ -68,6 +71,8 @@ REFERENCES = [
     # issue 12: partial covariance patterns (lavaan's tutorial SEM; both levels of a two-level model)
     ("political_democracy_tutorial", "political_democracy_tutorial_sem_lavaan_ml.csv", 31),
     ("demo_partial_covariances", "demo_twolevel_partial_covariances_lavaan_ml.csv", 34),
+    # equal covariances over time and one fixed at a non-zero value
+    ("political_democracy_constrained", "political_democracy_constrained_covariances_lavaan_ml.csv", 30),
 ]
 
 

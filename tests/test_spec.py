@@ -1,5 +1,5 @@
-"""The model spec: covariance blocks (full, partial patterns) and the
-covariance constraints that are refused with a message naming the row."""
+"""The model spec: covariance blocks (full, partial patterns, given
+covariances) and the covariance constraints that are refused with a message."""
 
 import numpy as np
 import pandas as pd
@@ -24,10 +24,18 @@ def test_full_and_partial_covariance_blocks():
     assert priors.loc[("y3", "y4"), "prior"].startswith("lkj(1), partial pattern")
 
 
+def test_given_covariances_make_a_constrained_block():
+    spec = build_spec("y1 ~~ c*y2 + 0.3*y3\ny3 ~~ c*y4\ny2 ~~ y4", _data())
+    (block,) = spec.covariance_blocks
+    assert block.constrained and block.fixed_values == {(0, 2): 0.3}
+    assert block.followers == {(2, 3): block.free_index[(0, 1)]}  # y3 ~~ y4 equals the earlier y1 ~~ y2
+    assert block.owners() == [(1, 0), (3, 1)]
+
+
 @pytest.mark.parametrize("syntax, error, words", [
-    ("y1 ~~ 0.3*y2", ModelSpecificationError, "fixed at a non-zero value"),
-    ("y1 ~~ c*y2\ny3 ~~ c*y4", ModelSyntaxError, "label 'c' makes"),
+    ("y1 ~~ c*y2\ny3 ~~ c*y1\ny1 ~ c*y4", ModelSyntaxError, "makes a covariance and a regression equal"),
     ('y1 ~~ prior("lkj(0.5)")*y2 + prior("lkj(0.5)")*y3', ModelSpecificationError, "eta >= 1"),
+    ('y1 ~~ prior("lkj(2)")*y2 + 0.2*y3', ModelSpecificationError, "remove the lkj"),
 ])
 def test_unsupported_covariance_constraints_are_refused(syntax, error, words):
     with pytest.raises(error, match=words):

@@ -16,7 +16,7 @@ import pymc as pm
 import pytensor.tensor as pt
 
 from bayes_msem.partable import level_name
-from bayes_msem.priors import PATTERN_T_DF, PATTERN_T_SCALE, PriorSpec, patterned_correlation
+from bayes_msem.priors import PATTERN_T_DF, PATTERN_T_SCALE, PriorSpec, constrained_correlation, patterned_correlation
 from bayes_msem.spec import ModelSpec
 
 __all__ = ["free_parameter_vector", "parameter_names"]
@@ -80,14 +80,16 @@ def free_parameter_vector(spec: ModelSpec) -> pt.TensorVariable:
         variances = pt.diag(structure.S.fill(_partial_vector(values, structure)))
         n = len(block.nodes)
         name = f"corr[block{b}|{level_name(block.level) or 'single'}]"
-        if block.pattern is None:
+        sds = [pt.sqrt(variances[node]) for node in block.nodes]
+        if block.constrained:
+            corr = constrained_correlation_rv(name, block, sds, values)
+        elif block.pattern is None:
             corr = lkj_correlation(name, n, block.eta)
         else:
             corr = patterned_correlation_rv(name, n, block.pattern, block.eta)
         for (i, j), free in block.free_index.items():
-            sd_i = pt.sqrt(variances[block.nodes[i]])
-            sd_j = pt.sqrt(variances[block.nodes[j]])
-            values[free - 1] = corr[i, j] * sd_i * sd_j
+            if (i, j) not in block.followers:
+                values[free - 1] = corr[i, j] * sds[i] * sds[j]
     return pt.stack([pt.as_tensor_variable(v, dtype="float64") for v in values])
 
 
@@ -139,6 +141,22 @@ def patterned_correlation_rv(name: str, n: int, pattern, eta: float) -> pt.Tenso
     corr, log_det = patterned_correlation(x, n, list(pattern), xp=pt)
     if eta != 1.0:
         pm.Potential(f"{name}_prior", (eta - 1.0) * log_det)
+    return corr
+
+
+def constrained_correlation_rv(name: str, block, sds: list, values: list) -> pt.TensorVariable:
+    """The correlation matrix of a block with given covariances (see
+    :func:`bayes_msem.priors.constrained_correlation`): its free partial
+    correlations tanh(z) are uniform on (-1, 1), and draws where a given
+    covariance does not fit into a positive definite matrix are rejected."""
+    owners = block.owners()
+    z = pm.Flat(f"{name}_cpc", shape=(len(owners),))
+    cpc = pt.tanh(z)
+    pm.Potential(f"{name}_prior", pt.sum(pt.log1p(-cpc**2)))  # uniform on cpc: the Jacobian of tanh
+    corr, margins, _ = constrained_correlation(cpc, len(block.nodes), owners, block.targets(lambda f: values[f - 1]),
+                                               sds, xp=pt)
+    if margins:
+        pm.Potential(f"{name}_positive_definite", pt.switch(pt.all(pt.stack(margins) > 0), 0.0, -np.inf))
     return corr
 
 

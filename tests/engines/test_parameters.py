@@ -71,3 +71,28 @@ def test_patterned_prior_of_a_lone_correlation_is_uniform_as_lkj1():
     x = np.array([0.5 / np.sqrt(0.75), 0.0])
     expected = stats.t(2, scale=1 / np.sqrt(2)).logpdf(x)
     np.testing.assert_allclose(patterned_logpdf(corr, [(1, 0)], 1.0), expected)
+
+
+def test_constrained_correlation_meets_its_targets_in_numpy_and_pytensor():
+    """y1 ~~ c*y2 + 0.3*y3; y3 ~~ c*y4; y2 ~~ y4 (y1 ~~ y4, y2 ~~ y3 at 0)."""
+    import pandas as pd
+
+    from bayes_msem.priors import constrained_correlation
+    from bayes_msem.spec import build_spec
+
+    data = pd.DataFrame(np.random.default_rng(1).normal(size=(50, 4)), columns=["y1", "y2", "y3", "y4"])
+    (block,) = build_spec("y1 ~~ c*y2 + 0.3*y3\ny3 ~~ c*y4\ny2 ~~ y4", data).covariance_blocks
+    sd = np.array([1.5, 0.8, 1.1, 2.0])
+    cpc = np.array([0.4, -0.3])
+    corr, margins, covariances = constrained_correlation(cpc, 4, block.owners(), block.targets(None), list(sd))
+    cov = corr * np.outer(sd, sd)
+    assert min(margins) > 0 and np.linalg.eigvalsh(corr).min() > 0
+    assert cov[2, 0] == pytest.approx(0.3) and cov[3, 2] == pytest.approx(cov[1, 0]) == pytest.approx(covariances[0])
+    assert cov[3, 0] == pytest.approx(0.0, abs=1e-14) and cov[2, 1] == pytest.approx(0.0, abs=1e-14)
+    assert corr[1, 0] == pytest.approx(0.4)  # the first free partial correlation is a correlation
+    z = pt.vector("z")
+    graph = constrained_correlation(z, 4, block.owners(), block.targets(None), [pt.constant(v) for v in sd], xp=pt)
+    np.testing.assert_allclose(pytensor.function([z], graph[0])(cpc), corr, rtol=1e-12)
+    # a fixed covariance larger than the variances allow is flagged, not built
+    (tight,) = build_spec("y1 ~~ 5*y2", data).covariance_blocks
+    assert constrained_correlation(np.zeros(0), 2, tight.owners(), tight.targets(None), [1.0, 1.0])[1][0] < 0
