@@ -51,6 +51,7 @@ class ClusterData:
     variable_means: dict[str, float]
     variable_sds: dict[str, float]
     n_dropped: int = 0
+    row_labels: np.ndarray | None = None  # (rows,) the user's index label of each row, in the order of the arrays
     stats: dict[str, np.ndarray] = field(default_factory=dict, repr=False)
 
     @property
@@ -216,9 +217,10 @@ def prepare_data(table: ParameterTable, data: pd.DataFrame, cluster: str | None 
     if cluster is not None and cluster not in data.columns:
         raise DataError(f"cluster column {cluster!r} is not in the data.{_closest(cluster, data.columns)}")
     _check_columns(table, data, cluster)
-    data = data.reset_index(drop=True)  # row positions are the only index used from here on
     used = list(table.data_columns()) + ([cluster] if cluster else [])
     data, n_dropped = _handle_missing(data, used, missing)
+    row_labels = data.index.to_numpy() if pd.api.types.is_integer_dtype(data.index) else data.index.astype(str).to_numpy()
+    data = data.reset_index(drop=True)  # row positions are the only index used from here on
     if len(data) == 0:
         raise DataError("no rows left in the data")
     data = _add_centered_columns(table, data, cluster)
@@ -257,6 +259,7 @@ def prepare_data(table: ParameterTable, data: pd.DataFrame, cluster: str | None 
         variable_means={n: float(data[n].mean()) for n in table.observed_variables},
         variable_sds={n: float(data[n].std()) for n in table.observed_variables},
         n_dropped=n_dropped,
+        row_labels=row_labels,
     )
     object.__setattr__(result, "stats", within_cross_products(result))
     return result

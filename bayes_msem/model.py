@@ -12,7 +12,6 @@ Example
 
 from __future__ import annotations
 
-import numpy as np
 import pandas as pd
 
 from bayes_msem import __version__
@@ -166,7 +165,7 @@ class Model:
         from bayes_msem.checking import row_log_likelihood
 
         values = row_log_likelihood(self.spec, parameters.values)
-        coords["row"] = np.arange(values.shape[-1])
+        coords["row"] = self.spec.data.row_labels  # the user's row labels, whatever the order of the rows
         return xr.Dataset({"loglik": xr.DataArray(values, dims=("chain", "draw", "row"), coords=coords)})
 
     def _collapsed_cluster_effects(self, parameters, random_seed: int | None):

@@ -123,6 +123,27 @@ def per_cluster_logp(spec, theta):
     return cluster_marginal_logp(spec, marginal_statistics(spec), theta, NUMPY_BACKEND)
 
 
+@property_settings
+@given(copy=copies)
+def test_saturated_model_of_the_predictive_check_invariant_to_row_order_and_labels(copy):
+    """The PPP's saturated two-level model (EM on cluster statistics)."""
+    from bayes_msem.predictive import saturated_loglik
+
+    data = unequal(simulate_two_level())
+    expected = saturated_loglik(build_spec(TWO_LEVEL, data, cluster="g"))
+    shuffled, _ = users_copy(data, "g", *copy)
+    assert saturated_loglik(build_spec(TWO_LEVEL, shuffled, cluster="g")) == pytest.approx(expected, rel=1e-9)
+
+
+def test_row_labels_follow_the_rows():
+    """Single-level LOO names its units by the user's index, whatever the row order."""
+    data = simulate_two_level()
+    shuffled, _ = users_copy(data, None, "int", seed=3)
+    spec = build_spec("y1 ~ x", shuffled)
+    np.testing.assert_array_equal(spec.data.row_labels, shuffled.index.to_numpy())
+    np.testing.assert_array_equal(spec.data.within_outcomes[:, 0], shuffled["y1"].to_numpy())
+
+
 @pytest.mark.parametrize("case", list(COLLAPSED_CASES))
 def test_collapsed_cluster_effects_follow_their_labels(case):
     """Cluster effects drawn from their exact conditional: the mean of each
