@@ -86,9 +86,17 @@ def _check_columns(table: ParameterTable, data: pd.DataFrame, cluster: str | Non
         if isinstance(column, pd.DataFrame):
             raise DataError(f"the data have more than one column named {name!r}")
         if name != cluster and (not pd.api.types.is_numeric_dtype(column) or isinstance(column.dtype, pd.CategoricalDtype)):
-            example = column.dropna().iloc[0] if column.notna().any() else None
-            raise DataError(f"variable {name!r} is not numeric (dtype {column.dtype}, e.g. {example!r}). "
-                            "Convert it to numbers, or recode categories as 0/1 dummy variables.")
+            values = column.dropna()
+            offending = values[pd.to_numeric(values.astype(object), errors="coerce").isna()]
+            shown = f", e.g. {str(offending.iloc[0])!r} in row {offending.index[0]!r}" if len(offending) else ""
+            raise DataError(f"variable {name!r} is not numeric (dtype {column.dtype}{shown}). Convert it to numbers "
+                            "(a missing-value code such as 'n/a' or '.' should be read as missing), or recode "
+                            "categories as 0/1 dummy variables.")
+        if name != cluster:
+            infinite = np.isinf(column.to_numpy(dtype=float))
+            if infinite.any():
+                raise DataError(f"variable {name!r} has {int(infinite.sum())} infinite value(s), e.g. in row "
+                                f"{data.index[np.argmax(infinite)]!r}. Replace them by numbers or set them missing.")
 
 
 def _cluster_codes(labels: pd.Series, cluster: str) -> tuple[np.ndarray, np.ndarray]:
@@ -133,9 +141,14 @@ def _handle_missing(data: pd.DataFrame, used: list[str], missing: str) -> tuple[
     return data.dropna(subset=used), incomplete
 
 
-def _check_between_constant(data: pd.DataFrame, names, cluster: str) -> None:
+def _cluster_ranges(data: pd.DataFrame, names, cluster: str) -> pd.DataFrame:
+    """Max minus min of each variable within each cluster (clusters x names)."""
     grouped = data.groupby(cluster, sort=False, observed=True)[list(names)]
-    spread = grouped.max() - grouped.min()
+    return grouped.max() - grouped.min()
+
+
+def _check_between_constant(data: pd.DataFrame, names, cluster: str) -> None:
+    spread = _cluster_ranges(data, names, cluster)
     for name in names:
         scale = max(float(data[name].abs().max()), 1.0)
         varying = spread.index[spread[name] > 1e-8 * scale]
@@ -146,8 +159,37 @@ def _check_between_constant(data: pd.DataFrame, names, cluster: str) -> None:
                             "within and between parts), or aggregate it to one value per cluster.")
 
 
+# Below this many clusters a two-level fit gets a warning: the between level rests on a handful of values.
+FEW_CLUSTERS = 10
+
+
+def _check_cluster_sizes(sizes: np.ndarray, cluster: str) -> None:
+    if sizes.max() == 1:
+        raise DataError(f"every cluster of {cluster!r} has one row, so nothing varies within clusters. Check that "
+                        f"{cluster!r} identifies clusters (not rows), or fit a single-level model.")
+    if len(sizes) < FEW_CLUSTERS:
+        warnings.warn(f"only {len(sizes)} clusters in {cluster!r}: between-level variances and effects rest on "
+                      f"{len(sizes)} values and will lean on the priors. 30 or more clusters are preferable.",
+                      UserWarning, stacklevel=5)
+
+
+def _check_slopes_vary_within(table: ParameterTable, data: pd.DataFrame, cluster: str) -> None:
+    """A random slope of a predictor that is constant within every cluster
+    (a level-2 variable) has nothing to vary over."""
+    rows = table.rows
+    for row in rows[rows.random.notna() & (rows.level == 1)].itertuples():
+        source = table.derived[row.rhs][0] if row.rhs in table.derived else row.rhs
+        if source not in data.columns:
+            continue
+        if _cluster_ranges(data, [source], cluster)[source].max() == 0:
+            raise DataError(f"line {row.line}: the random slope {row.random!r} of {source!r} ({row.text.strip()}) "
+                            f"cannot vary over clusters: {source!r} is constant within every cluster, a level-2 "
+                            "variable. Regress on it without a random slope, at the between level "
+                            f"({row.lhs} ~ {source} in the level: 2 block).")
+
+
 def _check_within_variation(data: pd.DataFrame, names, cluster: str) -> None:
-    spread = data.groupby(cluster, sort=False, observed=True)[list(names)].agg(lambda s: s.max() - s.min()).max()
+    spread = _cluster_ranges(data, names, cluster).max()
     for name in names:
         if spread[name] == 0:
             raise DataError(f"{name!r} is named at both levels but is constant within every cluster, so it has no "
@@ -227,13 +269,15 @@ def prepare_data(table: ParameterTable, data: pd.DataFrame, cluster: str | None 
     for name in table.observed_variables:
         if float(np.ptp(data[name].to_numpy(dtype=float))) == 0.0:
             what = f" ({DERIVED_SUFFIXES[table.derived[name][1]]} of {table.derived[name][0]})" if name in table.derived else ""
-            raise DataError(f"variable {name!r}{what} has zero variance (every value is {data[name].iloc[0]!r}); "
+            raise DataError(f"variable {name!r}{what} has zero variance (every value is {float(data[name].iloc[0]):g}); "
                             "drop it from the model")
     if cluster is None:
         cluster_index = np.zeros(len(data), dtype=int)
         cluster_labels = np.array(["all"], dtype=object)
     else:
         cluster_index, cluster_labels = _cluster_codes(data[cluster], cluster)
+        _check_cluster_sizes(np.bincount(cluster_index), cluster)
+        _check_slopes_vary_within(table, data, cluster)
     within = table.level_roles(1 if table.two_level else 0)
     _warn_discrete_outcomes(data, [n for n in within.observed + table.between_outcomes if n not in table.derived])
     between_only_observed: tuple[str, ...] = ()

@@ -12,6 +12,7 @@ Example
 
 from __future__ import annotations
 
+import numpy as np
 import pandas as pd
 
 from bayes_msem import __version__
@@ -22,6 +23,14 @@ from bayes_msem.priors import DefaultPriors
 from bayes_msem.spec import ModelSpec, build_spec
 
 __all__ = ["Model"]
+
+
+def check_seed(seed) -> None:
+    """Refuse a seed that NumPy and JAX would reject only after the model has compiled."""
+    if seed is None:
+        return
+    if isinstance(seed, bool) or not isinstance(seed, int | np.integer) or seed < 0:
+        raise ValueError(f"random_seed must be a non-negative whole number or None, not {str(seed)!r}")
 
 
 class Model:
@@ -84,6 +93,7 @@ class Model:
 
         if draws < 1 or tune < 0 or chains < 1:
             raise ValueError("draws and chains must be positive and tune non-negative")
+        check_seed(random_seed)
         backend = choose_sampler(sampler)
         collapsed = self.engine == "collapsed"
         if collapsed:

@@ -310,6 +310,23 @@ def _assign_free_indices(table: pd.DataFrame, rows_by_label: dict[str, SyntaxRow
     return pd.Series(free, index=table.index)
 
 
+def _check_labels_and_priors(table: pd.DataFrame, labels: dict[str, SyntaxRow], roles) -> None:
+    """A label that is also a variable's name reads as that variable in ``:=``
+    definitions, and a prior on a fixed parameter would be ignored: refuse both,
+    naming the line."""
+    variables = {name for level in roles for name in level.observed + level.covariates + level.latent}
+    for label, row in labels.items():
+        if label in variables:
+            raise _row_error(row, f"the label {label!r} is also the name of a variable",
+                             f"give the parameter a label of its own, as in {label}_b*{row.rhs or row.lhs}")
+    for row in table[table.prior.notna() & (table.free == 0)].itertuples():
+        what = "a marker loading, fixed at 1" if row.op == "=~" else "fixed"
+        raise ModelSyntaxError(f"prior() on {row.lhs} {row.op} {row.rhs}, which is {what}: the prior would be ignored",
+                               line=row.line, column=row.column, text=row.text,
+                               hint=f"free it with NA*{row.rhs} (and fix another loading or the factor variance), "
+                                    "or remove the prior")
+
+
 def _random_slopes(rows: list[SyntaxRow], two_level: bool) -> tuple[str, ...]:
     """Names of the random slopes, checked: within-level regressions, one row each,
     not also the name of a variable at level 1."""
@@ -461,6 +478,7 @@ def build_partable(parsed: ParsedModel | str, centering: dict[str, str] | None =
     table["id"] = np.arange(1, len(table) + 1)
     labels = {r.label: r for r in user_rows if r.label}
     table["free"] = _assign_free_indices(table, labels)
+    _check_labels_and_priors(table, labels, roles)
     return ParameterTable(rows=table[COLUMNS], levels=tuple(roles), both_level=both_level,
                           source_lines=parsed.source_lines, centering=tuple((centering or {}).items()),
                           slopes=slopes)

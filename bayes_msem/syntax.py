@@ -32,7 +32,7 @@ _TOKEN_RE = re.compile(
     (?P<space>\s+)
   | (?P<string>"(?:[^"\\]|\\.)*"|'(?:[^'\\]|\\.)*')
   | (?P<number>(?:\d+\.?\d*|\.\d+)(?:[eE][+-]?\d+)?)
-  | (?P<name>[A-Za-z_.][A-Za-z0-9_.]*)
+  | (?P<name>(?:[^\W\d]|\.)[\w.]*)  # letters of any script, as R allows: ä, é, ø
   | (?P<op>=~|~~|:=|==|<~|<=|>=|~|<|>|\||\+|\*|\(|\)|,|-|:|;|=|\^|/)
     """,
     re.VERBOSE,
@@ -302,6 +302,9 @@ class _StatementParser:
                 if star is None or star.text != "*":
                     raise _error(star or self.end_token(), f"expected `*` after {token.text}(...)")
                 continue
+            if token.kind == "name" and after is not None and after.text == "(":
+                raise _error(token, f"unknown modifier {token.text}()",
+                             'modifiers are prior("..."), start(...), equal("..."), label("..."), fixed(...), rv("...")')
             if is_modifier and token.kind == "name":
                 self.next()
                 self.next()

@@ -44,6 +44,9 @@ def test_covariate_moments_are_lavaan_fixed_x_values():
     (lambda d: d.drop(columns="x"), {}, "variable 'x' is in the model but not in the data"),
     (lambda d: d.rename(columns={"x": "xx"}), {}, "Did you mean 'xx'"),
     (lambda d: d.assign(x=d.x.astype(str)), {}, "'x' is not numeric"),
+    (lambda d: d.assign(x=d.x.astype(object).where(d.index != 4, "n/a")), {}, "e.g. 'n/a' in row 4"),
+    (lambda d: d.assign(y=d.y.where(d.index != 5, np.inf)), {}, "'y' has 1 infinite value(s), e.g. in row 5"),
+    (lambda d: d.assign(id=np.arange(len(d))), {}, "every cluster of 'id' has one row"),
     (lambda d: d.assign(x=pd.Categorical(np.where(d.x > 0, "a", "b"))), {}, "dummy variables"),
     (lambda d: d, {"cluster": None}, "needs cluster='<column>'"),
     (lambda d: d, {"cluster": "school"}, "cluster column 'school' is not in the data"),
@@ -122,3 +125,20 @@ def test_few_valued_integer_outcomes_are_warned_about(column, values, warned):
     assert bool(messages) == warned
     if warned:
         assert messages[0].startswith(f"{column!r} takes only {len(values)} integer values")
+
+
+def test_few_clusters_are_warned_about():
+    with pytest.warns(UserWarning, match="only 4 clusters in 'id'"):
+        prepare(TWO_LEVEL, clustered(n_clusters=4, size=5), cluster="id")
+
+
+def test_random_slope_of_a_level2_variable_is_refused_naming_the_line():
+    data = clustered(n_clusters=12, size=4)
+    with pytest.raises(DataError, match=r"line 2: the random slope 's' of 'w' \(s \| y ~ w\)"):
+        prepare("level: 1\n  s | y ~ w\nlevel: 2\n  y ~~ s", data, cluster="id")
+
+
+def test_messages_show_no_numpy_reprs():
+    with pytest.raises(DataError) as info:
+        prepare(TWO_LEVEL, clustered().assign(x=np.float64(3.0)), cluster="id")
+    assert "np." not in str(info.value) and "every value is 3)" in str(info.value)

@@ -32,6 +32,9 @@ def test_bad_options():
         bm.Model("y ~ x", data, engine="fast")
     with pytest.raises(ValueError, match="sampler="):
         bm.Model("y ~ x", data).fit(sampler="stan")
+    for seed in (-1, 1.5, "a", True):  # refused at once, not after compiling
+        with pytest.raises(ValueError, match="random_seed must be a non-negative whole number"):
+            bm.Model("y ~ x", data).fit(random_seed=seed)
 
 
 def test_syntax_error_surfaces_from_model():

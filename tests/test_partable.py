@@ -96,6 +96,9 @@ def test_single_level_intercepts_are_free_and_latent_means_fixed():
     ('y ~~ prior("normal(0,1)")*y', "positive values"),
     ('y ~ prior("normal(0,-1)")*x', "must be positive"),
     ("f =~ y1 + a*y2\ny2 ~~ a*y2", "not supported"),
+    ("y ~ x*x", "the label 'x' is also the name of a variable"),
+    ('f =~ prior("normal(1, 1)")*y1 + y2 + y3', "prior() on f =~ y1, which is a marker loading"),
+    ('y ~ prior("normal(0, 1)")*0.5*x', "a fixed parameter takes no prior"),
 ])
 def test_specification_errors_point_at_the_text(text, words):
     with pytest.raises(ModelSyntaxError) as info:

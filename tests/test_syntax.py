@@ -146,3 +146,13 @@ def test_random_slope_in_mplus_and_lavaan_style_give_the_same_row():
     lavaan = parse_model('level: 1\n y ~ rv("s")*x\nlevel: 2\n s ~ w').rows[0]
     assert (mplus.lhs, mplus.op, mplus.rhs, mplus.random) == ("y", "~", "x", "s")
     assert (lavaan.lhs, lavaan.op, lavaan.rhs, lavaan.random) == ("y", "~", "x", "s")
+
+
+def test_unknown_modifier_is_named():
+    with pytest.raises(ModelSyntaxError, match=r"unknown modifier foo\(\)"):
+        parse_model("y ~ foo(1)*x")
+
+
+def test_names_may_use_letters_of_any_script():
+    rows = parse_model("größe ~ ålder + año").rows
+    assert [(r.lhs, r.rhs) for r in rows] == [("größe", "ålder"), ("größe", "año")]
