@@ -17,7 +17,8 @@ __all__ = ["main"]
 _READERS = {".csv": "read_csv", ".parquet": "read_parquet", ".sav": "read_spss", ".dta": "read_stata"}
 
 
-def _read_data(path: Path):
+def _read_data(path: Path, na_values: list[str] | None = None):
+    """Read a data file; missing-value codes (``--na-values``) become missing."""
     import pandas as pd
 
     reader = _READERS.get(path.suffix.lower())
@@ -25,7 +26,49 @@ def _read_data(path: Path):
         raise ValueError(f"cannot read {path.name}: use one of {', '.join(_READERS)}")
     if not path.exists():
         raise FileNotFoundError(f"data file {path} does not exist")
-    return getattr(pd, reader)(path)
+    if reader == "read_csv":
+        frame = _read_csv(path, na_values or [])
+    else:
+        frame = getattr(pd, reader)(path)
+        if na_values:
+            codes = na_values + [float(v) for v in na_values if _is_number(v)]
+            frame = frame.replace(codes, float("nan"))
+    if len(frame) == 0:
+        raise ValueError(f"data file {path} has a header but no rows")
+    return frame
+
+
+def _is_number(text: str) -> bool:
+    try:
+        float(text)
+    except ValueError:
+        return False
+    return True
+
+
+def _read_csv(path: Path, na_values: list[str]):
+    """A CSV file with its separator sniffed (comma, semicolon, tab or
+    whitespace, as spreadsheets in many locales write them), refusing
+    duplicated column names, which pandas would rename silently."""
+    import csv
+
+    import pandas as pd
+
+    with path.open(newline="", encoding="utf-8-sig") as handle:
+        head = handle.read(64_000)
+    if not head.strip():
+        raise ValueError(f"data file {path} is empty")
+    try:
+        separator = csv.Sniffer().sniff(head.splitlines()[0], delimiters=",;\t ").delimiter
+    except csv.Error:
+        separator = ","  # one column: nothing to sniff
+    header = next(csv.reader([head.splitlines()[0]], delimiter=separator))
+    names = [name.strip() for name in header]
+    repeated = sorted({name for name in names if names.count(name) > 1})
+    if repeated:
+        raise ValueError(f"data file {path} has more than one column named {', '.join(map(repr, repeated))}; "
+                         "rename them so that each column has its own name")
+    return pd.read_csv(path, sep=separator, na_values=na_values, encoding="utf-8-sig", skipinitialspace=True)
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -43,7 +86,12 @@ def _parser() -> argparse.ArgumentParser:
         sub.add_argument("--out", type=Path, default=None,
                          help="folder for results.nc, summary.csv and report.html")
     fit.add_argument("--cluster", default=None, help="cluster column (two-level models)")
-    fit.add_argument("--missing", default="error", choices=["error", "listwise"])
+    fit.add_argument("--missing", default="error", choices=["error", "listwise"],
+                     help="rows with missing values: error (default) stops and says how many; listwise drops them "
+                          "and reports it")
+    fit.add_argument("--na-values", default="", metavar="CODES",
+                     help="comma-separated codes that mean missing in the data file, e.g. --na-values=-99,. "
+                          "(write it with = when a code starts with -; empty cells and NA are missing already)")
     report = commands.add_parser("report", help="rebuild report.html from a saved results.nc")
     report.add_argument("results", type=Path, help="results.nc written by `bayes-msem fit --out`")
     report.add_argument("--out", type=Path, default=None, help="report file (default: report.html next to it)")
@@ -77,7 +125,8 @@ def _run(args) -> None:
     else:
         if not args.model.exists():
             raise FileNotFoundError(f"model file {args.model} does not exist")
-        syntax, data, cluster = args.model.read_text(), _read_data(args.data), args.cluster
+        na_values = [code.strip() for code in args.na_values.split(",") if code.strip()]
+        syntax, data, cluster = args.model.read_text(), _read_data(args.data, na_values), args.cluster
     options = {"missing": args.missing, "centering": _centering(args.centering)} if args.command == "fit" else {}
     model = bm.Model(syntax, data, cluster=cluster, **options)
     result = model.fit(draws=args.draws, tune=args.tune, chains=args.chains, random_seed=args.seed)

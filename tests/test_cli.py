@@ -103,3 +103,40 @@ def test_every_data_format_reads_back_the_same_frame(tmp_path, suffix):
     writers[suffix]()
     read = _read_data(path)
     pd.testing.assert_frame_equal(read[frame.columns].astype(float), frame.astype(float), check_exact=False, rtol=1e-6)
+
+
+@pytest.mark.parametrize("separator", [",", ";", "\t"])
+def test_csv_separator_is_sniffed(tmp_path, separator):
+    from bayes_msem.cli import _read_data
+
+    frame = bm.example_data("mplus_ex9_6").head(20)
+    path = tmp_path / "d.csv"
+    frame.to_csv(path, index=False, sep=separator)
+    pd.testing.assert_frame_equal(_read_data(path), frame, check_exact=False, rtol=1e-9)
+
+
+@pytest.mark.parametrize("text, words", [
+    ("", "is empty"),
+    ("y,x\n", "has a header but no rows"),
+    ("y,x,y\n1,2,3\n", "more than one column named 'y'"),
+])
+def test_unreadable_csv_files_give_one_clear_error(tmp_path, capsys, text, words):
+    model = tmp_path / "m.lavaan"
+    model.write_text("y ~ x")
+    data = tmp_path / "d.csv"
+    data.write_text(text)
+    assert main(["fit", str(model), str(data)]) == 2
+    assert words in capsys.readouterr().err
+
+
+def test_missing_value_codes_are_read_as_missing(tmp_path, capsys):
+    from bayes_msem.cli import _read_data
+
+    data = tmp_path / "d.csv"
+    data.write_text("y,x\n1.5,-99\n.,2\n3,4\n")
+    read = _read_data(data, ["-99", "."])
+    assert read.isna().sum().tolist() == [1, 1] and read.dtypes.tolist() == [float, float]
+    model = tmp_path / "m.lavaan"
+    model.write_text("y ~ x")
+    assert main(["fit", str(model), str(data), "--na-values=-99,."]) == 2
+    assert "2 of 3 rows have missing values" in capsys.readouterr().err
