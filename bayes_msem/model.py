@@ -71,6 +71,13 @@ class Model:
         self.spec: ModelSpec = build_spec(table, data, cluster=cluster, missing=missing, priors=priors)
         self.engine, self.engine_reason = choose_engine(engine, self.spec)
 
+    def __repr__(self) -> str:
+        data = self.spec.data
+        kind = "two-level" if self.spec.table.two_level else "single-level"
+        clusters = f", {data.n_clusters} clusters of {self.spec.cluster!r}" if self.spec.table.two_level else ""
+        return (f"<bayes_msem.Model: {kind}, {len(self.spec.priors)} free parameters, {data.n_rows} rows{clusters}, "
+                f"engine {self.engine!r}>")
+
     def partable(self) -> pd.DataFrame:
         """The parameter table (lavaan's columns), with level names."""
         rows = self.spec.table.rows.copy()

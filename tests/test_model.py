@@ -47,3 +47,9 @@ def test_example_helpers():
     assert len(bm.example_data("demo_twolevel")) == 2500
     with pytest.raises(ValueError, match="unknown example"):
         bm.example_data("nope")
+
+
+def test_model_repr_says_what_it_holds():
+    model = bm.Model(bm.example_model("demo_twolevel"), bm.example_data("demo_twolevel"), cluster="cluster")
+    assert repr(model) == ("<bayes_msem.Model: two-level, 20 free parameters, 2500 rows, 200 clusters of 'cluster', "
+                           "engine 'collapsed'>")
