@@ -102,5 +102,9 @@ def summary_text(result) -> str:
     if len(defined):
         lines += ["", "Defined parameters:"]
         for _, row in defined.iterrows():
-            lines.append(_format_row(row, f"{row.lhs} := {row.rhs}"[:18]))
+            text = f"{row.lhs} := {row.rhs}"
+            if len(text) > 18:  # the whole definition on its own line, the numbers under its name
+                lines.append(f"  {text}")
+                text = row.lhs
+            lines.append(_format_row(row, text[:18]))
     return "\n".join(lines)
