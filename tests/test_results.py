@@ -110,7 +110,7 @@ def test_random_slope_fit_gives_effects_cluster_effects_and_plot(tmp_path):
     assert result.plot_cluster_effects("x -> m -> y") is not None
     text = str(result)
     assert "a | m ~ x" in text and "centering none" in text
-    assert "  indirect := a_mean*b_mean + cab\n" in text  # definitions printed whole
+    assert "  indirect := a_mean * b_mean + cab\n" in text  # definitions printed whole
     # issue 12: no wrong standardized values or R-squared where the slopes enter the variance
     with pytest.warns(UserWarning, match="m, y at level within are not given"):
         std = result.standardized()
