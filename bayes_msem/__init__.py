@@ -8,9 +8,16 @@
 
 from __future__ import annotations
 
+import warnings
 from importlib import resources
 
 __version__ = "0.1.0"
+
+# Library noise a user cannot act on, silenced by message (nothing else):
+# PyTensor's missing-BLAS notice (the sampler runs through JAX, which has its own)
+# and JAX's note that numpyro's donated buffers could not be reused.
+warnings.filterwarnings("ignore", message="PyTensor could not link to a BLAS installation")
+warnings.filterwarnings("ignore", message="Some donated buffers were not usable")
 
 from bayes_msem.checking import compare  # noqa: E402
 from bayes_msem.errors import DataError, ModelSpecificationError, ModelSyntaxError  # noqa: E402

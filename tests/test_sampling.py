@@ -49,3 +49,28 @@ def test_chains_per_device_gives_each_chain_what_it_would_get_alone():
         np.testing.assert_allclose(together["path"][chain], alone["path"], rtol=1e-6)
         np.testing.assert_allclose(together["last"][chain], alone["last"], rtol=1e-6)
     assert together["path"].shape == (4, 5)
+
+
+def test_compilation_cache_folder_follows_the_environment(monkeypatch, tmp_path):
+    from bayes_msem.sampling import compilation_cache_dir
+
+    monkeypatch.setenv("BAYES_MSEM_CACHE_DIR", str(tmp_path / "c"))
+    assert compilation_cache_dir() == str(tmp_path / "c")
+    monkeypatch.setenv("BAYES_MSEM_CACHE_DIR", "off")
+    assert compilation_cache_dir() is None
+    monkeypatch.delenv("BAYES_MSEM_CACHE_DIR")
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
+    assert compilation_cache_dir() == str(tmp_path / "bayes_msem" / "jax")
+
+
+def test_library_noise_is_silenced_and_nothing_else():
+    """In a fresh process (pytest resets warning filters for each test)."""
+    import subprocess
+    import sys
+
+    code = ("import warnings, bayes_msem\n"
+            "warnings.warn('PyTensor could not link to a BLAS installation. Operations ...')\n"
+            "warnings.warn('Some donated buffers were not usable: float64[2,100]')\n"
+            "warnings.warn('R-hat above 1.01 for y~x')\n")
+    err = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stderr
+    assert "R-hat above 1.01" in err and "BLAS" not in err and "donated" not in err
