@@ -26,33 +26,10 @@ y1 ~~ y5"""
 POLITICAL_DEMOCRACY_TUTORIAL = (Path(__file__).parents[1] / "models" / "political_democracy_sem.lavaan").read_text()
 
 # covariances equal over time and one fixed at a non-zero value; lavaan reference in make_lavaan_references.R
-POLITICAL_DEMOCRACY_CONSTRAINED = """ind60 =~ x1 + x2 + x3
-dem60 =~ y1 + y2 + y3 + y4
-dem65 =~ y5 + y6 + y7 + y8
-dem60 ~ ind60
-dem65 ~ ind60 + dem60
-y1 ~~ a*y5
-y2 ~~ a*y6
-y3 ~~ a*y7
-y4 ~~ a*y8
-y2 ~~ 1.3*y4
-y6 ~~ y8"""
+POLITICAL_DEMOCRACY_CONSTRAINED = (DATA / "political_democracy_constrained_covariances.lavaan").read_text()
 
 # partial covariance patterns at both levels; lavaan reference in tests/data/make_lavaan_references.R
-DEMO_PARTIAL_COVARIANCES = """level: 1
-    fw =~ y1 + y2 + y3
-    fw ~ x1
-    y4 ~ x2
-    y5 ~ x3
-    y1 ~~ y4
-    y2 ~~ y5
-level: 2
-    fb =~ y1 + y2 + y3
-    fb ~ w1
-    y4 ~ w2
-    y2 ~~ y4
-    y3 ~~ y5
-"""
+DEMO_PARTIAL_COVARIANCES = (DATA / "demo_twolevel_partial_covariances.lavaan").read_text()
 
 POLITICAL_DEMOCRACY_PATH = """y1 ~ x1
 y5 ~ y1 + x1

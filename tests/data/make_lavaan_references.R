@@ -45,38 +45,13 @@ write.csv(parameterEstimates(f)[,c("lhs","op","rhs","est","se")], "political_dem
 print(parameterEstimates(f)[,c("lhs","op","rhs","est","se")])
 # two-level model with partial covariance patterns at both levels (issue 12), lavaan 0.6-14:
 # writes demo_twolevel_partial_covariances_lavaan_ml.csv (logL -20123.583)
-m5 <- 'level: 1
-    fw =~ y1 + y2 + y3
-    fw ~ x1
-    y4 ~ x2
-    y5 ~ x3
-    y1 ~~ y4
-    y2 ~~ y5
-level: 2
-    fb =~ y1 + y2 + y3
-    fb ~ w1
-    y4 ~ w2
-    y2 ~~ y4
-    y3 ~~ y5
-'
+m5 <- paste(readLines("demo_twolevel_partial_covariances.lavaan"), collapse = "\n")
 f5 <- sem(m5, Demo.twolevel, cluster = "cluster")
 write.csv(parameterEstimates(f5)[, c("lhs", "op", "rhs", "level", "est", "se")],
           "demo_twolevel_partial_covariances_lavaan_ml.csv", row.names = FALSE)
 # equal residual covariances over time and one fixed at a non-zero value (issue 12), lavaan 0.6-14 (logL -1550.357):
 # writes political_democracy_constrained_covariances_lavaan_ml.csv
-m6 <- '
-  ind60 =~ x1 + x2 + x3
-  dem60 =~ y1 + y2 + y3 + y4
-  dem65 =~ y5 + y6 + y7 + y8
-  dem60 ~ ind60
-  dem65 ~ ind60 + dem60
-  y1 ~~ a*y5
-  y2 ~~ a*y6
-  y3 ~~ a*y7
-  y4 ~~ a*y8
-  y2 ~~ 1.3*y4
-  y6 ~~ y8
-'
+m6 <- paste(readLines("political_democracy_constrained_covariances.lavaan"), collapse = "\n")
 f6 <- sem(m6, PoliticalDemocracy)
 write.csv(parameterEstimates(f6)[, c("lhs", "op", "rhs", "est", "se")],
           "political_democracy_constrained_covariances_lavaan_ml.csv", row.names = FALSE)
