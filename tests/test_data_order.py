@@ -74,7 +74,7 @@ LATENT_CASES = {
 }
 
 copies = st.tuples(st.sampled_from(LABEL_KINDS), st.integers(0, 2**32 - 1))
-property_settings = settings(deadline=None, max_examples=25, suppress_health_check=[HealthCheck.function_scoped_fixture])
+property_settings = settings(deadline=None, max_examples=20, suppress_health_check=[HealthCheck.function_scoped_fixture])
 
 
 @pytest.fixture(scope="module", params=list(COLLAPSED_CASES))
@@ -123,7 +123,7 @@ def per_cluster_logp(spec, theta):
     return cluster_marginal_logp(spec, marginal_statistics(spec), theta, NUMPY_BACKEND)
 
 
-@property_settings
+@settings(deadline=None, max_examples=8)
 @given(copy=copies)
 def test_saturated_model_of_the_predictive_check_invariant_to_row_order_and_labels(copy):
     """The PPP's saturated two-level model (EM on cluster statistics)."""
