@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+import warnings
 from pathlib import Path
 
 __all__ = ["main"]
@@ -128,16 +129,29 @@ def _run(args) -> None:
         na_values = [code.strip() for code in args.na_values.split(",") if code.strip()]
         syntax, data, cluster = args.model.read_text(), _read_data(args.data, na_values), args.cluster
     options = {"missing": args.missing, "centering": _centering(args.centering)} if args.command == "fit" else {}
-    model = bm.Model(syntax, data, cluster=cluster, **options)
-    result = model.fit(draws=args.draws, tune=args.tune, chains=args.chains, random_seed=args.seed)
-    result.try_ppp()  # shown in the summary's header
+    with warnings.catch_warnings(record=True) as caught:  # the filters stay: library notices remain silenced
+        model = bm.Model(syntax, data, cluster=cluster, **options)
+        result = model.fit(draws=args.draws, tune=args.tune, chains=args.chains, random_seed=args.seed)
+        result.try_ppp()  # shown in the summary's header
     print(result)
+    _print_warnings(caught, shown_in_summary=result.diagnostic_messages())
     if args.out is not None:
         args.out.mkdir(parents=True, exist_ok=True)
         result.save(args.out / "results.nc")
         result.summary().to_csv(args.out / "summary.csv", index=False)
         result.report(args.out / "report.html")
         print(f"\nwrote {args.out / 'results.nc'}, {args.out / 'summary.csv'} and {args.out / 'report.html'}")
+
+
+def _print_warnings(caught, shown_in_summary: list[str]) -> None:
+    """Warnings in the command's own words, once each: the diagnostics are in the
+    summary's header already; the rest (data checks, listwise deletion) follow it."""
+    seen = set(shown_in_summary)
+    for warning in caught:
+        text = str(warning.message)
+        if issubclass(warning.category, UserWarning) and text not in seen:
+            seen.add(text)
+            print(f"bayes-msem: warning: {text}", file=sys.stderr)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -391,11 +391,11 @@ class FitResult:
                             "target_accept=0.95; if they persist, look for near-zero variances or weakly "
                             "identified parameters and consider more informative priors.")
         if d["high_r_hat"]:
-            messages.append(f"R-hat above {RHAT_LIMIT} for {', '.join(d['high_r_hat'][:5])}: chains disagree. "
+            messages.append(f"R-hat above {RHAT_LIMIT} for {_some(d['high_r_hat'])}: chains disagree. "
                             "Run more tune and draws, and check the trace plots (az.plot_trace(result.idata)).")
         if d["low_ess"]:
             messages.append(f"effective sample size below {self._ess_limit():.0f} for "
-                            f"{', '.join(d['low_ess'][:5])}: intervals are imprecise. Run more draws.")
+                            f"{_some(d['low_ess'])}: intervals are imprecise. Run more draws.")
         return messages
 
     def warn_diagnostics(self) -> None:
@@ -420,6 +420,12 @@ class FitResult:
         attrs["bayes_msem_info"] = json.dumps(self.info, default=_json_default)
         attrs["bayes_msem_priors"] = self.prior_table.to_json(orient="split")
         idata.to_netcdf(str(path))
+
+
+def _some(names: list[str], shown: int = 5) -> str:
+    """The first few names, and how many more there are."""
+    more = f" and {len(names) - shown} more" if len(names) > shown else ""
+    return ", ".join(names[:shown]) + more
 
 
 def _describe(draws: np.ndarray) -> pd.DataFrame:

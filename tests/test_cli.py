@@ -53,6 +53,9 @@ def test_fit_writes_results(tmp_path):
         capture_output=True, text=True, timeout=600)
     assert completed.returncode == 0, completed.stderr
     assert "Level 2 [between]" in completed.stdout
+    # quiet: no library notices, and diagnostics in the summary only, not as Python warning lines
+    for noise in ("UserWarning", "BLAS", "donated buffers", "FutureWarning"):
+        assert noise not in completed.stderr, completed.stderr
     assert "Posterior predictive p-value (PPP)" in completed.stdout
     assert (out / "results.nc").exists() and (out / "summary.csv").exists()
     assert bm.load_result(out / "results.nc").info["cluster"] == "clus"
@@ -140,3 +143,16 @@ def test_missing_value_codes_are_read_as_missing(tmp_path, capsys):
     model.write_text("y ~ x")
     assert main(["fit", str(model), str(data), "--na-values=-99,."]) == 2
     assert "2 of 3 rows have missing values" in capsys.readouterr().err
+
+
+def test_warnings_are_printed_once_in_the_commands_words(capsys):
+    import warnings
+
+    from bayes_msem.cli import _print_warnings
+
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        for text in ("only 4 clusters in 'id'", "only 4 clusters in 'id'", "R-hat above 1.01 for a"):
+            warnings.warn(text, UserWarning, stacklevel=2)
+    _print_warnings(caught, shown_in_summary=["R-hat above 1.01 for a"])
+    assert capsys.readouterr().err == "bayes-msem: warning: only 4 clusters in 'id'\n"
