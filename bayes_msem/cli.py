@@ -80,10 +80,12 @@ def _parser() -> argparse.ArgumentParser:
     fit.add_argument("data", type=Path, help="data file (.csv, .parquet, .sav, .dta)")
     example = commands.add_parser("example", help="fit the shipped Demo.twolevel model end to end")
     for sub in (fit, example):
-        sub.add_argument("--draws", type=int, default=1000)
-        sub.add_argument("--tune", type=int, default=1000)
-        sub.add_argument("--chains", type=int, default=4)
-        sub.add_argument("--seed", type=int, default=None)
+        sub.add_argument("--draws", type=int, default=1000, help="posterior draws per chain (default 1000)")
+        sub.add_argument("--tune", type=int, default=1000, help="warm-up iterations per chain (default 1000)")
+        sub.add_argument("--chains", type=int, default=4, help="chains (default 4)")
+        sub.add_argument("--seed", type=int, default=None, help="random seed: the same seed gives the same draws")
+        sub.add_argument("--target-accept", type=float, default=0.8,
+                         help="NUTS target acceptance rate (default 0.8; 0.95 against divergences)")
         sub.add_argument("--out", type=Path, default=None,
                          help="folder for results.nc, summary.csv and report.html")
     fit.add_argument("--cluster", default=None, help="cluster column (two-level models)")
@@ -131,10 +133,13 @@ def _run(args) -> None:
     options = {"missing": args.missing, "centering": _centering(args.centering)} if args.command == "fit" else {}
     with warnings.catch_warnings(record=True) as caught:  # the filters stay: library notices remain silenced
         model = bm.Model(syntax, data, cluster=cluster, **options)
-        result = model.fit(draws=args.draws, tune=args.tune, chains=args.chains, random_seed=args.seed)
+        result = model.fit(draws=args.draws, tune=args.tune, chains=args.chains, random_seed=args.seed,
+                           target_accept=args.target_accept)
+        warned = result.diagnostic_messages()  # what fit() warned, in Python's words
+        result.info["interface"] = "cli"  # the summary gives the same advice in the command's words
         result.try_ppp()  # shown in the summary's header
     print(result)
-    _print_warnings(caught, shown_in_summary=result.diagnostic_messages())
+    _print_warnings(caught, shown_in_summary=warned)
     if args.out is not None:
         args.out.mkdir(parents=True, exist_ok=True)
         result.save(args.out / "results.nc")

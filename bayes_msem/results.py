@@ -383,19 +383,22 @@ class FitResult:
         return ESS_PER_CHAIN * self.info.get("chains", 4)
 
     def diagnostic_messages(self) -> list[str]:
-        """Plain-language warnings with advice; empty when all checks pass."""
+        """Plain-language warnings with advice; empty when all checks pass. The
+        advice names the command line's options when the command line made the
+        fit (``info["interface"] == "cli"``)."""
         d = self.diagnostics()
+        words = _ADVICE["cli" if self.info.get("interface") == "cli" else "python"]
         messages = []
         if d["divergences"]:
             messages.append(f"{d['divergences']} divergent transitions: the posterior may be biased. Refit with "
-                            "target_accept=0.95; if they persist, look for near-zero variances or weakly "
+                            f"{words['target_accept']}; if they persist, look for near-zero variances or weakly "
                             "identified parameters and consider more informative priors.")
         if d["high_r_hat"]:
             messages.append(f"R-hat above {RHAT_LIMIT} for {_some(d['high_r_hat'])}: chains disagree. "
-                            "Run more tune and draws, and check the trace plots (az.plot_trace(result.idata)).")
+                            f"Run more {words['tune_draws']}, and check {words['trace']}.")
         if d["low_ess"]:
             messages.append(f"effective sample size below {self._ess_limit():.0f} for "
-                            f"{_some(d['low_ess'])}: intervals are imprecise. Run more draws.")
+                            f"{_some(d['low_ess'])}: intervals are imprecise. Run more {words['draws']}.")
         return messages
 
     def warn_diagnostics(self) -> None:
@@ -420,6 +423,15 @@ class FitResult:
         attrs["bayes_msem_info"] = json.dumps(self.info, default=_json_default)
         attrs["bayes_msem_priors"] = self.prior_table.to_json(orient="split")
         idata.to_netcdf(str(path))
+
+
+# The same advice in the words of each interface.
+_ADVICE = {
+    "python": {"target_accept": "target_accept=0.95", "tune_draws": "tune and draws", "draws": "draws",
+               "trace": "the trace plots (az.plot_trace(result.idata))"},
+    "cli": {"target_accept": "--target-accept 0.95", "tune_draws": "--tune and --draws", "draws": "--draws",
+            "trace": "the rank plots in report.html (written with --out DIR)"},
+}
 
 
 def _some(names: list[str], shown: int = 5) -> str:

@@ -86,6 +86,9 @@ def test_diagnostic_messages_give_advice(small_fit, monkeypatch):
     assert divergences.startswith("3 divergent transitions") and "target_accept=0.95" in divergences
     assert "y~m" in r_hat and "Run more tune and draws" in r_hat
     assert "y~~y" in ess and "Run more draws" in ess
+    monkeypatch.setitem(small_fit.info, "interface", "cli")  # the command line's words
+    divergences, r_hat, ess = small_fit.diagnostic_messages()
+    assert "--target-accept 0.95" in divergences and "--tune and --draws" in r_hat and "--draws" in ess
     monkeypatch.setattr(small_fit, "diagnostics", lambda: dict(failing, divergences=0, high_r_hat=[], low_ess=[]))
     assert small_fit.diagnostic_messages() == []
 
