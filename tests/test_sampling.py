@@ -54,11 +54,13 @@ def test_chains_per_device_gives_each_chain_what_it_would_get_alone():
 def test_compilation_cache_folder_follows_the_environment(monkeypatch, tmp_path):
     from bayes_msem.sampling import compilation_cache_dir
 
+    monkeypatch.delenv("BAYES_MSEM_CACHE_DIR", raising=False)
+    assert compilation_cache_dir() is None  # off unless asked for
     monkeypatch.setenv("BAYES_MSEM_CACHE_DIR", str(tmp_path / "c"))
     assert compilation_cache_dir() == str(tmp_path / "c")
     monkeypatch.setenv("BAYES_MSEM_CACHE_DIR", "off")
     assert compilation_cache_dir() is None
-    monkeypatch.delenv("BAYES_MSEM_CACHE_DIR")
+    monkeypatch.setenv("BAYES_MSEM_CACHE_DIR", "default")
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
     assert compilation_cache_dir() == str(tmp_path / "bayes_msem" / "jax")
 
