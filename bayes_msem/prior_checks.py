@@ -65,8 +65,9 @@ def _draws_once(spec, n: int, rng: np.random.Generator) -> tuple[np.ndarray, np.
         sd = _block_sds(spec, block, theta)
         size = len(block.nodes)
         if block.constrained:
-            cpc = rng.uniform(-1.0, 1.0, size=(n, len(block.owners())))
-            corr, margins, _ = constrained_correlation(cpc, size, block.owners(),
+            owners = block.owners()
+            cpc = rng.uniform(-1.0, 1.0, size=(n, len(owners)))
+            corr, margins, _ = constrained_correlation(cpc, size, owners,
                                                        block.targets(lambda f: theta[:, f - 1]), list(sd.T))
             feasible &= np.all(np.stack(margins) > 0, axis=0)
         elif block.pattern is None:
