@@ -32,7 +32,8 @@ import pandas as pd
 
 from bayes_msem.data import ClusterData, cluster_mean_statistics, within_cross_products
 from bayes_msem.engines.collapsed import two_level_logp
-from bayes_msem.matrices import NUMPY_BACKEND, level_moments, observed_layout
+from bayes_msem.layout import Placement
+from bayes_msem.matrices import NUMPY_BACKEND, level_moments
 from bayes_msem.simulate import draw_outcomes
 
 __all__ = ["PredictiveCheck", "posterior_predictive_check", "saturated_loglik", "saturated_parameter_count"]
@@ -59,7 +60,7 @@ class _Design:
     coefficient mask of the between regressions (split variables get no
     between intercept: their mean is the within intercept)."""
 
-    def __init__(self, data: ClusterData, layout):
+    def __init__(self, data: ClusterData, layout: Placement):
         b_b, z_b, place = layout
         self.layout = layout
         self.n = data.cluster_sizes.astype(float)
@@ -207,7 +208,7 @@ def _observed_saturated(spec):
     """The saturated model fitted to the data of ``spec``: layout, design, EM
     estimates, the data's cluster statistics and the maximized log-likelihood."""
     data = spec.data
-    layout = observed_layout(spec.table, spec.within, spec.between)
+    layout = spec.layout.placement
     design = _Design(data, layout)
     fit = _fit_saturated(design, design.statistics([data]), None)
     stats = cluster_mean_statistics(data)
@@ -223,7 +224,7 @@ def saturated_loglik(spec) -> float:
 
 def saturated_parameter_count(spec) -> int:
     """Free parameters of the saturated model, the way lavaan counts them for ``df``."""
-    return _Design(spec.data, observed_layout(spec.table, spec.within, spec.between)).parameter_count
+    return _Design(spec.data, spec.layout.placement).parameter_count
 
 
 def _n_between_observed(spec) -> int:
@@ -251,8 +252,8 @@ def posterior_predictive_check(spec, theta_draws: np.ndarray, *, n_draws: int = 
         for s in picked[start:start + batch]:
             within = level_moments(theta[s], spec.within)
             between = level_moments(theta[s], between_structure) if between_structure is not None else _EMPTY_BETWEEN
-            Y, Z = draw_outcomes(rng, theta[s], spec.within, between_structure, layout, data.within_covariates,
-                                 data.between_covariates, data.cluster_index)
+            Y, Z = draw_outcomes(rng, theta[s], spec.layout, data.within_covariates, data.between_covariates,
+                                 data.cluster_index)
             replicate = _with_outcomes(data, Y, Z)
             stats = cluster_mean_statistics(replicate)
             chi2_obs.append(2 * (saturated_observed - _loglik(data, observed_stats, layout, within, between)))
@@ -294,14 +295,13 @@ def _covariance_statistics(data: ClusterData, stats: dict, design: _Design) -> n
 def _covariance_table(spec, observed: np.ndarray, replicated: np.ndarray) -> pd.DataFrame:
     """Observed statistic, its posterior predictive median and 95% interval, and
     Pr(replicated >= observed): near 0 or 1 means the model misses it."""
-    names = [(spec.within.level, list(spec.within.observed))]
-    if spec.between is not None:
-        names.append((2, list(spec.table.both_level) + list(spec.table.between_outcomes)))
+    rows_level, *upper = spec.layout.levels
+    names = [(rows_level.name, list(rows_level.structure.observed))]
+    names += [(level.name, list(level.split + level.outcomes)) for level in upper]
     rows = []
     for level, variables in names:
         for i, j in zip(*np.tril_indices(len(variables))):
-            rows.append({"level": {0: "", 1: "within", 2: "between"}[level], "lhs": variables[i], "op": "~~",
-                         "rhs": variables[j]})
+            rows.append({"level": level, "lhs": variables[i], "op": "~~", "rhs": variables[j]})
     table = pd.DataFrame(rows)
     table["observed"] = observed
     table["predicted"] = np.median(replicated, axis=0)

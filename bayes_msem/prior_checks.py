@@ -22,7 +22,6 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from bayes_msem.matrices import observed_layout
 from bayes_msem.priors import constrained_correlation, lkj_draw, lkj_logpdf, patterned_draw, patterned_logpdf
 from bayes_msem.simulate import draw_outcomes
 
@@ -118,12 +117,9 @@ def sample_prior_predictive(spec, draws: int = 500, seed: int | None = None):
 
     rng = np.random.default_rng(seed)
     theta = prior_draws(spec, draws, rng)
-    data, between_structure = spec.data, spec.between
-    layout = observed_layout(spec.table, spec.within, between_structure)
-    outcomes = []
-    for t in theta:
-        outcomes.append(draw_outcomes(rng, t, spec.within, between_structure, layout, data.within_covariates,
-                                      data.between_covariates, data.cluster_index))
+    data = spec.data
+    outcomes = [draw_outcomes(rng, t, spec.layout, data.within_covariates, data.between_covariates,
+                              data.cluster_index) for t in theta]
     chain_draw = {"chain": [0], "draw": np.arange(draws)}
     parameters = xr.DataArray(theta[None], dims=("chain", "draw", "parameter"), coords=chain_draw)
     predicted, observed = {}, {}

@@ -15,7 +15,8 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from bayes_msem.matrices import LevelStructure, level_moments, level_structures, observed_layout, psd_root
+from bayes_msem.layout import ModelLayout, build_layout
+from bayes_msem.matrices import level_moments, psd_root
 from bayes_msem.partable import build_partable, level_name
 
 __all__ = ["simulate_data", "draw_outcomes", "DEFAULT_VALUES"]
@@ -50,35 +51,38 @@ def simulate_data(syntax: str, values: dict[str, float], *, n_clusters: int = 1,
     rng = np.random.default_rng(seed)
     table = build_partable(syntax)
     theta = _free_values(table, values)
-    structures = {s.level: s for s in level_structures(table)}
-    within, between = structures[1 if table.two_level else 0], structures.get(2)
-    n_clusters = n_clusters if table.two_level else 1
+    layout = build_layout(table, cluster=cluster)
+    within = layout.rows.structure
+    between = layout.levels[1].structure if layout.multilevel else None
+    n_clusters = n_clusters if layout.multilevel else 1
     cluster_index = np.repeat(np.arange(n_clusters), cluster_size)
     w = rng.standard_normal((n_clusters, len(between.covariates) if between else 0))
     x = rng.standard_normal((len(cluster_index), len(within.covariates)))
-    y, z = draw_outcomes(rng, theta, within, between, observed_layout(table, within, between), x, w, cluster_index)
+    y, z = draw_outcomes(rng, theta, layout, x, w, cluster_index)
     columns: dict[str, np.ndarray] = {}
     if between:
         columns.update({name: w[cluster_index, k] for k, name in enumerate(between.covariates)})
-        columns.update({name: z[cluster_index, k] for k, name in enumerate(table.between_outcomes)})
+        columns.update({name: z[cluster_index, k] for k, name in enumerate(layout.levels[1].outcomes)})
     columns.update({name: y[:, k] for k, name in enumerate(within.observed)})
     columns.update({name: x[:, k] for k, name in enumerate(within.covariates)})
     frame = pd.DataFrame(columns)
-    if table.two_level:
+    if layout.multilevel:
         frame.insert(0, cluster, cluster_index + 1)
     return frame
 
 
-def draw_outcomes(rng: np.random.Generator, theta: np.ndarray, within: LevelStructure, between: LevelStructure | None,
-                  layout, x: np.ndarray, w: np.ndarray, cluster_index: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+def draw_outcomes(rng: np.random.Generator, theta: np.ndarray, layout: ModelLayout, x: np.ndarray, w: np.ndarray,
+                  cluster_index: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Level-1 outcomes (rows, p) and level-2 outcomes (clusters, p_z) of the
     model at free parameters ``theta``, given the covariates ``x`` (rows) and
-    ``w`` (clusters); ``layout`` is :func:`~bayes_msem.matrices.observed_layout`.
+    ``w`` (clusters).
     Each cluster's between variables, random slopes included, are drawn first;
     the rows follow from the within level's moments at the cluster's slopes.
     Used by :func:`simulate_data`, the posterior predictive checks and prior
     predictive sampling."""
-    b_b, z_b, place = layout
+    within = layout.rows.structure
+    between = layout.levels[1].structure if layout.multilevel else None
+    b_b, z_b, place = layout.placement
     n_clusters = w.shape[0]
     cluster_part = np.zeros((n_clusters, place.shape[0]))
     z = np.zeros((n_clusters, len(z_b)))

@@ -19,6 +19,7 @@ import pandas as pd
 
 from bayes_msem.data import ClusterData, covariate_moments, prepare_data
 from bayes_msem.errors import ModelSpecificationError
+from bayes_msem.layout import ModelLayout, build_layout
 from bayes_msem.matrices import LevelStructure, level_structures
 from bayes_msem.partable import ParameterTable, build_partable, level_name
 from bayes_msem.priors import DefaultPriors, PriorSpec, parse_prior
@@ -71,7 +72,7 @@ class ModelSpec:
 
     table: ParameterTable
     data: ClusterData
-    structures: tuple[LevelStructure, ...]
+    layout: ModelLayout  # the levels, lowest first: what every later stage reads
     priors: tuple[PriorSpec, ...]  # one per free parameter, in free-index order
     starts: tuple[float, ...]  # starting value of each free parameter, on the table's scale
     covariance_blocks: tuple[CovarianceBlock, ...]
@@ -82,16 +83,23 @@ class ModelSpec:
     def kinds(self) -> list[str]:
         return self.table.free_rows()["kind"].tolist()
 
+    @property
+    def structures(self) -> tuple[LevelStructure, ...]:
+        return self.layout.structures()
+
     def structure(self, level: int) -> LevelStructure:
+        """The matrices of the level numbered ``level`` in the parameter table."""
         return next(s for s in self.structures if s.level == level)
 
     @property
     def within(self) -> LevelStructure:
-        return self.structure(1 if self.table.two_level else 0)
+        """The lowest level's matrices (``layout.rows.structure``)."""
+        return self.layout.rows.structure
 
     @property
     def between(self) -> LevelStructure | None:
-        return self.structure(2) if self.table.two_level else None
+        """Level 2's matrices, None in a single-level model."""
+        return self.layout.levels[1].structure if self.layout.multilevel else None
 
     def prior_table(self) -> pd.DataFrame:
         """One row per free parameter with its prior and whether it is a default."""
@@ -269,6 +277,6 @@ def build_spec(model: str | ParameterTable, data: pd.DataFrame, cluster: str | N
     resolved = _resolve_priors(table, scales, defaults)
     structures = tuple(level_structures(table))
     blocks = _covariance_blocks(table, structures, resolved)
-    return ModelSpec(table=table, data=cluster_data, structures=structures, priors=tuple(resolved),
-                     starts=tuple(_start_values(table, scales)),
+    return ModelSpec(table=table, data=cluster_data, layout=build_layout(table, structures, cluster),
+                     priors=tuple(resolved), starts=tuple(_start_values(table, scales)),
                      covariance_blocks=tuple(blocks), cluster=cluster, default_priors=defaults)

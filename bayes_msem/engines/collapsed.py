@@ -31,15 +31,16 @@ import pymc as pm
 from bayes_msem.data import cluster_mean_statistics
 from bayes_msem.engines import collapsed_supported
 from bayes_msem.engines.collapsed_slopes import draw_slope_cluster_effects, slopes_logp
-from bayes_msem.engines.latent import PYTENSOR_BACKEND, cluster_effect_names, mvn_logp_from_scatter
+from bayes_msem.engines.latent import PYTENSOR_BACKEND, mvn_logp_from_scatter
 from bayes_msem.engines.parameters import free_parameter_vector, parameter_names
-from bayes_msem.matrices import LevelMoments, jax_backend, level_moments, observed_layout, psd_root
+from bayes_msem.layout import Placement
+from bayes_msem.matrices import LevelMoments, jax_backend, level_moments, psd_root
 from bayes_msem.spec import ModelSpec
 
 __all__ = ["build_collapsed_model", "collapsed_logp", "draw_cluster_effects", "two_level_logp"]
 
 
-def _observation_covariance(within: LevelMoments, between: LevelMoments, n, layout, xp):
+def _observation_covariance(within: LevelMoments, between: LevelMoments, n, layout: Placement, xp):
     """V(n) of (dbar, z) for cluster size(s) n: a (..., k, k) array."""
     b_b, z_b, place = layout
     sigma_b = between.Sigma
@@ -55,7 +56,7 @@ def _observation_covariance(within: LevelMoments, between: LevelMoments, n, layo
     return xp.concatenate([upper, lower], axis=1)
 
 
-def _observation_residuals(data, stats, within: LevelMoments, between: LevelMoments, layout):
+def _observation_residuals(data, stats, within: LevelMoments, between: LevelMoments, layout: Placement):
     """(dbar_j - E dbar_j, z_j - E z_j) for every cluster: (clusters, k)."""
     b_b, z_b, place = layout
     w = data.between_covariates
@@ -97,11 +98,11 @@ def collapsed_logp(spec: ModelSpec, theta, backend):
         return slopes_logp(spec, theta, backend)
     within = level_moments(theta, spec.within, backend)
     between = level_moments(theta, spec.between, backend)
-    layout = observed_layout(spec.table, spec.within, spec.between)
-    return two_level_logp(spec.data, cluster_mean_statistics(spec.data), within, between, layout, backend)
+    return two_level_logp(spec.data, cluster_mean_statistics(spec.data), within, between, spec.layout.placement,
+                          backend)
 
 
-def two_level_logp(data, stats, within, between, layout, backend=PYTENSOR_BACKEND):
+def two_level_logp(data, stats, within, between, layout: Placement, backend=PYTENSOR_BACKEND):
     """log p(Y, z) of a two-level model without random slopes, cluster effects
     integrated out (the formula in this module's docstring). ``within`` and
     ``between`` need only ``mean``, ``Pi`` and ``Sigma``, so the saturated
@@ -136,19 +137,18 @@ def draw_cluster_effects(spec: ModelSpec, theta_draws: np.ndarray, seed: int | N
     the cluster's data, once per posterior draw.
 
     ``theta_draws`` is (chains, draws, n_free); returns (chains, draws, clusters,
-    cluster variables) in the order of :func:`cluster_effect_names`.
+    cluster variables) in the order of the layout's ``levels[1].effects``.
     """
     rng = np.random.default_rng(seed)
+    clusters = spec.layout.levels[1]
     if spec.within.slopes:
-        index = np.array([spec.between.nodes.index(n) for n in cluster_effect_names(spec)], dtype=int)
-        return draw_slope_cluster_effects(spec, theta_draws, seed, index)
+        return draw_slope_cluster_effects(spec, theta_draws, seed, clusters.effect_nodes)
     stats = cluster_mean_statistics(spec.data)
-    layout = observed_layout(spec.table, spec.within, spec.between)
+    layout = clusters.placement
     b_b, z_b, place = layout
-    between_structure = spec.between
-    names = cluster_effect_names(spec)
-    effect_nodes = np.array([between_structure.nodes.index(n) for n in names])
-    observed_nodes = np.array([between_structure.nodes.index(n) for n in between_structure.observed])
+    between_structure = clusters.structure
+    names, effect_nodes = clusters.effects, clusters.effect_nodes
+    observed_nodes = np.arange(between_structure.n_observed)  # observed variables come first among nodes
     chains, draws, _ = theta_draws.shape
     out = np.empty((chains, draws, spec.data.n_clusters, len(names)))
     w = spec.data.between_covariates

@@ -30,7 +30,7 @@ import numpy as np
 
 from bayes_msem.data import cluster_cross_products
 from bayes_msem.engines.latent import PYTENSOR_BACKEND, cluster_scatter, pooled_scatter
-from bayes_msem.matrices import LevelMoments, jax_backend, level_moments, observed_layout
+from bayes_msem.matrices import LevelMoments, jax_backend, level_moments
 from bayes_msem.spec import ModelSpec
 
 __all__ = ["slope_statistics", "slopes_logp", "draw_slope_cluster_effects", "cluster_marginal_logp",
@@ -42,7 +42,7 @@ CHUNK_ELEMENTS = 200_000  # draws x clusters handled at once after sampling
 
 def slope_statistics(spec: ModelSpec) -> dict[str, np.ndarray]:
     """The per-cluster cross-products of x~ = (1, x) and (y; x~) that the
-    columns of Z pick (:func:`_effect_columns`), selected once here rather
+    columns of Z pick (the layout's ``random_effect_columns``), selected once here rather
     than at every gradient: ``xx_effects`` (clusters, e*e) flattened, for the
     one matrix product that builds every cluster's precision
     (:func:`_effects_posterior`); ``x_effects`` (clusters, q+1, e) and
@@ -53,35 +53,18 @@ def slope_statistics(spec: ModelSpec) -> dict[str, np.ndarray]:
     xx = np.concatenate([np.concatenate([n[:, None, None], sum_x[:, None, :]], axis=2),
                          np.concatenate([sum_x[:, :, None], cross["xx"]], axis=2)], axis=1)
     yx = np.concatenate([sum_y[:, :, None], cross["yx"]], axis=2)
-    which = _effect_columns(spec)[0]
+    which = spec.layout.levels[1].random_effect_columns
     return {"xx_effects": xx[:, which][:, :, which].reshape(len(xx), -1), "x_effects": xx[:, :, which],
             "yx_effects": yx[:, :, which]}
-
-
-def _effect_columns(spec: ModelSpec) -> tuple[np.ndarray, np.ndarray]:
-    """For each column of Z (cluster effect): which entry of x~ multiplies it
-    (0 for the constant of a between part, 1 + l for a slope on covariate l),
-    and the between variable it is."""
-    structure, table = spec.within, spec.table
-    slope_col = [int(np.argmax(structure.slope_A_x[k].any(axis=0))) for k in range(len(structure.slopes))]
-    which = np.array([0] * len(table.both_level) + [1 + c for c in slope_col], dtype=int)
-    effect_nodes = np.array([spec.between.nodes.index(n) for n in table.both_level + structure.slopes], dtype=int)
-    return which, effect_nodes
 
 
 def _design(spec: ModelSpec, within: LevelMoments, backend):
     """``D`` (p, effects): the outcomes each cluster effect moves, per unit of
     its x~ entry (a between part its own variable; slope k the column of
     (I - A_W)^-1 of the outcome it sits on)."""
-    structure = spec.within
-    place = observed_layout(spec.table, structure, spec.between)[2]
-    slope_row = [int(np.argmax(structure.slope_A_x[k].any(axis=1))) for k in range(len(structure.slopes))]
-    return backend.concatenate([place, within.total[:structure.n_observed][:, slope_row]], axis=1)
-
-
-def _random_innovations(spec: ModelSpec) -> np.ndarray:
-    """Between variables with a random innovation (variance not fixed at 0): the columns of F."""
-    return np.flatnonzero(~spec.between.fixed_zero_variance())
+    clusters = spec.layout.levels[1]
+    rows = spec.within.n_observed
+    return backend.concatenate([clusters.placement.place, within.total[:rows][:, clusters.slope_outcomes]], axis=1)
 
 
 def _effects_posterior(L, DSD, xx_effects, g, spec: ModelSpec, backend):
@@ -96,7 +79,7 @@ def _effects_posterior(L, DSD, xx_effects, g, spec: ModelSpec, backend):
     halved the gradient of this step in JAX. The r x r work after it is
     unrolled into elementwise operations over clusters, which XLA fuses (its
     batched LAPACK calls were the bottleneck at 500 clusters)."""
-    e, r = L.shape[0], len(_random_innovations(spec))  # static, as the unrolled loops need
+    e, r = L.shape[0], len(spec.layout.levels[1].innovations)  # static, as the unrolled loops need
     lower = [(i, j) for i in range(r) for j in range(i + 1)]
     W = (L[:, None, :, None] * L[None, :, None, :] * DSD[:, :, None, None]).reshape((e * e, r * r))
     entries = xx_effects @ W[:, [i * r + j for i, j in lower]]
@@ -110,16 +93,15 @@ def _between_factor(spec: ModelSpec, between: LevelMoments, backend):
     """Between variables as ``mean_j + F eta_j`` with eta_j ~ N(0, I), given the
     cluster's observed level-2 outcomes z_j; also the residuals of z_j and
     their covariance (None without such outcomes)."""
-    structure = spec.between
-    random = _random_innovations(spec)
+    clusters = spec.layout.levels[1]
+    random = clusters.innovations
     root = backend.cholesky(between.S[np.ix_(random, random)])
     F = between.total[:, random] @ root
     w = spec.data.between_covariates
     mean = (between.alpha[None, :] + w @ between.A_x.T) @ between.total.T
-    outcomes = spec.table.between_outcomes
-    if not outcomes:
+    if not clusters.outcomes:
         return mean, F, None
-    z_idx = np.array([structure.nodes.index(n) for n in outcomes], dtype=int)
+    z_idx = clusters.outcome_nodes
     F_z = F[z_idx]
     G = F_z @ F_z.T
     residual = spec.data.between_outcomes - mean[:, z_idx]
@@ -134,7 +116,7 @@ def _cluster_terms(spec, stats, within: LevelMoments, between: LevelMoments, bac
     mean), the part of sum r'S^-1 r that the prior mean changes, and the factor
     L of the effects' covariance."""
     D = _design(spec, within, backend)
-    effect_nodes = _effect_columns(spec)[1]
+    effect_nodes = spec.layout.levels[1].random_effect_nodes
     SD = backend.inv(within.Sigma) @ D
     DSD = D.T @ SD
     x_eff, yx_eff, xx = stats["x_effects"], stats["yx_effects"], stats["xx_effects"]
@@ -293,7 +275,7 @@ def draw_slope_cluster_effects(spec: ModelSpec, theta_draws: np.ndarray, seed: i
     # standard normals from NumPy: JAX's threefry generator took a third of this step
     rng = np.random.default_rng(seed)
     chains, draws, _ = theta_draws.shape
-    shape = (spec.data.n_clusters, len(_random_innovations(spec)))
+    shape = (spec.data.n_clusters, len(spec.layout.levels[1].innovations))
     out = np.empty((chains, draws, spec.data.n_clusters, len(effect_index)))
     for c in range(chains):  # filled in place: stacking the chains' results copied 0.8 GB at 5000 clusters
         out[c] = _in_chunks(lambda rows: draw_all(jnp.asarray(rows), rng.standard_normal((len(rows), *shape))),

@@ -89,24 +89,24 @@ def cluster_scatter(cross, stats: dict, M, Pi):
 
 
 def cluster_effect_names(spec: ModelSpec) -> list[str]:
-    """Names of the per-cluster variables: split variables' between parts and between factors."""
-    between = spec.between
-    return [n for n in between.nodes if n not in spec.table.between_outcomes]
+    """Names of the per-cluster variables: split variables' between parts and
+    between factors (the layout's ``levels[1].effects``)."""
+    return list(spec.layout.levels[1].effects)
 
 
-def _between_layout(spec: ModelSpec) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Indices of sampled nodes (n), observed between outcomes (z), and the
-    nodes that get a random innovation."""
-    between = spec.between
-    outcomes = set(spec.table.between_outcomes)
-    n_idx = np.array([i for i, name in enumerate(between.nodes) if name not in outcomes], dtype=int)
-    z_idx = np.array([i for i, name in enumerate(between.nodes) if name in outcomes], dtype=int)
-    random = np.array([i for i in n_idx if not between.fixed_zero_variance()[i]], dtype=int)
-    coupling = (np.abs(between.S.fixed) + np.abs(between.S.pattern).sum(0).reshape(between.S.fixed.shape))
-    if len(z_idx) and coupling[np.ix_(n_idx, z_idx)].any():
-        raise ModelSpecificationError("a residual covariance between a level-2 observed outcome and a latent "
-                                      "between variable is not supported yet")
-    return n_idx, z_idx, random
+def outcome_coupling(spec: ModelSpec) -> str | None:
+    """Why this engine cannot take the model, or None: a residual covariance
+    between a level-2 observed outcome and a cluster effect would couple the
+    outcome's residual with the sampled innovations."""
+    if not spec.layout.multilevel:
+        return None
+    clusters = spec.layout.levels[1]
+    S = clusters.structure.S
+    coupling = np.abs(S.fixed) + np.abs(S.pattern).sum(0).reshape(S.fixed.shape)
+    if len(clusters.outcome_nodes) and coupling[np.ix_(clusters.effect_nodes, clusters.outcome_nodes)].any():
+        return ("a residual covariance between a level-2 observed outcome and a latent between variable needs "
+                "the collapsed engine")
+    return None
 
 
 def _between_effects(spec: ModelSpec, theta):
@@ -114,10 +114,12 @@ def _between_effects(spec: ModelSpec, theta):
 
     Returns the J x (sampled between nodes) matrix of cluster effects.
     """
-    between: LevelStructure = spec.between
+    clusters = spec.layout.levels[1]
+    between: LevelStructure = clusters.structure
     data = spec.data
     moments = level_moments(theta, between, PYTENSOR_BACKEND)
-    n_idx, z_idx, random = _between_layout(spec)
+    n_idx, z_idx = clusters.effect_nodes, clusters.outcome_nodes
+    random = np.intersect1d(n_idx, clusters.innovations)  # outcomes have their own residual likelihood
     pm.modelcontext(None).add_coord("innovation", [between.nodes[i] for i in random])
     u = pm.Normal("cluster_innovations", 0.0, 1.0, dims=("cluster", "innovation"),
                   shape=(data.n_clusters, len(random)))
@@ -144,7 +146,7 @@ def _between_effects(spec: ModelSpec, theta):
         logp += float(data.n_clusters) * (pt.log(pt.abs(pt.linalg.det(identity - A)))
                                           - pt.log(pt.abs(pt.linalg.det(pt.eye(len(n_idx)) - A[np.ix_(n_idx, n_idx)]))))
         pm.Potential("between_outcomes_loglik", logp)
-    return effects, [between.nodes[i] for i in n_idx]
+    return effects, list(clusters.effects)
 
 
 def build_latent_model(spec: ModelSpec) -> pm.Model:
@@ -154,6 +156,9 @@ def build_latent_model(spec: ModelSpec) -> pm.Model:
     table's scale, dim ``parameter``) and, for two-level models,
     ``cluster_effects`` (dims ``cluster``, ``cluster_variable``).
     """
+    unsupported = outcome_coupling(spec)
+    if unsupported:
+        raise ModelSpecificationError(f"the latent engine does not apply: {unsupported}")
     data = spec.data
     coords = {"parameter": parameter_names(spec), "cluster": [str(c) for c in data.cluster_labels]}
     within = spec.within
@@ -171,7 +176,7 @@ def build_latent_model(spec: ModelSpec) -> pm.Model:
                 moments = level_moments(theta, within, PYTENSOR_BACKEND, slope_values)
                 cluster_means = pt.zeros((data.n_clusters, within.n_observed)) + moments.mean
             for i, name in enumerate(within.observed):
-                if name in spec.table.both_level:
+                if name in spec.layout.levels[1].split:
                     cluster_means = pt.set_subtensor(cluster_means[:, i], cluster_means[:, i]
                                                      + effects[:, effect_names.index(name)])
         stats = {k: pt.as_tensor_variable(v) for k, v in data.stats.items()}

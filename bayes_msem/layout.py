@@ -1,0 +1,165 @@
+"""Stage 4b: where every variable sits at every level, worked out once per model.
+
+A model is a list of levels: one (single-level: rows), or two (rows within
+clusters). Every stage after the matrices (engines, predictive checks,
+simulation, cluster effects) reads this one frozen :class:`ModelLayout`
+instead of working the positions out again. Level ``k`` of the list holds
+its :class:`~bayes_msem.matrices.LevelStructure` and, for ``k >= 1``, how it
+connects to level ``k - 1`` below it:
+
+- the *split* variables, named at both levels, whose part at this level is a
+  random intercept of the level below (lavaan's latent decomposition), and
+  ``place``, which puts those parts into the positions of the observed
+  variables below;
+- the level's own observed *outcomes* (observed only at this level);
+- the *cluster effects*: this level's variables that are not observed, one
+  value per unit (latent cluster means, between factors, random slopes);
+- the nodes with a random innovation (variance not fixed at zero);
+- the *random effects* of the level below as the collapsed engine integrates
+  them: the split variables' parts and the random slopes, each with the entry
+  of (1, x) it multiplies.
+
+The layout depends on the parameter table alone, not on data, so simulation
+builds the same object as a fit.
+
+Example
+-------
+>>> from bayes_msem.partable import build_partable
+>>> layout = build_layout(build_partable("level: 1\\n f =~ y1 + y2\\nlevel: 2\\n fb =~ y1 + y2"))
+>>> [level.name for level in layout.levels], layout.levels[1].effects
+(['within', 'between'], ('y1', 'y2', 'fb'))
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import NamedTuple
+
+import numpy as np
+
+from bayes_msem.matrices import LevelStructure, level_structures
+from bayes_msem.partable import ParameterTable, level_name
+
+__all__ = ["Placement", "LevelLayout", "ModelLayout", "build_layout"]
+
+
+class Placement(NamedTuple):
+    """How a level's observed variables meet the level below: ``split_at`` and
+    ``outcomes_at`` index this level's observed variables (split variables,
+    own outcomes); ``place`` (observed below x split) puts the split parts
+    into the observed variables below."""
+
+    split_at: np.ndarray
+    outcomes_at: np.ndarray
+    place: np.ndarray
+
+
+def _int_array(values) -> np.ndarray:
+    return np.array(list(values), dtype=int)
+
+
+def _no_indices() -> np.ndarray:
+    return _int_array(())
+
+
+@dataclass(frozen=True, eq=False)
+class LevelLayout:
+    """One level of a model (see the module docstring). Arrays are never written to."""
+
+    structure: LevelStructure
+    name: str  # as the summary's level column shows it ("within", "between"; "" in a single-level model)
+    units: str | None  # the column whose values are this level's units (None: rows)
+    split: tuple[str, ...] = ()
+    outcomes: tuple[str, ...] = ()
+    placement: Placement | None = None  # None at the lowest level
+    effects: tuple[str, ...] = ()  # per-unit variables that are not observed: the cluster effects
+    effect_nodes: np.ndarray = field(default_factory=_no_indices)
+    innovations: np.ndarray = field(default_factory=_no_indices)  # nodes with a random innovation
+    random_effects: tuple[str, ...] = ()  # the level below's random effects: split parts, then random slopes
+    random_effect_nodes: np.ndarray = field(default_factory=_no_indices)
+    random_effect_columns: np.ndarray = field(default_factory=_no_indices)  # the entry of (1, x) below each multiplies
+    # random slopes of the level below on its covariates: the covariate and the node each sits on
+    slope_covariates: np.ndarray = field(default_factory=_no_indices)
+    slope_outcomes: np.ndarray = field(default_factory=_no_indices)
+
+    @property
+    def nodes(self) -> tuple[str, ...]:
+        return self.structure.nodes
+
+    @property
+    def outcome_nodes(self) -> np.ndarray:
+        """Node indices of the level's own outcomes (observed variables come first among nodes)."""
+        return self.placement.outcomes_at if self.placement is not None else _int_array(())
+
+
+@dataclass(frozen=True, eq=False)
+class ModelLayout:
+    """The levels of a model, lowest (rows) first."""
+
+    levels: tuple[LevelLayout, ...]
+
+    @property
+    def multilevel(self) -> bool:
+        return len(self.levels) > 1
+
+    @property
+    def rows(self) -> LevelLayout:
+        """The lowest level: one unit per row."""
+        return self.levels[0]
+
+    @property
+    def placement(self) -> Placement:
+        """Level 2's :class:`Placement`, or an empty one where the model has one level."""
+        if self.multilevel:
+            return self.levels[1].placement
+        p = self.rows.structure.n_observed
+        return Placement(_int_array(()), _int_array(()), np.zeros((p, 0)))
+
+    def structures(self) -> tuple[LevelStructure, ...]:
+        return tuple(level.structure for level in self.levels)
+
+
+def _upper_level(table: ParameterTable, structure: LevelStructure, below: LevelStructure,
+                 units: str | None) -> LevelLayout:
+    """Layout of a level above the rows, given the level below it."""
+    split = tuple(table.both_level)
+    outcomes = tuple(n for n in structure.observed if n not in split)
+    place = np.zeros((below.n_observed, len(split)))
+    place[[below.observed.index(n) for n in split], np.arange(len(split))] = 1.0
+    placement = Placement(_int_array(structure.observed.index(n) for n in split),
+                          _int_array(structure.observed.index(n) for n in outcomes), place)
+    effects = tuple(n for n in structure.nodes if n not in outcomes)
+    effect_nodes = _int_array(structure.nodes.index(n) for n in effects)
+    slope_covariates, slope_outcomes = _slope_positions(below)
+    return LevelLayout(
+        structure=structure, name=level_name(structure.level), units=units, split=split, outcomes=outcomes,
+        placement=placement, effects=effects, effect_nodes=effect_nodes,
+        innovations=np.flatnonzero(~structure.fixed_zero_variance()),
+        random_effects=split + below.slopes,
+        random_effect_nodes=_int_array(structure.nodes.index(n) for n in split + below.slopes),
+        random_effect_columns=_int_array([0] * len(split) + [1 + c for c in slope_covariates]),
+        slope_covariates=slope_covariates, slope_outcomes=slope_outcomes)
+
+
+def _slope_positions(structure: LevelStructure) -> tuple[np.ndarray, np.ndarray]:
+    """For each random slope of ``structure`` on a covariate: the covariate it
+    multiplies and the node it sits on (0, 0 for a slope on a modelled variable,
+    which the collapsed engine does not take)."""
+    if structure.slope_A_x is None:
+        return _int_array(()), _int_array(())
+    on = [structure.slope_A_x[k] for k in range(len(structure.slopes))]
+    first = lambda flags: int(np.argmax(flags)) if flags.any() else 0  # noqa: E731
+    return _int_array(first(s.any(axis=0)) for s in on), _int_array(first(s.any(axis=1)) for s in on)
+
+
+def build_layout(table: ParameterTable, structures: list[LevelStructure] | None = None,
+                 cluster: str | None = None) -> ModelLayout:
+    """The :class:`ModelLayout` of a parameter table (``structures`` from
+    :func:`~bayes_msem.matrices.level_structures`, built here when not given;
+    ``cluster`` the column naming level 2's units)."""
+    structures = list(structures if structures is not None else level_structures(table))
+    lowest = structures[0]
+    levels = [LevelLayout(structure=lowest, name=level_name(lowest.level), units=None)]
+    for below, structure in zip(structures, structures[1:]):
+        levels.append(_upper_level(table, structure, below, cluster))
+    return ModelLayout(levels=tuple(levels))
