@@ -228,6 +228,20 @@ def _add_centered_columns(table: ParameterTable, data: pd.DataFrame, cluster: st
     return data.assign(**columns)
 
 
+def cluster_column(cluster) -> str | None:
+    """The one cluster column of a two-level model, from ``cluster=`` as given:
+    a column name, or a list naming one (several columns, one per level above
+    the rows, are how models with more levels will be written)."""
+    if isinstance(cluster, list | tuple):
+        if len(cluster) == 1:
+            return cluster[0]
+        shown = ", ".join(repr(c) for c in cluster)
+        raise DataError(f"cluster=[{shown}] names {len(cluster)} columns, one per level above the rows: models "
+                        "with more than two levels (three-level or cross-classified) are not supported yet. Fit a "
+                        f"two-level model with one cluster column, such as cluster={cluster[-1]!r}.")
+    return cluster
+
+
 def prepare_data(table: ParameterTable, data: pd.DataFrame, cluster: str | None = None,
                  missing: str = "error") -> ClusterData:
     """Check ``data`` against the model and build the engine's arrays.

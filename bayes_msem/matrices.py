@@ -35,7 +35,7 @@ import numpy as np
 from bayes_msem.partable import ParameterTable
 
 __all__ = ["LevelStructure", "level_structures", "level_moments", "NUMPY_BACKEND", "jax_backend",
-           "parameter_values", "observed_layout", "psd_root"]
+           "parameter_values", "psd_root"]
 
 NUMPY_BACKEND = SimpleNamespace(inv=np.linalg.inv, eye=np.eye, cholesky=np.linalg.cholesky, solve=np.linalg.solve,
                                 concatenate=np.concatenate, zeros=np.zeros, log=np.log, sqrt=np.sqrt,
@@ -212,21 +212,6 @@ def parameter_values(rows, theta: np.ndarray) -> np.ndarray:
     out = np.broadcast_to(fixed, theta.shape[:-1] + (len(free),)).copy()
     out[..., free > 0] = theta[..., free[free > 0] - 1]
     return out
-
-
-def observed_layout(table: ParameterTable, within: LevelStructure, between: LevelStructure | None):
-    """Where the split variables (b) and the between-only outcomes (z) sit among
-    the between level's observed variables, and ``place``: the 0/1 matrix
-    (within observed x b) that puts b into the within outcomes' positions.
-    A single-level model (``between`` None) has neither."""
-    if between is None:
-        return np.zeros(0, dtype=int), np.zeros(0, dtype=int), np.zeros((within.n_observed, 0))
-    both = table.both_level
-    b_in_between = np.array([between.observed.index(n) for n in both], dtype=int)
-    z_in_between = np.array([between.observed.index(n) for n in table.between_outcomes], dtype=int)
-    place = np.zeros((within.n_observed, len(both)))
-    place[[within.observed.index(n) for n in both], np.arange(len(both))] = 1.0
-    return b_in_between, z_in_between, place
 
 
 def psd_root(cov: np.ndarray) -> np.ndarray:

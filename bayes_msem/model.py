@@ -17,7 +17,7 @@ import pandas as pd
 
 from bayes_msem import __version__
 from bayes_msem.defined import check_definitions
-from bayes_msem.engines import choose_engine
+from bayes_msem.engines import choose_engine, get_engine
 from bayes_msem.partable import build_partable, level_name
 from bayes_msem.priors import DefaultPriors
 from bayes_msem.spec import ModelSpec, build_spec
@@ -73,8 +73,8 @@ class Model:
 
     def __repr__(self) -> str:
         data = self.spec.data
-        kind = "two-level" if self.spec.table.two_level else "single-level"
-        clusters = f", {data.n_clusters} clusters of {self.spec.cluster!r}" if self.spec.table.two_level else ""
+        kind = "two-level" if self.spec.layout.multilevel else "single-level"
+        clusters = f", {data.n_clusters} clusters of {self.spec.cluster!r}" if self.spec.layout.multilevel else ""
         return (f"<bayes_msem.Model: {kind}, {len(self.spec.priors)} free parameters, {data.n_rows} rows{clusters}, "
                 f"engine {self.engine!r}>")
 
@@ -102,25 +102,12 @@ class Model:
             raise ValueError("draws and chains must be positive and tune non-negative")
         check_seed(random_seed)
         backend = choose_sampler(sampler)
-        collapsed = self.engine == "collapsed"
-        if collapsed:
-            from bayes_msem.engines.collapsed import build_collapsed_model
-
-            pymc_model = build_collapsed_model(self.spec, jax_likelihood=backend == "numpyro")
-        else:
-            from bayes_msem.engines.latent import build_latent_model
-
-            pymc_model = build_latent_model(self.spec)
-        var_names = ["parameters"] + (["cluster_effects"] if self.spec.table.two_level and not collapsed else [])
-        raw = run_nuts(pymc_model, draws=draws, tune=tune, chains=chains, random_seed=random_seed,
-                       sampler=backend, target_accept=target_accept, progressbar=progressbar, var_names=var_names,
-                       batched_linalg=bool(self.spec.within.slopes), parallel_chains=collapsed,
+        engine = get_engine(self.engine)
+        raw = run_nuts(engine.build(self.spec, backend), draws=draws, tune=tune, chains=chains,
+                       random_seed=random_seed, sampler=backend, target_accept=target_accept, progressbar=progressbar,
+                       var_names=engine.sampled_variables(self.spec), chain_method=engine.chain_method(self.spec),
                        n_clusters=self.spec.data.n_clusters)
-        effects = None
-        if collapsed:
-            effects = self._collapsed_cluster_effects(raw.posterior["parameters"], random_seed)
-        elif self.spec.table.two_level:
-            effects = raw.posterior["cluster_effects"]
+        effects = engine.cluster_effects(self.spec, raw.posterior, random_seed)
         posterior = build_posterior(self.spec.table.rows, raw.posterior["parameters"], effects)
         idata = raw.copy()
         del idata.posterior
@@ -128,7 +115,7 @@ class Model:
         data = self.spec.data
         info = {
             "version": __version__, "engine": self.engine, "engine_reason": self.engine_reason, "sampler": backend,
-            "model_type": "two-level SEM" if self.spec.table.two_level else "single-level SEM",
+            "model_type": "two-level SEM" if self.spec.layout.multilevel else "single-level SEM",
             "n_rows": data.n_rows, "n_dropped": data.n_dropped, "cluster": self.spec.cluster,
             "cluster_labels": [str(c) for c in data.cluster_labels], "cluster_sizes": data.cluster_sizes.tolist(),
             "chains": chains, "draws": draws, "tune": tune, "random_seed": random_seed,
@@ -168,33 +155,12 @@ class Model:
         or, in a single-level model, of each row: the units of LOO."""
         import xarray as xr
 
-        from bayes_msem.engines import collapsed_supported
-
+        values = get_engine(self.engine).unit_log_likelihood(self.spec, parameters.values)
+        if values is None:
+            return None  # no closed-form marginal likelihood per cluster
         coords = {"chain": parameters["chain"].values, "draw": parameters["draw"].values}
-        if self.spec.table.two_level:
-            if not collapsed_supported(self.spec)[0]:
-                return None  # no closed-form marginal likelihood per cluster
-            from bayes_msem.engines.collapsed_slopes import cluster_log_likelihood
-
-            values = cluster_log_likelihood(self.spec, parameters.values)
-            coords["cluster"] = [str(c) for c in self.spec.data.cluster_labels]
-            return xr.Dataset({"loglik": xr.DataArray(values, dims=("chain", "draw", "cluster"), coords=coords)})
-        from bayes_msem.checking import row_log_likelihood
-
-        values = row_log_likelihood(self.spec, parameters.values)
-        coords["row"] = self.spec.data.row_labels  # the user's row labels, whatever the order of the rows
-        return xr.Dataset({"loglik": xr.DataArray(values, dims=("chain", "draw", "row"), coords=coords)})
-
-    def _collapsed_cluster_effects(self, parameters, random_seed: int | None):
-        """Cluster effects drawn from their exact conditional, shaped like the latent engine's."""
-        import xarray as xr
-
-        from bayes_msem.engines.collapsed import draw_cluster_effects
-        from bayes_msem.engines.latent import cluster_effect_names
-
-        draws = draw_cluster_effects(self.spec, parameters.values, random_seed)
-        return xr.DataArray(draws, dims=("chain", "draw", "cluster", "cluster_variable"), coords={
-            "chain": parameters["chain"].values, "draw": parameters["draw"].values,
-            "cluster": [str(c) for c in self.spec.data.cluster_labels],
-            "cluster_variable": cluster_effect_names(self.spec)})
-
+        if self.spec.layout.multilevel:
+            unit, coords["cluster"] = "cluster", [str(c) for c in self.spec.data.cluster_labels]
+        else:  # the user's row labels, whatever the order of the rows
+            unit, coords["row"] = "row", self.spec.data.row_labels
+        return xr.Dataset({"loglik": xr.DataArray(values, dims=("chain", "draw", unit), coords=coords)})

@@ -15,7 +15,7 @@ import os
 import sys
 import warnings
 
-__all__ = ["SAMPLERS", "choose_sampler", "run_nuts", "compilation_cache_dir"]
+__all__ = ["SAMPLERS", "CHAIN_METHODS", "choose_sampler", "run_nuts", "compilation_cache_dir"]
 
 SAMPLERS = ("auto", "numpyro", "pymc", "nutpie")
 
@@ -60,21 +60,31 @@ def jittered_starts(model, chains: int, random_seed: int | None) -> list[dict]:
     return starts
 
 
+CHAIN_METHODS = ("vectorized", "sequential", "parallel")
+
+
 def run_nuts(model, *, draws: int, tune: int, chains: int, random_seed: int | None, sampler: str,
-             target_accept: float, progressbar: bool, var_names: list[str], batched_linalg: bool = False,
-             parallel_chains: bool = False, n_clusters: int = 0):
+             target_accept: float, progressbar: bool, var_names: list[str], chain_method: str = "vectorized",
+             n_clusters: int = 0):
     """Run NUTS on ``model`` and return ArviZ InferenceData with ``var_names`` in the posterior.
 
-    ``batched_linalg``: the log-density factors one small matrix per cluster
-    (random slopes). vmapping such a gradient over 4 chains cost 3.5 ms against
-    0.6 ms for one chain (500 clusters), so numpyro runs these chains one after
-    another or, with ``parallel_chains``, in parallel on the cores, one JAX
-    device per core (:func:`parallel_layout`). Parallel chains help the collapsed engine
-    (random-slope mediation at 100 x 20: 38.3 -> 26.7 s) and hurt the latent
-    one, whose per-row operations XLA already spreads over the cores (500 x 20:
-    72.5 -> 144.8 s). For models without random slopes vmap over chains is the
-    faster choice (Demo.twolevel: 24 s vectorized, 30 s sequential).
-    ``n_clusters`` sizes the memory parallel chains take (:func:`spare_device`)."""
+    ``chain_method`` (numpyro only; the engine says which suits it,
+    :meth:`~bayes_msem.engines.Engine.chain_method`):
+
+    - ``"vectorized"``: the chains vmapped on one device, the fastest for
+      log-densities without per-cluster factorizations (Demo.twolevel: 24 s
+      vectorized, 30 s sequential);
+    - ``"sequential"``: one chain after another. Where the log-density factors
+      one small matrix per cluster (random slopes), vmapping the gradient over 4
+      chains cost 3.5 ms against 0.6 ms for one chain (500 clusters);
+    - ``"parallel"``: one chain after another on each of several JAX devices,
+      one per core (:func:`parallel_layout`). This helps the collapsed engine
+      with random slopes (mediation at 100 x 20: 38.3 -> 26.7 s) and hurts the
+      latent one, whose per-row operations XLA already spreads over the cores
+      (500 x 20: 72.5 -> 144.8 s). ``n_clusters`` sizes the memory parallel
+      chains take (:func:`spare_device`)."""
+    if chain_method not in CHAIN_METHODS:
+        raise ValueError(f"chain_method={chain_method!r} is not one of {CHAIN_METHODS}")
     import pymc as pm
 
     backend = choose_sampler(sampler)
@@ -85,13 +95,14 @@ def run_nuts(model, *, draws: int, tune: int, chains: int, random_seed: int | No
         warnings.filterwarnings("ignore", message=".*arviz.*migration.*")
         warnings.filterwarnings("ignore", category=FutureWarning)
         if backend == "numpyro":
-            chain_method = "sequential" if batched_linalg else "vectorized"
-            if batched_linalg and parallel_chains and chains > 1:
+            method = chain_method
+            if chain_method == "parallel":
                 spare = spare_device(n_clusters, chains, draws + tune)
-                chain_method = _parallel_chain_method(chains, _host_devices() - spare, progressbar)
+                method = _parallel_chain_method(chains, _host_devices() - spare, progressbar) if chains > 1 \
+                    else "sequential"
             return _numpyro(model, draws=draws, tune=tune, chains=chains, random_seed=random_seed,
                             target_accept=target_accept, progressbar=progressbar, var_names=var_names,
-                            chain_method=chain_method, starts=jittered_starts(model, chains, random_seed))
+                            chain_method=method, starts=jittered_starts(model, chains, random_seed))
         if backend == "nutpie":
             return pm.sample(nuts_sampler="nutpie", **kwargs)
         return pm.sample(cores=min(chains, os.cpu_count() or 1), **kwargs)

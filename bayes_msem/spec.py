@@ -17,7 +17,7 @@ from dataclasses import dataclass, field, replace
 import numpy as np
 import pandas as pd
 
-from bayes_msem.data import ClusterData, covariate_moments, prepare_data
+from bayes_msem.data import ClusterData, cluster_column, covariate_moments, prepare_data
 from bayes_msem.errors import ModelSpecificationError
 from bayes_msem.layout import ModelLayout, build_layout
 from bayes_msem.matrices import LevelStructure, level_structures
@@ -265,6 +265,7 @@ def build_spec(model: str | ParameterTable, data: pd.DataFrame, cluster: str | N
                centering: dict[str, str] | None = None) -> ModelSpec:
     """Parse (if needed), check the data, and complete the parameter table."""
     table = build_partable(model, centering=centering) if isinstance(model, str) else model
+    cluster = cluster_column(cluster)
     cluster_data = prepare_data(table, data, cluster=cluster, missing=missing)
     moments = covariate_moments(table, cluster_data)
     rows = table.rows.copy()
