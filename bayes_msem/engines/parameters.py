@@ -14,12 +14,13 @@ from __future__ import annotations
 import numpy as np
 import pymc as pm
 import pytensor.tensor as pt
+from pymc.logprob.transforms import Transform
 
 from bayes_msem.partable import level_name
 from bayes_msem.priors import PATTERN_T_DF, PATTERN_T_SCALE, PriorSpec, constrained_correlation, patterned_correlation
 from bayes_msem.spec import ModelSpec
 
-__all__ = ["free_parameter_vector", "parameter_names"]
+__all__ = ["free_parameter_vector", "parameter_names", "Standardized", "standardizing_transform"]
 
 
 def parameter_names(spec: ModelSpec) -> list[str]:
@@ -40,9 +41,60 @@ def _in_support(prior: PriorSpec, value: float) -> bool:
     return value > 0 if prior.support == "positive" else np.isfinite(value)
 
 
+class Standardized(Transform):
+    """``value = (x - center) / scale``, applied after the distribution's own
+    transform (the log, for positive parameters): NUTS then moves every
+    parameter in units of its prior's scale.
+
+    The default priors scale with the data (a loading's prior sd is 5 sd(y) /
+    sd(f)), so in these units the posterior is the same whatever the units of
+    the data: multiplying a variable by 1e6 leaves the sampler's target
+    unchanged but for a constant, and the mass matrix has nothing to adapt to.
+    Sampled on the data's own scale, such a fit reached R-hat 3.08 with 2
+    effective draws (issue 17). The random variable stays the parameter with
+    its prior; only the coordinates NUTS moves in change, with their Jacobian."""
+
+    name = "standardized"
+    ndim_supp = 0
+
+    def __init__(self, center: float, scale: float):
+        self.center, self.scale = float(center), float(scale)
+
+    def forward(self, value, *inputs):
+        return (pt.as_tensor_variable(value) - self.center) / self.scale
+
+    def backward(self, value, *inputs):
+        return self.center + self.scale * pt.as_tensor_variable(value)
+
+    def log_jac_det(self, value, *inputs):
+        return pt.zeros_like(value) + np.log(self.scale)
+
+
+def standardizing_transform(prior: PriorSpec) -> Standardized | None:
+    """Center and scale of the coordinates a parameter with this prior is
+    sampled in (see :class:`Standardized`): location and scale for priors on
+    the real line; for positive ones, after their log transform, minus the log
+    of the prior's scale. None for ``uniform``, whose interval transform
+    already has no units."""
+    a = prior.args
+    if prior.family in ("normal", "cauchy"):
+        return Standardized(a[0], a[1])
+    if prior.family == "student_t":
+        return Standardized(a[1], a[2])
+    positive_scale = {"gamma": lambda: 1.0 / a[1], "exponential": lambda: 1.0 / a[0], "half_normal": lambda: a[0],
+                      "half_cauchy": lambda: a[0], "half_student_t": lambda: a[1], "lognormal": lambda: np.exp(a[0]),
+                      "inverse_gamma": lambda: a[1]}
+    if prior.family in positive_scale:
+        return Standardized(np.log(positive_scale[prior.family]()), 1.0)
+    return None
+
+
 def _distribution(name: str, prior: PriorSpec, start: float):
     a = prior.args
     options = {"initval": float(start)} if _in_support(prior, start) else {}
+    transform = standardizing_transform(prior)
+    if transform is not None:
+        options["transform"] = transform
     make = {
         "normal": lambda: pm.Normal(name, mu=a[0], sigma=a[1], **options),
         "student_t": lambda: pm.StudentT(name, nu=a[0], mu=a[1], sigma=a[2], **options),

@@ -1,11 +1,15 @@
-"""The LKJ correlation parameterization: its log-Jacobian equals the
-log-determinant of the Jacobian of z -> off-diagonal correlations (autodiff),
-and every z gives a positive definite correlation matrix."""
+"""The parameterization NUTS samples in. The LKJ correlations: the log-Jacobian
+equals the log-determinant of the Jacobian of z -> off-diagonal correlations
+(autodiff), and every z gives a positive definite correlation matrix. Scales:
+rescaling the data leaves the sampler's target unchanged."""
 
 import numpy as np
+import pandas as pd
 import pytensor
 import pytensor.tensor as pt
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from bayes_msem.engines.parameters import lkj_cholesky
 
@@ -96,3 +100,74 @@ def test_constrained_correlation_meets_its_targets_in_numpy_and_pytensor():
     # a fixed covariance larger than the variances allow is flagged, not built
     (tight,) = build_spec("y1 ~~ 5*y2", data).covariance_blocks
     assert constrained_correlation(np.zeros(0), 2, tight.owners(), tight.targets(None), [1.0, 1.0])[1][0] < 0
+
+
+# Scale-free sampling (issue 17): every parameter is sampled in units of its prior's scale
+# (engines.parameters.Standardized), and the default priors scale with the data, so rescaling a
+# variable must leave the target NUTS sees unchanged but for a constant, at every point of the
+# coordinates it moves in: the same gradient, hence the same adaptation and draws (rescaled).
+SCALES = st.sampled_from([1e-6, 1e-3, 0.1, 1.0, 10.0, 1e4, 1e6])
+
+
+def _scale_cases():
+    from conftest import DATA, POLITICAL_DEMOCRACY_SEM
+
+    import bayes_msem as bm
+
+    return {
+        "demo": (bm.example_model("demo_twolevel"), bm.example_data("demo_twolevel"), "cluster", {}),
+        "random-slope mediation": (bm.example_model("mediation_111_random_slopes"),
+                                   bm.example_data("mediation_111_random_slopes"), "cluster",
+                                   {"centering": {"m": "none"}}),
+        "single-level SEM": (POLITICAL_DEMOCRACY_SEM, pd.read_csv(DATA / "political_democracy.csv"), None, {}),
+    }
+
+
+def _target(spec):
+    """The log-density in the coordinates NUTS moves in: the priors with the
+    transforms' Jacobians (compiled through JAX) plus the log-likelihood at the
+    parameters those coordinates give (in NumPy)."""
+    import pymc as pm
+
+    from bayes_msem.checking import row_log_likelihood
+    from bayes_msem.engines.collapsed import collapsed_logp
+    from bayes_msem.engines.parameters import free_parameter_vector
+    from bayes_msem.matrices import NUMPY_BACKEND
+
+    with pm.Model() as model:
+        theta = free_parameter_vector(spec)
+    prior_and_parameters = model.compile_fn([model.logp(), *model.replace_rvs_by_values([theta])], mode="JAX")
+
+    def target(point):
+        log_prior, values = prior_and_parameters(point)
+        if spec.layout.multilevel:
+            return float(log_prior) + float(collapsed_logp(spec, np.asarray(values), NUMPY_BACKEND))
+        return float(log_prior) + float(row_log_likelihood(spec, np.asarray(values)[None, None]).sum())
+
+    return model, target
+
+
+@pytest.mark.parametrize("case", ["demo", "random-slope mediation", "single-level SEM"])
+@settings(deadline=None, max_examples=4)
+@given(data=st.data())
+def test_rescaling_variables_leaves_the_samplers_target_unchanged(case, data):
+    from bayes_msem.spec import build_spec
+
+    syntax, frame, cluster, options = _scale_cases()[case]
+    variables = [c for c in frame.columns if c != cluster]
+    factors = {v: data.draw(SCALES, label=v) for v in variables}
+    # the outcomes' origin moves by 100 of their units: far, though not so far that the
+    # cross-products of raw values lose the digits of the deviations (|mean| / sd near 1e6 would)
+    shift = data.draw(st.sampled_from([0.0, 100.0]), label="shift of the outcomes' origin")
+    rescaled = frame.assign(**{v: (frame[v] + (shift if v.startswith("y") else 0.0)) * f for v, f in factors.items()})
+    model, original = _target(build_spec(syntax, frame, cluster=cluster, **options))
+    _, changed = _target(build_spec(syntax, rescaled, cluster=cluster, **options))
+    rng = np.random.default_rng(0)
+    start = model.initial_point()
+    offsets, size = [], 0.0
+    for _ in range(6):
+        point = {k: v + rng.normal(scale=0.5, size=np.shape(v)) for k, v in start.items()}
+        value = original(point)
+        offsets.append(value - changed(point))
+        size = max(size, abs(value))
+    assert np.ptp(offsets) < 1e-8 * size, offsets  # a constant: the log-Jacobian of the change of units
