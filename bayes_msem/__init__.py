@@ -25,9 +25,11 @@ from bayes_msem.model import Model  # noqa: E402
 from bayes_msem.priors import DefaultPriors  # noqa: E402
 from bayes_msem.results import FitResult, load_result  # noqa: E402
 from bayes_msem.simulate import simulate_data  # noqa: E402
+from bayes_msem.study import plot_power, simulation_study, smallest_design  # noqa: E402
 
 __all__ = ["Model", "FitResult", "load_result", "compare", "DefaultPriors", "ModelSyntaxError", "ModelSpecificationError",
-           "DataError", "example_data", "example_model", "simulate_data", "__version__"]
+           "DataError", "example_data", "example_model", "simulate_data", "simulation_study", "smallest_design",
+           "plot_power", "__version__"]
 
 _EXAMPLES = {"demo_twolevel": ("demo_twolevel.csv", "demo_twolevel.lavaan", "cluster"),
              "mplus_ex9_6": ("mplus_ex9_6.csv", "mplus_ex9_6.lavaan", "clus"),

@@ -1,5 +1,6 @@
 """Command line: ``bayes-msem fit MODEL DATA --cluster COL``, ``bayes-msem report
-results.nc`` and ``bayes-msem example``.
+results.nc``, ``bayes-msem simulate MODEL --values VALUES.csv --out FOLDER`` and
+``bayes-msem example``.
 
 Only argparse and bayes_msem's light modules load until sampling starts, so
 ``--help`` and input errors answer at once. Errors print one line and exit
@@ -100,7 +101,80 @@ def _parser() -> argparse.ArgumentParser:
     report.add_argument("--out", type=Path, default=None, help="report file (default: report.html next to it)")
     fit.add_argument("--centering", action="append", default=[], metavar="VAR=HOW",
                      help="centering of a level-1 predictor: latent, cluster-mean or none (repeatable)")
+    _simulate_parser(commands)
     return parser
+
+
+def _simulate_parser(commands) -> None:
+    simulate = commands.add_parser("simulate", help="Monte Carlo study: power and coverage over numbers of clusters")
+    simulate.add_argument("model", type=Path, help="population model file in lavaan syntax")
+    simulate.add_argument("--values", type=Path, default=None, metavar="VALUES.csv",
+                          help="true values: a CSV with columns parameter,value (parameter as in the summary's "
+                               "names, e.g. y~x|within); others take simulate_data's defaults")
+    simulate.add_argument("--clusters", default="30,50,100", help="numbers of clusters, comma-separated "
+                          "(default 30,50,100)")
+    simulate.add_argument("--cluster-size", default="10", help="rows per cluster, comma-separated (default 10)")
+    simulate.add_argument("--reps", type=int, default=100, help="replications per design (default 100)")
+    simulate.add_argument("--analysis", type=Path, default=None, help="model fitted to each data set "
+                          "(default: the population model)")
+    simulate.add_argument("--draws", type=int, default=500, help="posterior draws per chain (default 500)")
+    simulate.add_argument("--tune", type=int, default=500, help="warm-up iterations per chain (default 500)")
+    simulate.add_argument("--chains", type=int, default=2, help="chains (default 2)")
+    simulate.add_argument("--seed", type=int, default=0, help="random seed of the study (default 0)")
+    simulate.add_argument("--workers", type=int, default=None, help="local worker processes (default: one per core)")
+    simulate.add_argument("--scheduler", default=None, metavar="ADDRESS",
+                          help="a Dask scheduler to run on, e.g. tcp://host:8786 (default: a local cluster)")
+    simulate.add_argument("--out", type=Path, required=True,
+                          help="folder for summary.csv, replications.csv and report.html; each replication is kept "
+                               "there as it finishes, and running the same command again finishes an interrupted "
+                               "study")
+
+
+def _whole_numbers(text: str, option: str) -> list[int]:
+    try:
+        return [int(v) for v in text.split(",") if v.strip()]
+    except ValueError:
+        raise ValueError(f"{option} takes whole numbers separated by commas, not {text!r}") from None
+
+
+def _study_values(path: Path | None) -> dict[str, float]:
+    import pandas as pd
+
+    if path is None:
+        return {}
+    if not path.exists():
+        raise FileNotFoundError(f"values file {path} does not exist")
+    frame = _read_csv(path, [])
+    if list(frame.columns[:2]) != ["parameter", "value"]:
+        raise ValueError(f"values file {path} needs the columns parameter,value; it has {', '.join(frame.columns)}")
+    if not pd.api.types.is_numeric_dtype(frame["value"]):
+        raise ValueError(f"values file {path}: the value column must hold numbers")
+    return dict(zip(frame["parameter"].astype(str), frame["value"].astype(float)))
+
+
+def _simulate(args) -> None:
+    import bayes_msem as bm
+    from bayes_msem.study import study_report
+
+    if not args.model.exists():
+        raise FileNotFoundError(f"model file {args.model} does not exist")
+    designs = {"clusters": _whole_numbers(args.clusters, "--clusters"),
+               "cluster_size": _whole_numbers(args.cluster_size, "--cluster-size")}
+    client = None
+    if args.scheduler:
+        from dask.distributed import Client
+
+        client = Client(args.scheduler)
+    study = bm.simulation_study(args.model.read_text(), _study_values(args.values), designs, args.reps,
+                                analysis=args.analysis.read_text() if args.analysis else None,
+                                fit_kwargs={"draws": args.draws, "tune": args.tune, "chains": args.chains},
+                                client=client, workers=args.workers, store=args.out / "replications", resume=True,
+                                random_seed=args.seed)
+    study.summary.to_csv(args.out / "summary.csv", index=False)
+    study.replications.to_csv(args.out / "replications.csv", index=False)
+    study_report(study, args.out / "report.html")
+    print(study.summary.to_string(index=False, float_format=lambda v: f"{v:.3f}"))
+    print(f"\nwrote {args.out / 'summary.csv'}, {args.out / 'replications.csv'} and {args.out / 'report.html'}")
 
 
 def _centering(pairs: list[str]) -> dict[str, str]:
@@ -116,6 +190,9 @@ def _centering(pairs: list[str]) -> dict[str, str]:
 def _run(args) -> None:
     import bayes_msem as bm
 
+    if args.command == "simulate":
+        _simulate(args)
+        return
     if args.command == "report":
         if not args.results.exists():
             raise FileNotFoundError(f"results file {args.results} does not exist")

@@ -19,7 +19,7 @@ from bayes_msem.layout import ModelLayout, build_layout
 from bayes_msem.matrices import level_moments, psd_root
 from bayes_msem.partable import build_partable, level_name
 
-__all__ = ["simulate_data", "draw_outcomes", "DEFAULT_VALUES"]
+__all__ = ["simulate_data", "draw_outcomes", "true_values", "DEFAULT_VALUES"]
 
 # values of free parameters the caller does not give
 DEFAULT_VALUES = {"loading": 1.0, "regression": 0.0, "intercept": 0.0, "variance": 1.0, "covariance": 0.0}
@@ -27,11 +27,36 @@ DEFAULT_VALUES = {"loading": 1.0, "regression": 0.0, "intercept": 0.0, "variance
 
 def _free_values(table, values: dict[str, float]) -> np.ndarray:
     free = table.free_rows()
-    names = [f"{r.lhs}{r.op}{r.rhs}" + (f"|{level_name(r.level)}" if r.level else "") for r in free.itertuples()]
+    names = [_row_name(r) for r in free.itertuples()]
     unknown = set(values) - set(names)
     if unknown:
         raise ValueError(f"no free parameter named {sorted(unknown)}; names look like {names[:3]}")
     return np.array([values.get(name, DEFAULT_VALUES[kind]) for name, kind in zip(names, free.kind)])
+
+
+def _row_name(row) -> str:
+    return f"{row.lhs}{row.op}{row.rhs}" + (f"|{level_name(row.level)}" if row.level else "")
+
+
+def true_values(syntax: str, values: dict[str, float]) -> dict[str, float]:
+    """The value of every parameter of the model that :func:`simulate_data`
+    simulates from (free ones from ``values`` or :data:`DEFAULT_VALUES`, fixed
+    ones at their fixed value) and of its ``:=`` definitions, keyed by the
+    posterior's names (``"fb=~y2|between"``, ``"indirect"``). Exogenous covariates
+    are standard normal: their rows are left out, as their values come from the data."""
+    from bayes_msem.defined import evaluate_definitions
+    from bayes_msem.matrices import parameter_values
+
+    table = build_partable(syntax)
+    rows = table.rows
+    row_values = parameter_values(rows, _free_values(table, values))
+    modelled = rows[(rows.op != ":=") & ~rows.exo & rows.random.isna()]  # a random slope's rows: its own variable
+    truth = {_row_name(row): float(row_values[i]) for i, row in modelled.iterrows()}
+    defined = rows[rows.op == ":="]
+    labels = {row.label: row_values[i] for i, row in modelled.iterrows() if isinstance(row.label, str) and row.label}
+    truth.update({name: float(v) for name, v in
+                  evaluate_definitions(list(zip(defined.lhs, defined.rhs)), labels).items()})
+    return truth
 
 
 def _draw(rng, mean: np.ndarray, cov: np.ndarray, size: int) -> np.ndarray:
@@ -39,9 +64,12 @@ def _draw(rng, mean: np.ndarray, cov: np.ndarray, size: int) -> np.ndarray:
     return mean + rng.standard_normal((size, len(cov))) @ psd_root(cov).T
 
 
-def simulate_data(syntax: str, values: dict[str, float], *, n_clusters: int = 1, cluster_size: int = 100,
+def simulate_data(syntax: str, values: dict[str, float], *, n_clusters: int = 1, cluster_size=100,
                   seed: int | None = None, cluster: str = "cluster") -> pd.DataFrame:
     """Simulate a data set from ``syntax`` with free parameters set by ``values``.
+
+    ``cluster_size`` is one size for every cluster or a sequence of
+    ``n_clusters`` sizes (unequal clusters).
 
     ``values`` is keyed by the names the posterior uses (``"fb=~y2|between"``,
     ``"y~x"`` in single-level models); others take :data:`DEFAULT_VALUES`.

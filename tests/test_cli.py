@@ -156,3 +156,45 @@ def test_warnings_are_printed_once_in_the_commands_words(capsys):
             warnings.warn(text, UserWarning, stacklevel=2)
     _print_warnings(caught, shown_in_summary=["R-hat above 1.01 for a"])
     assert capsys.readouterr().err == "bayes-msem: warning: only 4 clusters in 'id'\n"
+
+
+SIMULATE_MODEL = "level: 1\n  y ~ x\nlevel: 2\n  y ~ w\n"
+
+
+@pytest.mark.parametrize("extra, values, words", [
+    (["--clusters", "30,fifty"], None, "--clusters takes whole numbers"),
+    ([], "name,number\ny~x|within,0.3\n", "needs the columns parameter,value"),
+    ([], "parameter,value\ny~z|within,0.3\n", "no free parameter named ['y~z|within']"),
+    (["--clusters", "1"], None, "a design with 1 cluster"),
+])
+def test_simulate_refuses_bad_settings_before_starting(tmp_path, capsys, extra, values, words):
+    model = tmp_path / "model.lavaan"
+    model.write_text(SIMULATE_MODEL)
+    options = ["--out", str(tmp_path / "study")] + extra
+    if values is not None:
+        (tmp_path / "values.csv").write_text(values)
+        options += ["--values", str(tmp_path / "values.csv")]
+    assert main(["simulate", str(model), *options]) == 2
+    error = capsys.readouterr().err
+    assert error.startswith("bayes-msem: error:") and words in error, error
+
+
+@pytest.mark.slow
+def test_simulate_writes_the_study_and_finishes_it_when_run_again(tmp_path):
+    model = tmp_path / "model.lavaan"
+    model.write_text(SIMULATE_MODEL)
+    (tmp_path / "values.csv").write_text("parameter,value\ny~x|within,0.3\ny~w|between,0.4\n")
+    command = [sys.executable, "-m", "bayes_msem.cli", "simulate", str(model), "--values", str(tmp_path / "values.csv"),
+               "--clusters", "12", "--cluster-size", "4", "--reps", "2", "--draws", "100", "--tune", "100",
+               "--workers", "1", "--out", str(tmp_path / "study")]
+    done = subprocess.run(command, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr
+    summary = pd.read_csv(tmp_path / "study" / "summary.csv").set_index("parameter")
+    assert summary.loc["y~x|within", "true"] == 0.3 and summary.loc["y~x|within", "replications"] == 2
+    report = (tmp_path / "study" / "report.html").read_text()
+    assert report.count("data:image/png;base64") == len(summary)
+    again = subprocess.run([*command[:command.index("--reps") + 1], "3", *command[command.index("--reps") + 2:]],
+                           capture_output=True, text=True, timeout=600)
+    assert again.returncode == 0, again.stderr
+    replications = pd.read_csv(tmp_path / "study" / "replications.csv")
+    assert sorted(replications.replication.unique()) == [0, 1, 2]

@@ -1,0 +1,128 @@
+"""Monte Carlo studies: the design grid, the summary statistics against hand
+computation, seeds that depend only on the unit, and (slow) a study that gives
+the same numbers on one worker and on two, resumes from its store without
+re-running or losing a replication, and survives a worker killed mid-study."""
+
+import os
+import threading
+import time
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from bayes_msem.study import _Unit, design_grid, simulation_study, smallest_design, summarize_study
+
+POPULATION = "level: 1\n  y ~ x\nlevel: 2\n  y ~ w"
+VALUES = {"y~x|within": 0.3, "y~w|between": 0.4}
+FIT = {"draws": 150, "tune": 150, "chains": 2}
+DESIGN = {"clusters": [15], "cluster_size": [4]}
+
+
+def test_design_grid_crosses_the_settings_and_checks_them():
+    grid = design_grid({"clusters": [30, 50], "cluster_size": [5, 10], "y~x|within": [0.2]})
+    assert [(d["clusters"], d["cluster_size"]) for d in grid] == [(30, 5), (30, 10), (50, 5), (50, 10)]
+    assert all(d["y~x|within"] == 0.2 and d["size_spread"] == 0 for d in grid)
+    with pytest.raises(ValueError, match="clusters=2.5"):
+        design_grid({"clusters": [2.5]})
+    with pytest.raises(ValueError, match="size_spread"):
+        design_grid({"clusters": [30], "size_spread": [1.5]})
+
+
+def test_seeds_depend_on_the_unit_only():
+    def unit(design, replication, seed=7):
+        return _Unit(design, replication, {}, "", "", {}, {}, seed)
+
+    seeds = {unit(d, r).seeds() for d in range(3) for r in range(50)}
+    assert len(seeds) == 150  # no two units share seeds
+    assert unit(2, 9).seeds() == unit(2, 9).seeds() != unit(2, 9, seed=8).seeds()
+
+
+def _replications() -> pd.DataFrame:
+    """Four replications of two designs by hand: estimates, intervals and diagnostics."""
+    rows = []
+    for design, means in ((0, [0.1, 0.5, 0.2, 0.7]), (1, [0.2, 0.4, 0.45, 0.35])):
+        for r, mean in enumerate(means):
+            rows.append({"design": design, "replication": r, "parameter": "y~x|within", "true": 0.4, "mean": mean,
+                         "sd": 0.1 * (design + 1), "median": mean, "q2.5": mean - 0.25, "q97.5": mean + 0.25,
+                         "r_hat": 1.0, "ess_bulk": 300.0, "divergences": int(r == 0), "max_r_hat": 1.0,
+                         "seconds": 2.0, "error": None})
+    rows.append({"design": 1, "replication": 4, "parameter": None, "error": "ValueError: ...", "seconds": 1.0})
+    return pd.DataFrame(rows)
+
+
+def test_summary_statistics_equal_hand_computation():
+    designs = [{"clusters": 20, "cluster_size": 5, "size_spread": 0.0}, {"clusters": 40, "cluster_size": 5,
+                                                                         "size_spread": 0.0}]
+    summary = summarize_study(_replications(), designs).set_index("design")
+    first = summary.loc[0]
+    means = np.array([0.1, 0.5, 0.2, 0.7])
+    assert first["bias"] == pytest.approx(means.mean() - 0.4)
+    assert first["rmse"] == pytest.approx(np.sqrt(np.mean((means - 0.4) ** 2)))
+    assert first["sd_estimates"] == pytest.approx(means.std(ddof=1))
+    # intervals mean +- 0.25: [-0.15, 0.35], [0.25, 0.75], [-0.05, 0.45], [0.45, 0.95]
+    assert first["coverage"] == pytest.approx(0.5)  # the second and third hold 0.4
+    assert first["power"] == pytest.approx(0.5)  # the second and fourth exclude 0
+    assert first["converged"] == pytest.approx(0.75)  # replication 0 diverged
+    assert summary.loc[1, "failed"] == 1 and summary.loc[1, "replications"] == 4
+    assert summary.loc[1, "power"] == pytest.approx(0.75)  # all but [-0.05, 0.45] exclude 0
+    assert summary.loc[0, "clusters"] == 20 and summary.loc[1, "clusters"] == 40
+    plan = smallest_design(summary.reset_index(), "y~x|within", power=0.7)
+    assert plan["smallest_clusters"].tolist() == [40]
+    assert np.isnan(smallest_design(summary.reset_index(), "y~x|within", power=0.9)["smallest_clusters"].iloc[0])
+
+
+@pytest.mark.slow
+def test_study_is_the_same_on_one_or_two_workers_and_resumes(tmp_path):
+    reference = simulation_study(POPULATION, VALUES, DESIGN, 3, fit_kwargs=FIT, workers=2, random_seed=3,
+                                 progressbar=False)
+    assert reference.replications.error.isna().all()
+    assert len(reference.replications) == 3 * 5  # five free parameters
+
+    store = tmp_path / "study"
+    simulation_study(POPULATION, VALUES, DESIGN, 2, fit_kwargs=FIT, workers=1, random_seed=3, store=store,
+                     progressbar=False)
+    files = sorted(store.rglob("*.parquet"))
+    written = {f: f.stat().st_mtime_ns for f in files}
+    assert len(files) == 2
+    with pytest.raises(FileExistsError, match="resume=True"):
+        simulation_study(POPULATION, VALUES, DESIGN, 3, fit_kwargs=FIT, workers=1, random_seed=3, store=store)
+    with pytest.raises(ValueError, match="other settings"):
+        simulation_study(POPULATION, VALUES, DESIGN, 3, fit_kwargs=FIT, workers=1, random_seed=4, store=store,
+                         resume=True)
+    resumed = simulation_study(POPULATION, VALUES, DESIGN, 3, fit_kwargs=FIT, workers=1, random_seed=3,
+                               store=store, resume=True, progressbar=False)
+    assert {f: f.stat().st_mtime_ns for f in files} == written  # nothing re-run
+    assert len(sorted(store.rglob("*.parquet"))) == 3
+    columns = ["design", "replication", "parameter", "true", "mean", "sd", "q2.5", "q97.5"]
+    pd.testing.assert_frame_equal(resumed.replications[columns], reference.replications[columns])
+    # the truth comes from the population's values
+    truth = reference.summary.set_index("parameter")["true"]
+    assert truth["y~x|within"] == 0.3 and truth["y~w|between"] == 0.4 and truth["y~~y|within"] == 1.0
+
+
+@pytest.mark.slow
+def test_a_worker_killed_mid_study_costs_only_its_replication(tmp_path):
+    from dask.distributed import Client, LocalCluster
+
+    reference = simulation_study(POPULATION, VALUES, DESIGN, 4, fit_kwargs=FIT, workers=2, random_seed=5,
+                                 progressbar=False)
+    store = tmp_path / "study"
+    with LocalCluster(n_workers=2, threads_per_worker=1, dashboard_address=None) as cluster, Client(cluster) as client:
+        def kill_one_worker_after_the_first_replication():
+            while not list(store.rglob("*.parquet")):
+                time.sleep(0.2)
+            victim = sorted(client.scheduler_info()["workers"])[0]
+            killed.append(victim)
+            client.run(os._exit, 1, workers=[victim], wait=False)
+
+        killed: list = []
+        killer = threading.Thread(target=kill_one_worker_after_the_first_replication, daemon=True)
+        killer.start()
+        result = simulation_study(POPULATION, VALUES, DESIGN, 4, fit_kwargs=FIT, client=client, random_seed=5,
+                                  store=store, progressbar=False)
+        killer.join(timeout=5)
+        assert len(killed) == 1 and killed[0] not in client.scheduler_info()["workers"]  # it died mid-study
+    columns = ["design", "replication", "parameter", "mean", "sd"]
+    pd.testing.assert_frame_equal(result.replications[columns], reference.replications[columns])
+    assert len(list(store.rglob("*.parquet"))) == 4
