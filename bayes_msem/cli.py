@@ -10,6 +10,7 @@ with status 2, without a traceback.
 from __future__ import annotations
 
 import argparse
+import re
 import sys
 import warnings
 from pathlib import Path
@@ -233,7 +234,25 @@ def _print_warnings(caught, shown_in_summary: list[str]) -> None:
         text = str(warning.message)
         if issubclass(warning.category, UserWarning) and text not in seen:
             seen.add(text)
-            print(f"bayes-msem: warning: {text}", file=sys.stderr)
+            print(f"bayes-msem: warning: {in_cli_words(text)}", file=sys.stderr)
+
+
+# The library's messages name Python arguments; the command's user types options.
+_CLI_WORDS = [
+    (re.compile(r"cluster='<column>'"), "--cluster COLUMN"),
+    (re.compile(r"cluster=('[^']*')"), r"--cluster \1"),
+    (re.compile(r"drop cluster="), "drop --cluster"),
+    (re.compile(r"missing='(\w+)'"), r"--missing \1"),
+    (re.compile(r"centering="), "--centering"),
+]
+
+
+def in_cli_words(message: str) -> str:
+    """A library message with Python arguments (``cluster='school'``,
+    ``missing='listwise'``) written as the command's options."""
+    for pattern, replacement in _CLI_WORDS:
+        message = pattern.sub(replacement, message)
+    return message
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -242,7 +261,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         _run(args)
     except (ValueError, OSError, ImportError) as err:  # ModelSyntaxError and DataError are ValueErrors
-        message = str(err).splitlines()
+        message = in_cli_words(str(err)).splitlines()
         print(f"bayes-msem: error: {message[0]}", file=sys.stderr)
         for line in message[1:]:
             print(f"  {line}", file=sys.stderr)

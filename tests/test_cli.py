@@ -37,7 +37,12 @@ def test_data_error_names_the_fix(tmp_path, capsys):
     data = tmp_path / "d.csv"
     bm.example_data().to_csv(data, index=False)
     assert main(["fit", str(model), str(data)]) == 2
-    assert "needs cluster='<column>'" in capsys.readouterr().err
+    assert "needs --cluster COLUMN naming" in capsys.readouterr().err  # the command's option, not Python's cluster=
+    holes = bm.example_data().assign(y1=lambda d: d.y1.mask(d.index < 3))
+    holes.to_csv(data, index=False)
+    assert main(["fit", str(model), str(data), "--cluster", "cluster"]) == 2
+    error = capsys.readouterr().err
+    assert "Pass --missing listwise to drop those rows" in error and "missing=" not in error
 
 
 @pytest.mark.slow
