@@ -215,6 +215,7 @@ def _run(args) -> None:
                            target_accept=args.target_accept)
         warned = result.diagnostic_messages()  # what fit() warned, in Python's words
         result.info["interface"] = "cli"  # the summary gives the same advice in the command's words
+        print("Checking the model: posterior predictive p-value (PPP)...", file=sys.stderr)
         result.try_ppp()  # shown in the summary's header
     print(result)
     _print_warnings(caught, shown_in_summary=warned)
@@ -222,6 +223,7 @@ def _run(args) -> None:
         args.out.mkdir(parents=True, exist_ok=True)
         result.save(args.out / "results.nc")
         result.summary().to_csv(args.out / "summary.csv", index=False)
+        print("Writing the report: LOO, path diagrams, plots...", file=sys.stderr)
         result.report(args.out / "report.html")
         print(f"\nwrote {args.out / 'results.nc'}, {args.out / 'summary.csv'} and {args.out / 'report.html'}")
 

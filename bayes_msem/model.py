@@ -12,6 +12,8 @@ Example
 
 from __future__ import annotations
 
+import sys
+
 import numpy as np
 import pandas as pd
 
@@ -107,6 +109,8 @@ class Model:
                        random_seed=random_seed, sampler=backend, target_accept=target_accept, progressbar=progressbar,
                        var_names=engine.sampled_variables(self.spec), chain_method=engine.chain_method(self.spec),
                        n_clusters=self.spec.data.n_clusters)
+        if progressbar and self.spec.layout.multilevel:
+            print("Drawing each cluster's effects for every posterior draw...", file=sys.stderr)
         effects = engine.cluster_effects(self.spec, raw.posterior, random_seed)
         posterior = build_posterior(self.spec.table.rows, raw.posterior["parameters"], effects)
         idata = raw.copy()
