@@ -75,6 +75,7 @@ class ModelSpec:
     layout: ModelLayout  # the levels, lowest first: what every later stage reads
     priors: tuple[PriorSpec, ...]  # one per free parameter, in free-index order
     starts: tuple[float, ...]  # starting value of each free parameter, on the table's scale
+    units: tuple[tuple[float, float], ...]  # (center, unit) of each free parameter in the data's units
     covariance_blocks: tuple[CovarianceBlock, ...]
     cluster: str | None
     default_priors: DefaultPriors
@@ -147,6 +148,20 @@ def _variable_scales(table: ParameterTable, data: ClusterData) -> dict[tuple[int
     return scales
 
 
+def _row_scales(row, table: ParameterTable, scales: dict) -> tuple[str, float, float, float]:
+    """A free row's kind for the default priors and the scales it is measured
+    in: (kind, outcome scale, predictor scale, outcome mean). A loading ``f =~
+    y`` is the slope of y on f; the mean of a random slope is a regression weight."""
+    lhs_scale, lhs_mean = scales.get((row.level, row.lhs), (1.0, 0.0))
+    rhs_scale = scales.get((row.level, row.rhs), (1.0, 0.0))[0]
+    kind = row.kind
+    if row.kind == "loading":
+        lhs_scale, rhs_scale = rhs_scale, lhs_scale
+    if row.kind == "intercept" and row.lhs in table.slopes:
+        kind, rhs_scale = "regression", 1.0
+    return kind, lhs_scale, rhs_scale, lhs_mean
+
+
 def _resolve_priors(table: ParameterTable, scales: dict, defaults: DefaultPriors) -> list[PriorSpec]:
     priors = []
     for row in table.free_rows().itertuples():
@@ -156,15 +171,28 @@ def _resolve_priors(table: ParameterTable, scales: dict, defaults: DefaultPriors
                 spec = PriorSpec(spec.family, spec.args, "sd")
             priors.append(spec)
             continue
-        lhs_scale, lhs_mean = scales.get((row.level, row.lhs), (1.0, 0.0))
-        rhs_scale = scales.get((row.level, row.rhs), (1.0, 0.0))[0]
-        kind = row.kind
-        if row.kind == "loading":  # f =~ y: the slope of y on f
-            lhs_scale, rhs_scale = rhs_scale, lhs_scale
-        if row.kind == "intercept" and row.lhs in table.slopes:  # the average slope: a regression weight
-            kind, rhs_scale = "regression", 1.0
-        priors.append(defaults.for_parameter(kind, lhs_scale, rhs_scale, lhs_mean))
+        priors.append(defaults.for_parameter(*_row_scales(row, table, scales)))
     return priors
+
+
+def _parameter_units(table: ParameterTable, scales: dict) -> list[tuple[float, float]]:
+    """(center, unit) of every free parameter in the data's units: a slope in
+    sd(y) / sd(x) around 0, an intercept in sd(y) around mean(y), a variance's
+    standard deviation in sd(y). NUTS moves each parameter in these units
+    (:class:`~bayes_msem.engines.parameters.Standardized`), so the units of
+    the data do not change what it sees."""
+    units = []
+    for row in table.free_rows().itertuples():
+        kind, lhs_scale, rhs_scale, lhs_mean = _row_scales(row, table, scales)
+        if kind in ("loading", "regression"):
+            units.append((0.0, lhs_scale / rhs_scale))
+        elif kind == "intercept":
+            units.append((lhs_mean, lhs_scale))
+        elif kind == "variance":
+            units.append((0.0, lhs_scale))
+        else:  # covariances are sampled as correlations, which have no units
+            units.append((0.0, 1.0))
+    return units
 
 
 def _start_values(table: ParameterTable, scales: dict) -> list[float]:
@@ -280,4 +308,5 @@ def build_spec(model: str | ParameterTable, data: pd.DataFrame, cluster: str | N
     blocks = _covariance_blocks(table, structures, resolved)
     return ModelSpec(table=table, data=cluster_data, layout=build_layout(table, structures, cluster),
                      priors=tuple(resolved), starts=tuple(_start_values(table, scales)),
+                     units=tuple(_parameter_units(table, scales)),
                      covariance_blocks=tuple(blocks), cluster=cluster, default_priors=defaults)

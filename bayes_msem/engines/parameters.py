@@ -20,7 +20,7 @@ from bayes_msem.partable import level_name
 from bayes_msem.priors import PATTERN_T_DF, PATTERN_T_SCALE, PriorSpec, constrained_correlation, patterned_correlation
 from bayes_msem.spec import ModelSpec
 
-__all__ = ["free_parameter_vector", "parameter_names", "Standardized", "standardizing_transform"]
+__all__ = ["free_parameter_vector", "parameter_names", "Standardized", "sampling_transform"]
 
 
 def parameter_names(spec: ModelSpec) -> list[str]:
@@ -43,16 +43,17 @@ def _in_support(prior: PriorSpec, value: float) -> bool:
 
 class Standardized(Transform):
     """``value = (x - center) / scale``, applied after the distribution's own
-    transform (the log, for positive parameters): NUTS then moves every
-    parameter in units of its prior's scale.
+    transform (the log, for positive parameters): NUTS moves every parameter
+    in the units the data give it (:func:`~bayes_msem.spec.build_spec`'s
+    ``units``: a slope in sd(y) / sd(x), an intercept in sd(y) around the
+    mean, a standard deviation on the log scale relative to sd(y)).
 
-    The default priors scale with the data (a loading's prior sd is 5 sd(y) /
-    sd(f)), so in these units the posterior is the same whatever the units of
-    the data: multiplying a variable by 1e6 leaves the sampler's target
-    unchanged but for a constant, and the mass matrix has nothing to adapt to.
-    Sampled on the data's own scale, such a fit reached R-hat 3.08 with 2
-    effective draws (issue 17). The random variable stays the parameter with
-    its prior; only the coordinates NUTS moves in change, with their Jacobian."""
+    Rescaling a variable then leaves the sampler's target unchanged but for a
+    constant (with the default priors, which scale with the data), so the mass
+    matrix has nothing to adapt to. Sampled on the data's own scale, Demo.twolevel
+    with an indicator times 1e6 reached R-hat 3.08 with 2 effective draws
+    (issue 17). The random variable stays the parameter with its prior; only
+    the coordinates NUTS moves in change, with their Jacobian."""
 
     name = "standardized"
     ndim_supp = 0
@@ -70,29 +71,22 @@ class Standardized(Transform):
         return pt.zeros_like(value) + np.log(self.scale)
 
 
-def standardizing_transform(prior: PriorSpec) -> Standardized | None:
-    """Center and scale of the coordinates a parameter with this prior is
-    sampled in (see :class:`Standardized`): location and scale for priors on
-    the real line; for positive ones, after their log transform, minus the log
-    of the prior's scale. None for ``uniform``, whose interval transform
-    already has no units."""
-    a = prior.args
-    if prior.family in ("normal", "cauchy"):
-        return Standardized(a[0], a[1])
-    if prior.family == "student_t":
-        return Standardized(a[1], a[2])
-    positive_scale = {"gamma": lambda: 1.0 / a[1], "exponential": lambda: 1.0 / a[0], "half_normal": lambda: a[0],
-                      "half_cauchy": lambda: a[0], "half_student_t": lambda: a[1], "lognormal": lambda: np.exp(a[0]),
-                      "inverse_gamma": lambda: a[1]}
-    if prior.family in positive_scale:
-        return Standardized(np.log(positive_scale[prior.family]()), 1.0)
-    return None
+def sampling_transform(prior: PriorSpec, center: float, unit: float, power: int = 1) -> Standardized | None:
+    """The :class:`Standardized` coordinates of a parameter with this prior,
+    measured in ``unit`` around ``center`` (``power`` 2 for a variance sampled
+    as a variance). For a positive prior, after its log transform: the log
+    relative to the unit. None for ``uniform``, whose interval transform has
+    no units already."""
+    if prior.family == "uniform":
+        return None
+    if prior.support == "positive":
+        return Standardized(power * np.log(unit), 1.0)
+    return Standardized(center, unit**power)
 
 
-def _distribution(name: str, prior: PriorSpec, start: float):
+def _distribution(name: str, prior: PriorSpec, start: float, transform: Standardized | None = None):
     a = prior.args
     options = {"initval": float(start)} if _in_support(prior, start) else {}
-    transform = standardizing_transform(prior)
     if transform is not None:
         options["transform"] = transform
     make = {
@@ -117,16 +111,17 @@ def free_parameter_vector(spec: ModelSpec) -> pt.TensorVariable:
     names = parameter_names(spec)
     kinds = spec.kinds
     values: list = [None] * len(names)
-    for k, (name, kind, prior, start) in enumerate(zip(names, kinds, spec.priors, spec.starts)):
+    for k, (name, kind, prior, start, (center, unit)) in enumerate(zip(names, kinds, spec.priors, spec.starts,
+                                                                          spec.units)):
         if kind == "covariance":
             continue
         if prior.on_sd(kind):
-            rv = _distribution(f"sd[{name}]", prior, np.sqrt(max(start, 0.0)))
+            rv = _distribution(f"sd[{name}]", prior, np.sqrt(max(start, 0.0)), sampling_transform(prior, 0.0, unit))
             values[k] = rv**2
         elif kind == "variance":
-            values[k] = _distribution(f"var[{name}]", prior, start)
+            values[k] = _distribution(f"var[{name}]", prior, start, sampling_transform(prior, 0.0, unit, power=2))
         else:
-            values[k] = _distribution(name, prior, start)
+            values[k] = _distribution(name, prior, start, sampling_transform(prior, center, unit))
     for b, block in enumerate(spec.covariance_blocks):
         structure = spec.structure(block.level)
         variances = pt.diag(structure.S.fill(_partial_vector(values, structure)))
