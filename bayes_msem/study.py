@@ -358,7 +358,11 @@ def simulation_study(population: str, values: dict[str, float], designs: dict | 
         ``resume=True`` the replications already there are read, not re-run.
     random_seed
         Every replication's seeds derive from it and its (design, replication) index.
+    progressbar
+        Show replications done, failed and time left.
 
+    Notes
+    -----
     In a script, call it under ``if __name__ == "__main__":``: the local
     cluster's worker processes import the script again when they start.
     """
