@@ -30,6 +30,10 @@ SUMMARY_COLUMNS = ["lhs", "op", "rhs", "level", "label", "free", "mean", "sd", "
                    "r_hat", "ess_bulk", "ess_tail"]
 RHAT_LIMIT = 1.01
 ESS_PER_CHAIN = 100  # Vehtari et al. (2021): at least 100 effective draws per chain
+# likely causes named when a fit mixes badly (FitResult.likely_causes)
+NEAR_ZERO_SD = 0.05  # a standard deviation below 5% of its variable's
+COLLINEAR_CORRELATION = 0.9  # posterior correlation of two regression weights of one outcome
+FEW_CLUSTERS_FOR_ADVICE = 30
 
 
 def _import_arviz():
@@ -399,7 +403,47 @@ class FitResult:
         if d["low_ess"]:
             messages.append(f"effective sample size below {self._ess_limit():.0f} for "
                             f"{_some(d['low_ess'])}: intervals are imprecise. Run more {words['draws']}.")
+        if messages:
+            messages.extend(self.likely_causes())
         return messages
+
+    def likely_causes(self) -> list[str]:
+        """What often makes a fit mix badly, where this posterior shows it: a
+        variance near zero (a funnel), regression weights the data cannot tell
+        apart (collinear predictors), a between level resting on few clusters."""
+        causes = []
+        rows = self.table[(self.table.free > 0) & (self.table.op != ":=")]
+        units = dict(zip(range(1, len(self.spec.units) + 1), self.spec.units)) if self.spec is not None else {}
+        near_zero = []
+        for row in rows[(rows.op == "~~") & (rows.lhs == rows.rhs)].itertuples():
+            unit = units.get(int(row.free), (0.0, np.nan))[1]
+            sd = np.sqrt(np.median(self.parameter_draws(row)))
+            if sd < NEAR_ZERO_SD * unit:
+                near_zero.append(f"{_row_name(row._replace(level=level_name(row.level)))} (SD {sd:.2g}, against "
+                                 f"{unit:.2g} for the variable)")
+        if near_zero:
+            causes.append(f"a variance near zero: {_some(near_zero, 3)}. A variance at its boundary makes a funnel "
+                          "that samplers cross slowly; if the model does not need it, fix it at 0 (e.g. y1 ~~ 0*y1 in "
+                          "its level block).")
+        collinear = []
+        regressions = rows[rows.op == "~"]
+        for (lhs, level), group in regressions.groupby(["lhs", "level"]):
+            draws = {row.rhs: self.parameter_draws(row).reshape(-1) for row in group.itertuples()}
+            names = list(draws)
+            for i, a in enumerate(names):
+                for b in names[i + 1:]:
+                    r = np.corrcoef(draws[a], draws[b])[0, 1]
+                    if abs(r) > COLLINEAR_CORRELATION:
+                        collinear.append(f"{a} and {b} in {lhs} ~ {a} + {b}" + (f" ({level_name(level)})" if level
+                                                                                 else "") + f" (r = {r:.2f})")
+        if collinear:
+            causes.append(f"predictors the data barely tell apart (the posterior correlation of their weights): "
+                          f"{_some(collinear, 3)}. Consider combining them or a more informative prior.")
+        clusters = self.info.get("cluster_sizes") or []
+        if self.info.get("cluster") and 0 < len(clusters) < FEW_CLUSTERS_FOR_ADVICE:
+            causes.append(f"only {len(clusters)} clusters: between-level variances rest on few values and lean on "
+                          "their priors.")
+        return ["likely cause: " + cause for cause in causes]
 
     def warn_diagnostics(self) -> None:
         for message in self.diagnostic_messages():

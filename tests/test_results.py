@@ -1,6 +1,7 @@
 """Results: summary layout, lavaan names in InferenceData, defined parameters,
 diagnostics, save/load and reproducibility (short runs)."""
 
+import re
 import warnings
 
 import numpy as np
@@ -127,3 +128,23 @@ def test_random_slope_fit_gives_effects_cluster_effects_and_plot(tmp_path):
     result.save(tmp_path / "r.nc")
     again = bm.load_result(tmp_path / "r.nc")
     assert again.effects()["mean"].tolist() == pytest.approx(effects["mean"].tolist())
+
+
+def test_likely_causes_name_a_funnel_collinear_predictors_and_few_clusters():
+    """Where the posterior shows them: a between SD held near zero (its prior
+    allows no more), two predictors that are nearly the same variable, 8 clusters."""
+    rng = np.random.default_rng(3)
+    cluster = np.repeat(np.arange(8), 20)
+    x1 = rng.normal(size=len(cluster))
+    data = pd.DataFrame({"g": cluster, "x1": x1, "x2": x1 + 0.02 * rng.normal(size=len(cluster)),
+                         "y": x1 + rng.normal(size=len(cluster))})
+    syntax = 'level: 1\n  y ~ x1 + x2\nlevel: 2\n  y ~~ prior("half_normal(0.01)")*y'
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        result = bm.Model(syntax, data, cluster="g").fit(**QUICK_RUN)
+    causes = " ".join(result.likely_causes())
+    assert "a variance near zero: y~~y (between)" in causes
+    assert re.search(r"x1 and x2 in y ~ x1 \+ x2 \(within\) \(r = -(0\.9\d|1\.00)\)", causes), causes
+    assert "only 8 clusters" in causes
+    if result.diagnostic_messages():  # shown with the diagnostics they explain
+        assert any(m.startswith("likely cause: ") for m in result.diagnostic_messages())
