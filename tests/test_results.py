@@ -83,12 +83,12 @@ def test_diagnostic_messages_give_advice(small_fit, monkeypatch):
     assert set(diagnostics) >= {"divergences", "max_r_hat", "min_ess_bulk", "min_ess_tail"}
     failing = dict(diagnostics, divergences=3, high_r_hat=["y~m"], low_ess=["y~~y"])
     monkeypatch.setattr(small_fit, "diagnostics", lambda: failing)
-    divergences, r_hat, ess = small_fit.diagnostic_messages()
+    divergences, r_hat, ess = small_fit.diagnostic_messages()[:3]  # then any likely causes
     assert divergences.startswith("3 divergent transitions") and "target_accept=0.95" in divergences
     assert "y~m" in r_hat and "Run more tune and draws" in r_hat
     assert "y~~y" in ess and "Run more draws" in ess
     monkeypatch.setitem(small_fit.info, "interface", "cli")  # the command line's words
-    divergences, r_hat, ess = small_fit.diagnostic_messages()
+    divergences, r_hat, ess = small_fit.diagnostic_messages()[:3]
     assert "--target-accept 0.95" in divergences and "--tune and --draws" in r_hat and "--draws" in ess
     monkeypatch.setattr(small_fit, "diagnostics", lambda: dict(failing, divergences=0, high_r_hat=[], low_ess=[]))
     assert small_fit.diagnostic_messages() == []
