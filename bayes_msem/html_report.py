@@ -106,7 +106,9 @@ def _rank_plots(result, summary) -> str:
 def _fit_html(result) -> str:
     parts = []
     try:
-        loo = result.loo()
+        with warnings.catch_warnings():  # the report counts the high Pareto k itself, just below
+            warnings.filterwarnings("ignore", message="Estimated shape parameter of Pareto")
+            loo = result.loo()
         unit = "cluster" if result.info.get("cluster") else "row"
         bad = int((loo.pareto_k > 0.7).sum())
         parts.append(f"<p>Leave-one-{unit}-out PSIS-LOO: elpd {loo.elpd_loo:.1f} (SE {loo.se:.1f}), "
