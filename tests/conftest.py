@@ -112,6 +112,9 @@ def data_order(request) -> str:
 
 
 _fitted: dict = {}
+# Copies that run as long as the original: the latent engine's funnel on Demo.twolevel (y1's between
+# variance near 0) reached R-hat 1.04 (session 6) and 1.063 (session 7, ESS 70) at 500 draws.
+FULL_LENGTH_COPIES = {"demo_latent"}
 
 
 def reference_fit(name: str, order: str = "as shipped"):
@@ -121,7 +124,8 @@ def reference_fit(name: str, order: str = "as shipped"):
         if order == "shuffled":
             data = shuffled(data, cluster)[0]
         model = bm.Model(syntax, data, cluster=cluster, **options)
-        _fitted[(name, order)] = model.fit(**(FULL_RUN if order == "as shipped" else SHUFFLED_RUN), **fit_options)
+        short = order != "as shipped" and name not in FULL_LENGTH_COPIES
+        _fitted[(name, order)] = model.fit(**(SHUFFLED_RUN if short else FULL_RUN), **fit_options)
     return _fitted[(name, order)]
 
 
