@@ -1,6 +1,8 @@
 """Shared fitted models: each slow reference fit runs once per test session."""
 
+import gc
 import os
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -69,6 +71,40 @@ def shuffled(data: pd.DataFrame, cluster: str | None = None) -> tuple[pd.DataFra
     relabelled as strings whose order differs from the original one; with the
     map from old to new labels (as text)."""
     return users_copy(data, cluster, "string", seed=20261129)
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _free_compiled_programs():
+    """Drop JAX's compiled programs after each test module. Each one holds a
+    few memory maps (3 for a tiny function, more for a sampler), and the suite
+    compiles thousands in one process: three runs aborted inside XLA's compiler
+    at the same test, about 75% of the way through (session 6 in CI, session 7
+    here), near the kernel's limit of 65530 maps per process. Fits kept for
+    later tests hold draws, not programs; what is needed again is recompiled."""
+    yield
+    _peak_maps[0] = max(_peak_maps[0], _memory_maps())
+    if "jax" in sys.modules:
+        import jax
+
+        jax.clear_caches()
+    gc.collect()
+
+
+_peak_maps = [0]
+
+
+def _memory_maps() -> int:
+    try:
+        with open("/proc/self/maps") as maps:
+            return sum(1 for _ in maps)
+    except OSError:  # not Linux
+        return 0
+
+
+def pytest_terminal_summary(terminalreporter):
+    """How close the run came to the kernel's limit on memory maps (see _free_compiled_programs)."""
+    if _peak_maps[0]:
+        terminalreporter.write_line(f"peak memory maps at the end of a test module: {_peak_maps[0]} (limit 65530)")
 
 
 @pytest.fixture(autouse=True)
