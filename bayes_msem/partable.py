@@ -48,6 +48,12 @@ def level_name(level: int) -> str:
     return LEVEL_NAMES.get(level, "")
 
 
+def parameter_key(lhs: str, op: str, rhs: str, level: str = "") -> str:
+    """The name a parameter goes by in values, posteriors and studies:
+    ``fb=~y2|between``, ``y~x`` in a single-level model (``level`` as a name)."""
+    return f"{lhs}{op}{rhs}" + (f"|{level}" if level else "")
+
+
 def parameter_kind(op: str, lhs: str, rhs: str) -> str:
     """Type of a parameter: loading, regression, intercept, variance, covariance or defined."""
     if op == "~~":

@@ -17,7 +17,7 @@ import pandas as pd
 
 from bayes_msem.layout import ModelLayout, build_layout
 from bayes_msem.matrices import level_moments, psd_root
-from bayes_msem.partable import build_partable, level_name
+from bayes_msem.partable import build_partable, level_name, parameter_key
 
 __all__ = ["simulate_data", "draw_outcomes", "true_values", "DEFAULT_VALUES"]
 
@@ -35,7 +35,7 @@ def _free_values(table, values: dict[str, float]) -> np.ndarray:
 
 
 def _row_name(row) -> str:
-    return f"{row.lhs}{row.op}{row.rhs}" + (f"|{level_name(row.level)}" if row.level else "")
+    return parameter_key(row.lhs, row.op, row.rhs, level_name(row.level))
 
 
 def true_values(syntax: str, values: dict[str, float]) -> dict[str, float]:

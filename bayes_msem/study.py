@@ -138,7 +138,7 @@ def run_unit(unit: _Unit) -> pd.DataFrame:
     parameter (estimates, truth, diagnostics); a failed fit gives one row with
     the error."""
     from bayes_msem.model import Model
-    from bayes_msem.partable import build_partable
+    from bayes_msem.partable import build_partable, parameter_key
     from bayes_msem.simulate import simulate_data, true_values
 
     _pin_threads()
@@ -162,8 +162,7 @@ def run_unit(unit: _Unit) -> pd.DataFrame:
                               "seconds": time.perf_counter() - start}])
     summary = summary[summary.free]
     truth = true_values(unit.population, values)
-    names = [f"{r.lhs}{r.op}{r.rhs}" + (f"|{r.level}" if r.level else "") if r.op != ":=" else r.lhs
-             for r in summary.itertuples()]
+    names = [parameter_key(r.lhs, r.op, r.rhs, r.level) if r.op != ":=" else r.lhs for r in summary.itertuples()]
     frame = summary[ESTIMATE_COLUMNS].reset_index(drop=True)
     frame.insert(0, "parameter", names)
     frame.insert(1, "true", [truth.get(n, np.nan) for n in names])

@@ -16,7 +16,7 @@ import pymc as pm
 import pytensor.tensor as pt
 from pymc.logprob.transforms import Transform
 
-from bayes_msem.partable import level_name
+from bayes_msem.partable import level_name, parameter_key
 from bayes_msem.priors import PATTERN_T_DF, PATTERN_T_SCALE, PriorSpec, constrained_correlation, patterned_correlation
 from bayes_msem.spec import ModelSpec
 
@@ -26,13 +26,8 @@ __all__ = ["free_parameter_vector", "parameter_names", "Standardized", "sampling
 def parameter_names(spec: ModelSpec) -> list[str]:
     """lavaan-style name of each free parameter, with the level where needed:
     ``fw=~y2``, ``y1~~y1|between``."""
-    names = []
-    for row in spec.table.free_rows().itertuples():
-        name = f"{row.lhs}{row.op}{row.rhs}"
-        if row.level:
-            name += f"|{level_name(row.level)}"
-        names.append(name)
-    return names
+    return [parameter_key(row.lhs, row.op, row.rhs, level_name(row.level))
+            for row in spec.table.free_rows().itertuples()]
 
 
 def _in_support(prior: PriorSpec, value: float) -> bool:
