@@ -43,6 +43,8 @@ DESIGN_KEYS = ("clusters", "cluster_size", "size_spread")
 ESTIMATE_COLUMNS = ["mean", "sd", "median", "q2.5", "q97.5", "r_hat", "ess_bulk"]
 # a replication counts as converged below this R-hat and without divergences (the fit's own limit)
 CONVERGED_R_HAT = 1.01
+# each worker process: one JAX device, no extra compute threads (the workers are the parallelism)
+WORKER_XLA_FLAGS = "--xla_force_host_platform_device_count=1 --xla_cpu_multi_thread_eigen=false"
 
 
 def design_grid(designs: dict | list[dict]) -> list[dict]:
@@ -106,7 +108,7 @@ def _pin_threads() -> None:
     from jax._src import xla_bridge
 
     if not xla_bridge.backends_are_initialized():
-        os.environ["XLA_FLAGS"] = "--xla_force_host_platform_device_count=1 --xla_cpu_multi_thread_eigen=false"
+        os.environ["XLA_FLAGS"] = WORKER_XLA_FLAGS
         import jax
 
         jax.devices()
@@ -312,8 +314,7 @@ def _local_client(workers: int):
     from dask.distributed import Client, LocalCluster
 
     cluster = LocalCluster(n_workers=workers, threads_per_worker=1, processes=True, dashboard_address=None,
-                           env={"OMP_NUM_THREADS": "1", "XLA_FLAGS": "--xla_force_host_platform_device_count=1 "
-                                "--xla_cpu_multi_thread_eigen=false"})
+                           env={"OMP_NUM_THREADS": "1", "XLA_FLAGS": WORKER_XLA_FLAGS})
     return Client(cluster)
 
 
