@@ -18,12 +18,21 @@ import numpy as np
 __all__ = ["write_report", "report_html"]
 
 MAX_RANK_PLOTS = 12
+DIAGRAM_KEY = ("<p>Numbers on arrows: posterior median [95% interval]; grey curved double arrows: covariances "
+               "(median); under a box: its (residual) variance; orange: random slopes, with the mean slope. "
+               "Ellipses are latent variables. The covariates' own variances and covariances (fixed at their sample values) "
+               "are not drawn.</p>")
 MAX_CATERPILLARS = 6
 
 _STYLE = """body{font-family:sans-serif;max-width:1000px;margin:2em auto;color:#222}
-pre{background:#f6f6f6;padding:1em;overflow-x:auto;font-size:12px}
+pre{background:#f6f6f6;padding:1em;font-size:12px;white-space:pre-wrap;overflow-wrap:anywhere}
 table{border-collapse:collapse;font-size:12px}td,th{border:1px solid #ccc;padding:2px 6px;text-align:right}
-img{max-width:100%}.warning{color:#a00}"""
+table.parameters td,table.parameters th{border:none;border-bottom:1px solid #eee}
+table.parameters td.name,table.parameters tr.group td,table.parameters tr.section th,
+table.parameters tr.level th{text-align:left}
+table.parameters tr.level th{font-size:14px;padding-top:1em}table.parameters tr.section th{padding-top:.6em}
+table.parameters td.name{padding-left:2em}table.parameters tr.fixed td{color:#777;font-style:italic}
+img,svg{max-width:100%;height:auto}.warning{color:#a00}"""
 
 
 def _figure_html(fig, alt: str) -> str:
@@ -34,6 +43,20 @@ def _figure_html(fig, alt: str) -> str:
     plt.close(fig)
     data = base64.b64encode(buffer.getvalue()).decode("ascii")
     return f'<img alt="{html.escape(alt)}" src="data:image/png;base64,{data}">'
+
+
+def _svg_html(fig, alt: str) -> str:
+    """The figure as inline SVG with its text kept as text: sharp at any zoom,
+    searchable, and its sizes checkable in a browser."""
+    import matplotlib.pyplot as plt
+
+    buffer = io.StringIO()
+    with plt.rc_context({"svg.fonttype": "none"}):
+        fig.savefig(buffer, format="svg", bbox_inches="tight")
+    plt.close(fig)
+    svg = buffer.getvalue()
+    svg = svg[svg.index("<svg"):]
+    return svg.replace("<svg ", f'<svg role="img" aria-label="{html.escape(alt)}" ', 1)
 
 
 def _section(title: str, body: str) -> str:
@@ -52,23 +75,24 @@ def report_html(result) -> str:
     summary = result.summary()
     table = result.parameter_table()
     latent = {name for roles in table.levels for name in roles.latent}
+    covariates = {name for roles in table.levels for name in roles.covariates}
     slopes = {f"{r.lhs}~{r.rhs}": r.random for r in table.rows[table.rows["random"].notna()].itertuples()}
     parts = [f"<h1>bayes-msem report</h1>\n<pre>{html.escape(str(result))}</pre>"]
     messages = result.diagnostic_messages()
     parts.append(_section("Diagnostics", "".join(f'<p class="warning">{html.escape(m)}</p>' for m in messages)
                           or "<p>No divergences, R-hat at most 1.01, enough effective draws.</p>"))
     diagrams = []
-    for level in dict.fromkeys(summary.level):
-        fig, ax = plt.subplots(figsize=(9, 5))
-        path_diagram(summary, level, latent, slopes if level == "within" else None, ax)
-        diagrams.append(f'<div class="path-diagram">{_figure_html(fig, f"path diagram {level}")}</div>')
-    parts.append(_section("Path diagrams", "\n".join(diagrams)))
+    for level in dict.fromkeys(summary[summary.op != ":="].level):
+        ax = path_diagram(summary, level, latent, slopes if level == "within" else None, covariates=covariates)
+        if ax is not None:
+            diagrams.append(f'<div class="path-diagram">{_svg_html(ax.figure, f"path diagram {level}")}</div>')
+    parts.append(_section("Path diagrams", DIAGRAM_KEY + "\n".join(diagrams)))
     effects = result.effects()
     if len(effects):
         fig, ax = plt.subplots(figsize=(7, 0.4 * len(effects) + 1.5))
         forest_plot(effects, ax)
         parts.append(_section("Effects", effects.to_html(index=False, float_format="%.3f") + _figure_html(fig, "forest")))
-    parts.append(_section("Parameters", summary.to_html(index=False, float_format="%.3f")))
+    parts.append(_section("Parameters", _parameter_table_html(summary)))
     parts.append(_section("Rank plots", _rank_plots(result, summary)))
     if "cluster_effects" in result.idata.posterior:
         frame = result.cluster_effects()
@@ -82,6 +106,35 @@ def report_html(result) -> str:
     parts.append(_section("Prior sensitivity", _sensitivity_html(result)))
     return (f"<!DOCTYPE html>\n<html><head><meta charset='utf-8'><title>bayes-msem report</title>"
             f"<style>{_STYLE}</style></head><body>\n{''.join(parts)}</body></html>\n")
+
+
+def _parameter_table_html(summary) -> str:
+    """The parameters as lavaan prints them: per level, sections (Latent
+    variables, Regressions, ...), fixed values marked, ESS as integers."""
+    from bayes_msem.report import COLUMNS, formatted_numbers, level_title, parameter_lines
+
+    header = "<tr><th></th>" + "".join(f"<th>{c}</th>" for c in COLUMNS) + "</tr>"
+    rows = []
+    model_rows = summary[summary.op != ":="]
+    for level in dict.fromkeys(model_rows.level):
+        rows.append(f'<tr class="level"><th colspan="7">{html.escape(level_title(level))}</th></tr>')
+        for title, name, row in parameter_lines(model_rows[model_rows.level == level]):
+            if title is not None:
+                rows.append(f'<tr class="section"><th colspan="7">{html.escape(title)}</th></tr>' + header)
+            elif row is None:
+                rows.append(f'<tr class="group"><td colspan="7">{html.escape(name)}</td></tr>')
+            else:
+                rows.append(_parameter_row_html(name, formatted_numbers(row), row.free))
+    defined = summary[summary.op == ":="]
+    if len(defined):
+        rows.append('<tr class="level"><th colspan="7">Defined parameters</th></tr>' + header)
+        rows += [_parameter_row_html(f"{r.lhs} := {r.rhs}", formatted_numbers(r), True) for _, r in defined.iterrows()]
+    return f'<table class="parameters">{"".join(rows)}</table>'
+
+
+def _parameter_row_html(name: str, numbers: list[str], free: bool) -> str:
+    cells = "".join(f"<td>{html.escape(n)}</td>" for n in numbers)
+    return f'<tr class="{"free" if free else "fixed"}"><td class="name">{html.escape(name)}</td>{cells}</tr>'
 
 
 def _rank_plots(result, summary) -> str:
@@ -139,16 +192,23 @@ def _fit_html(result) -> str:
 
 
 def _sensitivity_html(result) -> str:
+    from bayes_msem.prior_checks import SENSITIVITY_THRESHOLD
+
     try:
         table = result.prior_sensitivity()
     except ValueError as err:
         return f"<p>{html.escape(str(err))}</p>"
     flagged = table[table.diagnosis != "-"]
-    intro = ("<p>Power-scaling (Kallioinen et al. 2023): how far each posterior moves when the prior or the "
-             "likelihood is made slightly stronger or weaker; above 0.05 counts as sensitive.</p>")
-    verdict = (f'<p class="warning">{len(flagged)} parameter(s) flagged: {html.escape(", ".join(flagged.parameter))}. '
+    threshold = f"{SENSITIVITY_THRESHOLD:g}"
+    intro = ("<p>Power-scaling (Kallioinen et al. 2023): how far each posterior moves when the prior (column "
+             "<i>prior</i>) or the likelihood (column <i>likelihood</i>) is made slightly stronger or weaker. A "
+             f"parameter is flagged when its prior sensitivity is {threshold} or more: as prior-data conflict when "
+             "its likelihood sensitivity is too, else as a strong prior with a weak likelihood. Likelihood "
+             "sensitivity alone is what data should do and is not flagged.</p>")
+    names = [f"{r.parameter} ({r.level})" if r.level else r.parameter for r in flagged.itertuples()]
+    verdict = (f'<p class="warning">{len(flagged)} parameter(s) flagged: {html.escape(", ".join(names))}. '
                "Check their priors (result.priors()) and refit with others to see how much they matter.</p>"
-               if len(flagged) else "<p>No parameter is sensitive to its prior.</p>")
+               if len(flagged) else f"<p>No parameter's prior sensitivity reaches {threshold}.</p>")
     return intro + verdict + table.to_html(index=False, float_format="%.3f")
 
 

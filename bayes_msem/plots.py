@@ -1,6 +1,7 @@
 """Plots: path diagrams per level, forest plots of effects, caterpillar plots
 of cluster-specific estimates. Matplotlib only (no system graphviz needed), so
-the report builds on any machine the library installs on.
+the report builds on any machine the library installs on; the diagrams' layout
+is :mod:`bayes_msem.diagram`.
 """
 
 from __future__ import annotations
@@ -11,78 +12,61 @@ import pandas as pd
 __all__ = ["path_diagram", "forest_plot", "caterpillar_plot", "ppp_plot"]
 
 
-def _layers(edges: list[tuple[str, str]]) -> dict[str, int]:
-    """Column of each variable: the length of the longest path reaching it."""
-    nodes = list(dict.fromkeys([n for e in edges for n in e]))
-    depth = {n: 0 for n in nodes}
-    for _ in range(len(nodes)):  # longest path by relaxation; cycles stop after n rounds
-        changed = False
-        for source, target in edges:
-            if depth[target] < depth[source] + 1:
-                depth[target] = depth[source] + 1
-                changed = True
-        if not changed:
-            break
-    return depth
+COLORS = {"loading": "tab:blue", "regression": "tab:blue", "slope": "tab:orange", "covariance": "tab:gray"}
 
 
-def path_diagram(summary: pd.DataFrame, level: str, latent: set[str], slopes: dict[str, str] | None = None, ax=None):
-    """Draw the regressions and loadings of one level, left to right, with the
-    posterior median and 95% interval on every arrow. ``summary`` is
-    :meth:`FitResult.summary`; ``latent`` the latent variables (drawn as ellipses);
-    ``slopes`` maps (outcome, predictor) text ``"y~x"`` to a random slope's name."""
+def path_diagram(summary: pd.DataFrame, level: str, latent: set[str], slopes: dict[str, str] | None = None, ax=None,
+                 covariates: set[str] = frozenset()):
+    """Draw one level's path diagram (:func:`bayes_msem.diagram.diagram_layout`):
+    loadings and regressions with their posterior median and 95% interval,
+    random slopes in orange, covariances as grey curved double arrows and
+    variances under the boxes. ``summary`` is :meth:`FitResult.summary`;
+    ``latent`` the latent variables (ellipses); ``slopes`` maps ``"y~x"`` to a
+    random slope's name; ``covariates`` the exogenous observed variables (their
+    fixed variances and covariances are not drawn). Returns the axes, or None when the level has nothing to draw.
+    Artists carry ids (``covariance``, ``label`` ...) that survive into SVG."""
     import matplotlib.pyplot as plt
     from matplotlib.patches import Ellipse, FancyArrowPatch, Rectangle
 
-    from bayes_msem.partable import _source_name
+    from bayes_msem.diagram import FONT_SIZE, diagram_layout
 
-    rows = summary[(summary.level == level) & summary.op.isin(["=~", "~"])]
-    # a centered copy (m.raw, m.cwc) is drawn as its variable, so that x -> m -> y shows as a chain
-    edges = [((r.lhs, r.rhs) if r.op == "=~" else (_source_name(r.rhs), r.lhs)) for r in rows.itertuples()]
-    labels = [f"{r['median']:.2f} [{r['q2.5']:.2f}, {r['q97.5']:.2f}]" if r.free else f"{r['mean']:.2f} (fixed)"
-              for _, r in rows.iterrows()]
-    for key, slope in (slopes or {}).items():
-        outcome, predictor = key.split("~")
-        edges.append((_source_name(predictor), outcome))
-        mean = summary[(summary.lhs == slope) & (summary.op == "~1")]
-        text = f"{slope}: random" if mean.empty else (
-            f"{slope}: {mean['median'].iloc[0]:.2f} [{mean['q2.5'].iloc[0]:.2f}, {mean['q97.5'].iloc[0]:.2f}], random")
-        labels.append(text)
+    diagram = diagram_layout(summary, level, latent, slopes, covariates)
+    if diagram is None:
+        return None
     if ax is None:
-        _, ax = plt.subplots(figsize=(8, 4.5))
+        _, ax = plt.subplots(figsize=(diagram.width, diagram.height + 0.4))
     ax.set_axis_off()
-    ax.set_title(f"Path diagram: {level or 'model'}")
-    if not edges:
-        ax.text(0.5, 0.5, "no regressions or loadings at this level", ha="center", va="center")
-        return ax
-    depth = _layers(edges)
-    columns: dict[int, list[str]] = {}
-    for name, d in depth.items():
-        columns.setdefault(d, []).append(name)
-    position = {}
-    for d, names in columns.items():
-        for k, name in enumerate(names):
-            position[name] = (d * 3.0, -(k - (len(names) - 1) / 2) * 1.4)
-    width, height = 1.4, 0.6
-    for name, (x, y) in position.items():
-        shape = (Ellipse((x, y), width, height, fill=False) if name in latent
-                 else Rectangle((x - width / 2, y - height / 2), width, height, fill=False))
-        ax.add_patch(shape)
-        ax.text(x, y, name, ha="center", va="center", fontsize=9)
-    for (source, target), label in zip(edges, labels):
-        (x0, y0), (x1, y1) = position[source], position[target]
-        skip = depth[target] - depth[source] > 1  # arrows that jump a column arc over it
-        rad = -0.3 if skip else 0.0
-        ax.add_patch(FancyArrowPatch((x0 + width / 2, y0), (x1 - width / 2, y1), arrowstyle="-|>",
-                                     connectionstyle=f"arc3,rad={rad}", mutation_scale=12,
-                                     color="tab:blue" if "random" not in label else "tab:orange"))
-        lift = 0.12 + (0.3 * abs(x1 - x0) / 2 if skip else 0.0)
-        ax.text((x0 + x1) / 2, (y0 + y1) / 2 + lift, label, ha="center", va="bottom", fontsize=7)
-    xs = [p[0] for p in position.values()]
-    ys = [p[1] for p in position.values()]
-    ax.set_xlim(min(xs) - 1.2, max(xs) + 1.2)
-    ax.set_ylim(min(ys) - 1.0, max(ys) + 1.0 + 0.15 * (max(xs) - min(xs)))
+    ax.set_xlim(0, diagram.width)
+    ax.set_ylim(0, diagram.height)
     ax.set_aspect("equal")
+    titles = {"within": "Level 1 (within)", "between": "Level 2 (between)"}
+    ax.set_title(titles.get(level, level or "Model"), fontsize=FONT_SIZE + 2, loc="left")
+    prefix = f"{level or 'model'}-"  # ids stay unique with several diagrams in one page
+    shapes = {}
+    for name, node in diagram.nodes.items():
+        box = node.box
+        shape = (Ellipse((box.x, box.y), box.width, box.height, fill=False, linewidth=1.2) if node.latent else
+                 Rectangle((box.x - box.width / 2, box.y - box.height / 2), box.width, box.height, fill=False,
+                           linewidth=1.2))
+        shape.set_gid(f"{prefix}node-{name}")
+        ax.add_patch(shape)
+        shapes[name] = shape
+        ax.text(box.x, box.y, name, ha="center", va="center", fontsize=FONT_SIZE + 1, gid=f"{prefix}name-{name}")
+        if node.variance:
+            ax.text(box.x, box.y - box.height / 2 - 0.08, node.variance, ha="center", va="top", fontsize=FONT_SIZE,
+                    color="dimgray", gid=f"{prefix}variance-{name}")
+    for k, edge in enumerate(diagram.edges):
+        clip = not edge.from_sides
+        arrow = FancyArrowPatch(edge.start, edge.end, patchA=shapes[edge.source] if clip else None,
+                                patchB=shapes[edge.target] if clip else None, connectionstyle=f"arc3,rad={edge.rad}",
+                                arrowstyle="<|-|>" if edge.kind == "covariance" else "-|>", mutation_scale=12,
+                                color=COLORS[edge.kind], linewidth=1.0 if edge.kind == "covariance" else 1.3,
+                                shrinkA=2, shrinkB=2)
+        arrow.set_gid(f"{prefix}{edge.kind}-{k}")
+        ax.add_patch(arrow)
+        ax.text(edge.label.x, edge.label.y, edge.text, ha="center", va="center", fontsize=FONT_SIZE,
+                color="black", gid=f"{prefix}label-{k}",
+                bbox=dict(boxstyle="square,pad=0.15", facecolor="white", edgecolor="none", alpha=0.9))
     return ax
 
 

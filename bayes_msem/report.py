@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import pandas as pd
 
-__all__ = ["summary_text"]
+__all__ = ["summary_text", "parameter_lines", "formatted_numbers", "level_title"]
 
 _SECTIONS = [("=~", "Latent variables"), ("~", "Regressions"), ("~~cov", "Covariances"),
              ("~1", "Intercepts"), ("~~var", "Variances")]
@@ -18,32 +18,58 @@ def _section_key(row) -> str:
     return row.op
 
 
-def _format_row(row, name: str) -> str:
-    if not row.free:
-        return f"    {name:<18}{row['mean']:>9.3f}   (fixed)"
-    return (f"    {name:<18}{row['mean']:>9.3f}{row['sd']:>9.3f}{row['q2.5']:>9.3f}{row['q97.5']:>9.3f}"
-            f"{row.r_hat:>8.3f}{row.ess_bulk:>7.0f}")
+COLUMNS = ("Estimate", "Post.SD", "2.5%", "97.5%", "R-hat", "ESS")
 
 
-def _block(rows: pd.DataFrame) -> list[str]:
-    lines = []
+def parameter_lines(rows: pd.DataFrame):
+    """The rows of one level as lavaan lists them: yields ``(title, None, None)``
+    for a section (Latent variables, Regressions, ...), ``(None, header, None)``
+    for a group (``fw =~``) and ``(None, name, row)`` for a parameter (its
+    right-hand side, or left-hand side in Intercepts and Variances, with its
+    label). The text summary and the report's table both read it."""
     for key, title in _SECTIONS:
         part = rows[rows.apply(_section_key, axis=1) == key]
         if part.empty:
             continue
-        lines.append(f"  {title}:")
-        lines.append(f"    {'':<18}{'Estimate':>9}{'Post.SD':>9}{'2.5%':>9}{'97.5%':>9}{'R-hat':>8}{'ESS':>7}")
+        yield title, None, None
         previous = None
         for _, row in part.iterrows():
             if key in ("=~", "~", "~~cov"):
                 if row.lhs != previous:
-                    lines.append(f"  {row.lhs} {row.op}")
+                    yield None, f"{row.lhs} {row.op}", None
                     previous = row.lhs
                 name = row.rhs
             else:
                 name = row.lhs
-            if row.label:
-                name = f"{name} ({row.label})"
+            yield None, f"{name} ({row.label})" if row.label else name, row
+
+
+def formatted_numbers(row) -> list[str]:
+    """The six numbers of a parameter as printed: a fixed one shows its value and "(fixed)"."""
+    if not row.free:
+        return [f"{row['mean']:.3f}", "(fixed)", "", "", "", ""]
+    ess = "" if pd.isna(row.ess_bulk) else f"{row.ess_bulk:.0f}"
+    r_hat = "" if pd.isna(row.r_hat) else f"{row.r_hat:.3f}"
+    return [f"{row['mean']:.3f}", f"{row['sd']:.3f}", f"{row['q2.5']:.3f}", f"{row['q97.5']:.3f}", r_hat, ess]
+
+
+def _format_row(row, name: str) -> str:
+    numbers = formatted_numbers(row)
+    if not row.free:
+        return f"    {name:<18}{numbers[0]:>9}   (fixed)"
+    widths = (9, 9, 9, 9, 8, 7)
+    return f"    {name:<18}" + "".join(f"{n:>{w}}" for n, w in zip(numbers, widths))
+
+
+def _block(rows: pd.DataFrame) -> list[str]:
+    lines = []
+    for title, name, row in parameter_lines(rows):
+        if title is not None:
+            lines.append(f"  {title}:")
+            lines.append(f"    {'':<18}" + "".join(f"{c:>{w}}" for c, w in zip(COLUMNS, (9, 9, 9, 9, 8, 7))))
+        elif row is None:
+            lines.append(f"  {name}")
+        else:
             lines.append(_format_row(row, name))
     return lines
 
@@ -60,6 +86,11 @@ def _prior_line(result, shown: int = 4) -> str:
     if changed:
         parts.append("defaults changed: " + ", ".join(f"{k}={v:g}" for k, v in changed.items()))
     return "; ".join(parts) if parts else "defaults"
+
+
+def level_title(level: str) -> str:
+    """A level's heading, as lavaan prints it."""
+    return {"within": "Level 1 [within]", "between": "Level 2 [between]"}.get(level, level or "Parameters")
 
 
 def summary_text(result) -> str:
@@ -92,7 +123,7 @@ def summary_text(result) -> str:
     model_rows = summary[summary.op != ":="]
     for level in dict.fromkeys(model_rows.level):
         lines.append("")
-        lines.append(f"Level {'1 [within]' if level == 'within' else '2 [between]'}:" if level else "Parameters:")
+        lines.append(f"{level_title(level)}:")
         lines += _block(model_rows[model_rows.level == level])
         if level == "within" and table.slopes:
             lines.append("  Random slopes (their means and variances are at level 2):")

@@ -64,25 +64,22 @@ CHAIN_METHODS = ("vectorized", "sequential", "parallel")
 
 
 def run_nuts(model, *, draws: int, tune: int, chains: int, random_seed: int | None, sampler: str,
-             target_accept: float, progressbar: bool, var_names: list[str], chain_method: str = "vectorized",
+             target_accept: float, progressbar: bool, var_names: list[str], chain_method: str = "parallel",
              n_clusters: int = 0):
     """Run NUTS on ``model`` and return ArviZ InferenceData with ``var_names`` in the posterior.
 
     ``chain_method`` (numpyro only; the engine says which suits it,
     :meth:`~bayes_msem.engines.Engine.chain_method`):
 
-    - ``"vectorized"``: the chains vmapped on one device, the fastest for
-      log-densities without per-cluster factorizations (Demo.twolevel: 24 s
-      vectorized, 30 s sequential);
-    - ``"sequential"``: one chain after another. Where the log-density factors
-      one small matrix per cluster (random slopes), vmapping the gradient over 4
-      chains cost 3.5 ms against 0.6 ms for one chain (500 clusters);
-    - ``"parallel"``: one chain after another on each of several JAX devices,
-      one per core (:func:`parallel_layout`). This helps the collapsed engine
-      with random slopes (mediation at 100 x 20: 38.3 -> 26.7 s) and hurts the
-      latent one, whose per-row operations XLA already spreads over the cores
-      (500 x 20: 72.5 -> 144.8 s). ``n_clusters`` sizes the memory parallel
-      chains take (:func:`spare_device`)."""
+    - ``"vectorized"``: the chains vmapped on one device: every step waits
+      for the chain with the longest trajectory, so it was the slowest
+      wherever measured (session 8: Demo.twolevel 24.7 s against 12.6 s
+      parallel);
+    - ``"sequential"``: one chain after another on one device;
+    - ``"parallel"``: the chains spread over several JAX devices, one per
+      core (:func:`parallel_layout`), each device running its share one
+      after another: the engines' choice. ``n_clusters`` sizes the memory
+      parallel chains take (:func:`spare_device`)."""
     if chain_method not in CHAIN_METHODS:
         raise ValueError(f"chain_method={chain_method!r} is not one of {CHAIN_METHODS}")
     import pymc as pm

@@ -47,8 +47,8 @@ def test_data_error_names_the_fix(tmp_path, capsys):
 
 @pytest.mark.slow
 def test_fit_writes_results(tmp_path):
-    model = tmp_path / "m.lavaan"
-    model.write_text(bm.example_model("mplus_ex9_6"))
+    model = tmp_path / "m.lavaan"  # with a residual covariance, for the diagram's covariance arrows
+    model.write_text(bm.example_model("mplus_ex9_6").replace("fw ~ x1 + x2", "fw ~ x1 + x2\n  y1 ~~ y2"))
     data = tmp_path / "d.csv"
     bm.example_data("mplus_ex9_6").to_csv(data, index=False)
     out = tmp_path / "out"
@@ -65,32 +65,61 @@ def test_fit_writes_results(tmp_path):
     assert (out / "results.nc").exists() and (out / "summary.csv").exists()
     assert bm.load_result(out / "results.nc").info["cluster"] == "clus"
     report = (out / "report.html").read_text()
-    assert report.count("data:image/png;base64,") >= 4 and 'class="path-diagram"' in report
+    assert report.count("data:image/png;base64,") >= 3 and report.count('<div class="path-diagram"><svg') == 2
     (out / "report.html").unlink()
     rebuilt = subprocess.run([sys.executable, "-m", "bayes_msem.cli", "report", str(out / "results.nc")],
                              capture_output=True, text=True, timeout=600)
     assert rebuilt.returncode == 0, rebuilt.stderr
     report = (out / "report.html").read_text()
     assert 'alt="ppp"' in report and "Prior sensitivity" in report  # the PPP was saved with the result
-    _assert_report_renders_in_chromium(out / "report.html")
+    _assert_report_renders_in_chromium(out / "report.html", covariances=1)
 
 
-def _assert_report_renders_in_chromium(path):
-    """Open the report in headless Chromium (Debian's `chromium`) and check that
-    every image loaded and the path diagram is there."""
+# Runs in the report's page once loaded; writes what it measured into the title.
+REPORT_PROBE = """<script>window.onload = function () {
+  const bad = [...document.images].filter(i => !i.complete || i.naturalWidth === 0).length;
+  const diagrams = document.querySelectorAll('.path-diagram svg');
+  const covariances = document.querySelectorAll('.path-diagram [id*="-covariance-"]').length;
+  const rect = e => e.getBoundingClientRect();
+  const texts = [...document.querySelectorAll('.path-diagram svg text')].map(rect);
+  const smallest = Math.min(...texts.map(r => r.height));
+  let overlaps = 0;
+  diagrams.forEach(svg => {
+    const boxes = [...svg.querySelectorAll('[id*="-label-"] path, [id*="-node-"]')].map(rect);
+    for (let i = 0; i < boxes.length; i++) for (let j = i + 1; j < boxes.length; j++) {
+      const a = boxes[i], b = boxes[j];
+      const w = Math.min(a.right, b.right) - Math.max(a.left, b.left);
+      const h = Math.min(a.bottom, b.bottom) - Math.max(a.top, b.top);
+      if (w > 1 && h > 1) overlaps++;
+    }
+  });
+  document.title = 'images:' + document.images.length + ' failed:' + bad + ' diagrams:' + diagrams.length +
+    ' covariances:' + covariances + ' smallest:' + smallest.toFixed(1) + ' overlaps:' + overlaps +
+    ' scroll:' + (document.querySelector('pre').scrollWidth > document.querySelector('pre').clientWidth);
+};</script></body>"""
+
+
+def _assert_report_renders_in_chromium(path, covariances: int):
+    """Open the report in headless Chromium (Debian's `chromium`) at 100% zoom
+    and check that every image loaded, the path diagrams draw ``covariances``
+    covariance arrows, their text is at least 11 px high, no number covers a
+    box or another number, and the summary box needs no horizontal scrolling."""
+    import re
     import shutil
 
     browser = shutil.which("chromium") or shutil.which("chromium-browser")
     if browser is None:
         pytest.skip("chromium is not installed (apt-get install chromium)")
     probe = path.with_name("probe.html")
-    probe.write_text(path.read_text().replace(
-        "</body>", "<script>window.onload=function(){var bad=[...document.images].filter(i=>!i.complete||"
-        "i.naturalWidth===0).length;document.title='images:'+document.images.length+' failed:'+bad+' diagrams:'+"
-        "document.querySelectorAll('.path-diagram img').length;}</script></body>"))
-    dom = subprocess.run([browser, "--headless", "--no-sandbox", "--disable-gpu", "--virtual-time-budget=5000",
-                          "--dump-dom", probe.as_uri()], capture_output=True, text=True, timeout=120).stdout
-    assert "failed:0" in dom and "diagrams:0" not in dom and "images:" in dom, dom[:300]
+    probe.write_text(path.read_text().replace("</body>", REPORT_PROBE))
+    dom = subprocess.run([browser, "--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
+                          "--window-size=1280,1000", "--virtual-time-budget=5000", "--dump-dom", probe.as_uri()],
+                         capture_output=True, text=True, timeout=120).stdout
+    found = dict(re.findall(r"(\w+):([\w.]+)", re.search(r"<title>(.*?)</title>", dom).group(1)))
+    assert found["failed"] == "0" and int(found["images"]) >= 2, found
+    assert int(found["diagrams"]) == 2 and int(found["covariances"]) == covariances, found
+    assert float(found["smallest"]) >= 11.0, found  # about 7 px before
+    assert found["overlaps"] == "0" and found["scroll"] == "false", found
 
 
 def test_report_of_a_missing_file_is_one_clear_error(tmp_path, capsys):

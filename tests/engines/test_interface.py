@@ -14,16 +14,23 @@ SLOPE_ON_COVARIATE = "level: 1\n  s | y4 ~ x\nlevel: 2\n  y4 ~ w\n  s ~ w"
 OUTCOME_COVARYING_WITH_FACTOR = "level: 1\n  fw =~ y1 + y2 + y3\nlevel: 2\n  fb =~ y1 + y2 + y3\n  z ~ w\n  z ~~ fb"
 
 
+def test_the_latent_engine_leaves_many_rows_to_xla_threads_not_to_parallel_chains():
+    from bayes_msem.engines import PARALLEL_LATENT_ROWS
+
+    data = simulate_two_level(clusters=PARALLEL_LATENT_ROWS // 6 + 1)
+    assert get_engine("latent").chain_method(bm.Model(SLOPE_ON_FACTOR, data, cluster="g").spec) == "sequential"
+
+
 def spec_of(text, cluster="g"):
     data = simulate_two_level()
     return bm.Model(text, data, cluster=cluster).spec if cluster else bm.Model(text, data.drop(columns="g")).spec
 
 
 @pytest.mark.parametrize("text, cluster, chosen, method", [
-    (TWO_LEVEL, "g", "collapsed", "vectorized"),
+    (TWO_LEVEL, "g", "collapsed", "parallel"),
     (SLOPE_ON_COVARIATE, "g", "collapsed", "parallel"),
-    (SLOPE_ON_FACTOR, "g", "latent", "sequential"),
-    ("y1 ~ x", None, "latent", "vectorized"),
+    (SLOPE_ON_FACTOR, "g", "latent", "parallel"),
+    ("y1 ~ x", None, "latent", "parallel"),
 ])
 def test_auto_chooses_the_exact_engine_and_its_chain_method(text, cluster, chosen, method):
     spec = spec_of(text, cluster)
