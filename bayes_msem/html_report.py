@@ -150,8 +150,14 @@ def _rank_plots(result, summary) -> str:
         return "<p>No free parameters.</p>"
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        axes = az.plot_rank(result.idata, var_names=names, kind="bars", show=False)
-    fig = np.ravel(axes)[0].figure if hasattr(axes, "__len__") else axes.figure
+        rows = -(-len(names) // 4)  # ArviZ's grid: four plots to a row
+        axes = az.plot_rank(result.idata, var_names=names, kind="bars", show=False, figsize=(11, 2.6 * rows))
+    axes = np.ravel(axes)
+    for ax in axes:  # ArviZ puts a parameter's level on a second title line, into the plot above
+        ax.set_title(ax.get_title().replace("\n", " "), fontsize=10)
+        ax.set_xlabel(ax.get_xlabel(), fontsize=8)
+    fig = axes[0].figure
+    fig.tight_layout()
     return ("<p>Worst R-hat first; flat, overlapping histograms mean the chains agree.</p>"
             + _figure_html(fig, "rank plots"))
 

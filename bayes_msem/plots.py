@@ -100,7 +100,7 @@ def caterpillar_plot(frame: pd.DataFrame, variable: str, ax=None):
     ax.axhline(float(frame["mean"].mean()), color="tab:red", linewidth=0.8)
     ax.set_xlabel("cluster (sorted by posterior mean)")
     ax.set_ylabel(variable)
-    ax.set_title(f"{variable}: cluster-specific posterior means and 95% intervals")
+    ax.set_title(f"{variable}: each cluster's mean and 95% interval", fontsize=10)
     return ax
 
 
