@@ -10,6 +10,7 @@ bayes_msem and its command line stay fast.
 
 from __future__ import annotations
 
+import contextlib
 import importlib.util
 import os
 import sys
@@ -106,18 +107,20 @@ def run_nuts(model, *, draws: int, tune: int, chains: int, random_seed: int | No
 
 
 def compilation_cache_dir() -> str | None:
-    """Where JAX keeps compiled samplers between runs, if anywhere: opt-in with
-    ``BAYES_MSEM_CACHE_DIR`` set to a folder, or to ``default`` for
-    ``~/.cache/bayes_msem/jax`` (under ``$XDG_CACHE_HOME`` where set).
+    """Where JAX keeps compiled samplers between runs: ``~/.cache/bayes_msem/jax``
+    (under ``$XDG_CACHE_HOME`` where set) unless ``BAYES_MSEM_CACHE_DIR``
+    names another folder, or is ``off`` for none.
 
-    Off by default: in a test run where several processes (with different
-    numbers of JAX devices) shared one cache folder, reading a cached sampler
-    aborted the process inside XLA (session 6). Until that is understood, a
-    user turns it on knowingly."""
-    chosen = os.environ.get("BAYES_MSEM_CACHE_DIR", "").strip()
-    if chosen.lower() in ("", "off", "0", "none"):
+    On by default since session 8: a repeated Demo.twolevel fit compiles in
+    well under a second instead of seconds. In session 6 a test process
+    aborted inside XLA while several processes shared one cache folder; it
+    was not seen again in six processes with 1, 3 and 5 JAX devices sharing
+    one folder, and the test suite's later aborts came from memory maps
+    (tests/conftest.py). The tests run without the cache."""
+    chosen = os.environ.get("BAYES_MSEM_CACHE_DIR", "default").strip()
+    if chosen.lower() in ("off", "0", "none"):
         return None
-    if chosen.lower() == "default":
+    if chosen.lower() in ("", "default"):
         base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
         return os.path.join(base, "bayes_msem", "jax")
     return chosen
@@ -150,14 +153,51 @@ def _numpyro(model, *, draws, tune, chains, random_seed, target_accept, progress
     from pymc.sampling.jax import sample_numpyro_nuts
 
     directory = _use_compilation_cache()
+    # Progress bars only where someone watches (a terminal), as tqdm does: the
+    # bars' calls back to Python keep JAX from caching the sampling loop, which
+    # costs a repeated Demo.twolevel run 5 s (benchmarks/README.md).
+    bars = progressbar and sys.stderr.isatty()
     if progressbar:
-        where = f"; later runs of this model read it from {directory}" if directory else ""
-        print(f"Compiling the sampler (10-30 s{where})...", file=sys.stderr)
+        where = f"; a repeated run reads it from {directory}" if directory and not bars else ""
+        print(f"Compiling the sampler (5-30 s{where})...", file=sys.stderr)
 
-    return sample_numpyro_nuts(draws=draws, tune=tune, chains=chains, target_accept=target_accept,
-                               random_seed=random_seed, model=model, var_names=var_names, initvals=starts,
-                               jitter=False, progressbar=progressbar, chain_method=chain_method,
-                               compute_convergence_checks=False, idata_kwargs={"log_likelihood": False})
+    with _bars_for_chains_per_device(bars and callable(chain_method), draws + tune):
+        return sample_numpyro_nuts(draws=draws, tune=tune, chains=chains, target_accept=target_accept,
+                                   random_seed=random_seed, model=model, var_names=var_names, initvals=starts,
+                                   jitter=False, progressbar=bars, chain_method=chain_method,
+                                   compute_convergence_checks=False, idata_kwargs={"log_likelihood": False})
+
+
+PROGRESS_UPDATES = 40  # progress bar updates per chain: each is a call from the compiled loop to Python
+
+
+@contextlib.contextmanager
+def _bars_for_chains_per_device(wanted: bool, iterations: int):
+    """numpyro turns its progress bars off for a ``chain_method`` of its own
+    (:func:`chains_per_device`), although its bars work there: each chain
+    takes the next bar when it starts. While PyMC builds its ``MCMC`` here,
+    ``numpyro.infer.MCMC`` is a subclass that turns them back on, updated
+    ``PROGRESS_UPDATES`` times per chain."""
+    if not wanted:
+        yield
+        return
+    import numpyro.infer
+
+    original = numpyro.infer.MCMC
+
+    class MCMCWithBars(original):
+        def __init__(self, *args, progress_bar: bool = True, **kwargs):
+            with warnings.catch_warnings():
+                warnings.filterwarnings("ignore", message="Disabling progress bar")
+                super().__init__(*args, progress_bar=False, **kwargs)
+            self.progress_bar = progress_bar and "CI" not in os.environ
+            self.progress_rate = max(1, iterations // PROGRESS_UPDATES)
+
+    numpyro.infer.MCMC = MCMCWithBars
+    try:
+        yield
+    finally:
+        numpyro.infer.MCMC = original
 
 
 # Parallel chains that keep every JAX device busy hold on to memory until
@@ -184,10 +224,8 @@ def _parallel_chain_method(chains: int, devices: int, progressbar: bool):
         return "sequential"
     if used == chains:
         return "parallel"  # one device per chain: numpyro's own method, with its progress bars
-    if progressbar:  # numpyro draws no progress bars for a chain_method of its own
-        warnings.filterwarnings("ignore", message="Disabling progress bar")
-        print(f"Sampling {chains} chains, {chains // used} at a time on each of {used} cores "
-              "(numpyro shows no progress bar here)...", file=sys.stderr)
+    if progressbar:
+        print(f"Sampling {chains} chains, {chains // used} at a time on each of {used} cores...", file=sys.stderr)
     return chains_per_device(used)
 
 

@@ -11,6 +11,10 @@ import pytest
 
 import bayes_msem as bm
 
+# Every test compiles for itself: what earlier runs left in the user's cache must not change a result.
+# (tests/test_sampling.py checks the cache in a process of its own.)
+os.environ.setdefault("BAYES_MSEM_CACHE_DIR", "off")
+
 DATA = Path(__file__).parent / "data"
 
 HOLZINGER_SWINEFORD_CFA = """visual =~ x1 + x2 + x3

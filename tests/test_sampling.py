@@ -1,4 +1,8 @@
-"""Sampling layout: how chains share the cores (no model is fitted here)."""
+"""Sampling layout: how chains share the cores, and the compilation cache (fitted only in subprocesses)."""
+
+import os
+import subprocess
+import sys
 
 import numpy as np
 import pytest
@@ -54,8 +58,9 @@ def test_chains_per_device_gives_each_chain_what_it_would_get_alone():
 def test_compilation_cache_folder_follows_the_environment(monkeypatch, tmp_path):
     from bayes_msem.sampling import compilation_cache_dir
 
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
     monkeypatch.delenv("BAYES_MSEM_CACHE_DIR", raising=False)
-    assert compilation_cache_dir() is None  # off unless asked for
+    assert compilation_cache_dir() == str(tmp_path / "bayes_msem" / "jax")  # on by default
     monkeypatch.setenv("BAYES_MSEM_CACHE_DIR", str(tmp_path / "c"))
     assert compilation_cache_dir() == str(tmp_path / "c")
     monkeypatch.setenv("BAYES_MSEM_CACHE_DIR", "off")
@@ -63,6 +68,22 @@ def test_compilation_cache_folder_follows_the_environment(monkeypatch, tmp_path)
     monkeypatch.setenv("BAYES_MSEM_CACHE_DIR", "default")
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
     assert compilation_cache_dir() == str(tmp_path / "bayes_msem" / "jax")
+
+
+@pytest.mark.slow
+def test_a_repeated_fit_reads_its_sampler_from_the_cache(tmp_path):
+    """In processes of their own, as JAX's cache settings hold for a whole process."""
+    script = ("import bayes_msem as bm, numpy as np, pandas as pd\n"
+              "rng = np.random.default_rng(1); x = rng.normal(size=60)\n"
+              "data = pd.DataFrame({'x': x, 'y': 0.5 * x + rng.normal(size=60)})\n"
+              "r = bm.Model('y ~ x', data).fit(draws=50, tune=50, chains=2, random_seed=3, progressbar=False)\n"
+              "print(repr(float(r.summary()['mean'].iloc[0])))\n")
+    env = dict(os.environ, BAYES_MSEM_CACHE_DIR=str(tmp_path / "cache"))
+    first, second = (subprocess.run([sys.executable, "-c", script], env=env, capture_output=True, text=True,
+                                    timeout=300) for _ in range(2))
+    assert first.returncode == 0 and second.returncode == 0, first.stderr + second.stderr
+    assert any((tmp_path / "cache").iterdir())  # compiled programs were written
+    assert first.stdout == second.stdout  # and the cached sampler gives the same draws
 
 
 def test_library_noise_is_silenced_and_nothing_else():
