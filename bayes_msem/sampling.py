@@ -153,10 +153,10 @@ def _numpyro(model, *, draws, tune, chains, random_seed, target_accept, progress
     from pymc.sampling.jax import sample_numpyro_nuts
 
     directory = _use_compilation_cache()
-    # Progress bars only where someone watches (a terminal), as tqdm does: the
+    # Progress bars only where someone watches (a terminal or a notebook): the
     # bars' calls back to Python keep JAX from caching the sampling loop, which
     # costs a repeated Demo.twolevel run 5 s (benchmarks/README.md).
-    bars = progressbar and sys.stderr.isatty()
+    bars = progressbar and (sys.stderr.isatty() or "ipykernel" in sys.modules)
     if progressbar:
         where = f"; a repeated run reads it from {directory}" if directory and not bars else ""
         print(f"Compiling the sampler (5-30 s{where})...", file=sys.stderr)
