@@ -31,6 +31,8 @@ ROW_GAP = 1.0  # inches between the centres of boxes in a column
 MARGIN = 0.5  # inches around the diagram
 COVARIANCE_ACROSS_COLUMNS = 0.25  # the bend of covariances between columns
 CANDIDATES = (0.5, 0.4, 0.6, 0.3, 0.7, 0.22, 0.78)  # where along an arrow a number may sit, best first
+# loadings fan out from their factor: near the indicator their numbers have room
+LOADING_CANDIDATES = (0.72, 0.62, 0.82, 0.5, 0.4, 0.3)
 
 
 @dataclass(frozen=True)
@@ -181,12 +183,12 @@ def _curve_point(a: tuple[float, float], b: tuple[float, float], rad: float, t: 
     return s * s * x0 + 2 * s * t * cx + t * t * x1, s * s * y0 + 2 * s * t * cy + t * t * y1
 
 
-def _place_label(text: str, a, b, rad: float, obstacles: list[Box]) -> Box:
+def _place_label(text: str, a, b, rad: float, obstacles: list[Box], candidates=CANDIDATES) -> Box:
     """The label's box at the first candidate point along the arrow that
     covers nothing, else where it covers least."""
     width, height = len(text) * CHAR_WIDTH + 0.1, LINE_HEIGHT
     best, best_cover = None, float("inf")
-    for t in CANDIDATES:
+    for t in candidates:
         x, y = _curve_point(a, b, rad, t)
         box = Box(x, y, width, height)
         cover = sum(box.overlap(o) for o in obstacles)
@@ -254,7 +256,8 @@ def diagram_layout(summary: pd.DataFrame, level: str, latent: set[str], slopes: 
             start, end, rad = _covariance_path(a, b, column_of[source], column_of[target])
         else:  # arrows that jump a column arc over it
             start, end, rad = (a.x, a.y), (b.x, b.y), -0.25 if column_of[target] - column_of[source] > 1 else 0.0
-        label = _place_label(text, start, end, rad, obstacles)
+        label = _place_label(text, start, end, rad, obstacles,
+                             LOADING_CANDIDATES if kind == "loading" else CANDIDATES)
         obstacles.append(label)
         diagram.edges.append(DiagramEdge(source, target, kind, text, rad, label, start, end))
     return _fit_to_content(diagram)
