@@ -18,6 +18,7 @@ number.
 
 from __future__ import annotations
 
+import itertools
 from dataclasses import dataclass, field
 
 import pandas as pd
@@ -185,12 +186,12 @@ def _curve_point(a: tuple[float, float], b: tuple[float, float], rad: float, t: 
 
 def _place_label(text: str, a, b, rad: float, obstacles: list[Box], candidates=CANDIDATES) -> Box:
     """The label's box at the first candidate point along the arrow that
-    covers nothing, else where it covers least."""
+    covers nothing, then just above or below the arrow, else where it covers least."""
     width, height = len(text) * CHAR_WIDTH + 0.1, LINE_HEIGHT
     best, best_cover = None, float("inf")
-    for t in candidates:
+    for shift, t in itertools.product((0.0, height, -height, 2 * height, -2 * height), candidates):
         x, y = _curve_point(a, b, rad, t)
-        box = Box(x, y, width, height)
+        box = Box(x, y + shift, width, height)
         cover = sum(box.overlap(o) for o in obstacles)
         if cover == 0:
             return box
