@@ -16,7 +16,7 @@ import os
 import sys
 import warnings
 
-__all__ = ["SAMPLERS", "CHAIN_METHODS", "choose_sampler", "run_nuts", "compilation_cache_dir"]
+__all__ = ["SAMPLERS", "CHAIN_METHODS", "choose_sampler", "run_nuts", "compilation_cache_dir", "free_compiled_programs"]
 
 SAMPLERS = ("auto", "numpyro", "pymc", "nutpie")
 
@@ -104,6 +104,23 @@ def run_nuts(model, *, draws: int, tune: int, chains: int, random_seed: int | No
         if backend == "nutpie":
             return pm.sample(nuts_sampler="nutpie", **kwargs)
         return pm.sample(cores=min(chains, os.cpu_count() or 1), **kwargs)
+
+
+def free_compiled_programs() -> None:
+    """Drop JAX's compiled programs held in memory (and collect garbage).
+    Each holds a few memory maps, and a process that fits model after model
+    reaches the kernel's limit of 65530 maps: XLA then aborts ("LLVM ERROR:
+    Unable to allocate section memory"), as the test suite did after
+    thousands of programs and each Monte Carlo worker did after about 45
+    replications (session 8). A later fit compiles what it needs again (or
+    reads it from the compilation cache)."""
+    import gc
+
+    if "jax" in sys.modules:
+        import jax
+
+        jax.clear_caches()
+    gc.collect()
 
 
 def compilation_cache_dir() -> str | None:

@@ -141,6 +141,7 @@ def run_unit(unit: _Unit) -> pd.DataFrame:
     the error."""
     from bayes_msem.model import Model
     from bayes_msem.partable import build_partable, parameter_key
+    from bayes_msem.sampling import free_compiled_programs
     from bayes_msem.simulate import simulate_data, true_values
 
     _pin_threads()
@@ -162,6 +163,8 @@ def run_unit(unit: _Unit) -> pd.DataFrame:
     except Exception as error:  # noqa: BLE001 - a failed replication is a result of the study
         return pd.DataFrame([{**base, "parameter": None, "error": f"{type(error).__name__}: {error}",
                               "seconds": time.perf_counter() - start}])
+    finally:  # a worker fits replication after replication: without this XLA aborts after about 45
+        free_compiled_programs()
     summary = summary[summary.free]
     truth = true_values(unit.population, values)
     names = [parameter_key(r.lhs, r.op, r.rhs, r.level) if r.op != ":=" else r.lhs for r in summary.itertuples()]
@@ -397,8 +400,10 @@ def simulation_study(population: str, values: dict[str, float], designs: dict | 
         failures = 0
         for future in as_completed(futures):
             frame = future.result()
+            unit = futures.pop(future)
+            future.release()  # else a worker that dies later has its finished units computed again
             if store_path is not None:
-                _write(frame, _unit_path(store_path, futures[future]))
+                _write(frame, _unit_path(store_path, unit))
             frames.append(frame)
             failures += int(frame.error.notna().any())
             if bar is not None:

@@ -26,6 +26,12 @@ STUDIES = {
                     {"s~1|between": 0.4, "s~w|between": 0.2, "s~~s|between": 0.1, "y~w|between": 0.3,
                      "y~~y|between": 0.3, "y~~s|between": 0.05},
                     {"clusters": [50], "cluster_size": [10]}),
+    # 1-1-1 mediation with random slopes a, b, cp and their covariance cab: average indirect a_mean*b_mean + cab
+    "mediation": (None,  # the shipped example model, read in main()
+                  {"a~1|between": 0.3, "b~1|between": 0.3, "cp~1|between": 0.1, "a~~a|between": 0.04,
+                   "b~~b|between": 0.04, "cp~~cp|between": 0.02, "a~~b|between": 0.02, "m~~m|between": 0.3,
+                   "y~~y|between": 0.3},
+                  {"clusters": [50], "cluster_size": [10]}),
 }
 
 KIND = {"=~": "loading", "~": "regression", "~1": "intercept"}
@@ -54,6 +60,7 @@ def main() -> None:
     args = parser.parse_args()
     for name in args.only or list(STUDIES):
         population, values, design = STUDIES[name]
+        population = population or bm.example_model("mediation_111_random_slopes")
         store = f"{args.store}/{name}" if args.store else None
         study = bm.simulation_study(population, values, design, args.reps, store=store, resume=True,
                                     fit_kwargs={"draws": 500, "tune": 500, "chains": 2}, random_seed=args.seed)

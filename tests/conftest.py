@@ -1,8 +1,6 @@
 """Shared fitted models: each slow reference fit runs once per test session."""
 
-import gc
 import os
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -79,19 +77,17 @@ def shuffled(data: pd.DataFrame, cluster: str | None = None) -> tuple[pd.DataFra
 
 @pytest.fixture(autouse=True, scope="module")
 def _free_compiled_programs():
-    """Drop JAX's compiled programs after each test module. Each one holds a
-    few memory maps (3 for a tiny function, more for a sampler), and the suite
-    compiles thousands in one process: three runs aborted inside XLA's compiler
-    at the same test, about 75% of the way through (session 6 in CI, session 7
-    here), near the kernel's limit of 65530 maps per process. Fits kept for
-    later tests hold draws, not programs; what is needed again is recompiled."""
+    """Drop JAX's compiled programs after each test module
+    (:func:`bayes_msem.sampling.free_compiled_programs`): the suite compiles
+    thousands in one process, and three runs aborted inside XLA's compiler at
+    about 75% of the way through (session 6 in CI, session 7 here), near the
+    kernel's limit of 65530 memory maps per process. Fits kept for later tests
+    hold draws, not programs; what is needed again is recompiled."""
+    from bayes_msem.sampling import free_compiled_programs
+
     yield
     _peak_maps[0] = max(_peak_maps[0], _memory_maps())
-    if "jax" in sys.modules:
-        import jax
-
-        jax.clear_caches()
-    gc.collect()
+    free_compiled_programs()
 
 
 _peak_maps = [0]
