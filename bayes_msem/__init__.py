@@ -19,6 +19,7 @@ __version__ = "0.1.0"
 warnings.filterwarnings("ignore", message="PyTensor could not link to a BLAS installation")
 warnings.filterwarnings("ignore", message="Some donated buffers were not usable")
 
+from bayes_msem.calibration import calibration_check  # noqa: E402
 from bayes_msem.checking import compare  # noqa: E402
 from bayes_msem.errors import DataError, ModelSpecificationError, ModelSyntaxError  # noqa: E402
 from bayes_msem.model import Model  # noqa: E402
@@ -29,7 +30,7 @@ from bayes_msem.study import plot_power, simulation_study, smallest_design  # no
 
 __all__ = ["Model", "FitResult", "load_result", "compare", "DefaultPriors", "ModelSyntaxError", "ModelSpecificationError",
            "DataError", "example_data", "example_model", "simulate_data", "simulation_study", "smallest_design",
-           "plot_power", "__version__"]
+           "plot_power", "calibration_check", "__version__"]
 
 _EXAMPLES = {"demo_twolevel": ("demo_twolevel.csv", "demo_twolevel.lavaan", "cluster"),
              "mplus_ex9_6": ("mplus_ex9_6.csv", "mplus_ex9_6.lavaan", "clus"),

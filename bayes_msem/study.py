@@ -36,7 +36,7 @@ import numpy as np
 import pandas as pd
 
 __all__ = ["simulation_study", "summarize_study", "smallest_design", "plot_power", "design_grid", "StudyResult",
-           "study_report"]
+           "study_report", "run_units", "stored_units"]
 
 DESIGN_KEYS = ("clusters", "cluster_size", "size_spread")
 # what one replication reports per parameter
@@ -313,6 +313,25 @@ def _check_store(store: Path, settings: dict, resume: bool) -> None:
     saved.write_text(json.dumps(settings, indent=1))
 
 
+def _require_dask() -> None:
+    try:
+        import dask.distributed  # noqa: F401
+    except ImportError as error:
+        raise ImportError("simulation studies run on Dask: pip install 'dask[distributed]' "
+                          "(or bayes-msem[study])") from error
+
+
+def stored_units(store, settings: dict, units: list, resume: bool) -> tuple[Path | None, list, list]:
+    """(store folder, frames of the units already in it, units still to run).
+    The store holds one study, described by ``settings``: see ``_check_store``."""
+    if store is None:
+        return None, [], list(units)
+    path = Path(store)
+    _check_store(path, settings, resume)
+    done = [u for u in units if _unit_path(path, u).exists()]
+    return path, [pd.read_parquet(_unit_path(path, u)) for u in done], [u for u in units if u not in done]
+
+
 def _local_client(workers: int):
     from dask.distributed import Client, LocalCluster
 
@@ -327,6 +346,48 @@ def _progress(total: int, enabled: bool):
     from tqdm.auto import tqdm
 
     return tqdm(total=total, desc="replications", unit="fit")
+
+
+def run_units(units: list, runner, *, client=None, workers: int | None = None, store: Path | None = None,
+              progressbar: bool = True, total: int | None = None) -> list[pd.DataFrame]:
+    """Run ``runner(unit)`` for every unit on Dask and return the frames, each
+    written to ``store`` (``_unit_path``) as soon as it arrives. Without a
+    ``client``, a local cluster of ``workers`` processes runs them.
+    ``total`` counts units already done (resumed) in the progress bar."""
+    from dask.distributed import as_completed
+
+    frames: list[pd.DataFrame] = []
+    if not units:
+        return frames
+    own_client = client is None
+    if own_client:
+        client = _local_client(workers or os.cpu_count() or 1)
+    total = total or len(units)
+    bar = _progress(total, progressbar)
+    try:
+        if bar is not None:
+            bar.update(total - len(units))
+        futures = {client.submit(runner, unit, pure=False, retries=2): unit for unit in units}
+        failures = 0
+        for future in as_completed(futures):
+            frame = future.result()
+            unit = futures.pop(future)
+            future.release()  # else a worker that dies later has its finished units computed again
+            if store is not None:
+                _write(frame, _unit_path(store, unit))
+            frames.append(frame)
+            failures += int(frame.error.notna().any())
+            if bar is not None:
+                bar.set_postfix(failed=failures)
+                bar.update(1)
+    finally:
+        if bar is not None:
+            bar.close()
+        if own_client:
+            cluster = client.cluster
+            client.close()
+            cluster.close()
+    return frames
 
 
 def simulation_study(population: str, values: dict[str, float], designs: dict | list[dict], replications: int, *,
@@ -369,12 +430,7 @@ def simulation_study(population: str, values: dict[str, float], designs: dict | 
     In a script, call it under ``if __name__ == "__main__":``: the local
     cluster's worker processes import the script again when they start.
     """
-    try:
-        from dask.distributed import as_completed
-    except ImportError as error:
-        raise ImportError("simulation studies run on Dask: pip install 'dask[distributed]' "
-                          "(or bayes-msem[study])") from error
-
+    _require_dask()
     analysis = analysis or population
     fit_kwargs = {"draws": 500, "tune": 500, "chains": 2, **(fit_kwargs or {})}
     grid = design_grid(designs)
@@ -382,39 +438,10 @@ def simulation_study(population: str, values: dict[str, float], designs: dict | 
         _check_design(population, analysis, values, design)
     units = [_Unit(d, r, design, population, analysis, dict(values), fit_kwargs, int(random_seed))
              for d, design in enumerate(grid) for r in range(int(replications))]
-    store_path = Path(store) if store is not None else None
-    frames, pending = [], units
-    if store_path is not None:
-        _check_store(store_path, {"population": population, "analysis": analysis, "values": values,
-                                  "designs": grid, "fit_kwargs": fit_kwargs, "random_seed": int(random_seed)}, resume)
-        frames = [pd.read_parquet(_unit_path(store_path, u)) for u in units if _unit_path(store_path, u).exists()]
-        pending = [u for u in units if not _unit_path(store_path, u).exists()]
-    own_client = client is None and bool(pending)
-    if own_client:
-        client = _local_client(workers or os.cpu_count() or 1)
-    bar = _progress(len(units), progressbar)
-    try:
-        if bar is not None:
-            bar.update(len(units) - len(pending))
-        futures = {client.submit(run_unit, unit, pure=False, retries=2): unit for unit in pending}
-        failures = 0
-        for future in as_completed(futures):
-            frame = future.result()
-            unit = futures.pop(future)
-            future.release()  # else a worker that dies later has its finished units computed again
-            if store_path is not None:
-                _write(frame, _unit_path(store_path, unit))
-            frames.append(frame)
-            failures += int(frame.error.notna().any())
-            if bar is not None:
-                bar.set_postfix(failed=failures)
-                bar.update(1)
-    finally:
-        if bar is not None:
-            bar.close()
-        if own_client:
-            cluster = client.cluster
-            client.close()
-            cluster.close()
+    settings = {"population": population, "analysis": analysis, "values": values, "designs": grid,
+                "fit_kwargs": fit_kwargs, "random_seed": int(random_seed)}
+    store_path, frames, pending = stored_units(store, settings, units, resume)
+    frames += run_units(pending, run_unit, client=client, workers=workers, store=store_path,
+                        progressbar=progressbar, total=len(units))
     table = pd.concat(frames, ignore_index=True).sort_values(["design", "replication"], kind="stable")
     return StudyResult(replications=table.reset_index(drop=True), designs=grid)

@@ -1,0 +1,212 @@
+"""Simulation-based calibration (SBC; Talts et al. 2018): does the fitted
+posterior have the spread it claims, for data the model itself generates?
+
+Each replication draws the parameters from the priors, simulates a data set of
+the design from them, fits the model with those same priors and records the
+rank of every true value among (thinned) posterior draws. If sampler and model
+are right, each parameter's ranks are uniform over 0..L; a U shape means
+intervals too narrow, a hump too wide, a slope a bias.
+
+The default priors scale with the data (:mod:`bayes_msem.priors`), so every
+simulated data set would otherwise bring priors of its own. SBC needs one prior:
+they are resolved once, on a data set simulated at the population's default
+values (the *template*), and every fit uses them (:func:`frozen_prior_model`).
+
+Replications run on the same Dask machinery as :func:`~bayes_msem.study.simulation_study`,
+with seeds from ``SeedSequence(random_seed, spawn_key=(0, replication))``,
+a store and ``resume``.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+import warnings
+from dataclasses import dataclass, field, replace
+
+import numpy as np
+import pandas as pd
+
+__all__ = ["calibration_check", "CalibrationResult", "rank_uniformity", "frozen_prior_model", "plot_ranks"]
+
+THIN_TO = 99  # posterior draws a truth is ranked among: ranks 0..99, ten of each per bin of ten
+
+
+def _template(syntax: str, design: dict):
+    """The model on a data set simulated at the default values: whose priors every replication uses."""
+    from bayes_msem.model import Model
+    from bayes_msem.partable import build_partable
+    from bayes_msem.simulate import simulate_data
+    from bayes_msem.study import _cluster_sizes
+
+    data = simulate_data(syntax, {}, n_clusters=int(design["clusters"]), cluster_size=_cluster_sizes(design, 0),
+                         seed=0)
+    cluster = "cluster" if build_partable(syntax).two_level else None
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        return Model(syntax, data, cluster=cluster)
+
+
+def frozen_prior_model(syntax: str, data: pd.DataFrame, cluster: str | None, template):
+    """``Model(syntax, data, cluster)`` with the priors of ``template`` (a
+    :class:`~bayes_msem.model.Model` of the same syntax) instead of priors
+    scaled to ``data``. Only the priors change: the sampler's internal
+    scaling still follows ``data``."""
+    from bayes_msem.model import Model
+
+    model = Model(syntax, data, cluster=cluster)
+    model.spec = replace(model.spec, priors=template.spec.priors, covariance_blocks=template.spec.covariance_blocks,
+                         default_priors=template.spec.default_priors)
+    return model
+
+
+@dataclass(frozen=True)
+class _CalibrationUnit:
+    """One replication of a calibration check."""
+
+    replication: int
+    design: dict
+    syntax: str
+    fit_kwargs: dict
+    random_seed: int
+    thin_to: int
+    design_index: int = 0  # the store's folder layout is the studies'
+
+    def seeds(self) -> tuple[int, int, int]:
+        """Seeds for the parameters, the data and the sampler."""
+        sequence = np.random.SeedSequence(self.random_seed, spawn_key=(0, self.replication))
+        return tuple(int(s) for s in sequence.generate_state(3, dtype=np.uint32))
+
+
+def run_calibration_unit(unit: _CalibrationUnit) -> pd.DataFrame:
+    """Draw parameters from the priors, simulate, fit with the same priors and
+    return the rank of each true value among ``unit.thin_to`` posterior draws."""
+    from bayes_msem.prior_checks import prior_draws
+    from bayes_msem.sampling import free_compiled_programs
+    from bayes_msem.simulate import _row_name, simulate_data
+    from bayes_msem.study import _cluster_sizes, _pin_threads
+
+    _pin_threads()
+    parameter_seed, data_seed, fit_seed = unit.seeds()
+    base = {"design": 0, "replication": unit.replication}
+    start = time.perf_counter()
+    try:
+        template = _template(unit.syntax, unit.design)
+        truth = prior_draws(template.spec, 1, np.random.default_rng(parameter_seed))[0]
+        names = [_row_name(r) for r in template.spec.table.free_rows().itertuples()]
+        data = simulate_data(unit.syntax, dict(zip(names, truth)), n_clusters=int(unit.design["clusters"]),
+                             cluster_size=_cluster_sizes(unit.design, data_seed), seed=data_seed)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # diagnostics are recorded per replication instead
+            model = frozen_prior_model(unit.syntax, data, template.spec.cluster, template)
+            result = model.fit(random_seed=fit_seed, progressbar=False, **unit.fit_kwargs)
+        draws = result.theta_draws()
+        diagnostics = result.diagnostics()
+    except Exception as error:  # noqa: BLE001 - a failed replication is a result of the check
+        return pd.DataFrame([{**base, "parameter": None, "error": f"{type(error).__name__}: {error}",
+                              "seconds": time.perf_counter() - start}])
+    finally:
+        free_compiled_programs()
+    kept = draws[np.linspace(0, len(draws) - 1, unit.thin_to).round().astype(int)]
+    frame = pd.DataFrame({"parameter": names, "true": truth, "rank": (kept < truth).sum(axis=0)})
+    for key, value in base.items():
+        frame.insert(0, key, value)
+    frame["divergences"] = diagnostics["divergences"]
+    frame["max_r_hat"] = diagnostics["max_r_hat"]
+    frame["seconds"] = time.perf_counter() - start
+    frame["error"] = None
+    return frame
+
+
+def rank_uniformity(ranks: pd.DataFrame, thin_to: int = THIN_TO, bins: int = 10) -> pd.DataFrame:
+    """Per parameter: replications, the chi-square statistic of the ranks'
+    histogram (``bins`` equal bins of the ``thin_to + 1`` possible ranks)
+    against uniform, its p-value, and the share of ranks in the outer 5% on
+    each side (about 0.05 each when calibrated)."""
+    from scipy import stats
+
+    fitted = ranks[ranks.error.isna()]
+    edges = np.linspace(0, thin_to + 1, bins + 1)
+    rows = []
+    for parameter, group in fitted.groupby("parameter", sort=False):
+        counts, _ = np.histogram(group["rank"], bins=edges)
+        expected = len(group) / bins
+        chi2 = float(((counts - expected) ** 2 / expected).sum())
+        share = group["rank"] / thin_to
+        rows.append({"parameter": parameter, "replications": len(group), "chi2": chi2,
+                     "p_value": float(stats.chi2.sf(chi2, bins - 1)), "low_5%": float((share < 0.05).mean()),
+                     "high_5%": float((share > 0.95).mean())})
+    return pd.DataFrame(rows)
+
+
+def plot_ranks(ranks: pd.DataFrame, thin_to: int = THIN_TO, bins: int = 10, columns: int = 4):
+    """Rank histograms, one per parameter, with the band a uniform histogram
+    stays in 99% of the time per bin: a matplotlib Figure."""
+    import matplotlib.pyplot as plt
+    from scipy import stats
+
+    fitted = ranks[ranks.error.isna()]
+    parameters = list(dict.fromkeys(fitted.parameter))
+    rows = -(-len(parameters) // columns)
+    figure, axes = plt.subplots(rows, columns, figsize=(3 * columns, 2.2 * rows), squeeze=False,
+                                constrained_layout=True)
+    edges = np.linspace(0, thin_to + 1, bins + 1)
+    for ax, parameter in zip(axes.flat, parameters):
+        values = fitted[fitted.parameter == parameter]["rank"]
+        low, high = stats.binom.ppf([0.005, 0.995], len(values), 1 / bins)
+        ax.axhspan(low, high, color="lightgrey")
+        ax.hist(values, bins=edges, color="tab:blue", edgecolor="white")
+        ax.set_title(parameter, fontsize=9)
+        ax.set_yticks([])
+    for ax in list(axes.flat)[len(parameters):]:
+        ax.set_axis_off()
+    return figure
+
+
+@dataclass
+class CalibrationResult:
+    """The ranks of every replication (one row per replication and parameter)
+    and their uniformity per parameter (:func:`rank_uniformity`)."""
+
+    ranks: pd.DataFrame
+    thin_to: int = THIN_TO
+    uniformity: pd.DataFrame = field(init=False)
+
+    def __post_init__(self):
+        self.uniformity = rank_uniformity(self.ranks, self.thin_to)
+
+    def plot(self, bins: int = 10):
+        """Rank histograms (:func:`plot_ranks`)."""
+        return plot_ranks(self.ranks, self.thin_to, bins)
+
+    def __repr__(self) -> str:
+        done = self.ranks.replication.nunique()
+        failed = int(self.ranks.error.notna().sum())
+        return f"<CalibrationResult: {done} replications, {failed} failed>"
+
+
+def calibration_check(syntax: str, design: dict, n: int = 200, *, fit_kwargs: dict | None = None, client=None,
+                      workers: int | None = None, store: str | os.PathLike | None = None, resume: bool = False,
+                      random_seed: int = 0, thin_to: int = THIN_TO, progressbar: bool = True) -> CalibrationResult:
+    """Simulation-based calibration of ``syntax`` on data of ``design``
+    (``{"clusters": 50, "cluster_size": 10}``, optionally ``size_spread``):
+    ``n`` replications, each with parameters drawn from the priors, ranked
+    among ``thin_to`` evenly thinned posterior draws. Returns a
+    :class:`CalibrationResult`; ``.uniformity`` tests each parameter's ranks,
+    ``.plot()`` draws the histograms. ``client``, ``workers``, ``store`` and
+    ``resume`` work as in :func:`~bayes_msem.study.simulation_study` (call it
+    under ``if __name__ == "__main__":`` in a script)."""
+    from bayes_msem.study import _require_dask, design_grid, run_units, stored_units
+
+    _require_dask()
+    (design,) = design_grid([design])
+    fit_kwargs = {"draws": 500, "tune": 500, "chains": 2, **(fit_kwargs or {})}
+    _template(syntax, design)  # a model or design error stops the check here, not in every replication
+    units = [_CalibrationUnit(r, design, syntax, fit_kwargs, int(random_seed), int(thin_to)) for r in range(int(n))]
+    settings = {"calibration": syntax, "design": design, "fit_kwargs": fit_kwargs, "random_seed": int(random_seed),
+                "thin_to": int(thin_to)}
+    store_path, frames, pending = stored_units(store, settings, units, resume)
+    frames += run_units(pending, run_calibration_unit, client=client, workers=workers, store=store_path,
+                        progressbar=progressbar, total=len(units))
+    table = pd.concat(frames, ignore_index=True).sort_values("replication", kind="stable")
+    return CalibrationResult(ranks=table.reset_index(drop=True), thin_to=int(thin_to))
