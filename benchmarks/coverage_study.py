@@ -1,6 +1,9 @@
 """Coverage of 95% intervals over replications (docs/validation.md), run by hand:
 
-    python benchmarks/coverage_study.py --only cfa --reps 200 --store /tmp/coverage
+    python benchmarks/coverage_study.py --only cfa --reps 200 --store /tmp/coverage_store
+
+(Not /tmp/coverage when a script of yours lives in /tmp: Python would import that
+folder as the ``coverage`` package.)
 
 Each study simulates data from known values, fits the same model with the
 default priors (2 chains x 500 draws after 500 warm-up) on a local Dask
