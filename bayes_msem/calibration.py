@@ -84,7 +84,7 @@ def run_calibration_unit(unit: _CalibrationUnit) -> pd.DataFrame:
     from bayes_msem.prior_checks import prior_draws
     from bayes_msem.sampling import free_compiled_programs
     from bayes_msem.simulate import _row_name, simulate_data
-    from bayes_msem.study import _cluster_sizes, _pin_threads
+    from bayes_msem.study import _cluster_sizes, _pin_threads, failed_unit, finished_unit
 
     _pin_threads()
     parameter_seed, data_seed, fit_seed = unit.seeds()
@@ -103,19 +103,12 @@ def run_calibration_unit(unit: _CalibrationUnit) -> pd.DataFrame:
         draws = result.theta_draws()
         diagnostics = result.diagnostics()
     except Exception as error:  # noqa: BLE001 - a failed replication is a result of the check
-        return pd.DataFrame([{**base, "parameter": None, "error": f"{type(error).__name__}: {error}",
-                              "seconds": time.perf_counter() - start}])
+        return failed_unit(base, error, start)
     finally:
         free_compiled_programs()
     kept = draws[np.linspace(0, len(draws) - 1, unit.thin_to).round().astype(int)]
     frame = pd.DataFrame({"parameter": names, "true": truth, "rank": (kept < truth).sum(axis=0)})
-    for key, value in base.items():
-        frame.insert(0, key, value)
-    frame["divergences"] = diagnostics["divergences"]
-    frame["max_r_hat"] = diagnostics["max_r_hat"]
-    frame["seconds"] = time.perf_counter() - start
-    frame["error"] = None
-    return frame
+    return finished_unit(frame, base, diagnostics, start)
 
 
 def rank_uniformity(ranks: pd.DataFrame, thin_to: int = THIN_TO, bins: int = 10) -> pd.DataFrame:

@@ -161,8 +161,7 @@ def run_unit(unit: _Unit) -> pd.DataFrame:
         summary = result.summary()
         diagnostics = result.diagnostics()
     except Exception as error:  # noqa: BLE001 - a failed replication is a result of the study
-        return pd.DataFrame([{**base, "parameter": None, "error": f"{type(error).__name__}: {error}",
-                              "seconds": time.perf_counter() - start}])
+        return failed_unit(base, error, start)
     finally:  # a worker fits replication after replication: without this XLA aborts after about 45
         free_compiled_programs()
     summary = summary[summary.free]
@@ -171,6 +170,12 @@ def run_unit(unit: _Unit) -> pd.DataFrame:
     frame = summary[ESTIMATE_COLUMNS].reset_index(drop=True)
     frame.insert(0, "parameter", names)
     frame.insert(1, "true", [truth.get(n, np.nan) for n in names])
+    return finished_unit(frame, base, diagnostics, start)
+
+
+def finished_unit(frame: pd.DataFrame, base: dict, diagnostics: dict, start: float) -> pd.DataFrame:
+    """A unit's rows with its indices (``base``) in front and the fit's
+    divergences, largest R-hat, seconds since ``start`` and no error behind."""
     for key, value in base.items():
         frame.insert(0, key, value)
     frame["divergences"] = diagnostics["divergences"]
@@ -178,6 +183,12 @@ def run_unit(unit: _Unit) -> pd.DataFrame:
     frame["seconds"] = time.perf_counter() - start
     frame["error"] = None
     return frame
+
+
+def failed_unit(base: dict, error: Exception, start: float) -> pd.DataFrame:
+    """The one row of a unit whose simulation or fit raised ``error``."""
+    return pd.DataFrame([{**base, "parameter": None, "error": f"{type(error).__name__}: {error}",
+                          "seconds": time.perf_counter() - start}])
 
 
 @dataclass
