@@ -90,7 +90,7 @@ class FitResult:
         Facts about the run: rows, clusters, engine, sampler, chains, draws, seed.
     """
 
-    idata: object
+    idata: arviz.InferenceData  # noqa: F821 - a string under postponed annotations; arviz loads on demand
     table: pd.DataFrame
     info: dict
     prior_table: pd.DataFrame = field(repr=False)

@@ -15,3 +15,5 @@ copyright = "2026, bayes-msem developers"
 html_theme = "pydata_sphinx_theme"  # the theme PyMC and ArviZ use: maintained, readable code blocks
 html_theme_options = {"navigation_with_keys": False, "show_toc_level": 2}
 suppress_warnings = ["myst.xref_missing"]
+html_static_path = ["_static"]
+html_css_files = ["custom.css"]  # code blocks wrap
