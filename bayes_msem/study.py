@@ -343,12 +343,21 @@ def stored_units(store, settings: dict, units: list, resume: bool) -> tuple[Path
     return path, [pd.read_parquet(_unit_path(path, u)) for u in done], [u for u in units if u not in done]
 
 
+# A worker process imports JAX and the library before it answers; on a loaded
+# machine (2 cores, another study running) that took longer than Dask's 30 s
+# and the cluster failed to start ("Nanny failed to start", session 8).
+WORKER_START_TIMEOUT = "180s"
+
+
 def _local_client(workers: int):
+    import dask
     from dask.distributed import Client, LocalCluster
 
-    cluster = LocalCluster(n_workers=workers, threads_per_worker=1, processes=True, dashboard_address=None,
-                           env={"OMP_NUM_THREADS": "1", "XLA_FLAGS": WORKER_XLA_FLAGS})
-    return Client(cluster)
+    with dask.config.set({"distributed.comm.timeouts.connect": WORKER_START_TIMEOUT}):
+        cluster = LocalCluster(n_workers=workers, threads_per_worker=1, processes=True, dashboard_address=None,
+                               env={"OMP_NUM_THREADS": "1", "XLA_FLAGS": WORKER_XLA_FLAGS,
+                                    "DASK_DISTRIBUTED__COMM__TIMEOUTS__CONNECT": WORKER_START_TIMEOUT})
+        return Client(cluster)
 
 
 def _progress(total: int, enabled: bool):
