@@ -339,8 +339,9 @@ def stored_units(store, settings: dict, units: list, resume: bool) -> tuple[Path
         return None, [], list(units)
     path = Path(store)
     _check_store(path, settings, resume)
-    done = [u for u in units if _unit_path(path, u).exists()]
-    return path, [pd.read_parquet(_unit_path(path, u)) for u in done], [u for u in units if u not in done]
+    finished = [_unit_path(path, u).exists() for u in units]  # each file looked up once
+    frames = [pd.read_parquet(_unit_path(path, u)) for u, done in zip(units, finished) if done]
+    return path, frames, [u for u, done in zip(units, finished) if not done]
 
 
 # A worker process imports JAX and the library before it answers; on a loaded
