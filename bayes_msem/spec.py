@@ -17,7 +17,7 @@ from dataclasses import dataclass, field, replace
 import numpy as np
 import pandas as pd
 
-from bayes_msem.data import ClusterData, cluster_column, covariate_moments, prepare_data
+from bayes_msem.data import ClusterData, cluster_column, cluster_mean_statistics, covariate_moments, prepare_data
 from bayes_msem.errors import ModelSpecificationError
 from bayes_msem.layout import ModelLayout, build_layout
 from bayes_msem.matrices import LevelStructure, level_structures
@@ -195,9 +195,10 @@ def _parameter_units(table: ParameterTable, scales: dict) -> list[tuple[float, f
     return units
 
 
-def _start_values(table: ParameterTable, scales: dict) -> list[float]:
+def _start_values(table: ParameterTable, scales: dict, signs: dict[int, float]) -> list[float]:
     """Starting values as lavaan's "simple" starts: loadings at the ratio of
-    scales (1 for equal scales), regressions and covariances at 0, intercepts at
+    scales (1 for equal scales) with the sign of ``signs`` (see
+    :func:`_loading_signs`), regressions and covariances at 0, intercepts at
     the sample mean, variances at half the observed variance. A ``start()``
     modifier in the syntax wins. Starting all loadings at 0 let a chain settle
     in a degenerate mode on the Holzinger-Swineford CFA."""
@@ -205,10 +206,49 @@ def _start_values(table: ParameterTable, scales: dict) -> list[float]:
     for row in table.free_rows().itertuples():
         lhs_scale, lhs_mean = scales.get((row.level, row.lhs), (1.0, 0.0))
         rhs_scale = scales.get((row.level, row.rhs), (1.0, 0.0))[0]
-        default = {"loading": rhs_scale / lhs_scale, "intercept": lhs_mean,
+        default = {"loading": signs.get(row.Index, 1.0) * rhs_scale / lhs_scale, "intercept": lhs_mean,
                    "variance": (0.1 if row.lhs in table.slopes else 0.5) * lhs_scale**2}
         starts.append(row.start if np.isfinite(row.start) else default.get(row.kind, 0.0))
     return starts
+
+
+def level_covariances(table: ParameterTable, data: ClusterData) -> dict[int, pd.DataFrame]:
+    """Sample covariances of the observed variables at each level: pooled
+    within clusters at level 1, of the cluster means (and level-2 outcomes) at
+    level 2; of the rows in a single-level model. Rough moments, for start values."""
+    within = table.level_roles(1 if table.two_level else 0)
+    if not table.two_level:
+        return {0: pd.DataFrame(data.within_outcomes, columns=list(within.observed)).cov()}
+    stats = cluster_mean_statistics(data)
+    pooled = stats["yy_within"] / max(data.n_rows - data.n_clusters, 1)
+    means = np.hstack([stats["mean_y"], data.between_outcomes])
+    return {1: pd.DataFrame(pooled, index=list(within.observed), columns=list(within.observed)),
+            2: pd.DataFrame(means, columns=list(within.observed) + list(table.between_outcomes)).cov()}
+
+
+def _loading_signs(table: ParameterTable, covariances: dict[int, pd.DataFrame]) -> dict[int, float]:
+    """The sign each free loading starts with (by row index): that of its
+    indicator's covariance at the factor's level with the factor's first
+    indicator (the marker), times the marker's loading sign.
+
+    All loadings used to start positive, and a reverse-keyed item (a negative
+    loading) then left every chain in a mode where the marker is unrelated to
+    the factor: a converged, wrong answer (found by simulation-based
+    calibration of a two-level CFA, docs/validation.md). The sign of a
+    covariance points NUTS to the right mode; the magnitude stays lavaan's."""
+    rows = table.rows
+    signs = {}
+    for (level, _), loadings in rows[rows.op == "=~"].groupby(["level", "lhs"], sort=False):
+        marker, *others = loadings.itertuples()
+        marker_sign = np.sign(marker.ustart) if marker.free == 0 and marker.ustart != 0 else 1.0
+        covariance = covariances.get(level)
+        for row in others:
+            if covariance is None or row.rhs not in covariance or marker.rhs not in covariance:
+                continue  # an indicator that is itself a factor: keep the positive start
+            value = covariance.at[row.rhs, marker.rhs]
+            if np.isfinite(value) and value != 0:
+                signs[row.Index] = float(marker_sign * np.sign(value))
+    return signs
 
 
 def _connected_groups(n_nodes: int, edges: list[tuple[int, int]]) -> list[list[int]]:
@@ -306,7 +346,8 @@ def build_spec(model: str | ParameterTable, data: pd.DataFrame, cluster: str | N
     resolved = _resolve_priors(table, scales, defaults)
     structures = tuple(level_structures(table))
     blocks = _covariance_blocks(table, structures, resolved)
+    signs = _loading_signs(table, level_covariances(table, cluster_data))
     return ModelSpec(table=table, data=cluster_data, layout=build_layout(table, structures, cluster),
-                     priors=tuple(resolved), starts=tuple(_start_values(table, scales)),
+                     priors=tuple(resolved), starts=tuple(_start_values(table, scales, signs)),
                      units=tuple(_parameter_units(table, scales)),
                      covariance_blocks=tuple(blocks), cluster=cluster, default_priors=defaults)
