@@ -91,9 +91,9 @@ def _parser() -> argparse.ArgumentParser:
         sub.add_argument("--out", type=Path, default=None,
                          help="folder for results.nc, summary.csv and report.html")
     fit.add_argument("--cluster", default=None, help="cluster column (two-level models)")
-    fit.add_argument("--missing", default="error", choices=["error", "listwise"],
-                     help="rows with missing values: error (default) stops and says how many; listwise drops them "
-                          "and reports it")
+    fit.add_argument("--missing", default="fiml", choices=["fiml", "ml", "listwise", "error"],
+                     help="missing values: fiml (default; ml is the same) uses every observed value under MAR; "
+                          "listwise drops incomplete rows and reports how many; error stops")
     fit.add_argument("--na-values", default="", metavar="CODES",
                      help="comma-separated codes that mean missing in the data file, e.g. --na-values=-99,. "
                           "(write it with = when a code starts with -; empty cells and NA are missing already)")

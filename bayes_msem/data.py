@@ -3,7 +3,10 @@ them into the arrays and per-cluster cross-products the engines need.
 
 Every problem is reported as a :class:`~bayes_msem.errors.DataError` that says
 which variable, what is wrong and how to fix it. Rows are never dropped
-silently: ``missing="listwise"`` drops incomplete rows and reports how many.
+silently. Missing values of modelled variables are kept (``missing="fiml"``,
+the default: the engines use every observed value, see
+:mod:`bayes_msem.engines.missing`); ``missing="listwise"`` drops incomplete
+rows and reports how many.
 
 Example
 -------
@@ -27,9 +30,9 @@ import pandas as pd
 from bayes_msem.errors import DataError
 from bayes_msem.partable import DERIVED_SUFFIXES, ParameterTable
 
-__all__ = ["ClusterData", "prepare_data", "MISSING_OPTIONS"]
+__all__ = ["ClusterData", "prepare_data", "MISSING_OPTIONS", "missing_pattern_statistics", "describe_missing"]
 
-MISSING_OPTIONS = ("error", "listwise")
+MISSING_OPTIONS = ("fiml", "ml", "listwise", "error")  # "ml" is lavaan's name for "fiml"
 
 
 @dataclass(frozen=True)
@@ -51,6 +54,7 @@ class ClusterData:
     variable_means: dict[str, float]
     variable_sds: dict[str, float]
     n_dropped: int = 0
+    dropped_reason: str = ""  # why the n_dropped rows were left out
     row_labels: np.ndarray | None = None  # (rows,) the user's index label of each row, in the order of the arrays
     stats: dict[str, np.ndarray] = field(default_factory=dict, repr=False)
 
@@ -65,6 +69,11 @@ class ClusterData:
     @property
     def cluster_sizes(self) -> np.ndarray:
         return np.bincount(self.cluster_index, minlength=self.n_clusters)
+
+    @property
+    def has_missing(self) -> bool:
+        """Whether some modelled outcome has missing values (NaN in the arrays)."""
+        return bool(np.isnan(self.within_outcomes).any() or np.isnan(self.between_outcomes).any())
 
 
 def _closest(name: str, columns) -> str:
@@ -124,21 +133,48 @@ def _cluster_codes(labels: pd.Series, cluster: str) -> tuple[np.ndarray, np.ndar
     return codes.astype(int), uniques
 
 
-def _handle_missing(data: pd.DataFrame, used: list[str], missing: str) -> tuple[pd.DataFrame, int]:
+def _handle_missing(data: pd.DataFrame, table: ParameterTable, cluster: str | None,
+                    missing: str) -> tuple[pd.DataFrame, int, str]:
+    """Apply ``missing=``: returns the rows kept, how many were dropped and why."""
     if missing not in MISSING_OPTIONS:
         raise ValueError(f"missing={missing!r} is not an option; use one of {MISSING_OPTIONS}")
+    used = list(table.data_columns()) + ([cluster] if cluster else [])
     counts = data[used].isna().sum()
     counts = counts[counts > 0]
     if counts.empty:
-        return data, 0
+        return data, 0, ""
     incomplete = int(data[used].isna().any(axis=1).sum())
     listing = ", ".join(f"{name}: {int(n)}" for name, n in counts.items())
     if missing == "error":
         raise DataError(f"{incomplete} of {len(data)} rows have missing values ({listing}). "
-                        "Pass missing='listwise' to drop those rows, or impute them first.")
-    warnings.warn(f"missing='listwise': dropped {incomplete} of {len(data)} rows with missing values ({listing}).",
-                  UserWarning, stacklevel=4)
-    return data.dropna(subset=used), incomplete
+                        "Leave missing= at its default ('fiml') to use every observed value, or pass "
+                        "missing='listwise' to drop those rows.")
+    if missing == "listwise":
+        warnings.warn(f"missing='listwise': dropped {incomplete} of {len(data)} rows with missing values ({listing}).",
+                      UserWarning, stacklevel=5)
+        return data.dropna(subset=used), incomplete, "listwise"
+    _check_missing_fiml(data, table, counts)
+    if cluster is None or not data[cluster].isna().any():
+        return data, 0, ""
+    unlabelled = int(data[cluster].isna().sum())
+    warnings.warn(f"dropped {unlabelled} of {len(data)} rows without a cluster id (missing {cluster!r}): a row must "
+                  "belong to a cluster.", UserWarning, stacklevel=5)
+    return data[data[cluster].notna()], unlabelled, f"no {cluster!r}"
+
+
+def _check_missing_fiml(data: pd.DataFrame, table: ParameterTable, counts: pd.Series) -> None:
+    """Missing values that full information cannot use yet: of a covariate, or a whole column."""
+    for name, count in counts.items():
+        if count == len(data):
+            raise DataError(f"variable {name!r} is missing on every row; drop it from the model or check how the "
+                            "file was read (missing-value codes: --na-values on the command line)")
+    covariates = {table.derived[n][0] if n in table.derived else n for roles in table.levels for n in roles.covariates}
+    for name, count in counts.items():
+        if name in covariates:
+            rows = int(count)
+            raise DataError(f"covariate {name!r} has {rows} missing value(s). Missing values of exogenous "
+                            "covariates are not modelled yet: pass missing='listwise' to drop those rows (the "
+                            f"summary reports how many), or impute {name!r} first.")
 
 
 def _cluster_ranges(data: pd.DataFrame, names, cluster: str) -> pd.DataFrame:
@@ -191,7 +227,7 @@ def _check_slopes_vary_within(table: ParameterTable, data: pd.DataFrame, cluster
 def _check_within_variation(data: pd.DataFrame, names, cluster: str) -> None:
     spread = _cluster_ranges(data, names, cluster).max()
     for name in names:
-        if spread[name] == 0:
+        if not spread[name] > 0:
             raise DataError(f"{name!r} is named at both levels but is constant within every cluster, so it has no "
                             "within part. Name it only in the between (level 2) block.")
 
@@ -204,7 +240,7 @@ def _warn_discrete_outcomes(data: pd.DataFrame, names) -> None:
     """Warn, naming the column, when a modelled outcome or indicator takes only
     a few integer values (0/1, a 3-point scale): it is modelled as normal."""
     for name in names:
-        distinct = np.unique(data[name].to_numpy(dtype=float))
+        distinct = np.unique(data[name].dropna().to_numpy(dtype=float))
         few = len(distinct) <= FEW_VALUES and len(data) >= 10 * len(distinct)  # not merely a tiny data set
         if few and np.array_equal(distinct, np.round(distinct)):
             shown = ", ".join(f"{v:g}" for v in distinct)
@@ -243,7 +279,7 @@ def cluster_column(cluster) -> str | None:
 
 
 def prepare_data(table: ParameterTable, data: pd.DataFrame, cluster: str | None = None,
-                 missing: str = "error") -> ClusterData:
+                 missing: str = "fiml") -> ClusterData:
     """Check ``data`` against the model and build the engine's arrays.
 
     Parameters
@@ -255,7 +291,8 @@ def prepare_data(table: ParameterTable, data: pd.DataFrame, cluster: str | None 
     cluster
         Name of the cluster column; required for a two-level model.
     missing
-        ``"error"`` (default) or ``"listwise"``.
+        ``"fiml"`` (default; ``"ml"`` too): keep missing values of modelled
+        variables; ``"listwise"``: drop incomplete rows; ``"error"``: stop.
 
     Raises
     ------
@@ -273,17 +310,16 @@ def prepare_data(table: ParameterTable, data: pd.DataFrame, cluster: str | None 
     if cluster is not None and cluster not in data.columns:
         raise DataError(f"cluster column {cluster!r} is not in the data.{_closest(cluster, data.columns)}")
     _check_columns(table, data, cluster)
-    used = list(table.data_columns()) + ([cluster] if cluster else [])
-    data, n_dropped = _handle_missing(data, used, missing)
+    data, n_dropped, dropped_reason = _handle_missing(data, table, cluster, missing)
     row_labels = data.index.to_numpy() if pd.api.types.is_integer_dtype(data.index) else data.index.astype(str).to_numpy()
     data = data.reset_index(drop=True)  # row positions are the only index used from here on
     if len(data) == 0:
         raise DataError("no rows left in the data")
     data = _add_centered_columns(table, data, cluster)
     for name in table.observed_variables:
-        if float(np.ptp(data[name].to_numpy(dtype=float))) == 0.0:
+        if float(np.nanmax(data[name]) - np.nanmin(data[name])) == 0.0:
             what = f" ({DERIVED_SUFFIXES[table.derived[name][1]]} of {table.derived[name][0]})" if name in table.derived else ""
-            raise DataError(f"variable {name!r}{what} has zero variance (every value is {float(data[name].iloc[0]):g}); "
+            raise DataError(f"variable {name!r}{what} has zero variance (every value is {float(data[name].dropna().iloc[0]):g}); "
                             "drop it from the model")
     if cluster is None:
         cluster_index = np.zeros(len(data), dtype=int)
@@ -306,6 +342,9 @@ def prepare_data(table: ParameterTable, data: pd.DataFrame, cluster: str | None 
     # Row k of every level-2 array belongs to cluster code k, whatever the order of the rows:
     # the first row of each cluster, in code order (np.unique sorts the codes).
     cluster_rows = data.iloc[np.unique(cluster_index, return_index=True)[1]]
+    if between_only_observed:  # a level-2 outcome given on some rows of a cluster (missing on others) holds for all
+        observed = data[list(between_only_observed)].groupby(cluster_index).first()
+        cluster_rows = cluster_rows.assign(**{name: observed[name].to_numpy() for name in between_only_observed})
     as_array = lambda frame, names: frame[list(names)].to_numpy(dtype=float).reshape(len(frame), len(names))  # noqa: E731
     result = ClusterData(
         within_outcomes=as_array(data, within.observed),
@@ -317,6 +356,7 @@ def prepare_data(table: ParameterTable, data: pd.DataFrame, cluster: str | None 
         variable_means={n: float(data[n].mean()) for n in table.observed_variables},
         variable_sds={n: float(data[n].std()) for n in table.observed_variables},
         n_dropped=n_dropped,
+        dropped_reason=dropped_reason,
         row_labels=row_labels,
     )
     object.__setattr__(result, "stats", within_cross_products(result))
@@ -350,6 +390,61 @@ def cluster_cross_products(data: ClusterData) -> dict[str, np.ndarray]:
         np.add.at(total, index, a[:, :, None] * b[:, None, :])
         out[name] = total
     return out
+
+
+def missing_pattern_statistics(data: ClusterData, groups: np.ndarray | None = None) -> dict[str, np.ndarray]:
+    """What the observed-data likelihood needs of data with missing values
+    (:mod:`bayes_msem.engines.missing`), computed once.
+
+    Rows are grouped by missing-data pattern (which level-1 outcomes are
+    observed; ``patterns``, masks (G, p) of 0/1, and each row's ``row_pattern``)
+    and by unit (``groups``, default the clusters). Per pattern: the
+    cross-products ``yy``, ``yx``, ``xx`` of its rows (missing values count as
+    0). Per unit and pattern: ``n`` (rows; units x G), the sums ``sum_y``
+    (units, G, p) and ``sum_x``. Level-2 outcomes: ``z`` (missing set to 0)
+    and ``z_observed`` (clusters, p_z) masks.
+    """
+    y, x = data.within_outcomes, data.within_covariates
+    groups = data.cluster_index if groups is None else np.asarray(groups)
+    units = int(groups.max()) + 1
+    observed = ~np.isnan(y)
+    y = np.where(observed, y, 0.0)
+    patterns, row_pattern = np.unique(observed, axis=0, return_inverse=True)
+    row_pattern = row_pattern.reshape(-1)
+
+    def by_pattern(values: np.ndarray) -> np.ndarray:
+        total = np.zeros((len(patterns),) + values.shape[1:])
+        np.add.at(total, row_pattern, values)
+        return total
+
+    def by_unit(values: np.ndarray) -> np.ndarray:
+        total = np.zeros((units, len(patterns)) + values.shape[1:])
+        np.add.at(total, (groups, row_pattern), values)
+        return total
+
+    z_observed = ~np.isnan(data.between_outcomes)
+    return {
+        "patterns": patterns.astype(float), "row_pattern": row_pattern, "y": y, "x": x, "groups": groups,
+        "yy": by_pattern(y[:, :, None] * y[:, None, :]), "yx": by_pattern(y[:, :, None] * x[:, None, :]),
+        "xx": by_pattern(x[:, :, None] * x[:, None, :]),
+        "n": by_unit(np.ones(len(y))), "sum_y": by_unit(y), "sum_x": by_unit(x),
+        "z": np.where(z_observed, data.between_outcomes, 0.0), "z_observed": z_observed.astype(float),
+    }
+
+
+def describe_missing(data: ClusterData, within_names, between_names) -> dict | None:
+    """What the summary says about missing values (None when there are none):
+    the count per variable (rows for level-1 outcomes, clusters for level-2
+    ones), the incomplete rows, the missing-data patterns and the rows with no
+    observed outcome (kept: they add nothing but their cluster's level-2 values)."""
+    if not data.has_missing:
+        return None
+    y_missing, z_missing = np.isnan(data.within_outcomes), np.isnan(data.between_outcomes)
+    counts = {name: int(k) for name, k in zip(list(within_names) + list(between_names),
+                                              np.concatenate([y_missing.sum(0), z_missing.sum(0)])) if k}
+    return {"counts": counts, "incomplete_rows": int(y_missing.any(axis=1).sum()),
+            "patterns": len(np.unique(y_missing, axis=0)), "empty_rows": int(y_missing.all(axis=1).sum()),
+            "incomplete_clusters": int(z_missing.any(axis=1).sum())}
 
 
 def covariate_moments(table: ParameterTable, data: ClusterData) -> dict[tuple[int, str, str, str], float]:

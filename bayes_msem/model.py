@@ -18,6 +18,7 @@ import numpy as np
 import pandas as pd
 
 from bayes_msem import __version__
+from bayes_msem.data import describe_missing
 from bayes_msem.defined import check_definitions
 from bayes_msem.engines import choose_engine, get_engine
 from bayes_msem.partable import build_partable, level_name
@@ -47,7 +48,10 @@ class Model:
     cluster
         Column that identifies clusters (two-level models only).
     missing
-        ``"error"`` (default) or ``"listwise"`` (drop incomplete rows, with a warning).
+        ``"fiml"`` (default; ``"ml"`` is the same, as lavaan names it): missing values of
+        modelled variables are handled under MAR by full information, every
+        observed value used and no row dropped. ``"listwise"`` drops
+        incomplete rows (with a warning); ``"error"`` stops at the first.
     priors
         Default priors by parameter type: a :class:`~bayes_msem.priors.DefaultPriors`
         or a dict such as ``{"slope_sd": 2.0}``. Single parameters take
@@ -63,7 +67,7 @@ class Model:
         sampling; ``"latent"`` samples them as explicit random variables.
     """
 
-    def __init__(self, syntax: str, data: pd.DataFrame, cluster: str | None = None, *, missing: str = "error",
+    def __init__(self, syntax: str, data: pd.DataFrame, cluster: str | None = None, *, missing: str = "fiml",
                  priors: DefaultPriors | dict | None = None, centering: dict[str, str] | None = None,
                  engine: str = "auto"):
         self.syntax = syntax
@@ -120,7 +124,9 @@ class Model:
         info = {
             "version": __version__, "engine": self.engine, "engine_reason": self.engine_reason, "sampler": backend,
             "model_type": "two-level SEM" if self.spec.layout.multilevel else "single-level SEM",
-            "n_rows": data.n_rows, "n_dropped": data.n_dropped, "cluster": self.spec.cluster,
+            "n_rows": data.n_rows, "n_dropped": data.n_dropped, "dropped_reason": data.dropped_reason,
+            "missing": describe_missing(data, self.spec.within.observed, self.spec.table.between_outcomes),
+            "cluster": self.spec.cluster,
             "cluster_labels": [str(c) for c in data.cluster_labels], "cluster_sizes": data.cluster_sizes.tolist(),
             "chains": chains, "draws": draws, "tune": tune, "random_seed": random_seed,
             "target_accept": target_accept, "model_text": self.syntax, "centering": self.centering,

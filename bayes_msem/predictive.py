@@ -239,6 +239,10 @@ def posterior_predictive_check(spec, theta_draws: np.ndarray, *, n_draws: int = 
     if spec.within.slopes:
         raise ValueError("the PPP needs a saturated model, which a model with random slopes does not have (Mplus "
                          "reports no chi-square for such models either); compare models with result.loo() instead")
+    if spec.data.has_missing:
+        raise ValueError("the PPP with missing values needs the saturated two-level model fitted to incomplete data "
+                         "(by EM, as lavaan and Mplus do), which is not built yet; compare models with result.loo(), "
+                         "which uses every observed value")
     rng = np.random.default_rng(seed)
     theta = theta_draws.reshape(-1, theta_draws.shape[-1])
     picked = np.sort(rng.choice(len(theta), size=min(n_draws, len(theta)), replace=False))

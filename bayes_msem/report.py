@@ -93,6 +93,18 @@ def level_title(level: str) -> str:
     return {"within": "Level 1 [within]", "between": "Level 2 [between]"}.get(level, level or "Parameters")
 
 
+def _missing_lines(missing: dict | None) -> list[str]:
+    """The header's account of missing values, handled by full information."""
+    if not missing:
+        return []
+    counts = ", ".join(f"{name} {k}" for name, k in missing["counts"].items())
+    lines = [f"  Missing values (full information, MAR; no row dropped): {counts}",
+             f"    {missing['incomplete_rows']} incomplete rows, {missing['patterns']} missing-data patterns"]
+    if missing["empty_rows"]:
+        lines[-1] += f"; {missing['empty_rows']} rows with no observed outcome add only their cluster's level-2 values"
+    return lines
+
+
 def summary_text(result) -> str:
     """The lavaan-like text summary of a :class:`~bayes_msem.results.FitResult`."""
     info = result.info
@@ -102,8 +114,9 @@ def summary_text(result) -> str:
         f"bayes-msem {info.get('version', '')}: {info['model_type']}, engine {info['engine']}, "
         f"sampler {info['sampler']} (NUTS)",
         f"  Engine {info['engine']}: {info.get('engine_reason', '')}",
-        f"  Observations {info['n_rows']}" + (f" ({info['n_dropped']} dropped: listwise)" if info.get("n_dropped") else ""),
-    ]
+        f"  Observations {info['n_rows']}" + (f" ({info['n_dropped']} dropped: {info.get('dropped_reason') or 'listwise'})"
+                                              if info.get("n_dropped") else ""),
+    ] + _missing_lines(info.get("missing"))
     if info.get("cluster"):
         sizes = info["cluster_sizes"]
         lines.append(f"  Clusters {len(sizes)} ({info['cluster']}), sizes {min(sizes)} to {max(sizes)}")

@@ -17,7 +17,7 @@ from dataclasses import dataclass, field, replace
 import numpy as np
 import pandas as pd
 
-from bayes_msem.data import ClusterData, cluster_column, cluster_mean_statistics, covariate_moments, prepare_data
+from bayes_msem.data import ClusterData, cluster_column, covariate_moments, prepare_data
 from bayes_msem.errors import ModelSpecificationError
 from bayes_msem.layout import ModelLayout, build_layout
 from bayes_msem.matrices import LevelStructure, level_structures
@@ -213,17 +213,18 @@ def _start_values(table: ParameterTable, scales: dict, signs: dict[int, float]) 
 
 
 def level_covariances(table: ParameterTable, data: ClusterData) -> dict[int, pd.DataFrame]:
-    """Sample covariances of the observed variables at each level: pooled
-    within clusters at level 1, of the cluster means (and level-2 outcomes) at
-    level 2; of the rows in a single-level model. Rough moments, for start values."""
+    """Sample covariances of the observed variables at each level: of the
+    deviations from the cluster means at level 1, of the cluster means (and
+    level-2 outcomes) at level 2; of the rows in a single-level model.
+    Pairwise complete: rough moments, for start values."""
     within = table.level_roles(1 if table.two_level else 0)
+    rows = pd.DataFrame(data.within_outcomes, columns=list(within.observed))
     if not table.two_level:
-        return {0: pd.DataFrame(data.within_outcomes, columns=list(within.observed)).cov()}
-    stats = cluster_mean_statistics(data)
-    pooled = stats["yy_within"] / max(data.n_rows - data.n_clusters, 1)
-    means = np.hstack([stats["mean_y"], data.between_outcomes])
-    return {1: pd.DataFrame(pooled, index=list(within.observed), columns=list(within.observed)),
-            2: pd.DataFrame(means, columns=list(within.observed) + list(table.between_outcomes)).cov()}
+        return {0: rows.cov()}
+    means = rows.groupby(data.cluster_index).mean()
+    deviations = rows - means.to_numpy()[data.cluster_index]
+    means[list(table.between_outcomes)] = data.between_outcomes
+    return {1: deviations.cov(), 2: means.cov()}
 
 
 def _loading_signs(table: ParameterTable, covariances: dict[int, pd.DataFrame]) -> dict[int, float]:
@@ -329,7 +330,7 @@ def _block(structure, members, free_index, fixed_values, followers, priors) -> C
 
 
 def build_spec(model: str | ParameterTable, data: pd.DataFrame, cluster: str | None = None,
-               missing: str = "error", priors: DefaultPriors | dict | None = None,
+               missing: str = "fiml", priors: DefaultPriors | dict | None = None,
                centering: dict[str, str] | None = None) -> ModelSpec:
     """Parse (if needed), check the data, and complete the parameter table."""
     table = build_partable(model, centering=centering) if isinstance(model, str) else model

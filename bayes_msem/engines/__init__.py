@@ -59,6 +59,10 @@ class Engine:
         """log p(data of a unit | parameters), (chains, draws, units): per cluster
         with the cluster effects integrated out, per row in a single-level model;
         None where there is no closed form."""
+        if spec.data.has_missing:
+            from bayes_msem.engines.missing import missing_unit_log_likelihood
+
+            return missing_unit_log_likelihood(spec, theta_draws)
         if not spec.layout.multilevel:
             from bayes_msem.checking import row_log_likelihood
 
@@ -84,6 +88,9 @@ class LatentEngine(Engine):
         problem = outcome_coupling(spec)
         if problem:
             return False, problem
+        if spec.data.has_missing:
+            return False, ("with missing values the collapsed engine's observed-data likelihood is used (the latent "
+                           "engine's is not written yet)")
         return True, "cluster effects are sampled as random variables"
 
     def build(self, spec, sampler: str):
@@ -123,9 +130,13 @@ class CollapsedEngine(Engine):
         import xarray as xr
 
         from bayes_msem.engines.collapsed import draw_cluster_effects
+        from bayes_msem.engines.missing import draw_missing_cluster_effects
 
+        if not spec.layout.multilevel:
+            return None
         parameters = posterior["parameters"]
-        draws = draw_cluster_effects(spec, parameters.values, random_seed)
+        draw = draw_missing_cluster_effects if spec.data.has_missing else draw_cluster_effects
+        draws = draw(spec, parameters.values, random_seed)
         return xr.DataArray(draws, dims=("chain", "draw", "cluster", "cluster_variable"), coords={
             "chain": parameters["chain"].values, "draw": parameters["draw"].values,
             "cluster": [str(c) for c in spec.data.cluster_labels],
@@ -138,10 +149,18 @@ ENGINES = {"latent": LatentEngine(), "collapsed": CollapsedEngine()}
 def collapsed_supported(spec) -> tuple[bool, str]:
     """Whether the collapsed engine is exact for this model, and why (shown to users)."""
     if not spec.layout.multilevel:
+        if spec.data.has_missing:
+            return True, "missing values: the likelihood of each row's observed values, by missing-data pattern"
         return False, "a single-level model has no cluster effects to integrate out"
+    if spec.within.slopes and spec.data.has_missing:
+        return False, ("random slopes with missing values are not supported yet: pass missing='listwise' (the "
+                       "summary reports the rows dropped)")
     if spec.within.slopes_on_nodes:
         return False, ("a random slope on a modelled within variable (a latent within part or a factor) makes "
                        "the cluster effects enter non-linearly, so they are sampled")
+    if spec.data.has_missing:
+        return True, ("cluster effects are conditionally Gaussian, so they are integrated out exactly, with the "
+                      "missing values by pattern")
     return True, "cluster effects are conditionally Gaussian, so they are integrated out exactly"
 
 

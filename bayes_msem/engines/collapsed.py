@@ -32,6 +32,7 @@ from bayes_msem.data import cluster_mean_statistics
 from bayes_msem.engines import collapsed_supported
 from bayes_msem.engines.collapsed_slopes import draw_slope_cluster_effects, slopes_logp
 from bayes_msem.engines.latent import PYTENSOR_BACKEND, mvn_logp_from_scatter
+from bayes_msem.engines.missing import missing_logp
 from bayes_msem.engines.parameters import free_parameter_vector, parameter_names
 from bayes_msem.layout import Placement
 from bayes_msem.matrices import LevelMoments, jax_backend, level_moments, psd_root
@@ -93,7 +94,10 @@ def build_collapsed_model(spec: ModelSpec, jax_likelihood: bool = False) -> pm.M
 
 def collapsed_logp(spec: ModelSpec, theta, backend):
     """log p(Y, z | theta) with every cluster effect integrated out, in
-    ``backend``: by cluster sizes without random slopes, by clusters with them."""
+    ``backend``: by cluster sizes without random slopes, by clusters with them,
+    by clusters and missing-data patterns where values are missing."""
+    if spec.data.has_missing:
+        return missing_logp(spec, theta, backend)
     if spec.within.slopes:
         return slopes_logp(spec, theta, backend)
     within = level_moments(theta, spec.within, backend)

@@ -1,0 +1,139 @@
+"""Missing values: the observed-data likelihood equals the stacked normal of
+each cluster's observed values (built row by row, SciPy), whatever the
+pattern of holes, the row order or the cluster labels; with no hole it is the
+complete-data likelihood; cluster effects are drawn from the exact conditional."""
+
+import numpy as np
+import pandas as pd
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from scipy import stats
+
+from bayes_msem.data import cluster_mean_statistics
+from bayes_msem.engines.collapsed import two_level_logp
+from bayes_msem.engines.missing import draw_missing_cluster_effects, missing_logp, missing_unit_log_likelihood
+from bayes_msem.matrices import level_moments
+from bayes_msem.prior_checks import prior_draws
+from bayes_msem.spec import build_spec
+
+from .test_collapsed import stacked_moments
+from .test_latent import TWO_LEVEL, simulate_two_level
+
+MODELLED = ["y1", "y2", "y3", "y4", "z"]
+
+
+def with_holes(data: pd.DataFrame, seed: int, rate: float) -> pd.DataFrame:
+    """Values of the level-1 outcomes set missing at random; z (level 2) per cluster."""
+    rng = np.random.default_rng(seed)
+    out = data.copy()
+    for name in ["y1", "y2", "y3", "y4"]:
+        out.loc[rng.uniform(size=len(out)) < rate, name] = np.nan
+    missing_z = rng.uniform(size=out.g.max() + 1) < rate
+    out.loc[missing_z[out.g], "z"] = np.nan
+    return out
+
+
+def parameter_draw(spec, seed: int) -> np.ndarray:
+    """Parameter values from moderate priors: the defaults with slopes of sd 1."""
+    return prior_draws(spec, 1, np.random.default_rng(seed))[0]
+
+
+def stacked_observed_logp(spec, theta) -> np.ndarray:
+    """log p of each cluster's observed values from the definition."""
+    out = []
+    for j in range(spec.data.n_clusters):
+        mean, cov, values = stacked_moments(spec, theta, j)
+        seen = ~np.isnan(values)
+        out.append(stats.multivariate_normal(mean[seen], cov[np.ix_(seen, seen)]).logpdf(values[seen])
+                   if seen.any() else 0.0)
+    return np.array(out)
+
+
+def spec_of(data, syntax=TWO_LEVEL, cluster="g"):
+    return build_spec(syntax, data, cluster=cluster, priors={"slope_sd": 0.5})
+
+
+@settings(max_examples=15, deadline=None)
+@given(seed=st.integers(0, 10_000), rate=st.sampled_from([0.1, 0.3, 0.6]))
+def test_observed_data_likelihood_equals_the_stacked_normal(seed, rate):
+    data = with_holes(simulate_two_level(seed=seed % 7, clusters=10, size=5), seed, rate)
+    data = data.sample(frac=1.0, random_state=seed)  # as users bring them: rows in any order
+    data["g"] = data.g.map(lambda k: f"team-{(7 * k) % 10}")  # string labels in another order
+    spec = spec_of(data)
+    theta = parameter_draw(spec, seed)
+    expected = stacked_observed_logp(spec, theta)
+    assert float(missing_logp(spec, theta, _numpy())) == pytest.approx(expected.sum(), rel=1e-8, abs=1e-8)
+    per_cluster = missing_unit_log_likelihood(spec, theta[None, None])[0, 0]
+    np.testing.assert_allclose(per_cluster, expected, rtol=1e-8, atol=1e-8)
+
+
+def _numpy():
+    from bayes_msem.matrices import NUMPY_BACKEND
+
+    return NUMPY_BACKEND
+
+
+def test_without_holes_it_is_the_complete_data_likelihood():
+    spec = spec_of(simulate_two_level(clusters=12, size=6).drop(index=[0, 1, 7, 20]))
+    theta = parameter_draw(spec, 3)
+    within, between = level_moments(theta, spec.within), level_moments(theta, spec.between)
+    complete = two_level_logp(spec.data, cluster_mean_statistics(spec.data), within, between,
+                              spec.layout.placement, _numpy())
+    assert float(missing_logp(spec, theta, _numpy())) == pytest.approx(float(complete), rel=1e-10)
+
+
+def test_a_cluster_with_every_level_1_value_missing_keeps_its_level_2_values():
+    data = simulate_two_level(clusters=10, size=5)
+    data.loc[data.g == 3, ["y1", "y2", "y3", "y4"]] = np.nan
+    spec = spec_of(data)
+    theta = parameter_draw(spec, 4)
+    expected = stacked_observed_logp(spec, theta)
+    assert spec.data.n_clusters == 10 and expected[3] != 0.0
+    assert float(missing_logp(spec, theta, _numpy())) == pytest.approx(expected.sum(), rel=1e-8)
+
+
+def test_single_level_rows_by_pattern():
+    rng = np.random.default_rng(5)
+    data = pd.DataFrame(rng.normal(size=(60, 4)), columns=["y1", "y2", "y3", "x"])
+    data.loc[rng.uniform(size=60) < 0.3, "y2"] = np.nan
+    data.loc[rng.uniform(size=60) < 0.3, "y3"] = np.nan
+    spec = build_spec("f =~ y1 + y2 + y3\nf ~ x", data)
+    theta = parameter_draw(spec, 6)
+    moments = level_moments(theta, spec.within)
+    expected = []
+    for y, x in zip(spec.data.within_outcomes, spec.data.within_covariates):
+        seen = ~np.isnan(y)
+        mean = moments.mean + moments.Pi @ x
+        expected.append(stats.multivariate_normal(mean[seen], moments.Sigma[np.ix_(seen, seen)]).logpdf(y[seen]))
+    assert float(missing_logp(spec, theta, _numpy())) == pytest.approx(sum(expected), rel=1e-9)
+    np.testing.assert_allclose(missing_unit_log_likelihood(spec, theta[None, None])[0, 0], expected, rtol=1e-9)
+
+
+def test_cluster_effect_draws_follow_the_exact_conditional():
+    data = with_holes(simulate_two_level(clusters=10, size=5), seed=2, rate=0.3)
+    data.loc[data.g == 0, "z"] = np.nan  # cluster 0's level-2 outcome missing too
+    spec = spec_of(data)
+    theta = parameter_draw(spec, 8)
+    draws = draw_missing_cluster_effects(spec, np.broadcast_to(theta, (1, 4000, len(theta))).copy(), seed=1)[0]
+    between = level_moments(theta, spec.between)
+    nodes = spec.between.nodes
+    node_cov = between.total @ between.S @ between.total.T
+    node_mean = between.total @ (between.alpha + between.A_x @ spec.data.between_covariates[0])
+    mean, cov, values = stacked_moments(spec, theta, 0)
+    rows, p = int(np.sum(spec.data.cluster_index == 0)), spec.within.n_observed
+    loading = np.zeros((len(values), len(nodes)))  # stacked observations = loading @ between nodes + the rest
+    for r in range(rows):
+        for i, name in enumerate(spec.within.observed):
+            if name in spec.table.both_level:
+                loading[r * p + i, nodes.index(name)] = 1.0
+    loading[rows * p:, nodes.index("z")] = 1.0
+    seen = ~np.isnan(values)
+    effects = list(spec.layout.levels[1].effect_nodes)
+    cross = node_cov[effects] @ loading[seen].T
+    gain = cross @ np.linalg.inv(cov[np.ix_(seen, seen)])
+    expected_mean = node_mean[effects] + gain @ (values[seen] - mean[seen])
+    expected_cov = node_cov[np.ix_(effects, effects)] - gain @ cross.T
+    sd = np.sqrt(np.diag(expected_cov))
+    assert np.all(np.abs(draws[:, 0].mean(0) - expected_mean) < 4 * sd / np.sqrt(4000) + 1e-9)
+    np.testing.assert_allclose(np.cov(draws[:, 0].T), expected_cov, atol=0.1 * np.abs(expected_cov).max())
