@@ -147,7 +147,7 @@ def _handle_missing(data: pd.DataFrame, table: ParameterTable, cluster: str | No
     listing = ", ".join(f"{name}: {int(n)}" for name, n in counts.items())
     if missing == "error":
         raise DataError(f"{incomplete} of {len(data)} rows have missing values ({listing}). "
-                        "Leave missing= at its default ('fiml') to use every observed value, or pass "
+                        "Pass missing='fiml' (the default) to use every observed value under MAR, or "
                         "missing='listwise' to drop those rows.")
     if missing == "listwise":
         warnings.warn(f"missing='listwise': dropped {incomplete} of {len(data)} rows with missing values ({listing}).",

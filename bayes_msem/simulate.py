@@ -19,7 +19,7 @@ from bayes_msem.layout import ModelLayout, build_layout
 from bayes_msem.matrices import level_moments, psd_root
 from bayes_msem.partable import build_partable, level_name, parameter_key
 
-__all__ = ["simulate_data", "draw_outcomes", "true_values", "DEFAULT_VALUES"]
+__all__ = ["simulate_data", "draw_outcomes", "true_values", "impose_missing", "DEFAULT_VALUES"]
 
 # values of free parameters the caller does not give
 DEFAULT_VALUES = {"loading": 1.0, "regression": 0.0, "intercept": 0.0, "variance": 1.0, "covariance": 0.0}
@@ -65,11 +65,13 @@ def _draw(rng, mean: np.ndarray, cov: np.ndarray, size: int) -> np.ndarray:
 
 
 def simulate_data(syntax: str, values: dict[str, float], *, n_clusters: int = 1, cluster_size=100,
-                  seed: int | None = None, cluster: str = "cluster") -> pd.DataFrame:
+                  seed: int | None = None, cluster: str = "cluster", missing: dict | None = None) -> pd.DataFrame:
     """Simulate a data set from ``syntax`` with free parameters set by ``values``.
 
     ``cluster_size`` is one size for every cluster or a sequence of
-    ``n_clusters`` sizes (unequal clusters).
+    ``n_clusters`` sizes (unequal clusters). ``missing`` imposes missing
+    values afterwards: the keyword arguments of :func:`impose_missing`, e.g.
+    ``{"rate": 0.2, "mechanism": "MAR"}``; by default the level-1 outcomes go missing.
 
     ``values`` is keyed by the names the posterior uses (``"fb=~y2|between"``,
     ``"y~x"`` in single-level models); others take :data:`DEFAULT_VALUES`.
@@ -96,7 +98,66 @@ def simulate_data(syntax: str, values: dict[str, float], *, n_clusters: int = 1,
     frame = pd.DataFrame(columns)
     if layout.multilevel:
         frame.insert(0, cluster, cluster_index + 1)
+    if missing:
+        defaults = {"variables": list(within.observed),
+                    "depends_on": within.covariates[0] if within.covariates else None}
+        frame = impose_missing(frame, **{**defaults, **missing}, seed=int(rng.integers(2**32)))
     return frame
+
+
+MISSING_MECHANISMS = ("MCAR", "MAR")
+
+
+def impose_missing(data: pd.DataFrame, variables: list[str], rate: float, mechanism: str = "MCAR",
+                   depends_on: str | None = None, strength: float = 1.5, seed: int | None = None) -> pd.DataFrame:
+    """A copy of ``data`` with values of ``variables`` set missing, each with
+    probability ``rate`` on average.
+
+    ``"MCAR"``: independently of everything. ``"MAR"``: with probability
+    logistic(a + strength * z), z the standardized ``depends_on`` (a column
+    that stays complete: a covariate, or an outcome not among ``variables``),
+    a chosen so that the average probability is ``rate``. Missingness then
+    depends on observed values only, which full information handles and
+    listwise deletion does not. (In :func:`simulate_data` ``depends_on``
+    defaults to the first level-1 covariate.)
+
+    >>> import pandas as pd
+    >>> data = pd.DataFrame({"y": range(1000), "x": range(1000)}).astype(float)
+    >>> holes = impose_missing(data, ["y"], 0.3, "MAR", depends_on="x", seed=1)
+    >>> print(round(holes.y.isna().mean(), 1), bool(holes.y[holes.x > 500].isna().mean() > 0.4))
+    0.3 True
+    """
+    if mechanism not in MISSING_MECHANISMS:
+        raise ValueError(f"mechanism={mechanism!r}: use one of {MISSING_MECHANISMS}")
+    if not 0.0 <= rate < 1.0:
+        raise ValueError(f"rate={rate} must be in [0, 1)")
+    rng = np.random.default_rng(seed)
+    out = data.copy()
+    if mechanism == "MCAR":
+        for name in variables:
+            out.loc[rng.uniform(size=len(out)) < rate, name] = np.nan
+        return out
+    if depends_on is None or depends_on in variables or depends_on not in data:
+        raise ValueError("mechanism='MAR' needs depends_on=<a column that stays complete>, not among the variables "
+                         f"made missing ({', '.join(variables)})")
+    driver = data[depends_on].to_numpy(dtype=float)
+    z = strength * (driver - driver.mean()) / driver.std()
+    offset = _logit_offset(z, rate)
+    for name in variables:
+        out.loc[rng.uniform(size=len(out)) < 1.0 / (1.0 + np.exp(-(offset + z))), name] = np.nan
+    return out
+
+
+def _logit_offset(z: np.ndarray, rate: float) -> float:
+    """a such that the mean of logistic(a + z) is ``rate`` (bisection)."""
+    low, high = -50.0, 50.0
+    for _ in range(100):
+        middle = 0.5 * (low + high)
+        if np.mean(1.0 / (1.0 + np.exp(-(middle + z)))) < rate:
+            low = middle
+        else:
+            high = middle
+    return 0.5 * (low + high)
 
 
 def draw_outcomes(rng: np.random.Generator, theta: np.ndarray, layout: ModelLayout, x: np.ndarray, w: np.ndarray,

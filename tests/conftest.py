@@ -120,6 +120,9 @@ def _keep_xla_flags():
         os.environ["XLA_FLAGS"] = before
 
 
+MAR_OUTCOME_CFA = "level: 1\n  fw =~ y1 + y2 + y3\nlevel: 2\n  fb =~ y1 + y2 + y3"
+
+
 # Each reference fit, by name: (model text, data, cluster column, Model options, fit options).
 def _reference_fits() -> dict:
     political_democracy = pd.read_csv(DATA / "political_democracy.csv")
@@ -137,6 +140,10 @@ def _reference_fits() -> dict:
         "demo_partial_covariances": (DEMO_PARTIAL_COVARIANCES, bm.example_data("demo_twolevel"), "cluster", {}, {}),
         "mediation": (bm.example_model("mediation_111_random_slopes"), bm.example_data("mediation_111_random_slopes"),
                       "cluster", {"centering": {"m": "none"}}, {}),
+        # issue 16: missing values under MAR, by full information (the default)
+        "demo_mar": ((DATA / "demo_twolevel_mar.lavaan").read_text(), pd.read_csv(DATA / "demo_twolevel_mar.csv"),
+                     "cluster", {}, {}),
+        "mar_outcome": (MAR_OUTCOME_CFA, pd.read_csv(DATA / "mar_outcome.csv"), "cluster", {}, {}),
     }
 
 

@@ -53,8 +53,13 @@ def test_covariate_moments_are_lavaan_fixed_x_values():
     (lambda d: d.assign(id=1), {}, "has only 1 cluster"),
     (lambda d: d.assign(w=np.arange(len(d), dtype=float)), {}, "'w' is named only in the between (level 2) block but varies"),
     (lambda d: d.assign(x=3.0), {}, "'x' has zero variance"),
-    (lambda d: d.assign(y=np.where(np.arange(len(d)) < 2, np.nan, d.y)), {}, "2 of 12 rows have missing values (y: 2)"),
-    (lambda d: d.assign(y=np.where(np.arange(len(d)) < 2, np.nan, d.y)), {}, "missing='listwise'"),
+    (lambda d: d.assign(y=np.where(np.arange(len(d)) < 2, np.nan, d.y)), {"missing": "error"},
+     "2 of 12 rows have missing values (y: 2)"),
+    (lambda d: d.assign(y=np.where(np.arange(len(d)) < 2, np.nan, d.y)), {"missing": "error"}, "missing='listwise'"),
+    (lambda d: d.assign(x=np.where(np.arange(len(d)) < 2, np.nan, d.x)), {},
+     "covariate 'x' has 2 missing value(s). Missing values of exogenous covariates are not modelled yet: pass "
+     "missing='listwise'"),
+    (lambda d: d.assign(y=np.nan), {}, "variable 'y' is missing on every row"),
 ])
 def test_data_errors(change, kwargs, words):
     options = {"cluster": "id", **kwargs}
@@ -90,7 +95,32 @@ def test_listwise_drops_and_reports():
 
 def test_unknown_missing_option():
     with pytest.raises(ValueError, match="listwise"):
-        prepare(TWO_LEVEL, clustered(), cluster="id", missing="fiml")
+        prepare(TWO_LEVEL, clustered(), cluster="id", missing="pairwise")
+
+
+def test_missing_outcomes_are_kept_by_default():
+    data = clustered()
+    data.loc[[0, 5], "y"] = np.nan
+    for option in ("fiml", "ml"):  # "ml" as lavaan users type it
+        prepared = prepare(TWO_LEVEL, data, cluster="id", missing=option)
+        assert prepared.n_rows == 12 and prepared.n_dropped == 0 and prepared.has_missing
+        assert np.isnan(prepared.within_outcomes).sum() == 2
+
+
+def test_rows_without_a_cluster_id_are_dropped_and_counted():
+    data = clustered()
+    data["id"] = data["id"].astype(object)
+    data.loc[3, "id"] = None
+    with pytest.warns(UserWarning, match="dropped 1 of 12 rows without a cluster id"):
+        prepared = prepare(TWO_LEVEL, data, cluster="id")
+    assert prepared.n_rows == 11 and prepared.n_dropped == 1 and prepared.dropped_reason == "no 'id'"
+
+
+def test_a_level_2_outcome_given_on_some_rows_of_a_cluster_holds_for_the_cluster():
+    data = clustered().assign(z=lambda d: d.id.map({0: 1.0, 1: 0.5, 2: -1.0, 3: 2.0}).astype(float))
+    data.loc[data.index[data.id == data.id.iloc[0]][0], "z"] = np.nan  # the cluster's first row lacks it
+    prepared = prepare("level: 1\n y ~ x\nlevel: 2\n z ~ w\n y ~ z", data, cluster="id")
+    assert not np.isnan(prepared.between_outcomes).any()
 
 
 def test_data_must_be_a_dataframe():

@@ -15,6 +15,12 @@ the cluster ids relabelled as strings in another order (issue 12; 500 draws).
 - demo_twolevel_partial_covariances_lavaan_ml.csv: partial covariance patterns at
   both levels of a two-level model on Demo.twolevel, lavaan 0.6-14
   (tests/data/make_lavaan_references.R).
+- demo_twolevel_mar_lavaan_ml.csv (shared/reference): Demo.twolevel with MAR holes in
+  y1-y3, lavaan 0.6-14 `missing = "ml"`.
+- mar_outcome_lavaan_ml.csv / _listwise.csv: a two-level CFA where y2 and y3 go
+  missing where y1 (an observed outcome) is high, lavaan 0.6-14 `missing = "ml"`
+  and on the complete rows (tests/data/make_lavaan_references.R; the data from
+  tests/test_missing_reference.py's recipe).
 - political_democracy_constrained_covariances_lavaan_ml.csv: the Political
   Democracy SEM with residual covariances equal over time (`y1 ~~ a*y5`, ...) and
   one fixed at 1.3, lavaan 0.6-14 (tests/data/make_lavaan_references.R).
@@ -91,6 +97,9 @@ REFERENCES = [
     ("demo_partial_covariances", "demo_twolevel_partial_covariances_lavaan_ml.csv", 34),
     # equal covariances over time and one fixed at a non-zero value
     ("political_democracy_constrained", "political_democracy_constrained_covariances_lavaan_ml.csv", 30),
+    # issue 16: missing values, full information by default, against lavaan missing = "ml"
+    ("demo_mar", "demo_twolevel_mar_lavaan_ml.csv", 20),
+    ("mar_outcome", "mar_outcome_lavaan_ml.csv", 15),
 ]
 
 

@@ -110,3 +110,18 @@ def test_random_slope_on_a_modelled_variable():
     assert slopes.mean() == pytest.approx(0.5, abs=0.02)
     # var(m) within is 0.4^2 + 1 = 1.16, so the sampling noise is about 1 / (50 * 1.16)
     assert slopes.var() == pytest.approx(0.04 + 1 / (50 * 1.16), rel=0.15)
+
+
+def test_simulated_missing_values_follow_their_mechanism():
+    syntax = "level: 1\n  fw =~ y1 + y2 + y3\n  fw ~ x\nlevel: 2\n  fb =~ y1 + y2 + y3"
+    complete = simulate_data(syntax, {}, n_clusters=100, cluster_size=20, seed=1)
+    mcar = simulate_data(syntax, {}, n_clusters=100, cluster_size=20, seed=1, missing={"rate": 0.2})
+    assert mcar.drop(columns=["y1", "y2", "y3"]).equals(complete.drop(columns=["y1", "y2", "y3"]))
+    assert np.allclose(mcar[["y1", "y2", "y3"]].isna().mean(), 0.2, atol=0.03)
+    mar = simulate_data(syntax, {}, n_clusters=100, cluster_size=20, seed=1,
+                        missing={"rate": 0.3, "mechanism": "MAR", "variables": ["y2", "y3"]})
+    assert mar.y1.notna().all() and mar.x.notna().all()
+    high = mar.x > mar.x.median()
+    assert mar.y2[high].isna().mean() > 2 * mar.y2[~high].isna().mean()  # depends on x, observed
+    with pytest.raises(ValueError, match="needs depends_on"):
+        simulate_data("y1 ~~ y2", {}, missing={"rate": 0.3, "mechanism": "MAR"})

@@ -81,7 +81,9 @@ def build_collapsed_model(spec: ModelSpec, jax_likelihood: bool = False) -> pm.M
     with pm.Model(coords=coords) as model:
         theta = free_parameter_vector(spec)
         pm.Deterministic("parameters", theta, dims="parameter")
-        if jax_likelihood:
+        # With missing values the likelihood is always traced by JAX: PyTensor took over 5 minutes
+        # to compile its gradient (10 clusters), and the Op serves PyTensor's samplers too.
+        if jax_likelihood or spec.data.has_missing:
             from bayes_msem.engines.jax_likelihood import JaxLogLikelihood
 
             backend = jax_backend()

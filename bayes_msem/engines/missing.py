@@ -93,8 +93,9 @@ def cluster_terms(stats: dict, within: LevelMoments, between: LevelMoments | Non
             mu_u = mu_u + xp.einsum("jaz,jz->ja", gain, dz)
             Sigma_u = Sigma_u - gain @ between.Sigma[z_b][:, b_b]
     c = within.mean + mu_u @ place.T  # (J, p): each unit's expected level-1 mean
-    N = (n @ K.reshape(len(K), p * p)).reshape(units, p, p)  # sum over the unit's rows of K_o
-    Ke = e.reshape(units, -1) @ K.reshape(-1, p)  # (J, p): sum over rows of K_o (y - Pi x)
+    G = len(stats["patterns"])
+    N = (n @ K.reshape((G, p * p))).reshape((units, p, p))  # sum over the unit's rows of K_o
+    Ke = e.reshape((units, G * p)) @ K.reshape((G * p, p))  # (J, p): sum over rows of K_o (y - Pi x)
     Nc = xp.einsum("jpq,jq->jp", N, c)
     # sum over rows of (y - c - Pi x)' K_o (y - c - Pi x), its y/x part from cross-products per pattern
     loglik = loglik - 0.5 * (xp.sum(c * Nc, axis=1) - 2.0 * xp.sum(c * Ke, axis=1))
@@ -117,7 +118,7 @@ def cluster_terms(stats: dict, within: LevelMoments, between: LevelMoments | Non
         v = np.linalg.solve(chol_M, h[..., None])[..., 0]
         half_logdet = np.sum(np.log(np.diagonal(chol_M, axis1=1, axis2=2)), axis=1)
     else:  # elementwise over clusters: 2.5x faster than batched LAPACK calls under JAX for small r
-        chol_M, (half_logdet, v) = None, small_cholesky_solve(M, h, xp)
+        chol_M, (half_logdet, v) = None, small_cholesky_solve(M, h, r, xp)
     loglik = loglik - half_logdet + 0.5 * xp.sum(v**2, axis=1)
     return {"loglik": total(loglik), "mu_u": mu_u, "L": L, "chol_M": chol_M, "h": h}
 
@@ -136,11 +137,10 @@ def _row_quadratic(stats: dict, K, Pi, xp, units: int):
     return np.bincount(stats["groups"], weights=per_row, minlength=units)
 
 
-def small_cholesky_solve(M, h, xp):
+def small_cholesky_solve(M, h, r: int, xp):
     """For a stack of small positive definite matrices M (J, r, r) and vectors
     h (J, r): half the log-determinant of each M and v = C^-1 h, where M = C C',
     written out entry by entry so that the work is elementwise over J."""
-    r = M.shape[-1]
     C = [[None] * r for _ in range(r)]
     for i in range(r):
         for j in range(i + 1):
@@ -241,5 +241,5 @@ def _draw_random_effects(rng: np.random.Generator, terms: dict, r: int, clusters
         return np.zeros((clusters, 0))
     chol_M = terms["chol_M"]
     v = np.linalg.solve(chol_M, terms["h"][..., None])[..., 0] + rng.standard_normal((clusters, r))
-    return terms["mu_u"] + np.einsum("...ab,jb->ja", terms["L"], np.linalg.solve(np.swapaxes(chol_M, 1, 2),
-                                                                                 v[..., None])[..., 0])
+    L = np.broadcast_to(terms["L"], (clusters, r, r))  # one factor for all clusters without level-2 outcomes
+    return terms["mu_u"] + np.einsum("jab,jb->ja", L, np.linalg.solve(np.swapaxes(chol_M, 1, 2), v[..., None])[..., 0])

@@ -55,3 +55,17 @@ m6 <- paste(readLines("political_democracy_constrained_covariances.lavaan"), col
 f6 <- sem(m6, PoliticalDemocracy)
 write.csv(parameterEstimates(f6)[, c("lhs", "op", "rhs", "est", "se")],
           "political_democracy_constrained_covariances_lavaan_ml.csv", row.names = FALSE)
+
+# Issue 16: missing values under MAR by full information (lavaan missing = "ml").
+# mar_outcome.csv: made by tests/test_missing_reference.py's docstring recipe (y2, y3 missing where y1 is high)
+mar <- read.csv("mar_outcome.csv")
+m_mar <- 'level: 1
+  fw =~ y1 + y2 + y3
+level: 2
+  fb =~ y1 + y2 + y3'
+f_mar <- sem(m_mar, mar, cluster = "cluster", missing = "ml")
+pe <- parameterEstimates(f_mar)
+write.csv(pe[, c("lhs","op","rhs","level","est","se")], "mar_outcome_lavaan_ml.csv", row.names=FALSE)
+f_lw <- sem(m_mar, mar[complete.cases(mar), ], cluster = "cluster")
+pe <- parameterEstimates(f_lw)
+write.csv(pe[, c("lhs","op","rhs","level","est","se")], "mar_outcome_lavaan_listwise.csv", row.names=FALSE)
