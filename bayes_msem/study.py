@@ -38,7 +38,7 @@ import pandas as pd
 __all__ = ["simulation_study", "summarize_study", "smallest_design", "plot_power", "design_grid", "StudyResult",
            "study_report", "run_units", "stored_units"]
 
-DESIGN_KEYS = ("clusters", "cluster_size", "size_spread")
+DESIGN_KEYS = ("clusters", "cluster_size", "size_spread", "missing_rate", "missing_mechanism")
 # what one replication reports per parameter
 ESTIMATE_COLUMNS = ["mean", "sd", "median", "q2.5", "q97.5", "r_hat", "ess_bulk"]
 # a replication counts as converged below this R-hat and without divergences (the fit's own limit)
@@ -51,8 +51,11 @@ def design_grid(designs: dict | list[dict]) -> list[dict]:
     """Every combination of the settings in ``designs`` (a dict of lists), or
     the list of designs as given. Keys: ``clusters``, ``cluster_size``,
     ``size_spread`` (clusters of unequal size, uniform within
-    ``cluster_size * (1 +- size_spread)``; 0 by default) and parameter names
-    (``"y~x|within"``), whose values override the population's."""
+    ``cluster_size * (1 +- size_spread)``; 0 by default), ``missing_rate`` and
+    ``missing_mechanism`` (level-1 outcomes set missing, ``"MCAR"`` or ``"MAR"``
+    on the first level-1 covariate: :func:`~bayes_msem.simulate.impose_missing`;
+    no missing values by default) and parameter names (``"y~x|within"``), whose
+    values override the population's."""
     if isinstance(designs, dict):
         keys = list(designs)
         lists = [v if isinstance(v, list | tuple | np.ndarray) else [v] for v in designs.values()]
@@ -70,7 +73,17 @@ def design_grid(designs: dict | list[dict]) -> list[dict]:
                 raise ValueError(f"{key}={design[key]!r} in design {design}: a positive whole number")
         if not 0 <= design["size_spread"] < 1:
             raise ValueError(f"size_spread={design['size_spread']!r}: between 0 (equal clusters) and 1")
+        if "missing_rate" in design or "missing_mechanism" in design:
+            design.setdefault("missing_rate", 0.0)
+            design.setdefault("missing_mechanism", "MCAR")
     return grid
+
+
+def _missing(design: dict) -> dict | None:
+    """``simulate_data``'s ``missing=`` for a design, None without missing values."""
+    if not design.get("missing_rate"):
+        return None
+    return {"rate": float(design["missing_rate"]), "mechanism": design.get("missing_mechanism", "MCAR")}
 
 
 @dataclass(frozen=True)
@@ -128,7 +141,7 @@ def _check_design(population: str, analysis: str, values: dict, design: dict) ->
         raise ValueError(f"a design with {design['clusters']} cluster: a two-level model needs several clusters "
                          "per data set (30 or more are preferable)")
     data = simulate_data(population, values, n_clusters=int(design["clusters"]),
-                         cluster_size=_cluster_sizes(design, 0), seed=0)
+                         cluster_size=_cluster_sizes(design, 0), seed=0, missing=_missing(design))
     cluster = "cluster" if build_partable(analysis).two_level else None
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
@@ -152,7 +165,8 @@ def run_unit(unit: _Unit) -> pd.DataFrame:
     start = time.perf_counter()
     try:
         data = simulate_data(unit.population, values, n_clusters=int(design["clusters"]),
-                             cluster_size=_cluster_sizes(design, size_seed), seed=data_seed)
+                             cluster_size=_cluster_sizes(design, size_seed), seed=data_seed,
+                             missing=_missing(design))
         cluster = "cluster" if build_partable(unit.analysis).two_level else None
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # diagnostics are recorded per replication instead

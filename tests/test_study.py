@@ -28,6 +28,20 @@ def test_design_grid_crosses_the_settings_and_checks_them():
         design_grid({"clusters": [2.5]})
     with pytest.raises(ValueError, match="size_spread"):
         design_grid({"clusters": [30], "size_spread": [1.5]})
+    (missing,) = design_grid({"clusters": [30], "missing_rate": [0.2]})
+    assert missing["missing_mechanism"] == "MCAR"
+
+
+def test_a_replication_with_missing_values_fits_them_by_full_information():
+    from bayes_msem.simulate import simulate_data
+    from bayes_msem.study import _missing, run_unit
+
+    (design,) = design_grid({"clusters": [15], "cluster_size": [6], "missing_rate": [0.3],
+                             "missing_mechanism": ["MAR"]})
+    data = simulate_data(POPULATION, VALUES, n_clusters=15, cluster_size=6, seed=1, missing=_missing(design))
+    assert 0.15 < data.y.isna().mean() < 0.45 and data.x.notna().all()
+    rows = run_unit(_Unit(0, 0, design, POPULATION, POPULATION, VALUES, FIT, 3))
+    assert rows.error.isna().all() and "y~x|within" in set(rows.parameter)
 
 
 def test_seeds_depend_on_the_unit_only():
