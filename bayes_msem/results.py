@@ -290,6 +290,16 @@ class FitResult:
             raise ValueError(f"no cluster effect {variable!r}; choose from {sorted(set(frame.variable))}")
         return caterpillar_plot(frame, variable, ax)
 
+    def impute(self, m: int = 20, random_seed: int | None = None) -> pd.DataFrame:
+        """``m`` completed data sets, each with the missing values drawn from
+        their posterior predictive distribution given one posterior draw (Mplus
+        DATA IMPUTATION): one long DataFrame with ``.imp`` (1..m) and ``.row``
+        (the data's index label). For analyses in other software, combined by
+        Rubin's rules; see :mod:`bayes_msem.imputation`."""
+        from bayes_msem.imputation import impute
+
+        return impute(self, m, random_seed)
+
     def report(self, path) -> None:
         """Write a self-contained HTML report (see :mod:`bayes_msem.html_report`)."""
         from bayes_msem.html_report import write_report

@@ -1,0 +1,111 @@
+"""Multiple imputation from a fitted model (Mplus DATA IMPUTATION, Blimp): each
+completed data set fills the missing values with a draw from their posterior
+predictive distribution given one posterior draw of the parameters and the
+cluster effects, so analyses in other software can use the model's handling of
+the missing values (Rubin's rules then combine them).
+
+Given the parameters and cluster j's effects, a row's outcomes are normal with
+mean mu_W + Pi x_i + P b_j and covariance Sigma_W; the missing part is drawn
+from its conditional given the row's observed part. Missing level-2 outcomes are
+drawn from their conditional given the cluster effects and the cluster's
+observed level-2 outcomes.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+
+from bayes_msem.matrices import level_moments, psd_root
+
+__all__ = ["impute"]
+
+
+def impute(result, m: int = 20, random_seed: int | None = None) -> pd.DataFrame:
+    """``m`` completed data sets as one long DataFrame: the modelled columns,
+    the cluster column, ``.imp`` (1..m) and ``.row`` (the data's index label of
+    each row). The posterior draws used are spread evenly over the chains."""
+    spec = result.spec
+    if spec is None:
+        raise ValueError("this result was loaded without its data; refit the model to impute")
+    if spec.within.slopes:
+        raise ValueError("imputation with random slopes is not supported (nor is their fit with missing values)")
+    if m < 1:
+        raise ValueError(f"m={m}: the number of imputations must be at least 1")
+    rng = np.random.default_rng(random_seed)
+    theta = result.theta_draws()
+    picked = np.linspace(0, len(theta) - 1, m).round().astype(int)
+    effects = _stacked_effects(result)
+    frames = []
+    for k, draw in enumerate(picked, start=1):
+        y, z = _completed(spec, theta[draw], None if effects is None else effects[draw], rng)
+        frames.append(_frame(spec, y, z).assign(**{".imp": k}))
+    return pd.concat(frames, ignore_index=True)
+
+
+def _stacked_effects(result) -> np.ndarray | None:
+    """Cluster effects per draw, chains stacked like ``theta_draws``: (draws, clusters, effects)."""
+    if "cluster_effects" not in result.idata.posterior:
+        return None
+    values = result.idata.posterior["cluster_effects"].values
+    return values.reshape((-1,) + values.shape[2:])
+
+
+def _completed(spec, theta: np.ndarray, effects: np.ndarray | None, rng: np.random.Generator):
+    """Level-1 outcomes (rows, p) and level-2 outcomes (clusters, p_z) with the missing values drawn."""
+    data = spec.data
+    within = level_moments(theta, spec.within)
+    mean = within.mean + data.within_covariates @ within.Pi.T
+    z = data.between_outcomes.copy()
+    if effects is not None:
+        clusters = spec.layout.levels[1]
+        split = [list(clusters.effects).index(name) for name in clusters.split]
+        mean = mean + effects[:, split][data.cluster_index] @ clusters.placement.place.T
+        if np.isnan(z).any():
+            z = _draw_level_2_outcomes(spec, theta, effects, z, rng)
+    return _draw_conditional(mean, within.Sigma, data.within_outcomes, rng), z
+
+
+def _draw_conditional(mean: np.ndarray, cov: np.ndarray, values: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """Each row of ``values`` with its NaNs drawn from N(mean, cov) given its other entries, pattern by pattern."""
+    out = values.copy()
+    missing = np.isnan(values)
+    for pattern in np.unique(missing[missing.any(axis=1)], axis=0):
+        rows = np.flatnonzero((missing == pattern).all(axis=1))
+        m, o = np.flatnonzero(pattern), np.flatnonzero(~pattern)
+        gain = cov[np.ix_(m, o)] @ np.linalg.pinv(cov[np.ix_(o, o)]) if len(o) else np.zeros((len(m), 0))
+        cond_mean = mean[np.ix_(rows, m)] + (values[np.ix_(rows, o)] - mean[np.ix_(rows, o)]) @ gain.T
+        root = psd_root(cov[np.ix_(m, m)] - gain @ cov[np.ix_(o, m)])
+        out[np.ix_(rows, m)] = cond_mean + rng.standard_normal((len(rows), len(m))) @ root.T
+    return out
+
+
+def _draw_level_2_outcomes(spec, theta, effects, z, rng) -> np.ndarray:
+    """Missing level-2 outcomes given the cluster effects and the observed level-2 outcomes."""
+    clusters = spec.layout.levels[1]
+    between = level_moments(theta, clusters.structure)
+    node_cov = between.total @ between.S @ between.total.T
+    node_mean = (between.alpha[None, :] + spec.data.between_covariates @ between.A_x.T) @ between.total.T
+    nodes = np.concatenate([clusters.effect_nodes, clusters.outcome_nodes])
+    values = np.concatenate([effects, z], axis=1)
+    completed = np.empty_like(values)
+    for j in range(len(values)):  # clusters differ in which outcomes they miss; few clusters miss any
+        completed[j] = _draw_conditional(node_mean[j, nodes][None], node_cov[np.ix_(nodes, nodes)],
+                                         values[j][None], rng)[0]
+    return completed[:, len(clusters.effect_nodes):]
+
+
+def _frame(spec, y: np.ndarray, z: np.ndarray) -> pd.DataFrame:
+    """One completed data set in the shape of the user's data."""
+    data, table = spec.data, spec.table
+    columns = {".row": data.row_labels}
+    if spec.cluster:
+        columns[spec.cluster] = data.cluster_labels[data.cluster_index]
+    columns.update({name: y[:, k] for k, name in enumerate(spec.within.observed)})
+    columns.update({name: z[data.cluster_index, k] for k, name in enumerate(table.between_outcomes)})
+    covariates = spec.within.covariates
+    columns.update({name: data.within_covariates[:, k] for k, name in enumerate(covariates)})
+    if spec.layout.multilevel:
+        columns.update({name: data.between_covariates[data.cluster_index, k]
+                        for k, name in enumerate(spec.layout.levels[1].structure.covariates)})
+    return pd.DataFrame(columns)
