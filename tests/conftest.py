@@ -143,6 +143,9 @@ def _reference_fits() -> dict:
         # issue 16: missing values under MAR, by full information (the default)
         "demo_mar": ((DATA / "demo_twolevel_mar.lavaan").read_text(), pd.read_csv(DATA / "demo_twolevel_mar.csv"),
                      "cluster", {}, {}),
+        "demo_mar_latent": ((DATA / "demo_twolevel_mar.lavaan").read_text(),
+                            pd.read_csv(DATA / "demo_twolevel_mar.csv"), "cluster", {"engine": "latent"},
+                            {"target_accept": 0.9}),
         "mar_outcome": (MAR_OUTCOME_CFA, pd.read_csv(DATA / "mar_outcome.csv"), "cluster", {}, {}),
     }
 
@@ -175,11 +178,6 @@ def reference_fit(name: str, order: str = "as shipped"):
 @pytest.fixture(scope="session")
 def demo_fit():
     return reference_fit("demo")
-
-
-@pytest.fixture(scope="session")
-def demo_latent_fit():
-    return reference_fit("demo_latent")
 
 
 @pytest.fixture(scope="session")

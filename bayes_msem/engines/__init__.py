@@ -88,9 +88,9 @@ class LatentEngine(Engine):
         problem = outcome_coupling(spec)
         if problem:
             return False, problem
-        if spec.data.has_missing:
-            return False, ("with missing values the collapsed engine's observed-data likelihood is used (the latent "
-                           "engine's is not written yet)")
+        if spec.data.has_missing and (spec.within.slopes or spec.table.between_outcomes):
+            return False, ("missing values with random slopes or level-2 outcomes: the latent engine takes missing "
+                           "values of level-1 outcomes only")
         return True, "cluster effects are sampled as random variables"
 
     def build(self, spec, sampler: str):

@@ -181,7 +181,12 @@ def build_latent_model(spec: ModelSpec) -> pm.Model:
                                                      + effects[:, effect_names.index(name)])
         stats = {k: pt.as_tensor_variable(v) for k, v in data.stats.items()}
         stats["n"] = data.stats["n"]
-        if within.slopes:
+        if data.has_missing:  # each row's observed values (no random slopes: see LatentEngine.supports)
+            from bayes_msem.data import missing_pattern_statistics
+            from bayes_msem.engines.missing import observed_rows_logp
+
+            logp = observed_rows_logp(missing_pattern_statistics(data), moments, cluster_means, PYTENSOR_BACKEND)
+        elif within.slopes:
             cross = {k: pt.as_tensor_variable(v) for k, v in cluster_cross_products(data).items()}
             scatter = cluster_scatter(cross, stats, cluster_means, moments.Pi)
             if within.slopes_on_nodes:  # a covariance per cluster

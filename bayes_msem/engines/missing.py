@@ -36,7 +36,7 @@ from bayes_msem.data import missing_pattern_statistics
 from bayes_msem.layout import Placement
 from bayes_msem.matrices import NUMPY_BACKEND, LevelMoments, level_moments, psd_root
 
-__all__ = ["masked_inverse", "missing_logp", "cluster_terms", "draw_missing_cluster_effects",
+__all__ = ["masked_inverse", "missing_logp", "cluster_terms", "observed_rows_logp", "draw_missing_cluster_effects",
            "missing_unit_log_likelihood"]
 
 LOG_2PI = np.log(2 * np.pi)
@@ -71,13 +71,9 @@ def cluster_terms(stats: dict, within: LevelMoments, between: LevelMoments | Non
     gather by pattern and its scatter-add gradient took twice as long under JAX)."""
     xp = backend.xp
     b_b, z_b, place = placement
-    p, r = place.shape
-    K, logdet = masked_inverse(within.Sigma, stats["patterns"], backend)  # (G, p, p), (G,)
-    n = stats["n"]  # (J, G)
-    Pi = within.Pi
-    e = stats["sum_y"] - stats["sum_x"] @ Pi.T  # (J, G, p): sums of y - Pi x
-    loglik = -0.5 * (n @ (stats["patterns"].sum(axis=1) * LOG_2PI + logdet))  # (J,)
-    units = n.shape[0]
+    r = place.shape[1]
+    units = stats["n"].shape[0]
+    loglik = 0.0
     if between is None:
         mu_u = xp.zeros((units, 0))
     else:
@@ -88,27 +84,23 @@ def cluster_terms(stats: dict, within: LevelMoments, between: LevelMoments | Non
             Kz, logdet_z = masked_inverse(between.Sigma[z_b][:, z_b], stats["z_observed"], backend)
             dz = stats["z_observed"] * (stats["z"] - between_mean[:, z_b])
             quad_z = xp.einsum("ja,jab,jb->j", dz, Kz, dz)
-            loglik = loglik - 0.5 * (xp.sum(stats["z_observed"], axis=1) * LOG_2PI + logdet_z + quad_z)
+            loglik = -0.5 * (xp.sum(stats["z_observed"], axis=1) * LOG_2PI + logdet_z + quad_z)
             gain = between.Sigma[b_b][:, z_b] @ Kz  # (J, r, p_z)
             mu_u = mu_u + xp.einsum("jaz,jz->ja", gain, dz)
             Sigma_u = Sigma_u - gain @ between.Sigma[z_b][:, b_b]
     c = within.mean + mu_u @ place.T  # (J, p): each unit's expected level-1 mean
-    G = len(stats["patterns"])
-    N = (n @ K.reshape((G, p * p))).reshape((units, p, p))  # sum over the unit's rows of K_o
-    Ke = e.reshape((units, G * p)) @ K.reshape((G * p, p))  # (J, p): sum over rows of K_o (y - Pi x)
-    Nc = xp.einsum("jpq,jq->jp", N, c)
-    # sum over rows of (y - c - Pi x)' K_o (y - c - Pi x), its y/x part from cross-products per pattern
-    loglik = loglik - 0.5 * (xp.sum(c * Nc, axis=1) - 2.0 * xp.sum(c * Ke, axis=1))
+    rows = _row_pieces(stats, within, c, backend)
+    loglik = loglik + rows["partial"]
 
     def total(loglik):  # the rows' quadratic form in y - Pi x: per unit, or pooled over patterns
         if per_unit:
-            return loglik - 0.5 * _row_quadratic(stats, K, Pi, xp, units)
-        return xp.sum(loglik) - 0.5 * _pooled_quadratic(stats, K, Pi, xp)
+            return loglik - 0.5 * _row_quadratic(stats, rows["K"], within.Pi, xp, units)
+        return xp.sum(loglik) - 0.5 * _pooled_quadratic(stats, rows["K"], within.Pi, xp)
 
     if between is None or r == 0:
         return {"loglik": total(loglik)}
-    A = place.T @ N @ place
-    g = (Ke - Nc) @ place
+    A = place.T @ rows["N"] @ place
+    g = (rows["Ke"] - rows["Nc"]) @ place
     scale = xp.mean(xp.diagonal(Sigma_u, axis1=-2, axis2=-1), axis=-1)[..., None, None]
     L = backend.cholesky(Sigma_u + JITTER * scale * np.eye(r))  # one factor unless there are level-2 outcomes
     M = np.eye(r) + xp.swapaxes(L, -1, -2) @ A @ L
@@ -121,6 +113,34 @@ def cluster_terms(stats: dict, within: LevelMoments, between: LevelMoments | Non
         chol_M, (half_logdet, v) = None, small_cholesky_solve(M, h, r, xp)
     loglik = loglik - half_logdet + 0.5 * xp.sum(v**2, axis=1)
     return {"loglik": total(loglik), "mu_u": mu_u, "L": L, "chol_M": chol_M, "h": h}
+
+
+def _row_pieces(stats: dict, within: LevelMoments, c, backend) -> dict:
+    """The rows' log-density given each unit's level-1 mean ``c`` (units, p),
+    but for the quadratic form in y - Pi x (``partial``, per unit), and the
+    sums over a unit's rows the integration needs: N = sum K_o, Ke = sum K_o (y - Pi x)
+    and Nc = N c."""
+    xp = backend.xp
+    patterns, n = stats["patterns"], stats["n"]  # (G, p), (J, G)
+    G, p = patterns.shape
+    units = n.shape[0]
+    K, logdet = masked_inverse(within.Sigma, patterns, backend)  # (G, p, p), (G,)
+    e = stats["sum_y"] - stats["sum_x"] @ within.Pi.T  # (J, G, p): sums of y - Pi x
+    N = (n @ K.reshape((G, p * p))).reshape((units, p, p))
+    Ke = e.reshape((units, G * p)) @ K.reshape((G * p, p))
+    Nc = xp.einsum("jpq,jq->jp", N, c)
+    # sum over rows of (y - c - Pi x)' K_o (y - c - Pi x), less its part in y - Pi x alone
+    partial = (-0.5 * (n @ (patterns.sum(axis=1) * LOG_2PI + logdet))
+               - 0.5 * (xp.sum(c * Nc, axis=1) - 2.0 * xp.sum(c * Ke, axis=1)))
+    return {"K": K, "N": N, "Ke": Ke, "Nc": Nc, "partial": partial}
+
+
+def observed_rows_logp(stats: dict, within: LevelMoments, cluster_means, backend):
+    """sum over rows of log N(y_i,o; m_j,o + Pi_o x_i, Sigma_W,oo): the rows'
+    observed values given their cluster's level-1 means ``cluster_means``
+    (clusters, p), cluster effects included (the latent engine)."""
+    rows = _row_pieces(stats, within, cluster_means, backend)
+    return backend.xp.sum(rows["partial"]) - 0.5 * _pooled_quadratic(stats, rows["K"], within.Pi, backend.xp)
 
 
 def _pooled_quadratic(stats: dict, K, Pi, xp):

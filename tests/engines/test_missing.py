@@ -159,7 +159,7 @@ def test_engines_say_what_they_do_with_missing_values():
     spec = spec_of(with_holes(simulate_two_level(clusters=10, size=5), seed=3, rate=0.2))
     assert choose_engine("auto", spec)[0] == "collapsed"
     supported, why = get_engine("latent").supports(spec)
-    assert not supported and "collapsed engine" in why
+    assert not supported and "level-1 outcomes only" in why  # TWO_LEVEL has a level-2 outcome, z
     data = with_holes(simulate_two_level(clusters=10, size=5), seed=3, rate=0.2)
     slopes = spec_of(data, "level: 1\n s | y1 ~ x\nlevel: 2\n y1 ~~ s")
     with pytest.raises(ValueError, match="random slopes with missing values are not supported yet: pass "
@@ -196,3 +196,33 @@ def test_cluster_effects_without_level_2_outcomes_follow_the_exact_conditional()
     sd = np.sqrt(np.diag(expected_cov))
     assert np.all(np.abs(draws[:, 0].mean(0) - expected_mean) < 4 * sd / np.sqrt(4000) + 1e-9)
     np.testing.assert_allclose(np.cov(draws[:, 0].T), expected_cov, atol=0.1 * np.abs(expected_cov).max())
+
+
+NO_LEVEL_2_OUTCOME = "level: 1\n fw =~ y1 + y2 + y3\n fw ~ x\n y4 ~ x\nlevel: 2\n fb =~ y1 + y2 + y3\n fb ~ w"
+
+
+def test_the_latent_engine_takes_each_rows_observed_values():
+    """Given the sampled cluster effects, the latent engine's likelihood is the
+    row-wise normal density of each row's observed values."""
+    from bayes_msem.engines.latent import build_latent_model
+
+    from .test_latent import evaluate, random_point
+
+    data = with_holes(simulate_two_level(clusters=8, size=5), seed=6, rate=0.3)
+    data.loc[data.index[:5], ["y1", "y2", "y3", "y4"]] = np.nan  # rows with nothing observed add nothing
+    spec = spec_of(data, NO_LEVEL_2_OUTCOME)
+    model = build_latent_model(spec)
+    values = evaluate(model, random_point(model, seed=3), ["parameters", "cluster_effects", "within_loglik"])
+    within = level_moments(values["parameters"], spec.within)
+    effects = pd.DataFrame(values["cluster_effects"], columns=model.coords["cluster_variable"])
+    expected, prepared = 0.0, spec.data
+    for row in range(prepared.n_rows):
+        j = prepared.cluster_index[row]
+        cluster_mean = np.array([effects.iloc[j][name] if name in spec.table.both_level else 0.0
+                                 for name in spec.within.observed])
+        mean = within.mean + cluster_mean + within.Pi @ prepared.within_covariates[row]
+        y = prepared.within_outcomes[row]
+        seen = ~np.isnan(y)
+        if seen.any():
+            expected += stats.multivariate_normal(mean[seen], within.Sigma[np.ix_(seen, seen)]).logpdf(y[seen])
+    assert float(values["within_loglik"]) == pytest.approx(expected, rel=1e-9)
