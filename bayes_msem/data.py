@@ -435,16 +435,22 @@ def missing_pattern_statistics(data: ClusterData, groups: np.ndarray | None = No
 def describe_missing(data: ClusterData, within_names, between_names) -> dict | None:
     """What the summary says about missing values (None when there are none):
     the count per variable (rows for level-1 outcomes, clusters for level-2
-    ones), the incomplete rows, the missing-data patterns and the rows with no
-    observed outcome (kept: they add nothing but their cluster's level-2 values)."""
+    ones), the incomplete rows, the missing-data patterns, the rows with no
+    observed outcome (kept: they add nothing but their cluster's level-2 values)
+    and the covariance coverage of the level-1 outcomes (the share of rows
+    where both of a pair are observed, lavaan's ``lavInspect(fit, "coverage")``)."""
     if not data.has_missing:
         return None
     y_missing, z_missing = np.isnan(data.within_outcomes), np.isnan(data.between_outcomes)
     counts = {name: int(k) for name, k in zip(list(within_names) + list(between_names),
                                               np.concatenate([y_missing.sum(0), z_missing.sum(0)])) if k}
+    observed = (~y_missing).astype(float)
+    coverage = observed.T @ observed / len(observed)  # share of rows where both are observed (lavaan's "coverage")
     return {"counts": counts, "incomplete_rows": int(y_missing.any(axis=1).sum()),
             "patterns": len(np.unique(y_missing, axis=0)), "empty_rows": int(y_missing.all(axis=1).sum()),
-            "incomplete_clusters": int(z_missing.any(axis=1).sum())}
+            "incomplete_clusters": int(z_missing.any(axis=1).sum()),
+            "coverage": {a: {b: float(coverage[i, k]) for k, b in enumerate(within_names)}
+                         for i, a in enumerate(within_names)}}
 
 
 def covariate_moments(table: ParameterTable, data: ClusterData) -> dict[tuple[int, str, str, str], float]:

@@ -63,6 +63,14 @@ def _section(title: str, body: str) -> str:
     return f"<h2>{html.escape(title)}</h2>\n{body}\n"
 
 
+# a callable: pandas passes floats in object columns (a table mixing numbers and text) to it directly
+THREE_DECIMALS = "{:.3f}".format
+
+MISSING_KEY = ("<p>Handled under MAR by full information: every observed value is used and no row is dropped "
+               "(counts in the summary above). Covariance coverage: the share of rows where both variables are "
+               "observed; the diagonal is each variable's share observed.</p>")
+
+
 def report_html(result) -> str:
     """The report of a :class:`~bayes_msem.results.FitResult` as an HTML string."""
     import matplotlib
@@ -87,11 +95,13 @@ def report_html(result) -> str:
         if ax is not None:
             diagrams.append(f'<div class="path-diagram">{_svg_html(ax.figure, f"path diagram {level}")}</div>')
     parts.append(_section("Path diagrams", DIAGRAM_KEY + "\n".join(diagrams)))
+    if result.info.get("missing"):
+        parts.append(_section("Missing values", MISSING_KEY + result.coverage().to_html(float_format=THREE_DECIMALS)))
     effects = result.effects()
     if len(effects):
         fig, ax = plt.subplots(figsize=(7, 0.4 * len(effects) + 1.5))
         forest_plot(effects, ax)
-        parts.append(_section("Effects", effects.to_html(index=False, float_format="%.3f") + _figure_html(fig, "forest")))
+        parts.append(_section("Effects", effects.to_html(index=False, float_format=THREE_DECIMALS) + _figure_html(fig, "forest")))
     parts.append(_section("Parameters", _parameter_table_html(summary)))
     parts.append(_section("Rank plots", _rank_plots(result, summary)))
     if "cluster_effects" in result.idata.posterior:
@@ -193,7 +203,7 @@ def _fit_html(result) -> str:
                  + (f'<p class="warning">{len(flagged)} observed covariance(s) outside the 95% predictive '
                     "interval (p below 0.025 or above 0.975).</p>" if len(flagged) else
                     "<p>Every observed covariance lies inside its 95% predictive interval.</p>")
-                 + covariances.to_html(index=False, float_format="%.3f"))
+                 + covariances.to_html(index=False, float_format=THREE_DECIMALS))
     return "".join(parts)
 
 
@@ -215,7 +225,7 @@ def _sensitivity_html(result) -> str:
     verdict = (f'<p class="warning">{len(flagged)} parameter(s) flagged: {html.escape(", ".join(names))}. '
                "Check their priors (result.priors()) and refit with others to see how much they matter.</p>"
                if len(flagged) else f"<p>No parameter's prior sensitivity reaches {threshold}.</p>")
-    return intro + verdict + table.to_html(index=False, float_format="%.3f")
+    return intro + verdict + table.to_html(index=False, float_format=THREE_DECIMALS)
 
 
 def write_report(result, path) -> Path:

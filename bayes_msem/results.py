@@ -290,6 +290,17 @@ class FitResult:
             raise ValueError(f"no cluster effect {variable!r}; choose from {sorted(set(frame.variable))}")
         return caterpillar_plot(frame, variable, ax)
 
+    def coverage(self) -> pd.DataFrame:
+        """Covariance coverage of the level-1 outcomes: the share of rows where
+        both variables of a pair are observed (lavaan's ``lavInspect(fit,
+        "coverage")``); the diagonal is each variable's share observed. All
+        ones without missing values."""
+        missing = self.info.get("missing")
+        if not missing:
+            names = list(self.spec.within.observed) if self.spec is not None else []
+            return pd.DataFrame(1.0, index=names, columns=names)
+        return pd.DataFrame(missing["coverage"]).T
+
     def impute(self, m: int = 20, random_seed: int | None = None) -> pd.DataFrame:
         """``m`` completed data sets, each with the missing values drawn from
         their posterior predictive distribution given one posterior draw (Mplus

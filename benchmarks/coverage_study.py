@@ -35,6 +35,13 @@ STUDIES = {
                    "b~~b|between": 0.04, "cp~~cp|between": 0.02, "a~~b|between": 0.02, "m~~m|between": 0.3,
                    "y~~y|between": 0.3},
                   {"clusters": [50], "cluster_size": [10]}),
+    # missing values (issue 16): a two-level SEM with 30% of y1-y3 missing at random given x (MAR), fitted
+    # by full information (the default)
+    "sem_mar": ("level: 1\n  fw =~ y1 + y2 + y3\n  fw ~ x\nlevel: 2\n  fb =~ y1 + y2 + y3",
+                {"fw=~y2|within": 0.8, "fw=~y3|within": 0.7, "fw~x|within": 0.5, "fb=~y2|between": 0.9,
+                 "fb=~y3|between": 0.8, "fb~~fb|between": 0.5, "y1~~y1|between": 0.1, "y2~~y2|between": 0.1,
+                 "y3~~y3|between": 0.1, "y1~1|between": 0.5},
+                {"clusters": [50], "cluster_size": [10], "missing_rate": [0.3], "missing_mechanism": ["MAR"]}),
 }
 
 KIND = {"=~": "loading", "~": "regression", "~1": "intercept"}

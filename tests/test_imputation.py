@@ -1,6 +1,7 @@
-"""Multiple imputation: missing values drawn from their exact conditional,
-observed values kept, one completed data set per posterior draw, and (slow)
-imputed means that undo the bias of the complete cases under MAR."""
+"""Results with missing values: multiple imputation (missing values drawn from
+their exact conditional, observed values kept, one completed data set per
+posterior draw, and, slow, imputed means that undo the bias of the complete
+cases under MAR) and the covariance coverage in the summary and the report."""
 
 import warnings
 
@@ -63,3 +64,15 @@ def test_imputed_means_undo_the_complete_case_bias():
     completed = reference_fit("mar_outcome").impute(m=10, random_seed=1)
     assert data.y2.mean() < -0.4
     assert abs(completed.y2.mean() - (-0.114)) < 0.2
+
+
+def test_coverage_is_the_share_of_rows_with_both_observed(small_incomplete_fit):
+    data, result = small_incomplete_fit
+    coverage = result.coverage()
+    observed = data[["y1", "y2", "y3", "y4"]].notna()
+    assert coverage.loc["y1", "y2"] == pytest.approx((observed.y1 & observed.y2).mean())
+    assert coverage.loc["y3", "y3"] == pytest.approx(observed.y3.mean())
+    assert "Missing values (full information, MAR; no row dropped)" in str(result)
+    from bayes_msem.html_report import report_html
+
+    assert "Covariance coverage" in report_html(result)
