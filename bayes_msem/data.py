@@ -30,7 +30,8 @@ import pandas as pd
 from bayes_msem.errors import DataError
 from bayes_msem.partable import DERIVED_SUFFIXES, ParameterTable
 
-__all__ = ["ClusterData", "prepare_data", "MISSING_OPTIONS", "missing_pattern_statistics", "describe_missing"]
+__all__ = ["ClusterData", "prepare_data", "MISSING_OPTIONS", "missing_pattern_statistics", "describe_missing",
+           "covariates_with_missing"]
 
 MISSING_OPTIONS = ("fiml", "ml", "listwise", "error")  # "ml" is lavaan's name for "fiml"
 
@@ -163,18 +164,32 @@ def _handle_missing(data: pd.DataFrame, table: ParameterTable, cluster: str | No
 
 
 def _check_missing_fiml(data: pd.DataFrame, table: ParameterTable, counts: pd.Series) -> None:
-    """Missing values that full information cannot use yet: of a covariate, or a whole column."""
+    """Missing values that full information cannot use: a whole column, or a
+    covariate (:class:`~bayes_msem.model.Model` brings covariates with missing
+    values into the model first, see :func:`covariates_with_missing`; centered ones it cannot)."""
     for name, count in counts.items():
         if count == len(data):
             raise DataError(f"variable {name!r} is missing on every row; drop it from the model or check how the "
                             "file was read (missing-value codes: --na-values on the command line)")
-    covariates = {table.derived[n][0] if n in table.derived else n for roles in table.levels for n in roles.covariates}
-    for name, count in counts.items():
-        if name in covariates:
-            rows = int(count)
-            raise DataError(f"covariate {name!r} has {rows} missing value(s). Missing values of exogenous "
-                            "covariates are not modelled yet: pass missing='listwise' to drop those rows (the "
-                            f"summary reports how many), or impute {name!r} first.")
+    derived = table.derived
+    for roles in table.levels:
+        for covariate in roles.covariates:
+            name, centered = (derived[covariate][0], True) if covariate in derived else (covariate, False)
+            if name not in counts:
+                continue
+            how = ("a centered covariate's missing values are not modelled yet" if centered else
+                   "a covariate's missing values need it brought into the model (bm.Model does so by itself)")
+            raise DataError(f"covariate {name!r} has {int(counts[name])} missing value(s): {how}. Pass "
+                            f"missing='listwise' to drop those rows (the summary reports how many), or impute "
+                            f"{name!r} first.")
+
+
+def covariates_with_missing(table: ParameterTable, data: pd.DataFrame) -> dict[str, int]:
+    """Exogenous covariates (not centered copies) with missing values in ``data``, and how many."""
+    derived = table.derived
+    names = [n for roles in table.levels for n in roles.covariates if n not in derived and n in data]
+    counts = data[names].isna().sum()
+    return {name: int(k) for name, k in counts.items() if k}
 
 
 def _cluster_ranges(data: pd.DataFrame, names, cluster: str) -> pd.DataFrame:

@@ -13,19 +13,28 @@ Example
 from __future__ import annotations
 
 import sys
+import warnings
 
 import numpy as np
 import pandas as pd
 
 from bayes_msem import __version__
-from bayes_msem.data import describe_missing
+from bayes_msem.data import covariates_with_missing, describe_missing
 from bayes_msem.defined import check_definitions
 from bayes_msem.engines import choose_engine, get_engine
-from bayes_msem.partable import build_partable, level_name
+from bayes_msem.partable import build_partable, level_name, with_covariates_modelled
 from bayes_msem.priors import DefaultPriors
 from bayes_msem.spec import ModelSpec, build_spec
+from bayes_msem.syntax import parse_model
 
 __all__ = ["Model"]
+
+
+def _covariate_note(counts: dict[str, int]) -> str:
+    """The announcement that covariates with missing values were brought into the model."""
+    listing = ", ".join(f"{name} ({k} rows)" for name, k in counts.items())
+    return (f"covariates with missing values brought into the model: {listing}; their distribution given the "
+            "complete covariates is estimated, so no row is dropped for them")
 
 
 def check_seed(seed) -> None:
@@ -73,6 +82,12 @@ class Model:
         self.syntax = syntax
         self.centering = dict(centering or {})
         table = build_partable(syntax, centering=self.centering)
+        self.modelled_covariates = covariates_with_missing(table, data) if missing in ("fiml", "ml") else {}
+        if self.modelled_covariates:
+            table = build_partable(with_covariates_modelled(parse_model(syntax), table, set(self.modelled_covariates)),
+                                   centering=self.centering)
+            warnings.warn(f"{_covariate_note(self.modelled_covariates)} (see the summary's parameters).",
+                          UserWarning, stacklevel=2)
         check_definitions(table.rows)
         self.spec: ModelSpec = build_spec(table, data, cluster=cluster, missing=missing, priors=priors)
         self.engine, self.engine_reason = choose_engine(engine, self.spec)
@@ -126,6 +141,7 @@ class Model:
             "model_type": "two-level SEM" if self.spec.layout.multilevel else "single-level SEM",
             "n_rows": data.n_rows, "n_dropped": data.n_dropped, "dropped_reason": data.dropped_reason,
             "missing": describe_missing(data, self.spec.within.observed, self.spec.table.between_outcomes),
+            "modelled_covariates": _covariate_note(self.modelled_covariates) if self.modelled_covariates else "",
             "cluster": self.spec.cluster,
             "cluster_labels": [str(c) for c in data.cluster_labels], "cluster_sizes": data.cluster_sizes.tolist(),
             "chains": chains, "draws": draws, "tune": tune, "random_seed": random_seed,

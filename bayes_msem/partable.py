@@ -417,6 +417,26 @@ def _apply_centering(rows: list[SyntaxRow], centering: dict[str, str] | None,
     return out
 
 
+def with_covariates_modelled(parsed: ParsedModel, table: ParameterTable, names: set[str]) -> ParsedModel:
+    """The model with the covariates ``names`` brought into it, as Mplus does for
+    a covariate with missing values that the model mentions (lavaan's
+    ``missing = "ml.x"``): each becomes a modelled variable of its level,
+    regressed on the covariates of that level that stay covariates, with a free
+    residual variance, and correlated with the others brought in. Its
+    distribution is then estimated, so full information handles its missing
+    values. A level-1 covariate stays within-only (no between part), as it was."""
+    added = []
+    for roles in table.levels:
+        brought = [n for n in roles.covariates if n in names]
+        kept = [n for n in roles.covariates if n not in names]
+        for i, name in enumerate(brought):
+            rows = [(name, "~~", name)] + [(name, "~", other) for other in kept]
+            rows += [(name, "~~", other) for other in brought[i + 1:]]
+            added += [SyntaxRow(lhs, op, rhs, roles.level, text=f"{lhs} {op} {rhs}  (added: missing values)")
+                      for lhs, op, rhs in rows]
+    return replace(parsed, rows=tuple(parsed.rows) + tuple(added))
+
+
 def build_partable(parsed: ParsedModel | str, centering: dict[str, str] | None = None) -> ParameterTable:
     """Build the parameter table (with lavaan's defaults) from parsed model text.
 

@@ -116,7 +116,8 @@ def summary_text(result) -> str:
         f"  Engine {info['engine']}: {info.get('engine_reason', '')}",
         f"  Observations {info['n_rows']}" + (f" ({info['n_dropped']} dropped: {info.get('dropped_reason') or 'listwise'})"
                                               if info.get("n_dropped") else ""),
-    ] + _missing_lines(info.get("missing"))
+    ] + _missing_lines(info.get("missing")) + ([f"    {info['modelled_covariates'].capitalize()}"]
+                                               if info.get("modelled_covariates") else [])
     if info.get("cluster"):
         sizes = info["cluster_sizes"]
         lines.append(f"  Clusters {len(sizes)} ({info['cluster']}), sizes {min(sizes)} to {max(sizes)}")

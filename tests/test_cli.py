@@ -40,10 +40,10 @@ def test_data_error_names_the_fix(tmp_path, capsys):
     assert "needs --cluster COLUMN naming" in capsys.readouterr().err  # the command's option, not Python's cluster=
     holes = bm.example_data().assign(x1=lambda d: d.x1.mask(d.index < 3))
     holes.to_csv(data, index=False)
-    assert main(["fit", str(model), str(data), "--cluster", "cluster"]) == 2
+    assert main(["fit", str(model), str(data), "--cluster", "cluster", "--centering", "x1=cluster-mean"]) == 2
     error = capsys.readouterr().err
-    assert "covariate 'x1' has 3 missing value(s)" in error
-    assert "pass --missing listwise to drop those rows" in error and "missing=" not in error
+    assert "covariate 'x1' has 3 missing value(s): a centered covariate's" in error
+    assert "Pass --missing listwise to drop those rows" in error and "missing=" not in error
 
 
 @pytest.mark.slow
@@ -176,8 +176,8 @@ def test_missing_value_codes_are_read_as_missing(tmp_path, capsys):
     assert read.isna().sum().tolist() == [1, 1] and read.dtypes.tolist() == [float, float]
     model = tmp_path / "m.lavaan"
     model.write_text("y ~ x")
-    assert main(["fit", str(model), str(data), "--na-values=-99,."]) == 2
-    assert "covariate 'x' has 1 missing value(s)" in capsys.readouterr().err
+    assert main(["fit", str(model), str(data), "--na-values=-99,.", "--missing", "error"]) == 2
+    assert "2 of 3 rows have missing values (y: 1, x: 1)" in capsys.readouterr().err
 
 
 def test_warnings_are_printed_once_in_the_commands_words(capsys):

@@ -53,3 +53,28 @@ def test_model_repr_says_what_it_holds():
     model = bm.Model(bm.example_model("demo_twolevel"), bm.example_data("demo_twolevel"), cluster="cluster")
     assert repr(model) == ("<bayes_msem.Model: two-level, 20 free parameters, 2500 rows, 200 clusters of 'cluster', "
                            "engine 'collapsed'>")
+
+
+def test_covariates_with_missing_values_are_brought_into_the_model():
+    import numpy as np
+
+    data = bm.example_data("demo_twolevel")
+    data.loc[data.index[::10], "x1"] = np.nan
+    data.loc[data.cluster.isin([3, 7]), "w1"] = np.nan
+    with pytest.warns(UserWarning, match=r"brought into the model: x1 \(250 rows\), w1"):
+        model = bm.Model(bm.example_model("demo_twolevel"), data, cluster="cluster")
+    table = model.partable().set_index(["lhs", "op", "rhs", "level"])
+    assert table.loc[("x1", "~~", "x1", "within"), "free"] > 0  # its variance estimated
+    assert table.loc[("x1", "~", "x2", "within"), "free"] > 0  # given the complete covariates
+    assert table.loc[("w1", "~", "w2", "between"), "free"] > 0
+    assert not table.loc[("x2", "~~", "x3", "within"), "free"] > 0  # the others stay fixed.x
+    assert model.spec.data.n_rows == 2500 and model.spec.data.has_missing
+
+
+def test_a_centered_covariate_with_missing_values_is_refused():
+    import numpy as np
+
+    data = simulate_small_two_level()
+    data.loc[[0, 3], "x"] = np.nan
+    with pytest.raises(bm.DataError, match="covariate 'x' has 2 missing value\\(s\\): a centered covariate's"):
+        bm.Model("level: 1\n y ~ x\nlevel: 2\n y ~~ y", data, cluster="school", centering={"x": "cluster-mean"})
