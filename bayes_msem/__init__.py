@@ -35,14 +35,16 @@ __all__ = ["Model", "FitResult", "load_result", "compare", "DefaultPriors", "Mod
 _EXAMPLES = {"demo_twolevel": ("demo_twolevel.csv", "demo_twolevel.lavaan", "cluster"),
              "mplus_ex9_6": ("mplus_ex9_6.csv", "mplus_ex9_6.lavaan", "clus"),
              "mediation_111_random_slopes": ("mediation_111_random_slopes.csv", "mediation_111_random_slopes.lavaan",
-                                             "cluster")}
+                                             "cluster"),
+             "demo_twolevel_mar": ("demo_twolevel_mar.csv", "demo_twolevel_mar.lavaan", "cluster")}
 
 
 def example_data(name: str = "demo_twolevel"):
     """A shipped data set as a DataFrame: ``demo_twolevel`` (lavaan's Demo.twolevel),
     ``mplus_ex9_6`` (Mplus User's Guide example 9.6) or ``mediation_111_random_slopes``
     (simulated 1-1-1 mediation with random a, b and c paths; fit it with
-    ``centering={"m": "none"}``)."""
+    ``centering={"m": "none"}``) or ``demo_twolevel_mar`` (Demo.twolevel with
+    values of y1-y3 missing at random given x1-x3; 30% of rows incomplete)."""
     import pandas as pd
 
     if name not in _EXAMPLES:

@@ -24,6 +24,7 @@ MEDIATION_GRID = [f"mediation_{j}_{n}" for j in (100, 500, 5000) for n in (10, 2
 CONFIGS = ([(name, "collapsed", "numpyro") for name in MEDIATION_GRID]
            + [("mediation_100_20", "latent", "numpyro"), ("mediation_500_20", "latent", "numpyro")]
            + [("demo_twolevel", "collapsed", "numpyro"), ("demo_twolevel", "latent", "numpyro"),
+              ("demo_twolevel_mar", "collapsed", "numpyro"), ("demo_twolevel_mar", "latent", "numpyro"),
               ("demo_twolevel", "collapsed", "nutpie"), ("demo_twolevel", "collapsed", "pymc"),
               ("mplus_ex9_6", "collapsed", "numpyro"), ("mplus_ex9_6", "latent", "numpyro")])
 
@@ -40,7 +41,7 @@ if name.startswith("mediation_"):
     model = bm.Model(bm.example_model("mediation_111_random_slopes"), simulate_mediation_111(clusters, size),
                      cluster="cluster", engine=engine, centering={"m": "none"})
 else:
-    cluster = {"demo_twolevel": "cluster", "mplus_ex9_6": "clus"}[name]
+    cluster = {"demo_twolevel": "cluster", "demo_twolevel_mar": "cluster", "mplus_ex9_6": "clus"}[name]
     model = bm.Model(bm.example_model(name), bm.example_data(name), cluster=cluster, engine=engine)
 fit_start = time.perf_counter()
 result = model.fit(random_seed=1, progressbar=False, sampler=sampler)

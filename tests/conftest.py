@@ -141,11 +141,9 @@ def _reference_fits() -> dict:
         "mediation": (bm.example_model("mediation_111_random_slopes"), bm.example_data("mediation_111_random_slopes"),
                       "cluster", {"centering": {"m": "none"}}, {}),
         # issue 16: missing values under MAR, by full information (the default)
-        "demo_mar": ((DATA / "demo_twolevel_mar.lavaan").read_text(), pd.read_csv(DATA / "demo_twolevel_mar.csv"),
-                     "cluster", {}, {}),
-        "demo_mar_latent": ((DATA / "demo_twolevel_mar.lavaan").read_text(),
-                            pd.read_csv(DATA / "demo_twolevel_mar.csv"), "cluster", {"engine": "latent"},
-                            {"target_accept": 0.9}),
+        "demo_mar": (bm.example_model("demo_twolevel_mar"), bm.example_data("demo_twolevel_mar"), "cluster", {}, {}),
+        "demo_mar_latent": (bm.example_model("demo_twolevel_mar"), bm.example_data("demo_twolevel_mar"), "cluster",
+                            {"engine": "latent"}, {"target_accept": 0.9}),
         "mar_outcome": (MAR_OUTCOME_CFA, pd.read_csv(DATA / "mar_outcome.csv"), "cluster", {}, {}),
     }
 
