@@ -110,10 +110,17 @@ def test_single_level_rows_by_pattern():
     np.testing.assert_allclose(missing_unit_log_likelihood(spec, theta[None, None])[0, 0], expected, rtol=1e-9)
 
 
-def test_cluster_effect_draws_follow_the_exact_conditional():
+NO_LEVEL_2_OUTCOME = "level: 1\n fw =~ y1 + y2 + y3\n fw ~ x\n y4 ~ x\nlevel: 2\n fb =~ y1 + y2 + y3\n fb ~ w"
+
+
+@pytest.mark.parametrize("syntax", [TWO_LEVEL, NO_LEVEL_2_OUTCOME], ids=["level-2 outcome", "none"])
+def test_cluster_effect_draws_follow_the_exact_conditional(syntax):
+    """Cluster 0's effects against conditioning the joint normal of its
+    observed values; with a level-2 outcome (missing in cluster 0) u's
+    covariance differs per cluster, without one it is one matrix."""
     data = with_holes(simulate_two_level(clusters=10, size=5), seed=2, rate=0.3)
-    data.loc[data.g == 0, "z"] = np.nan  # cluster 0's level-2 outcome missing too
-    spec = spec_of(data)
+    data.loc[data.g == 0, "z"] = np.nan
+    spec = spec_of(data, syntax)
     theta = parameter_draw(spec, 8)
     draws = draw_missing_cluster_effects(spec, np.broadcast_to(theta, (1, 4000, len(theta))).copy(), seed=1)[0]
     between = level_moments(theta, spec.between)
@@ -127,7 +134,8 @@ def test_cluster_effect_draws_follow_the_exact_conditional():
         for i, name in enumerate(spec.within.observed):
             if name in spec.table.both_level:
                 loading[r * p + i, nodes.index(name)] = 1.0
-    loading[rows * p:, nodes.index("z")] = 1.0
+    for k, name in enumerate(spec.table.between_outcomes):
+        loading[rows * p + k, nodes.index(name)] = 1.0
     seen = ~np.isnan(values)
     effects = list(spec.layout.levels[1].effect_nodes)
     cross = node_cov[effects] @ loading[seen].T
@@ -167,38 +175,6 @@ def test_engines_say_what_they_do_with_missing_values():
         choose_engine("auto", slopes)
     single = build_spec("y1 ~ x", data.drop(columns="g"))
     assert choose_engine("auto", single)[0] == "collapsed"
-
-
-def test_cluster_effects_without_level_2_outcomes_follow_the_exact_conditional():
-    """The same check as above where u's covariance is one matrix for every cluster."""
-    syntax = "level: 1\n fw =~ y1 + y2 + y3\n fw ~ x\nlevel: 2\n fb =~ y1 + y2 + y3\n fb ~ w"
-    data = with_holes(simulate_two_level(clusters=8, size=4), seed=5, rate=0.4)
-    spec = spec_of(data, syntax)
-    theta = parameter_draw(spec, 9)
-    draws = draw_missing_cluster_effects(spec, np.broadcast_to(theta, (1, 4000, len(theta))).copy(), seed=2)[0]
-    effects = list(spec.layout.levels[1].effects)
-    between = level_moments(theta, spec.between)
-    nodes = spec.between.nodes
-    node_cov = between.total @ between.S @ between.total.T
-    node_mean = between.total @ (between.alpha + between.A_x @ spec.data.between_covariates[0])
-    mean, cov, values = stacked_moments(spec, theta, 0)
-    rows, p = int(np.sum(spec.data.cluster_index == 0)), spec.within.n_observed
-    loading = np.zeros((len(values), len(nodes)))
-    for r in range(rows):
-        for i, name in enumerate(spec.within.observed):
-            loading[r * p + i, nodes.index(name)] = 1.0
-    seen = ~np.isnan(values)
-    index = [nodes.index(n) for n in effects]
-    cross = node_cov[index] @ loading[seen].T
-    gain = cross @ np.linalg.inv(cov[np.ix_(seen, seen)])
-    expected_mean = node_mean[index] + gain @ (values[seen] - mean[seen])
-    expected_cov = node_cov[np.ix_(index, index)] - gain @ cross.T
-    sd = np.sqrt(np.diag(expected_cov))
-    assert np.all(np.abs(draws[:, 0].mean(0) - expected_mean) < 4 * sd / np.sqrt(4000) + 1e-9)
-    np.testing.assert_allclose(np.cov(draws[:, 0].T), expected_cov, atol=0.1 * np.abs(expected_cov).max())
-
-
-NO_LEVEL_2_OUTCOME = "level: 1\n fw =~ y1 + y2 + y3\n fw ~ x\n y4 ~ x\nlevel: 2\n fb =~ y1 + y2 + y3\n fb ~ w"
 
 
 def test_the_latent_engine_takes_each_rows_observed_values():
