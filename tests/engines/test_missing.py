@@ -24,12 +24,12 @@ MODELLED = ["y1", "y2", "y3", "y4", "z"]
 
 
 def with_holes(data: pd.DataFrame, seed: int, rate: float) -> pd.DataFrame:
-    """Values of the level-1 outcomes set missing at random; z (level 2) per cluster."""
+    """Values of the level-1 outcomes set missing completely at random; z (level 2) per cluster."""
     rng = np.random.default_rng(seed)
     out = data.copy()
     for name in ["y1", "y2", "y3", "y4"]:
         out.loc[rng.uniform(size=len(out)) < rate, name] = np.nan
-    missing_z = rng.uniform(size=out.g.max() + 1) < rate
+    missing_z = rng.uniform(size=out.g.max() + 1) < min(rate, 0.3)  # z observed in enough clusters to vary
     out.loc[missing_z[out.g], "z"] = np.nan
     return out
 
@@ -54,7 +54,7 @@ def spec_of(data, syntax=TWO_LEVEL, cluster="g"):
     return build_spec(syntax, data, cluster=cluster, priors={"slope_sd": 0.5})
 
 
-@settings(max_examples=15, deadline=None)
+@settings(max_examples=15, deadline=None, derandomize=True)  # the same examples in every CI run
 @given(seed=st.integers(0, 10_000), rate=st.sampled_from([0.1, 0.3, 0.6]))
 def test_observed_data_likelihood_equals_the_stacked_normal(seed, rate):
     data = with_holes(simulate_two_level(seed=seed % 7, clusters=10, size=5), seed, rate)
