@@ -215,8 +215,9 @@ def _run(args) -> None:
                            target_accept=args.target_accept)
         warned = result.diagnostic_messages()  # what fit() warned, in Python's words
         result.info["interface"] = "cli"  # the summary gives the same advice in the command's words
-        print("Checking the model: posterior predictive p-value (PPP)...", file=sys.stderr)
-        result.try_ppp()  # shown in the summary's header
+        if not (model.spec.within.slopes or model.spec.data.has_missing):  # the cases without a PPP yet
+            print("Checking the model: posterior predictive p-value (PPP)...", file=sys.stderr)
+            result.try_ppp()  # shown in the summary's header
     print(result)
     _print_warnings(caught, shown_in_summary=warned)
     if args.out is not None:
