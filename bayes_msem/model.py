@@ -22,10 +22,9 @@ from bayes_msem import __version__
 from bayes_msem.data import covariates_with_missing, describe_missing
 from bayes_msem.defined import check_definitions
 from bayes_msem.engines import choose_engine, get_engine
-from bayes_msem.partable import build_partable, level_name, with_covariates_modelled
+from bayes_msem.partable import build_partable, level_name, model_table
 from bayes_msem.priors import DefaultPriors
 from bayes_msem.spec import ModelSpec, build_spec
-from bayes_msem.syntax import parse_model
 
 __all__ = ["Model"]
 
@@ -84,8 +83,7 @@ class Model:
         table = build_partable(syntax, centering=self.centering)
         self.modelled_covariates = covariates_with_missing(table, data) if missing in ("fiml", "ml") else {}
         if self.modelled_covariates:
-            table = build_partable(with_covariates_modelled(parse_model(syntax), table, set(self.modelled_covariates)),
-                                   centering=self.centering)
+            table = model_table(syntax, self.centering, self.modelled_covariates)
             warnings.warn(f"{_covariate_note(self.modelled_covariates)} (see the summary's parameters).",
                           UserWarning, stacklevel=2)
         check_definitions(table.rows)
@@ -142,6 +140,7 @@ class Model:
             "n_rows": data.n_rows, "n_dropped": data.n_dropped, "dropped_reason": data.dropped_reason,
             "missing": describe_missing(data, self.spec.within.observed, self.spec.table.between_outcomes),
             "modelled_covariates": _covariate_note(self.modelled_covariates) if self.modelled_covariates else "",
+            "covariates_brought_in": list(self.modelled_covariates),
             "cluster": self.spec.cluster,
             "cluster_labels": [str(c) for c in data.cluster_labels], "cluster_sizes": data.cluster_sizes.tolist(),
             "chains": chains, "draws": draws, "tune": tune, "random_seed": random_seed,

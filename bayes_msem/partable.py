@@ -437,6 +437,19 @@ def with_covariates_modelled(parsed: ParsedModel, table: ParameterTable, names: 
     return replace(parsed, rows=tuple(parsed.rows) + tuple(added))
 
 
+def model_table(syntax: str, centering: dict[str, str] | None = None,
+                modelled_covariates=()) -> ParameterTable:
+    """The parameter table of a fitted model: ``syntax`` with the covariates in
+    ``modelled_covariates`` brought into the model (:func:`with_covariates_modelled`).
+    :class:`~bayes_msem.model.Model` and a result's ``parameter_table()`` both build it
+    here, so the variable roles always match the fitted rows."""
+    table = build_partable(syntax, centering=centering)
+    if not modelled_covariates:
+        return table
+    return build_partable(with_covariates_modelled(parse_model(syntax), table, set(modelled_covariates)),
+                          centering=centering)
+
+
 def build_partable(parsed: ParsedModel | str, centering: dict[str, str] | None = None) -> ParameterTable:
     """Build the parameter table (with lavaan's defaults) from parsed model text.
 

@@ -160,10 +160,11 @@ class FitResult:
         """The :class:`~bayes_msem.partable.ParameterTable` (rows and variable roles) of the fitted model."""
         from dataclasses import replace
 
-        from bayes_msem.partable import build_partable
+        from bayes_msem.partable import model_table
 
-        return replace(build_partable(self.info["model_text"], centering=self.info.get("centering") or None),
-                       rows=self.table)
+        table = model_table(self.info["model_text"], self.info.get("centering") or None,
+                            self.info.get("covariates_brought_in") or ())
+        return replace(table, rows=self.table)
 
     def standardized(self) -> pd.DataFrame:
         """Standardized solution (lavaan's ``std.all``) per level: posterior mean,

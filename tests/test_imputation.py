@@ -76,3 +76,20 @@ def test_coverage_is_the_share_of_rows_with_both_observed(small_incomplete_fit):
     from bayes_msem.html_report import report_html
 
     assert "Covariance coverage" in report_html(result)
+
+
+def test_a_covariate_brought_into_the_model_keeps_its_role_in_the_results():
+    """The result's parameter table is rebuilt with the covariate brought in, so
+    standardized estimates and R-squared read the fitted rows with the right roles."""
+    data = simulate_two_level(clusters=20, size=6)
+    data.loc[data.index[::7], "x"] = np.nan
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        result = bm.Model(TWO_LEVEL, data, cluster="g").fit(draws=100, tune=150, chains=2, progressbar=False,
+                                                            random_seed=2)
+    table = result.parameter_table()
+    assert "x" in table.level_roles(1).observed and "x" not in table.level_roles(1).covariates
+    assert "x ~ x" not in str(result) and "Covariates with missing values brought into the model: x" in str(result)
+    standardized = result.standardized().set_index(["lhs", "op", "rhs", "level"])
+    assert np.isfinite(standardized.loc[("fw", "~", "x", "within"), "mean"])
+    assert 0 < result.r_squared().set_index(["variable", "level"]).loc[("fw", "within"), "mean"] < 1
