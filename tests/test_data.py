@@ -57,8 +57,8 @@ def test_covariate_moments_are_lavaan_fixed_x_values():
      "2 of 12 rows have missing values (y: 2)"),
     (lambda d: d.assign(y=np.where(np.arange(len(d)) < 2, np.nan, d.y)), {"missing": "error"}, "missing='listwise'"),
     (lambda d: d.assign(x=np.where(np.arange(len(d)) < 2, np.nan, d.x)), {},
-     "covariate 'x' has 2 missing value(s). Missing values of exogenous covariates are not modelled yet: pass "
-     "missing='listwise'"),
+     "covariate 'x' has 2 missing value(s): a covariate's missing values need it brought into the model (bm.Model "
+     "does so by itself). Pass missing='listwise'"),
     (lambda d: d.assign(y=np.nan), {}, "variable 'y' is missing on every row"),
 ])
 def test_data_errors(change, kwargs, words):
