@@ -84,8 +84,7 @@ def _draw_level_2_outcomes(spec, theta, effects, z, rng) -> np.ndarray:
     """Missing level-2 outcomes given the cluster effects and the observed level-2 outcomes."""
     clusters = spec.layout.levels[1]
     between = level_moments(theta, clusters.structure)
-    node_cov = between.total @ between.S @ between.total.T
-    node_mean = (between.alpha[None, :] + spec.data.between_covariates @ between.A_x.T) @ between.total.T
+    node_mean, node_cov = between.node_moments(spec.data.between_covariates)
     nodes = np.concatenate([clusters.effect_nodes, clusters.outcome_nodes])
     values = np.concatenate([effects, z], axis=1)
     completed = np.empty_like(values)

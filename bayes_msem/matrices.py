@@ -175,6 +175,12 @@ class LevelMoments:
     alpha: object
     S: object
 
+    def node_moments(self, w):
+        """Mean of every node (observed and latent) per unit given the covariates
+        ``w`` (units, q), and the nodes' covariance: what drawing cluster effects
+        conditions on (NumPy)."""
+        return (self.alpha[None, :] + w @ self.A_x.T) @ self.total.T, self.total @ self.S @ self.total.T
+
 
 def level_moments(theta, structure: LevelStructure, backend=NUMPY_BACKEND, slope_values=None) -> LevelMoments:
     """Model-implied moments of one level: the one place they are computed.

@@ -163,8 +163,7 @@ def draw_cluster_effects(spec: ModelSpec, theta_draws: np.ndarray, seed: int | N
             theta = theta_draws[c, d]
             within = level_moments(theta, spec.within)
             between = level_moments(theta, between_structure)
-            node_cov = between.total @ between.S @ between.total.T
-            node_mean = (between.alpha[None, :] + w @ between.A_x.T) @ between.total.T  # (J, nodes)
+            node_mean, node_cov = between.node_moments(w)  # (J, nodes), (nodes, nodes)
             # Cov(effects, observation): observation = (P b + within noise, z)
             cross = node_cov[np.ix_(effect_nodes, observed_nodes[b_b])] @ place.T
             if len(z_b):

@@ -241,8 +241,7 @@ def draw_missing_cluster_effects(spec, theta_draws: np.ndarray, seed: int | None
             within, between = _moments(spec, theta_draws[c, d])
             terms = cluster_terms(stats, within, between, clusters.placement, w, per_unit=True)
             u = _draw_random_effects(rng, terms, r, len(w))
-            node_cov = between.total @ between.S @ between.total.T
-            node_mean = (between.alpha[None, :] + w @ between.A_x.T) @ between.total.T  # (J, nodes)
+            node_mean, node_cov = between.node_moments(w)  # (J, nodes), (nodes, nodes)
             values = np.concatenate([u, stats["z"]], axis=1) if len(z_b) else u
             residual = given_observed * (values - node_mean[:, given])
             inverse = given_observed[:, :, None] * np.linalg.pinv(
