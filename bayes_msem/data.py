@@ -177,7 +177,8 @@ def _check_missing_fiml(data: pd.DataFrame, table: ParameterTable, counts: pd.Se
             name, centered = (derived[covariate][0], True) if covariate in derived else (covariate, False)
             if name not in counts:
                 continue
-            how = ("a centered covariate's missing values are not modelled yet" if centered else
+            how = (f"it is a predictor as {covariate!r} (a centered copy, or its raw values under a random "
+                   "slope), whose missing values are not modelled yet" if centered else
                    "a covariate's missing values need it brought into the model (bm.Model does so by itself)")
             raise DataError(f"covariate {name!r} has {int(counts[name])} missing value(s): {how}. Pass "
                             f"missing='listwise' to drop those rows (the summary reports how many), or impute "
@@ -407,7 +408,8 @@ def cluster_cross_products(data: ClusterData) -> dict[str, np.ndarray]:
     return out
 
 
-def missing_pattern_statistics(data: ClusterData, groups: np.ndarray | None = None) -> dict[str, np.ndarray]:
+def missing_pattern_statistics(data: ClusterData, groups: np.ndarray | None = None,
+                               effect_columns: np.ndarray | None = None) -> dict[str, np.ndarray]:
     """What the observed-data likelihood needs of data with missing values
     (:mod:`bayes_msem.engines.missing`), computed once.
 
@@ -418,6 +420,12 @@ def missing_pattern_statistics(data: ClusterData, groups: np.ndarray | None = No
     0). Per unit and pattern: ``n`` (rows; units x G), the sums ``sum_y``
     (units, G, p) and ``sum_x``. Level-2 outcomes: ``z`` (missing set to 0)
     and ``z_observed`` (clusters, p_z) masks.
+
+    With ``effect_columns`` (the entry of x~ = (1, x) each random effect
+    multiplies; the layout's ``random_effect_columns``), also per unit and
+    pattern the cross-products ``x_effects`` = sum x~ x~[columns]' (units, G,
+    q+1, e) and ``y_effects`` = sum y x~[columns]' (units, G, p, e), which a
+    random slope needs as its rows differ in x.
     """
     y, x = data.within_outcomes, data.within_covariates
     groups = data.cluster_index if groups is None else np.asarray(groups)
@@ -438,13 +446,19 @@ def missing_pattern_statistics(data: ClusterData, groups: np.ndarray | None = No
         return total
 
     z_observed = ~np.isnan(data.between_outcomes)
-    return {
+    stats = {
         "patterns": patterns.astype(float), "row_pattern": row_pattern, "y": y, "x": x, "groups": groups,
         "yy": by_pattern(y[:, :, None] * y[:, None, :]), "yx": by_pattern(y[:, :, None] * x[:, None, :]),
         "xx": by_pattern(x[:, :, None] * x[:, None, :]),
         "n": by_unit(np.ones(len(y))), "sum_y": by_unit(y), "sum_x": by_unit(x),
         "z": np.where(z_observed, data.between_outcomes, 0.0), "z_observed": z_observed.astype(float),
     }
+    if effect_columns is not None:
+        x_tilde = np.concatenate([np.ones((len(x), 1)), x], axis=1)
+        picked = x_tilde[:, np.asarray(effect_columns, dtype=int)]
+        stats["x_effects"] = by_unit(x_tilde[:, :, None] * picked[:, None, :])
+        stats["y_effects"] = by_unit(y[:, :, None] * picked[:, None, :])
+    return stats
 
 
 def describe_missing(data: ClusterData, within_names, between_names) -> dict | None:

@@ -5,7 +5,8 @@ cluster effects, so analyses in other software can use the model's handling of
 the missing values (Rubin's rules then combine them).
 
 Given the parameters and cluster j's effects, a row's outcomes are normal with
-mean mu_W + Pi x_i + P b_j and covariance Sigma_W; the missing part is drawn
+mean mu_W + Pi_j x_i + P b_j (Pi_j with the cluster's random slopes) and
+covariance Sigma_W; the missing part is drawn
 from its conditional given the row's observed part. Missing level-2 outcomes are
 drawn from their conditional given the cluster effects and the cluster's
 observed level-2 outcomes.
@@ -18,7 +19,7 @@ import pandas as pd
 
 from bayes_msem.matrices import level_moments, psd_root
 
-__all__ = ["impute"]
+__all__ = ["impute", "row_means"]
 
 
 def impute(result, m: int = 20, random_seed: int | None = None) -> pd.DataFrame:
@@ -28,8 +29,6 @@ def impute(result, m: int = 20, random_seed: int | None = None) -> pd.DataFrame:
     spec = result.spec
     if spec is None:
         raise ValueError("this result was loaded without its data; refit the model to impute")
-    if spec.within.slopes:
-        raise ValueError("imputation with random slopes is not supported (nor is their fit with missing values)")
     if m < 1:
         raise ValueError(f"m={m}: the number of imputations must be at least 1")
     rng = np.random.default_rng(random_seed)
@@ -55,15 +54,30 @@ def _completed(spec, theta: np.ndarray, effects: np.ndarray | None, rng: np.rand
     """Level-1 outcomes (rows, p) and level-2 outcomes (clusters, p_z) with the missing values drawn."""
     data = spec.data
     within = level_moments(theta, spec.within)
-    mean = within.mean + data.within_covariates @ within.Pi.T
     z = data.between_outcomes.copy()
-    if effects is not None:
-        clusters = spec.layout.levels[1]
-        split = [list(clusters.effects).index(name) for name in clusters.split]
-        mean = mean + effects[:, split][data.cluster_index] @ clusters.placement.place.T
-        if np.isnan(z).any():
-            z = _draw_level_2_outcomes(spec, theta, effects, z, rng)
-    return _draw_conditional(mean, within.Sigma, data.within_outcomes, rng), z
+    if effects is not None and np.isnan(z).any():
+        z = _draw_level_2_outcomes(spec, theta, effects, z, rng)
+    return _draw_conditional(row_means(spec, theta, effects), within.Sigma, data.within_outcomes, rng), z
+
+
+def row_means(spec, theta: np.ndarray, effects: np.ndarray | None) -> np.ndarray:
+    """Each row's expected level-1 outcomes (rows, p) given the parameters and its
+    cluster's effects (clusters, cluster variables): mu_W + Pi_j x_i + P b_j, with
+    Pi_j carrying the cluster's random slopes (on covariates)."""
+    data = spec.data
+    within = level_moments(theta, spec.within)
+    if effects is None:
+        return within.mean + data.within_covariates @ within.Pi.T
+    clusters = spec.layout.levels[1]
+    names, at = list(clusters.effects), data.cluster_index
+    if spec.within.slopes:
+        own = level_moments(theta, spec.within, slope_values=effects[:, [names.index(s) for s in spec.within.slopes]])
+        cluster_mean = np.zeros((data.n_clusters, spec.within.n_observed)) + own.mean  # a cluster axis where slopes have one
+        mean = cluster_mean[at] + np.einsum("ipq,iq->ip", own.Pi[at], data.within_covariates)
+    else:
+        mean = within.mean + data.within_covariates @ within.Pi.T
+    split = [names.index(name) for name in clusters.split]
+    return mean + effects[:, split][at] @ clusters.placement.place.T
 
 
 def _draw_conditional(mean: np.ndarray, cov: np.ndarray, values: np.ndarray, rng: np.random.Generator) -> np.ndarray:

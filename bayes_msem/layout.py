@@ -91,6 +91,14 @@ class LevelLayout:
         """Node indices of the level's own outcomes (observed variables come first among nodes)."""
         return self.placement.outcomes_at if self.placement is not None else _int_array(())
 
+    def effect_design(self, below_total, backend):
+        """``D`` (observed below, random effects): the outcomes below that each
+        random effect moves per unit of its entry of (1, x): a split part its own
+        variable, a random slope the column of the level below's (I - A)^-1 for
+        the node it sits on (``below_total``)."""
+        rows = self.placement.place.shape[0]
+        return backend.concatenate([self.placement.place, below_total[:rows][:, self.slope_outcomes]], axis=1)
+
 
 @dataclass(frozen=True, eq=False)
 class ModelLayout:

@@ -42,7 +42,7 @@ def test_data_error_names_the_fix(tmp_path, capsys):
     holes.to_csv(data, index=False)
     assert main(["fit", str(model), str(data), "--cluster", "cluster", "--centering", "x1=cluster-mean"]) == 2
     error = capsys.readouterr().err
-    assert "covariate 'x1' has 3 missing value(s): a centered covariate's" in error
+    assert "covariate 'x1' has 3 missing value(s): it is a predictor as 'x1." in error
     assert "Pass --missing listwise to drop those rows" in error and "missing=" not in error
 
 

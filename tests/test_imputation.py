@@ -93,3 +93,28 @@ def test_a_covariate_brought_into_the_model_keeps_its_role_in_the_results():
     standardized = result.standardized().set_index(["lhs", "op", "rhs", "level"])
     assert np.isfinite(standardized.loc[("fw", "~", "x", "within"), "mean"])
     assert 0 < result.r_squared().set_index(["variable", "level"]).loc[("fw", "within"), "mean"] < 1
+
+
+def test_with_random_slopes_each_row_is_imputed_around_its_clusters_regression():
+    """The rows' means given the cluster effects, against y = mu + Pi x + Z_i u_j
+    built from the definition (tests/engines/test_collapsed_slopes.py)."""
+    from engines.test_collapsed_slopes import mediation_data, stacked_moments
+    from engines.test_missing import SLOPES_ON_X, parameter_draw, spec_of
+
+    from bayes_msem.imputation import row_means
+
+    data = mediation_data(clusters=8)
+    data.loc[data.index[::3], "y"] = np.nan
+    spec = spec_of(data, SLOPES_ON_X, cluster="cluster")
+    theta = parameter_draw(spec, 2)
+    clusters = spec.layout.levels[1]
+    effects = np.random.default_rng(3).normal(size=(spec.data.n_clusters, len(clusters.effects)))
+    means = row_means(spec, theta, effects)
+    order = [list(clusters.effects).index(name) for name in clusters.random_effects]
+    for j in range(spec.data.n_clusters):
+        _, _, _, Z, _ = stacked_moments(spec, theta, j)
+        rows = np.flatnonzero(spec.data.cluster_index == j)
+        within = bm.matrices.level_moments(theta, spec.within)
+        fixed = within.mean + spec.data.within_covariates[rows] @ within.Pi.T
+        expected = fixed + (Z @ effects[j, order]).reshape(len(rows), -1)
+        np.testing.assert_allclose(means[rows], expected, rtol=1e-10, atol=1e-12)

@@ -76,5 +76,10 @@ def test_a_centered_covariate_with_missing_values_is_refused():
 
     data = simulate_small_two_level()
     data.loc[[0, 3], "x"] = np.nan
-    with pytest.raises(bm.DataError, match="covariate 'x' has 2 missing value\\(s\\): a centered covariate's"):
+    with pytest.raises(bm.DataError, match="covariate 'x' has 2 missing value\\(s\\): it is a predictor as 'x\\."):
         bm.Model("level: 1\n y ~ x\nlevel: 2\n y ~~ y", data, cluster="school", centering={"x": "cluster-mean"})
+    data = simulate_small_two_level()
+    data.loc[[0, 3], "m"] = np.nan  # a random slope on a modelled variable's raw values: not a covariate to bring in
+    with pytest.raises(bm.DataError, match="covariate 'm' has 2 missing value\\(s\\): it is a predictor as 'm.raw'"):
+        bm.Model("level: 1\n m ~ x\n b | y ~ m\nlevel: 2\n m ~~ y + b", data, cluster="school",
+                 centering={"m": "none"})

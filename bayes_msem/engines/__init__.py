@@ -152,9 +152,6 @@ def collapsed_supported(spec) -> tuple[bool, str]:
         if spec.data.has_missing:
             return True, "missing values: the likelihood of each row's observed values, by missing-data pattern"
         return False, "a single-level model has no cluster effects to integrate out"
-    if spec.within.slopes and spec.data.has_missing:
-        return False, ("random slopes with missing values are not supported yet: pass missing='listwise' (the "
-                       "summary reports the rows dropped)")
     if spec.within.slopes_on_nodes:
         return False, ("a random slope on a modelled within variable (a latent within part or a factor) makes "
                        "the cluster effects enter non-linearly, so they are sampled")

@@ -58,15 +58,6 @@ def slope_statistics(spec: ModelSpec) -> dict[str, np.ndarray]:
             "yx_effects": yx[:, :, which]}
 
 
-def _design(spec: ModelSpec, within: LevelMoments, backend):
-    """``D`` (p, effects): the outcomes each cluster effect moves, per unit of
-    its x~ entry (a between part its own variable; slope k the column of
-    (I - A_W)^-1 of the outcome it sits on)."""
-    clusters = spec.layout.levels[1]
-    rows = spec.within.n_observed
-    return backend.concatenate([clusters.placement.place, within.total[:rows][:, clusters.slope_outcomes]], axis=1)
-
-
 def _effects_posterior(L, DSD, xx_effects, g, spec: ModelSpec, backend):
     """The cluster effects' posterior on the eta scale: precision
     M_j = I + L'H_j L with H_j = DSD * XX_j (elementwise), its Cholesky factor
@@ -115,7 +106,7 @@ def _cluster_terms(spec, stats, within: LevelMoments, between: LevelMoments, bac
     """DSD = D'Sigma_W^-1 D (H_j = DSD * XX_j), g_j (after subtracting the prior
     mean), the part of sum r'S^-1 r that the prior mean changes, and the factor
     L of the effects' covariance."""
-    D = _design(spec, within, backend)
+    D = spec.layout.levels[1].effect_design(within.total, backend)
     effect_nodes = spec.layout.levels[1].random_effect_nodes
     SD = backend.inv(within.Sigma) @ D
     DSD = D.T @ SD

@@ -3,18 +3,21 @@ effects integrated out (full information, lavaan's ``missing = "ml"``).
 
 In cluster j, row i has its own set of observed level-1 outcomes o_i (its
 missing-data *pattern*). Given the cluster's random effects u_j (the between
-parts of the split variables), rows are independent:
+parts of the split variables and the random slopes on covariates), rows are
+independent:
 
-    y_i,o ~ N(c_j,o + Pi_o x_i + P_o (u_j - mu_u,j), Sigma_W,oo),
+    y_i,o ~ N(mu_o + Pi_o x_i + Z_i,o u_j, Sigma_W,oo),   Z_i = D diag(x~_i[c]),
 
-with c_j = mu_W + P mu_u,j. Integrating u_j ~ N(mu_u,j, Sigma_u,j) out
-(Woodbury; Rosseel 2021, "Evaluating the observed log-likelihood function in
-two-level SEM with missing data", Psych 3(2)):
+where x~ = (1, x), c picks the entry each effect multiplies (1 for a between
+part, the covariate for a slope) and D the outcomes it moves (the layout's
+``effect_design``). Integrating u_j ~ N(m_j, Sigma_u,j) out (Woodbury;
+Rosseel 2021, "Evaluating the observed log-likelihood function in two-level
+SEM with missing data", Psych 3(2)):
 
-    log p(Y_j) = sum_i log N(y_i,o; c_j,o + Pi_o x_i, Sigma_W,oo)
-                 - 1/2 log|M_j| + 1/2 h_j' M_j^-1 h_j,
-    A_j = sum_i P_o' K_o P_o,   g_j = sum_i P_o' K_o (y_i,o - c_j,o - Pi_o x_i),
-    M_j = I + L_j' A_j L_j,     h_j = L_j' g_j,   L_j L_j' = Sigma_u,j,
+    log p(Y_j) = sum_i log N(y_i,o; mu_o + Pi_o x_i, Sigma_W,oo)
+                 + m_j'g0_j - 1/2 m_j'A_j m_j - 1/2 log|M_j| + 1/2 h_j' M_j^-1 h_j,
+    A_j = sum_i Z_i' K_o Z_i,   g0_j = sum_i Z_i' K_o (y_i - mu - Pi x_i),
+    M_j = I + L_j' A_j L_j,     h_j = L_j' (g0_j - A_j m_j),   L_j L_j' = Sigma_u,j,
 
 where K_o is Sigma_W,oo's inverse padded with zeros to p x p. Level-2
 outcomes z_j, themselves possibly missing, enter first: log p(z_j,obs), and
@@ -22,7 +25,8 @@ u_j's mean and covariance are those given z_j,obs.
 
 Everything about the rows enters through sums per (cluster, pattern) computed
 once (:func:`bayes_msem.data.missing_pattern_statistics`), so a gradient costs
-O(clusters x patterns per cluster x p^2 + clusters x r^3), never O(rows).
+O(clusters x patterns per cluster x p^2 e + clusters x e^3) for e random
+effects, never O(rows).
 A single-level model is the case without u_j. With no missing value it equals
 :func:`bayes_msem.engines.collapsed.two_level_logp` (a test), which stays the
 faster path for complete data (one factorization per cluster size).
@@ -33,11 +37,11 @@ from __future__ import annotations
 import numpy as np
 
 from bayes_msem.data import missing_pattern_statistics
-from bayes_msem.layout import Placement
+from bayes_msem.layout import LevelLayout
 from bayes_msem.matrices import NUMPY_BACKEND, LevelMoments, level_moments, psd_root
 
-__all__ = ["masked_inverse", "missing_logp", "cluster_terms", "observed_rows_logp", "draw_missing_cluster_effects",
-           "missing_unit_log_likelihood"]
+__all__ = ["masked_inverse", "missing_logp", "missing_statistics", "cluster_terms", "observed_rows_logp",
+           "draw_missing_cluster_effects", "missing_unit_log_likelihood"]
 
 LOG_2PI = np.log(2 * np.pi)
 JITTER = 1e-10  # relative: keeps the Cholesky factor of a singular Sigma_u (between variances fixed at 0) finite
@@ -59,60 +63,84 @@ def masked_inverse(Sigma, masks: np.ndarray, backend=NUMPY_BACKEND):
     return outer * (xp.swapaxes(inv_chol, -1, -2) @ inv_chol), logdet
 
 
-def cluster_terms(stats: dict, within: LevelMoments, between: LevelMoments | None, placement: Placement,
+def cluster_terms(stats: dict, within: LevelMoments, between: LevelMoments | None, level: LevelLayout | None,
                   w: np.ndarray, backend=NUMPY_BACKEND, per_unit: bool = False) -> dict:
     """The pieces of the module docstring's formula: ``loglik``, summed over
     units (or per unit, ``per_unit``), and where there are random effects
-    ``mu_u``, ``L``, ``chol_M`` and ``h`` per unit (what drawing the cluster
-    effects needs).
+    ``mu_u``, ``L``, ``chol_M`` and ``h`` per unit (what drawing them needs).
+    ``level`` is the layout's level 2 (None in a single-level model).
 
     No array is indexed by pattern inside: sums over patterns are products
     with the (units x G) counts, whose gradients stay matrix products (a
     gather by pattern and its scatter-add gradient took twice as long under JAX)."""
     xp = backend.xp
-    b_b, z_b, place = placement
-    r = place.shape[1]
-    units = stats["n"].shape[0]
-    loglik = 0.0
-    if between is None:
-        mu_u = xp.zeros((units, 0))
-    else:
-        between_mean = between.mean[None, :] + w @ between.Pi.T  # (J, level-2 observed)
-        mu_u = between_mean[:, b_b]
-        Sigma_u = between.Sigma[b_b][:, b_b]
-        if len(z_b):
-            Kz, logdet_z = masked_inverse(between.Sigma[z_b][:, z_b], stats["z_observed"], backend)
-            dz = stats["z_observed"] * (stats["z"] - between_mean[:, z_b])
-            quad_z = xp.einsum("ja,jab,jb->j", dz, Kz, dz)
-            loglik = -0.5 * (xp.sum(stats["z_observed"], axis=1) * LOG_2PI + logdet_z + quad_z)
-            gain = between.Sigma[b_b][:, z_b] @ Kz  # (J, r, p_z)
-            mu_u = mu_u + xp.einsum("jaz,jz->ja", gain, dz)
-            Sigma_u = Sigma_u - gain @ between.Sigma[z_b][:, b_b]
-    c = within.mean + mu_u @ place.T  # (J, p): each unit's expected level-1 mean
-    rows = _row_pieces(stats, within, c, backend)
-    loglik = loglik + rows["partial"]
+    units, p = stats["n"].shape[0], stats["patterns"].shape[1]
+    rows = _row_pieces(stats, within, xp.zeros((units, p)) + within.mean[None, :], backend)
+    loglik = rows["partial"]
 
     def total(loglik):  # the rows' quadratic form in y - Pi x: per unit, or pooled over patterns
         if per_unit:
             return loglik - 0.5 * _row_quadratic(stats, rows["K"], within.Pi, xp, units)
         return xp.sum(loglik) - 0.5 * _pooled_quadratic(stats, rows["K"], within.Pi, xp)
 
-    if between is None or r == 0:
+    if between is None:
         return {"loglik": total(loglik)}
-    A = place.T @ rows["N"] @ place
-    g = (rows["Ke"] - rows["Nc"]) @ place
+    prior, z_loglik = _effects_prior(stats, between, level, w, backend)
+    loglik = loglik + z_loglik
+    e = len(level.random_effect_nodes)
+    if e == 0:
+        return {"loglik": total(loglik)}
+    A, g0 = _effects_data(stats, within, rows["K"], level, backend)
+    mu_u, Sigma_u = prior
+    # the rows' density above is at the effects' value 0; shift it to their prior mean mu_u
+    Am = xp.einsum("jkl,jl->jk", A, mu_u)
+    loglik = loglik + xp.sum(mu_u * g0, axis=1) - 0.5 * xp.sum(mu_u * Am, axis=1)
+    g = g0 - Am
     scale = xp.mean(xp.diagonal(Sigma_u, axis1=-2, axis2=-1), axis=-1)[..., None, None]
-    L = backend.cholesky(Sigma_u + JITTER * scale * np.eye(r))  # one factor unless there are level-2 outcomes
-    M = np.eye(r) + xp.swapaxes(L, -1, -2) @ A @ L
+    L = backend.cholesky(Sigma_u + JITTER * scale * np.eye(e))  # one factor unless there are level-2 outcomes
+    M = np.eye(e) + xp.swapaxes(L, -1, -2) @ A @ L
     h = xp.einsum("...ab,...a->...b", L, g)  # L' g
     if xp is np:
         chol_M = np.linalg.cholesky(M)
         v = np.linalg.solve(chol_M, h[..., None])[..., 0]
         half_logdet = np.sum(np.log(np.diagonal(chol_M, axis1=1, axis2=2)), axis=1)
-    else:  # elementwise over clusters: 2.5x faster than batched LAPACK calls under JAX for small r
-        chol_M, (half_logdet, v) = None, small_cholesky_solve(M, h, r, xp)
+    else:  # elementwise over clusters: 2.5x faster than batched LAPACK calls under JAX for small e
+        chol_M, (half_logdet, v) = None, small_cholesky_solve(M, h, e, xp)
     loglik = loglik - half_logdet + 0.5 * xp.sum(v**2, axis=1)
     return {"loglik": total(loglik), "mu_u": mu_u, "L": L, "chol_M": chol_M, "h": h}
+
+
+def _effects_prior(stats: dict, between: LevelMoments, level: LevelLayout, w, backend):
+    """The random effects' mean (units, e) and covariance ((e, e), or (units,
+    e, e) with level-2 outcomes) given each unit's observed level-2 outcomes,
+    and log p(observed level-2 outcomes) per unit."""
+    xp = backend.xp
+    node_mean, node_cov = between.node_moments(w)
+    effects, z_nodes = level.random_effect_nodes, level.outcome_nodes
+    mu_u, Sigma_u = node_mean[:, effects], node_cov[effects][:, effects]
+    if not len(z_nodes):
+        return (mu_u, Sigma_u), 0.0
+    Kz, logdet_z = masked_inverse(node_cov[z_nodes][:, z_nodes], stats["z_observed"], backend)
+    dz = stats["z_observed"] * (stats["z"] - node_mean[:, z_nodes])
+    quad_z = xp.einsum("ja,jab,jb->j", dz, Kz, dz)
+    z_loglik = -0.5 * (xp.sum(stats["z_observed"], axis=1) * LOG_2PI + logdet_z + quad_z)
+    gain = node_cov[effects][:, z_nodes] @ Kz  # (J, e, p_z)
+    return (mu_u + xp.einsum("jaz,jz->ja", gain, dz), Sigma_u - gain @ node_cov[z_nodes][:, effects]), z_loglik
+
+
+def _effects_data(stats: dict, within: LevelMoments, K, level: LevelLayout, backend):
+    """What each unit's rows say about its random effects u_j, at u_j = 0:
+    A_j = sum_i Z_i' K_o Z_i and g_j = sum_i Z_i' K_o (y_i - mu - Pi x_i), with
+    Z_i = D diag(x~_i[columns]), from the per-(unit, pattern) cross-products."""
+    xp = backend.xp
+    D = level.effect_design(within.total, backend)  # (p, e)
+    KD = K @ D  # (G, p, e)
+    DKD = xp.einsum("pk,gpl->gkl", D, KD)
+    x_eff, y_eff = stats["x_effects"], stats["y_effects"]  # (J, G, q+1, e), (J, G, p, e)
+    A = xp.sum(DKD[None] * x_eff[:, :, level.random_effect_columns, :], axis=1)
+    residual = (y_eff - within.mean[None, None, :, None] * x_eff[:, :, :1, :]
+                - xp.einsum("pq,jgqe->jgpe", within.Pi, x_eff[:, :, 1:, :]))
+    return A, xp.sum(residual * KD[None], axis=(1, 2))
 
 
 def _row_pieces(stats: dict, within: LevelMoments, c, backend) -> dict:
@@ -183,20 +211,26 @@ def missing_logp(spec, theta, backend, stats: dict | None = None):
     collapsed engine's likelihood when values are missing. In a single-level
     model the rows are grouped by pattern alone."""
     if stats is None:
-        stats = _statistics(spec)
+        stats = missing_statistics(spec)
     within, between = _moments(spec, theta, backend)
-    return cluster_terms(stats, within, between, spec.layout.placement, _level2_covariates(spec, stats),
+    return cluster_terms(stats, within, between, _upper_level(spec), _level2_covariates(spec, stats),
                          backend)["loglik"]
 
 
-def _statistics(spec, per_row: bool = False) -> dict:
-    """Pattern statistics by cluster; in a single-level model by pattern (or by row, ``per_row``)."""
-    data = spec.data
+def missing_statistics(spec, data=None, per_row: bool = False) -> dict:
+    """What :func:`missing_logp` reads of ``data`` (default the model's; a
+    replicate with other values works too): pattern statistics by cluster; in a
+    single-level model by pattern (or by row, ``per_row``)."""
+    data = spec.data if data is None else data
     if spec.layout.multilevel:
-        return missing_pattern_statistics(data)
+        return missing_pattern_statistics(data, effect_columns=spec.layout.levels[1].random_effect_columns)
     if per_row:
         return missing_pattern_statistics(data, np.arange(data.n_rows))
     return missing_pattern_statistics(data, np.zeros(data.n_rows, dtype=int))
+
+
+def _upper_level(spec) -> LevelLayout | None:
+    return spec.layout.levels[1] if spec.layout.multilevel else None
 
 
 def _level2_covariates(spec, stats: dict) -> np.ndarray:
@@ -208,41 +242,42 @@ def _level2_covariates(spec, stats: dict) -> np.ndarray:
 def missing_unit_log_likelihood(spec, theta_draws: np.ndarray) -> np.ndarray:
     """log p(data of a unit | parameters), (chains, draws, units): per cluster,
     or per row in a single-level model (for LOO)."""
-    stats = _statistics(spec, per_row=True)
+    stats = missing_statistics(spec, per_row=True)
     w = _level2_covariates(spec, stats)
     chains, draws, _ = theta_draws.shape
     out = np.empty((chains, draws, stats["n"].shape[0]))
     for c in range(chains):
         for d in range(draws):
             within, between = _moments(spec, theta_draws[c, d])
-            out[c, d] = cluster_terms(stats, within, between, spec.layout.placement, w, per_unit=True)["loglik"]
+            out[c, d] = cluster_terms(stats, within, between, _upper_level(spec), w, per_unit=True)["loglik"]
     return out
 
 
 def draw_missing_cluster_effects(spec, theta_draws: np.ndarray, seed: int | None) -> np.ndarray:
     """Every cluster's between effects drawn from their exact conditional given
     the cluster's observed values, once per posterior draw: (chains, draws,
-    clusters, cluster variables). First the split variables' between parts u_j
-    given everything observed (Gaussian with precision Sigma_u^-1 + A_j), then
-    the other cluster effects given u_j and the observed level-2 outcomes."""
+    clusters, cluster variables). First the random effects u_j (the split
+    variables' between parts and the random slopes) given everything observed
+    (Gaussian with precision Sigma_u^-1 + A_j), then the other cluster effects
+    given u_j and the observed level-2 outcomes."""
     rng = np.random.default_rng(seed)
-    stats = _statistics(spec)
+    stats = missing_statistics(spec)
     clusters = spec.layout.levels[1]
-    b_b, z_b, place = clusters.placement
-    r = place.shape[1]
+    z_nodes = clusters.outcome_nodes
+    r = len(clusters.random_effect_nodes)
     w = spec.data.between_covariates
     effect_nodes = clusters.effect_nodes
-    given = np.concatenate([b_b, z_b])  # observed level-2 variables, by node (observed nodes come first)
+    given = np.concatenate([clusters.random_effect_nodes, z_nodes])
     given_observed = np.concatenate([np.ones((len(w), r)), stats["z_observed"]], axis=1)
     chains, draws, _ = theta_draws.shape
     out = np.empty((chains, draws, spec.data.n_clusters, len(effect_nodes)))
     for c in range(chains):
         for d in range(draws):
             within, between = _moments(spec, theta_draws[c, d])
-            terms = cluster_terms(stats, within, between, clusters.placement, w, per_unit=True)
+            terms = cluster_terms(stats, within, between, clusters, w, per_unit=True)
             u = _draw_random_effects(rng, terms, r, len(w))
             node_mean, node_cov = between.node_moments(w)  # (J, nodes), (nodes, nodes)
-            values = np.concatenate([u, stats["z"]], axis=1) if len(z_b) else u
+            values = np.concatenate([u, stats["z"]], axis=1) if len(z_nodes) else u
             residual = given_observed * (values - node_mean[:, given])
             inverse = given_observed[:, :, None] * np.linalg.pinv(
                 given_observed[:, :, None] * given_observed[:, None, :] * node_cov[np.ix_(given, given)])

@@ -170,9 +170,7 @@ def test_engines_say_what_they_do_with_missing_values():
     assert not supported and "level-1 outcomes only" in why  # TWO_LEVEL has a level-2 outcome, z
     data = with_holes(simulate_two_level(clusters=10, size=5), seed=3, rate=0.2)
     slopes = spec_of(data, "level: 1\n s | y1 ~ x\nlevel: 2\n y1 ~~ s")
-    with pytest.raises(ValueError, match="random slopes with missing values are not supported yet: pass "
-                                         "missing='listwise'"):
-        choose_engine("auto", slopes)
+    assert choose_engine("auto", slopes)[0] == "collapsed"
     single = build_spec("y1 ~ x", data.drop(columns="g"))
     assert choose_engine("auto", single)[0] == "collapsed"
 
@@ -202,3 +200,96 @@ def test_the_latent_engine_takes_each_rows_observed_values():
         if seen.any():
             expected += stats.multivariate_normal(mean[seen], within.Sigma[np.ix_(seen, seen)]).logpdf(y[seen])
     assert float(values["within_loglik"]) == pytest.approx(expected, rel=1e-9)
+
+
+SLOPES_ON_X = """level: 1
+  a | m ~ x
+  s | y ~ x
+  y ~ m
+level: 2
+  m ~~ y + a + s
+  y ~~ a + s
+  a ~~ s
+  a ~ w
+  z ~ w + m
+"""
+
+
+@settings(max_examples=10, deadline=None, derandomize=True)
+@given(seed=st.integers(0, 10_000), rate=st.sampled_from([0.1, 0.3, 0.6]))
+def test_with_random_slopes_it_is_the_stacked_normal(seed, rate):
+    """Random slopes on x (a slope on m moves y through y ~ m): each row's
+    effects design differs by its x, so the cross-products go per cluster and
+    pattern; the result must still be the stacked normal of the observed values."""
+    from .test_collapsed_slopes import mediation_data
+    from .test_collapsed_slopes import stacked_moments as slope_moments
+
+    rng = np.random.default_rng(seed)
+    data = mediation_data(clusters=8)
+    for name in ["m", "y"]:
+        data.loc[rng.uniform(size=len(data)) < rate, name] = np.nan
+    data.loc[data.cluster.isin(rng.choice(9, 2, replace=False)), "z"] = np.nan
+    data = data.sample(frac=1.0, random_state=seed)
+    data["cluster"] = data.cluster.map(lambda k: f"c{(5 * k) % 9}")
+    spec = spec_of(data, SLOPES_ON_X, cluster="cluster")
+    assert spec.layout.levels[1].random_effects == ("m", "y", "a", "s")
+    theta = parameter_draw(spec, seed)
+    expected = []
+    for j in range(spec.data.n_clusters):
+        mean, cov, values, _, _ = slope_moments(spec, theta, j)
+        seen = ~np.isnan(values)
+        expected.append(stats.multivariate_normal(mean[seen], cov[np.ix_(seen, seen)]).logpdf(values[seen]))
+    assert float(missing_logp(spec, theta, _numpy())) == pytest.approx(sum(expected), rel=1e-8)
+    np.testing.assert_allclose(missing_unit_log_likelihood(spec, theta[None, None])[0, 0], expected, rtol=1e-8)
+
+
+def test_with_random_slopes_cluster_effects_follow_the_exact_conditional():
+    """A cluster with holes in m, y and its level-2 outcome z: every effect
+    (between parts, slopes, and the level-2 ones) against conditioning the
+    joint normal of the cluster's observed values."""
+    from .test_collapsed_slopes import mediation_data
+    from .test_collapsed_slopes import stacked_moments as slope_moments
+
+    rng = np.random.default_rng(4)
+    data = mediation_data(clusters=8)
+    for name in ["m", "y"]:
+        data.loc[rng.uniform(size=len(data)) < 0.3, name] = np.nan
+    data.loc[data.cluster == 3, "z"] = np.nan
+    spec = spec_of(data, SLOPES_ON_X, cluster="cluster")
+    theta = parameter_draw(spec, 5)
+    draws = draw_missing_cluster_effects(spec, np.broadcast_to(theta, (1, 4000, len(theta))).copy(), seed=2)[0]
+    j = list(spec.data.cluster_labels).index(3)
+    mean, cov, values, Z, u = slope_moments(spec, theta, j)
+    seen = ~np.isnan(values)
+    assert not seen.all() and not seen[-1]  # holes in the rows and in z
+    between = level_moments(theta, spec.between)
+    nodes = spec.between.nodes
+    node_cov = between.total @ between.S @ between.total.T
+    node_mean = between.total @ (between.alpha + between.A_x @ spec.data.between_covariates[j])
+    effects = list(spec.layout.levels[1].effect_nodes)
+    z = [nodes.index(n) for n in spec.table.between_outcomes]
+    cross = np.concatenate([node_cov[np.ix_(effects, u)] @ Z.T, node_cov[np.ix_(effects, z)]], axis=1)[:, seen]
+    gain = cross @ np.linalg.inv(cov[np.ix_(seen, seen)])
+    exact_mean = node_mean[effects] + gain @ (values[seen] - mean[seen])
+    exact_sd = np.sqrt(np.diag(node_cov[np.ix_(effects, effects)] - gain @ cross.T))
+    np.testing.assert_allclose(draws[:, j].mean(0), exact_mean, atol=4 * exact_sd.max() / np.sqrt(4000))
+    np.testing.assert_allclose(draws[:, j].std(0), exact_sd, rtol=0.06)
+
+
+def test_with_random_slopes_the_collapsed_model_carries_the_same_likelihood():
+    """The sampler's JAX graph (elementwise Cholesky over clusters) against the NumPy one."""
+    from bayes_msem.engines.collapsed import build_collapsed_model
+
+    from .test_collapsed_slopes import mediation_data
+    from .test_latent import evaluate, random_point
+
+    data = mediation_data(clusters=8)
+    data.loc[data.index[::4], "m"] = np.nan
+    data.loc[data.index[1::3], "y"] = np.nan
+    spec = spec_of(data, SLOPES_ON_X, cluster="cluster")
+    model = build_collapsed_model(spec, jax_likelihood=True)
+    point = random_point(model, 5)
+    values = evaluate(model, point, ["parameters", "loglik"])
+    assert float(values["loglik"]) == pytest.approx(float(missing_logp(spec, values["parameters"], _numpy())),
+                                                    rel=1e-9)
+    assert np.all(np.isfinite(model.compile_dlogp()(point)))
