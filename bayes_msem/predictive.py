@@ -218,7 +218,12 @@ def _observed_saturated(spec):
 def saturated_loglik(spec) -> float:
     """Maximized log-likelihood of the saturated (unrestricted) model for the
     data of ``spec``, conditional on the covariates (lavaan's ``unrestricted.logl``
-    of a model with ``conditional.x = TRUE``)."""
+    of a model with ``conditional.x = TRUE``); with missing values the
+    observed-data maximum (:mod:`bayes_msem.saturated_missing`)."""
+    if spec.data.has_missing:
+        from bayes_msem.saturated_missing import MissingSaturated
+
+        return MissingSaturated(spec).fit(spec.data).loglik
     return _observed_saturated(spec)[-1]
 
 
@@ -239,13 +244,11 @@ def posterior_predictive_check(spec, theta_draws: np.ndarray, *, n_draws: int = 
     if spec.within.slopes:
         raise ValueError("the PPP needs a saturated model, which a model with random slopes does not have (Mplus "
                          "reports no chi-square for such models either); compare models with result.loo() instead")
-    if spec.data.has_missing:
-        raise ValueError("the PPP with missing values needs the saturated two-level model fitted to incomplete data "
-                         "(by EM, as lavaan and Mplus do), which is not built yet; compare models with result.loo(), "
-                         "which uses every observed value")
     rng = np.random.default_rng(seed)
     theta = theta_draws.reshape(-1, theta_draws.shape[-1])
     picked = np.sort(rng.choice(len(theta), size=min(n_draws, len(theta)), replace=False))
+    if spec.data.has_missing:
+        return _check_with_missing_values(spec, theta[picked], rng)
     data, between_structure = spec.data, spec.between
     layout, design, observed_fit, observed_stats, saturated_observed = _observed_saturated(spec)
     n_between = _n_between_observed(spec)
@@ -275,6 +278,38 @@ def posterior_predictive_check(spec, theta_draws: np.ndarray, *, n_draws: int = 
                                     np.array(rep_covariances))
     return PredictiveCheck(ppp=float(np.mean(chi2_rep >= chi2_obs)), chi2_observed=chi2_obs, chi2_replicated=chi2_rep,
                            df=design.parameter_count - len(spec.priors), covariances=covariances)
+
+
+def _check_with_missing_values(spec, theta: np.ndarray, rng: np.random.Generator) -> PredictiveCheck:
+    """The check where values are missing: each replicate keeps the data's holes,
+    both log-likelihoods are the observed-data ones, the saturated model is fitted
+    by maximum likelihood (:mod:`bayes_msem.saturated_missing`), and the checked
+    covariances are the saturated model's estimates (what the data say about the
+    within and between covariances, with every observed value used)."""
+    from bayes_msem.engines.missing import missing_logp, missing_statistics
+    from bayes_msem.saturated_missing import MissingSaturated
+
+    data = spec.data
+    saturated = MissingSaturated(spec)
+    observed_fit = saturated.fit(data)
+    observed_stats = missing_statistics(spec)
+    holes_y, holes_z = np.isnan(data.within_outcomes), np.isnan(data.between_outcomes)
+    chi2_obs, chi2_rep, rep_covariances = [], [], []
+    for values in theta:
+        Y, Z = draw_outcomes(rng, values, spec.layout, data.within_covariates, data.between_covariates,
+                             data.cluster_index)
+        replicate = replace(data, within_outcomes=np.where(holes_y, np.nan, Y),
+                            between_outcomes=np.where(holes_z, np.nan, Z))
+        model_observed = float(missing_logp(spec, values, NUMPY_BACKEND, observed_stats))
+        model_replicate = float(missing_logp(spec, values, NUMPY_BACKEND, missing_statistics(spec, replicate)))
+        fit = saturated.fit(replicate, start=observed_fit.vector)
+        chi2_obs.append(2 * (observed_fit.loglik - model_observed))
+        chi2_rep.append(2 * (max(fit.loglik, model_replicate) - model_replicate))
+        rep_covariances.append(fit.covariances)
+    chi2_obs, chi2_rep = np.array(chi2_obs), np.array(chi2_rep)
+    return PredictiveCheck(ppp=float(np.mean(chi2_rep >= chi2_obs)), chi2_observed=chi2_obs, chi2_replicated=chi2_rep,
+                           df=saturated_parameter_count(spec) - len(spec.priors),
+                           covariances=_covariance_table(spec, observed_fit.covariances, np.array(rep_covariances)))
 
 
 _EMPTY_BETWEEN = SimpleNamespace(mean=np.zeros(0), Pi=np.zeros((0, 0)), Sigma=np.zeros((0, 0)))

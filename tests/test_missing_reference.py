@@ -38,9 +38,13 @@ def test_the_likelihood_at_lavaans_estimates_is_lavaans_log_likelihood():
     """An independent check of the whole observed-data likelihood: at lavaan's
     ML estimates it equals the logL lavaan reports."""
     spec = build_spec(MAR_OUTCOME_CFA, pd.read_csv(DATA / "mar_outcome.csv"), cluster="cluster")
-    estimates = lavaan_estimates("mar_outcome_lavaan_ml.csv")["est"]
-    theta = np.array([estimates[name] for name in parameter_names(spec)])
+    theta = lavaan_theta(spec, lavaan_estimates("mar_outcome_lavaan_ml.csv"))
     assert float(missing_logp(spec, theta, NUMPY_BACKEND)) == pytest.approx(-3798.721, abs=1e-3)
+
+
+def lavaan_theta(spec, estimates: pd.DataFrame) -> np.ndarray:
+    """lavaan's estimates in the order of the model's free parameters."""
+    return np.array([estimates["est"][name] for name in parameter_names(spec)])
 
 
 @pytest.mark.slow

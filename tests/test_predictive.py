@@ -4,7 +4,7 @@ of correctly and wrongly specified models."""
 import numpy as np
 import pandas as pd
 import pytest
-from conftest import DATA, HOLZINGER_SWINEFORD_CFA
+from conftest import DATA, HOLZINGER_SWINEFORD_CFA, reference_fit
 
 import bayes_msem as bm
 from bayes_msem.predictive import posterior_predictive_check, saturated_loglik, saturated_parameter_count
@@ -44,6 +44,29 @@ def test_saturated_loglik_on_the_boundary_is_at_least_lavaans():
     logl, df = LAVAAN_SATURATED["mplus_ex9_6"]
     assert logl - 1e-3 <= saturated_loglik(spec) <= logl + 0.2
     assert saturated_parameter_count(spec) - len(spec.priors) == df
+
+
+# lavaan 0.6.14, missing = "ml": fitMeasures(sem(model, data, cluster = "cluster", missing = "ml"),
+#   c("chisq", "df", "logl", "unrestricted.logl")) on shared/reference/demo_twolevel_mar.csv (chisq 8.989,
+#   df 10, logl -10751.706, unrestricted.logl -10747.212) and tests/data/mar_outcome.csv (a saturated
+#   model: chisq 0, logl -3798.721, and lavaan's EM stops at unrestricted.logl -3799.280, below its own
+#   model's maximum).
+def test_saturated_loglik_with_missing_values_matches_lavaan():
+    from conftest import MAR_OUTCOME_CFA
+    from test_missing_reference import lavaan_estimates, lavaan_theta
+
+    from bayes_msem.engines.missing import missing_logp
+    from bayes_msem.matrices import NUMPY_BACKEND
+
+    spec = build_spec(bm.example_model("demo_twolevel_mar"), bm.example_data("demo_twolevel_mar"), cluster="cluster")
+    saturated = saturated_loglik(spec)
+    assert saturated == pytest.approx(-10747.212, abs=0.005)
+    model = float(missing_logp(spec, lavaan_theta(spec, lavaan_estimates("demo_twolevel_mar_lavaan_ml.csv")),
+                               NUMPY_BACKEND))
+    assert 2 * (saturated - model) == pytest.approx(8.989, abs=0.01)  # lavaan's chi-square
+    assert saturated_parameter_count(spec) - len(spec.priors) == 10
+    spec = build_spec(MAR_OUTCOME_CFA, pd.read_csv(DATA / "mar_outcome.csv"), cluster="cluster")
+    assert saturated_loglik(spec) == pytest.approx(-3798.721, abs=1e-3)  # where lavaan's EM stops 0.56 short
 
 
 def test_random_slopes_have_no_ppp():
@@ -99,3 +122,27 @@ def test_ppp_of_a_single_level_model_rejects_holzinger_swineford(holzinger_swine
     check = holzinger_swineford_fit.ppp(n_draws=300)
     assert check.ppp < 0.05
     assert check.df == 24
+
+
+@pytest.mark.slow
+def test_ppp_with_missing_values_rejects_a_missing_cross_loading():
+    """The same misfit with 20% of y2-y6 missing at random (given y1): the
+    replicates keep the data's holes and the saturated model is fitted to the
+    observed values, so the check still sees it."""
+    data = bm.simulate_data(CROSS_LOADING_TRUTH, {"fw1=~y4|within": 0.6}, n_clusters=100, cluster_size=10, seed=3,
+                            missing={"rate": 0.2, "mechanism": "MAR", "depends_on": "y1",
+                                     "variables": ["y2", "y3", "y4", "y5", "y6"]})
+    assert data[["y2", "y3", "y4", "y5", "y6"]].isna().any(axis=1).mean() > 0.4
+    result = bm.Model(WITHOUT_CROSS_LOADING, data, cluster="cluster").fit(**SHORT_RUN)
+    check = result.ppp(n_draws=100)
+    assert check.ppp < 0.05 and check.df == 2 * 21 + 6 - 31
+    table = check.covariances
+    missed = table[(table.level == "within") & (table.lhs == "y4") & table.rhs.isin(["y1", "y2", "y3"])]
+    assert (missed.p < 0.025).all()
+
+
+@pytest.mark.slow
+def test_ppp_with_missing_values_accepts_demo_twolevel():
+    # lavaan missing = "ml": chi-square 8.989 on 10 df, p = 0.53
+    check = reference_fit("demo_mar").ppp(n_draws=100)
+    assert 0.1 < check.ppp < 0.9 and check.df == 10
