@@ -423,9 +423,9 @@ def missing_pattern_statistics(data: ClusterData, groups: np.ndarray | None = No
 
     With ``effect_columns`` (the entry of x~ = (1, x) each random effect
     multiplies; the layout's ``random_effect_columns``), also per unit and
-    pattern the cross-products ``x_effects`` = sum x~ x~[columns]' (units, G,
-    q+1, e) and ``y_effects`` = sum y x~[columns]' (units, G, p, e), which a
-    random slope needs as its rows differ in x.
+    pattern the cross-products with each distinct such entry c (sorted):
+    ``x_effects`` = sum x~ x~[c] (units, G, q+1, C) and ``y_effects`` = sum y
+    x~[c] (units, G, p, C), which a random slope needs as its rows differ in x.
     """
     y, x = data.within_outcomes, data.within_covariates
     groups = data.cluster_index if groups is None else np.asarray(groups)
@@ -455,7 +455,7 @@ def missing_pattern_statistics(data: ClusterData, groups: np.ndarray | None = No
     }
     if effect_columns is not None:
         x_tilde = np.concatenate([np.ones((len(x), 1)), x], axis=1)
-        picked = x_tilde[:, np.asarray(effect_columns, dtype=int)]
+        picked = x_tilde[:, np.unique(np.asarray(effect_columns, dtype=int))]
         stats["x_effects"] = by_unit(x_tilde[:, :, None] * picked[:, None, :])
         stats["y_effects"] = by_unit(y[:, :, None] * picked[:, None, :])
     return stats
