@@ -465,7 +465,8 @@ def describe_missing(data: ClusterData, within_names, between_names) -> dict | N
     """What the summary says about missing values (None when there are none):
     the count per variable (rows for level-1 outcomes, clusters for level-2
     ones), the incomplete rows, the missing-data patterns, the rows with no
-    observed outcome (kept: they add nothing but their cluster's level-2 values)
+    observed outcome (kept: they add nothing but their cluster's level-2 values),
+    per level-1 outcome the clusters where it is never observed (``clusters_without``)
     and the covariance coverage of the level-1 outcomes (the share of rows
     where both of a pair are observed, lavaan's ``lavInspect(fit, "coverage")``)."""
     if not data.has_missing:
@@ -475,9 +476,13 @@ def describe_missing(data: ClusterData, within_names, between_names) -> dict | N
                                               np.concatenate([y_missing.sum(0), z_missing.sum(0)])) if k}
     observed = (~y_missing).astype(float)
     coverage = observed.T @ observed / len(observed)  # share of rows where both are observed (lavaan's "coverage")
+    seen_in_cluster = np.zeros((data.n_clusters, len(within_names)))
+    np.add.at(seen_in_cluster, data.cluster_index, observed)
+    unobserved = {name: int(k) for name, k in zip(within_names, (seen_in_cluster == 0).sum(0)) if k}
     return {"counts": counts, "incomplete_rows": int(y_missing.any(axis=1).sum()),
             "patterns": len(np.unique(y_missing, axis=0)), "empty_rows": int(y_missing.all(axis=1).sum()),
             "incomplete_clusters": int(z_missing.any(axis=1).sum()),
+            "clusters_without": unobserved if data.n_clusters > 1 else {},
             "coverage": {a: {b: float(coverage[i, k]) for k, b in enumerate(within_names)}
                          for i, a in enumerate(within_names)}}
 

@@ -102,6 +102,11 @@ def _missing_lines(missing: dict | None) -> list[str]:
              f"    {missing['incomplete_rows']} incomplete rows, {missing['patterns']} missing-data patterns"]
     if missing["empty_rows"]:
         lines[-1] += f"; {missing['empty_rows']} rows with no observed outcome add only their cluster's level-2 values"
+    never = missing.get("clusters_without") or {}  # results saved before session 10 lack it
+    if never:
+        listing = ", ".join(f"{name} in {k}" for name, k in never.items())
+        lines.append(f"    Never observed in a cluster: {listing} cluster(s); there the cluster's part rests on its "
+                     "other values and the model")
     return lines
 
 

@@ -107,6 +107,21 @@ def test_missing_outcomes_are_kept_by_default():
         assert np.isnan(prepared.within_outcomes).sum() == 2
 
 
+def test_the_summary_counts_what_is_missing_and_where():
+    from bayes_msem.data import describe_missing
+    from bayes_msem.report import _missing_lines
+
+    data = clustered().assign(v=lambda d: d.y + 1.0)
+    data.loc[data.id == 2, "y"] = np.nan  # y never observed in cluster 2, v there
+    data.loc[[0, 1], "v"] = np.nan
+    prepared = prepare("level: 1\n y ~ x\n v ~ x\nlevel: 2\n y ~~ v", data, cluster="id")
+    missing = describe_missing(prepared, ["y", "v"], [])
+    assert missing["counts"] == {"y": 3, "v": 2} and missing["incomplete_rows"] == 5
+    assert missing["clusters_without"] == {"y": 1} and missing["patterns"] == 3
+    assert missing["coverage"]["y"]["v"] == pytest.approx(7 / 12)
+    assert "Never observed in a cluster: y in 1 cluster(s)" in "\n".join(_missing_lines(missing))
+
+
 def test_rows_without_a_cluster_id_are_dropped_and_counted():
     data = clustered()
     data["id"] = data["id"].astype(object)
