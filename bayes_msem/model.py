@@ -77,7 +77,12 @@ class Model:
 
     def __init__(self, syntax: str, data: pd.DataFrame, cluster: str | None = None, *, missing: str = "fiml",
                  priors: DefaultPriors | dict | None = None, centering: dict[str, str] | None = None,
-                 engine: str = "auto"):
+                 engine: str = "auto", ordered=None):
+        if ordered is not None and ordered is not False:
+            raise NotImplementedError(
+                f"ordered={ordered!r}: ordinal and binary (probit) outcomes are not supported yet. Leave out "
+                "ordered= to model the variables as continuous (a warning names those with few values), or fit "
+                "them elsewhere for now (Mplus, or brms for models without latent variables).")
         self.syntax = syntax
         self.centering = dict(centering or {})
         table = build_partable(syntax, centering=self.centering)

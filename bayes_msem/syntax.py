@@ -189,6 +189,11 @@ class _StatementParser:
                 raise _error(name, "expected the name of the random slope before `|`", "as in s | y ~ x")
             self.tokens = self.tokens[2:]
             if not self.tokens or not any(t.text in _MODEL_OPS for t in self.tokens):
+                if self.tokens and all(t.kind == "name" or t.text in ("+", "*") for t in self.tokens):
+                    raise _error(name, f"`{name.text} | {' '.join(t.text for t in self.tokens)}` reads as "
+                                 "lavaan's thresholds of an ordinal variable, which are not supported yet",
+                                 "remove the line to model the variable as continuous; a random slope is "
+                                 "written s | y ~ x")
                 raise _error(name, "a random slope needs a regression after `|`", "as in s | y ~ x")
             return name
         bar = next((t for t in self.tokens if t.text == "|"), None)

@@ -83,3 +83,12 @@ def test_a_centered_covariate_with_missing_values_is_refused():
     with pytest.raises(bm.DataError, match="covariate 'm' has 2 missing value\\(s\\): it is a predictor as 'm.raw'"):
         bm.Model("level: 1\n m ~ x\n b | y ~ m\nlevel: 2\n m ~~ y + b", data, cluster="school",
                  centering={"m": "none"})
+
+
+def test_ordered_is_refused_with_a_clear_message():
+    """lavaan's argument for ordinal variables: a message that says what happens
+    instead, not Python's TypeError for an unknown keyword."""
+    data = simulate_small_two_level()
+    with pytest.raises(NotImplementedError, match="ordered=\\['y'\\]: ordinal and binary \\(probit\\) outcomes are "
+                                                  "not supported yet"):
+        bm.Model("level: 1\n y ~ x\nlevel: 2\n y ~~ y", data, cluster="school", ordered=["y"])

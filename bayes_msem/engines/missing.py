@@ -146,9 +146,9 @@ def _effects_data(stats: dict, within: LevelMoments, K, level: LevelLayout, back
     x_eff, y_eff = stats["x_effects"], stats["y_effects"]  # (J, G, q+1, C), (J, G, p, C)
     blocks = _column_blocks(level.random_effect_columns)
     A_rows, g_parts = [], []
-    for c, (column, members) in enumerate(blocks):
+    for c, (_, members) in enumerate(blocks):
         residual = (y_eff[..., c] - within.mean[None, None, :] * x_eff[:, :, 0, c][..., None]
-                    - x_eff[:, :, 1:, c] @ within.Pi.T)  # (J, G, p): sums of x~[column] (y - mu - Pi x)
+                    - x_eff[:, :, 1:, c] @ within.Pi.T)  # (J, G, p): sums of x~[c-th column] (y - mu - Pi x)
         g_parts.append(residual.reshape((units, G * p)) @ KD[:, :, members].reshape((G * p, len(members))))
         A_rows.append(xp.concatenate([
             (x_eff[:, :, other, c] @ DKD[:, members][:, :, others].reshape((G, len(members) * len(others))))
