@@ -88,9 +88,14 @@ class LatentEngine(Engine):
         problem = outcome_coupling(spec)
         if problem:
             return False, problem
-        if spec.data.has_missing and (spec.within.slopes or spec.table.between_outcomes):
-            return False, ("missing values with random slopes or level-2 outcomes: the latent engine takes missing "
-                           "values of level-1 outcomes only")
+        import numpy as np
+
+        if np.isnan(spec.data.between_outcomes).any():
+            return False, ("missing values of a level-2 outcome: the latent engine takes missing values of level-1 "
+                           "outcomes only")
+        if spec.data.has_missing and spec.within.slopes_on_nodes:
+            return False, ("missing values with a random slope on a modelled within variable: the latent engine "
+                           "takes random slopes on covariates only when values are missing")
         return True, "cluster effects are sampled as random variables"
 
     def build(self, spec, sampler: str):

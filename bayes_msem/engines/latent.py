@@ -181,11 +181,17 @@ def build_latent_model(spec: ModelSpec) -> pm.Model:
                                                      + effects[:, effect_names.index(name)])
         stats = {k: pt.as_tensor_variable(v) for k, v in data.stats.items()}
         stats["n"] = data.stats["n"]
-        if data.has_missing:  # each row's observed values (no random slopes: see LatentEngine.supports)
+        if data.has_missing:  # each row's observed values
             from bayes_msem.data import missing_pattern_statistics
-            from bayes_msem.engines.missing import observed_rows_logp
+            from bayes_msem.engines.missing import observed_rows_logp, rows_with_own_means_logp
 
-            logp = observed_rows_logp(missing_pattern_statistics(data), moments, cluster_means, PYTENSOR_BACKEND)
+            missing_stats = missing_pattern_statistics(data)
+            if within.slopes:  # slopes on covariates only (LatentEngine.supports): one Sigma, a mean per row
+                at = data.cluster_index
+                row_means = cluster_means[at] + (moments.Pi[at] @ data.within_covariates[:, :, None])[:, :, 0]
+                logp = rows_with_own_means_logp(missing_stats, moments.Sigma, row_means, PYTENSOR_BACKEND)
+            else:
+                logp = observed_rows_logp(missing_stats, moments, cluster_means, PYTENSOR_BACKEND)
         elif within.slopes:
             cross = {k: pt.as_tensor_variable(v) for k, v in cluster_cross_products(data).items()}
             scatter = cluster_scatter(cross, stats, cluster_means, moments.Pi)

@@ -41,7 +41,7 @@ from bayes_msem.layout import LevelLayout
 from bayes_msem.matrices import NUMPY_BACKEND, LevelMoments, level_moments, psd_root
 
 __all__ = ["masked_inverse", "missing_logp", "missing_statistics", "cluster_terms", "observed_rows_logp",
-           "draw_missing_cluster_effects", "missing_unit_log_likelihood"]
+           "rows_with_own_means_logp", "draw_missing_cluster_effects", "missing_unit_log_likelihood"]
 
 LOG_2PI = np.log(2 * np.pi)
 JITTER = 1e-10  # relative: keeps the Cholesky factor of a singular Sigma_u (between variances fixed at 0) finite
@@ -190,6 +190,20 @@ def observed_rows_logp(stats: dict, within: LevelMoments, cluster_means, backend
     (clusters, p), cluster effects included (the latent engine)."""
     rows = _row_pieces(stats, within, cluster_means, backend)
     return backend.xp.sum(rows["partial"]) - 0.5 * _pooled_quadratic(stats, rows["K"], within.Pi, backend.xp)
+
+
+def rows_with_own_means_logp(stats: dict, Sigma, row_means, backend):
+    """sum over rows of log N(y_i,o; m_i,o, Sigma_oo) for each row's own mean
+    ``row_means`` (rows, p): the latent engine with random slopes, where rows
+    of a cluster differ in their regression weights. O(rows p^2) per gradient,
+    as the latent engine is O(rows) anyway."""
+    xp = backend.xp
+    patterns = stats["patterns"]
+    K, logdet = masked_inverse(Sigma, patterns, backend)  # (G, p, p), (G,)
+    d = patterns[stats["row_pattern"]] * (stats["y"] - row_means)  # missing entries set to 0
+    quad = xp.sum(d * xp.einsum("ipq,iq->ip", K[stats["row_pattern"]], d))
+    counts = np.bincount(stats["row_pattern"], minlength=len(patterns))
+    return -0.5 * (np.sum(counts * patterns.sum(axis=1)) * LOG_2PI + xp.sum(counts * logdet) + quad)
 
 
 def _pooled_quadratic(stats: dict, K, Pi, xp):

@@ -293,3 +293,36 @@ def test_with_random_slopes_the_collapsed_model_carries_the_same_likelihood():
     assert float(values["loglik"]) == pytest.approx(float(missing_logp(spec, values["parameters"], _numpy())),
                                                     rel=1e-9)
     assert np.all(np.isfinite(model.compile_dlogp()(point)))
+
+
+def test_with_random_slopes_the_latent_engine_takes_each_rows_observed_values():
+    """Given the sampled cluster effects, each row's observed values are normal
+    around its cluster's own regression (the cluster's slopes times x)."""
+    from bayes_msem.engines import choose_engine, get_engine
+    from bayes_msem.engines.latent import build_latent_model
+
+    from .test_collapsed_slopes import mediation_data
+    from .test_latent import evaluate, random_point
+
+    data = mediation_data(clusters=8)
+    data.loc[data.index[::4], "m"] = np.nan
+    data.loc[data.index[1::3], "y"] = np.nan
+    spec = spec_of(data, SLOPES_ON_X, cluster="cluster")
+    assert get_engine("latent").supports(spec)[0] and choose_engine("auto", spec)[0] == "collapsed"
+    model = build_latent_model(spec)
+    values = evaluate(model, random_point(model, seed=2), ["parameters", "cluster_effects", "within_loglik"])
+    effects = pd.DataFrame(values["cluster_effects"], columns=model.coords["cluster_variable"])
+    structure, prepared = spec.within, spec.data
+    expected = 0.0
+    for row in range(prepared.n_rows):
+        j = prepared.cluster_index[row]
+        slopes = effects.iloc[j][list(structure.slopes)].to_numpy()[None]
+        own = level_moments(values["parameters"], structure, slope_values=slopes)
+        split = np.array([effects.iloc[j][name] if name in spec.table.both_level else 0.0
+                          for name in structure.observed])
+        mean = np.broadcast_to(own.mean, (1, len(split)))[0] + split + own.Pi[0] @ prepared.within_covariates[row]
+        y = prepared.within_outcomes[row]
+        seen = ~np.isnan(y)
+        if seen.any():
+            expected += stats.multivariate_normal(mean[seen], own.Sigma[np.ix_(seen, seen)]).logpdf(y[seen])
+    assert float(values["within_loglik"]) == pytest.approx(expected, rel=1e-9)
