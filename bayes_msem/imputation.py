@@ -6,7 +6,7 @@ the missing values (Rubin's rules then combine them).
 
 Given the parameters and cluster j's effects, a row's outcomes are normal with
 mean mu_W + Pi_j x_i + P b_j (Pi_j with the cluster's random slopes) and
-covariance Sigma_W; the missing part is drawn
+covariance Sigma_W (Sigma_W,j where a random slope sits on a modelled variable); the missing part is drawn
 from its conditional given the row's observed part. Missing level-2 outcomes are
 drawn from their conditional given the cluster effects and the cluster's
 observed level-2 outcomes.
@@ -19,7 +19,7 @@ import pandas as pd
 
 from bayes_msem.matrices import level_moments, psd_root
 
-__all__ = ["impute", "row_means"]
+__all__ = ["impute", "row_means", "row_moments"]
 
 
 def impute(result, m: int = 20, random_seed: int | None = None) -> pd.DataFrame:
@@ -53,31 +53,46 @@ def _stacked_effects(result) -> np.ndarray | None:
 def _completed(spec, theta: np.ndarray, effects: np.ndarray | None, rng: np.random.Generator):
     """Level-1 outcomes (rows, p) and level-2 outcomes (clusters, p_z) with the missing values drawn."""
     data = spec.data
-    within = level_moments(theta, spec.within)
     z = data.between_outcomes.copy()
     if effects is not None and np.isnan(z).any():
         z = _draw_level_2_outcomes(spec, theta, effects, z, rng)
-    return _draw_conditional(row_means(spec, theta, effects), within.Sigma, data.within_outcomes, rng), z
+    means, Sigma = row_moments(spec, theta, effects)
+    if Sigma.ndim == 2:
+        return _draw_conditional(means, Sigma, data.within_outcomes, rng), z
+    y = data.within_outcomes.copy()  # a covariance per cluster: a random slope on a modelled variable
+    for j in np.unique(data.cluster_index[np.isnan(y).any(axis=1)]):
+        rows = data.cluster_index == j
+        y[rows] = _draw_conditional(means[rows], Sigma[j], y[rows], rng)
+    return y, z
 
 
 def row_means(spec, theta: np.ndarray, effects: np.ndarray | None) -> np.ndarray:
     """Each row's expected level-1 outcomes (rows, p) given the parameters and its
     cluster's effects (clusters, cluster variables): mu_W + Pi_j x_i + P b_j, with
-    Pi_j carrying the cluster's random slopes (on covariates)."""
+    Pi_j carrying the cluster's random slopes."""
+    return row_moments(spec, theta, effects)[0]
+
+
+def row_moments(spec, theta: np.ndarray, effects: np.ndarray | None) -> tuple[np.ndarray, np.ndarray]:
+    """:func:`row_means` and the rows' covariance given the cluster effects: one
+    (p, p), or one per cluster (clusters, p, p) where a random slope sits on a
+    modelled variable."""
     data = spec.data
     within = level_moments(theta, spec.within)
     if effects is None:
-        return within.mean + data.within_covariates @ within.Pi.T
+        return within.mean + data.within_covariates @ within.Pi.T, within.Sigma
     clusters = spec.layout.levels[1]
     names, at = list(clusters.effects), data.cluster_index
+    Sigma = within.Sigma
     if spec.within.slopes:
         own = level_moments(theta, spec.within, slope_values=effects[:, [names.index(s) for s in spec.within.slopes]])
         cluster_mean = np.zeros((data.n_clusters, spec.within.n_observed)) + own.mean  # a cluster axis where slopes have one
         mean = cluster_mean[at] + np.einsum("ipq,iq->ip", own.Pi[at], data.within_covariates)
+        Sigma = own.Sigma
     else:
         mean = within.mean + data.within_covariates @ within.Pi.T
     split = [names.index(name) for name in clusters.split]
-    return mean + effects[:, split][at] @ clusters.placement.place.T
+    return mean + effects[:, split][at] @ clusters.placement.place.T, Sigma
 
 
 def _draw_conditional(mean: np.ndarray, cov: np.ndarray, values: np.ndarray, rng: np.random.Generator) -> np.ndarray:

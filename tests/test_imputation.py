@@ -118,3 +118,30 @@ def test_with_random_slopes_each_row_is_imputed_around_its_clusters_regression()
         fixed = within.mean + spec.data.within_covariates[rows] @ within.Pi.T
         expected = fixed + (Z @ effects[j, order]).reshape(len(rows), -1)
         np.testing.assert_allclose(means[rows], expected, rtol=1e-10, atol=1e-12)
+
+
+def test_with_a_slope_on_a_modelled_variable_each_cluster_has_its_own_covariance():
+    """b | y ~ m with m split: the rows' covariance carries the cluster's b_j, so
+    the missing values are drawn cluster by cluster from it."""
+    from engines.test_collapsed_slopes import mediation_data
+    from engines.test_missing import parameter_draw, spec_of
+
+    from bayes_msem.imputation import _completed, row_moments
+    from bayes_msem.matrices import level_moments
+
+    data = mediation_data(clusters=8)
+    data.loc[data.index[::3], "y"] = np.nan
+    spec = spec_of(data, bm.example_model("mediation_111_random_slopes"), cluster="cluster")
+    theta = parameter_draw(spec, 2)
+    clusters = spec.layout.levels[1]
+    effects = np.random.default_rng(3).normal(scale=0.5, size=(spec.data.n_clusters, len(clusters.effects)))
+    _, Sigma = row_moments(spec, theta, effects)
+    b = list(clusters.effects).index("b")
+    assert Sigma.shape == (8, 2, 2) and not np.allclose(Sigma[0], Sigma[1])
+    own = level_moments(theta, spec.within, slope_values=effects[[3]][:, [list(clusters.effects).index(s)
+                                                                          for s in spec.within.slopes]])
+    np.testing.assert_allclose(Sigma[3], own.Sigma[0])
+    assert effects[3, b] != effects[4, b]
+    y, _ = _completed(spec, theta, effects, np.random.default_rng(1))
+    observed = ~np.isnan(spec.data.within_outcomes)
+    assert not np.isnan(y).any() and np.array_equal(y[observed], spec.data.within_outcomes[observed])

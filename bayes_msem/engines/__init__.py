@@ -59,6 +59,8 @@ class Engine:
         """log p(data of a unit | parameters), (chains, draws, units): per cluster
         with the cluster effects integrated out, per row in a single-level model;
         None where there is no closed form."""
+        if spec.layout.multilevel and not collapsed_supported(spec)[0]:
+            return None
         if spec.data.has_missing:
             from bayes_msem.engines.missing import missing_unit_log_likelihood
 
@@ -67,8 +69,6 @@ class Engine:
             from bayes_msem.checking import row_log_likelihood
 
             return row_log_likelihood(spec, theta_draws)
-        if not collapsed_supported(spec)[0]:
-            return None
         from bayes_msem.engines.collapsed_slopes import cluster_log_likelihood
 
         return cluster_log_likelihood(spec, theta_draws)
@@ -93,9 +93,6 @@ class LatentEngine(Engine):
         if np.isnan(spec.data.between_outcomes).any():
             return False, ("missing values of a level-2 outcome: the latent engine takes missing values of level-1 "
                            "outcomes only")
-        if spec.data.has_missing and spec.within.slopes_on_nodes:
-            return False, ("missing values with a random slope on a modelled within variable: the latent engine "
-                           "takes random slopes on covariates only when values are missing")
         return True, "cluster effects are sampled as random variables"
 
     def build(self, spec, sampler: str):

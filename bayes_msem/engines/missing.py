@@ -192,18 +192,24 @@ def observed_rows_logp(stats: dict, within: LevelMoments, cluster_means, backend
     return backend.xp.sum(rows["partial"]) - 0.5 * _pooled_quadratic(stats, rows["K"], within.Pi, backend.xp)
 
 
-def rows_with_own_means_logp(stats: dict, Sigma, row_means, backend):
+def rows_with_own_means_logp(stats: dict, Sigma, row_means, backend, cluster_index: np.ndarray | None = None):
     """sum over rows of log N(y_i,o; m_i,o, Sigma_oo) for each row's own mean
     ``row_means`` (rows, p): the latent engine with random slopes, where rows
-    of a cluster differ in their regression weights. O(rows p^2) per gradient,
-    as the latent engine is O(rows) anyway."""
+    of a cluster differ in their regression weights. ``Sigma`` is one matrix,
+    or one per cluster (clusters, p, p; a random slope on a modelled variable),
+    then indexed by ``cluster_index``. O(rows p^2) per gradient, as the latent
+    engine is O(rows) anyway."""
     xp = backend.xp
-    patterns = stats["patterns"]
-    K, logdet = masked_inverse(Sigma, patterns, backend)  # (G, p, p), (G,)
-    d = patterns[stats["row_pattern"]] * (stats["y"] - row_means)  # missing entries set to 0
-    quad = xp.sum(d * xp.einsum("ipq,iq->ip", K[stats["row_pattern"]], d))
-    counts = np.bincount(stats["row_pattern"], minlength=len(patterns))
-    return -0.5 * (np.sum(counts * patterns.sum(axis=1)) * LOG_2PI + xp.sum(counts * logdet) + quad)
+    patterns, row_pattern = stats["patterns"], stats["row_pattern"]
+    if cluster_index is None:
+        K, logdet = masked_inverse(Sigma, patterns, backend)  # (G, p, p), (G,)
+        K_rows, logdet_rows = K[row_pattern], logdet[row_pattern]
+    else:  # one inverse per (cluster, pattern): (J, G, p, p)
+        K, logdet = masked_inverse(Sigma[:, None], patterns, backend)
+        K_rows, logdet_rows = K[cluster_index, row_pattern], logdet[cluster_index, row_pattern]
+    d = patterns[row_pattern] * (stats["y"] - row_means)  # missing entries set to 0
+    quad = xp.sum(d * xp.einsum("ipq,iq->ip", K_rows, d))
+    return -0.5 * (np.sum(patterns[row_pattern]) * LOG_2PI + xp.sum(logdet_rows) + quad)
 
 
 def _pooled_quadratic(stats: dict, K, Pi, xp):

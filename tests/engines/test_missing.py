@@ -326,3 +326,40 @@ def test_with_random_slopes_the_latent_engine_takes_each_rows_observed_values():
         if seen.any():
             expected += stats.multivariate_normal(mean[seen], own.Sigma[np.ix_(seen, seen)]).logpdf(y[seen])
     assert float(values["within_loglik"]) == pytest.approx(expected, rel=1e-9)
+
+
+def test_with_a_random_slope_on_a_modelled_variable_the_latent_engine_takes_the_observed_values():
+    """The shipped 1-1-1 mediation (b | y ~ m, m split into parts) with holes in
+    m and y: the rows' covariance differs per cluster (it carries b_j), so the
+    observed values' density uses one inverse per cluster and pattern. The
+    collapsed engine does not apply; LOO then has no per-cluster likelihood."""
+    import bayes_msem as bm
+    from bayes_msem.engines import choose_engine, get_engine
+    from bayes_msem.engines.latent import build_latent_model
+
+    from .test_collapsed_slopes import mediation_data
+    from .test_latent import evaluate, random_point
+
+    data = mediation_data(clusters=8)
+    data.loc[data.index[::4], "m"] = np.nan
+    data.loc[data.index[1::3], "y"] = np.nan
+    spec = spec_of(data, bm.example_model("mediation_111_random_slopes"), cluster="cluster")
+    assert spec.within.slopes_on_nodes and choose_engine("auto", spec)[0] == "latent"
+    assert get_engine("latent").unit_log_likelihood(spec, np.zeros((1, 1, len(spec.priors)))) is None
+    model = build_latent_model(spec)
+    values = evaluate(model, random_point(model, seed=4), ["parameters", "cluster_effects", "within_loglik"])
+    effects = pd.DataFrame(values["cluster_effects"], columns=model.coords["cluster_variable"])
+    structure, prepared = spec.within, spec.data
+    expected = 0.0
+    for row in range(prepared.n_rows):
+        j = prepared.cluster_index[row]
+        own = level_moments(values["parameters"], structure,
+                            slope_values=effects.iloc[j][list(structure.slopes)].to_numpy()[None])
+        split = np.array([effects.iloc[j][name] if name in spec.table.both_level else 0.0
+                          for name in structure.observed])
+        mean = np.broadcast_to(own.mean, (1, len(split)))[0] + split + own.Pi[0] @ prepared.within_covariates[row]
+        y = prepared.within_outcomes[row]
+        seen = ~np.isnan(y)
+        if seen.any():
+            expected += stats.multivariate_normal(mean[seen], own.Sigma[0][np.ix_(seen, seen)]).logpdf(y[seen])
+    assert float(values["within_loglik"]) == pytest.approx(expected, rel=1e-9)
