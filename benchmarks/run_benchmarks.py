@@ -19,10 +19,12 @@ import sys
 from pathlib import Path
 
 # (data, engine, sampler); "mediation_J_n" is the 1-1-1 random-slope mediation
-# (benchmarks/mediation_data.py) with J clusters of n rows, fitted with centering m = none.
+# (benchmarks/mediation_data.py) with J clusters of n rows, fitted with centering m = none;
+# "mediation_J_n_mar" the same with 20% of y missing completely at random (seed 1).
 MEDIATION_GRID = [f"mediation_{j}_{n}" for j in (100, 500, 5000) for n in (10, 20, 50)]
 CONFIGS = ([(name, "collapsed", "numpyro") for name in MEDIATION_GRID]
            + [("mediation_100_20", "latent", "numpyro"), ("mediation_500_20", "latent", "numpyro")]
+           + [("mediation_100_20_mar", "collapsed", "numpyro"), ("mediation_100_20_mar", "latent", "numpyro")]
            + [("demo_twolevel", "collapsed", "numpyro"), ("demo_twolevel", "latent", "numpyro"),
               ("demo_twolevel_mar", "collapsed", "numpyro"), ("demo_twolevel_mar", "latent", "numpyro"),
               ("demo_twolevel", "collapsed", "nutpie"), ("demo_twolevel", "collapsed", "pymc"),
@@ -37,8 +39,12 @@ name, engine, sampler = sys.argv[1:4]
 if name.startswith("mediation_"):
     sys.path.insert(0, "benchmarks")
     from mediation_data import simulate_mediation_111
-    clusters, size = map(int, name.split("_")[1:])
-    model = bm.Model(bm.example_model("mediation_111_random_slopes"), simulate_mediation_111(clusters, size),
+    clusters, size = map(int, name.split("_")[1:3])
+    data = simulate_mediation_111(clusters, size)
+    if name.endswith("_mar"):
+        import numpy as np
+        data.loc[np.random.default_rng(1).uniform(size=len(data)) < 0.2, "y"] = np.nan
+    model = bm.Model(bm.example_model("mediation_111_random_slopes"), data,
                      cluster="cluster", engine=engine, centering={"m": "none"})
 else:
     cluster = {"demo_twolevel": "cluster", "demo_twolevel_mar": "cluster", "mplus_ex9_6": "clus"}[name]
