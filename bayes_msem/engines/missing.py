@@ -64,11 +64,12 @@ def masked_inverse(Sigma, masks: np.ndarray, backend=NUMPY_BACKEND):
 
 
 def cluster_terms(stats: dict, within: LevelMoments, between: LevelMoments | None, level: LevelLayout | None,
-                  w: np.ndarray, backend=NUMPY_BACKEND, per_unit: bool = False) -> dict:
+                  w: np.ndarray, backend=NUMPY_BACKEND, per_unit: bool = False, with_loglik: bool = True) -> dict:
     """The pieces of the module docstring's formula: ``loglik``, summed over
-    units (or per unit, ``per_unit``), and where there are random effects
-    ``mu_u``, ``L``, ``chol_M`` and ``h`` per unit (what drawing them needs).
-    ``level`` is the layout's level 2 (None in a single-level model).
+    units (or per unit, ``per_unit``; left out with ``with_loglik=False``), and
+    where there are random effects ``mu_u``, ``L``, ``chol_M`` and ``h`` per unit
+    (what drawing them needs). ``level`` is the layout's level 2 (None in a
+    single-level model).
 
     No array is indexed by pattern inside: sums over patterns are products
     with the (units x G) counts, whose gradients stay matrix products (a
@@ -79,6 +80,8 @@ def cluster_terms(stats: dict, within: LevelMoments, between: LevelMoments | Non
     loglik = rows["partial"]
 
     def total(loglik):  # the rows' quadratic form in y - Pi x: per unit, or pooled over patterns
+        if not with_loglik:
+            return None
         if per_unit:
             return loglik - 0.5 * _row_quadratic(stats, rows["K"], within.Pi, xp, units)
         return xp.sum(loglik) - 0.5 * _pooled_quadratic(stats, rows["K"], within.Pi, xp)
@@ -310,22 +313,26 @@ def draw_missing_cluster_effects(spec, theta_draws: np.ndarray, seed: int | None
     effect_nodes = clusters.effect_nodes
     given = np.concatenate([clusters.random_effect_nodes, z_nodes])
     given_observed = np.concatenate([np.ones((len(w), r)), stats["z_observed"]], axis=1)
+    # the second step depends on a cluster only through which level-2 outcomes it observed: one
+    # gain and one root per such pattern (per cluster, pinv and eigh were two thirds of this function)
+    observed_patterns, pattern_of = np.unique(given_observed, axis=0, return_inverse=True)
+    pattern_of = pattern_of.reshape(-1)
     chains, draws, _ = theta_draws.shape
     out = np.empty((chains, draws, spec.data.n_clusters, len(effect_nodes)))
     for c in range(chains):
         for d in range(draws):
             within, between = _moments(spec, theta_draws[c, d])
-            terms = cluster_terms(stats, within, between, clusters, w, per_unit=True)
+            terms = cluster_terms(stats, within, between, clusters, w, per_unit=True, with_loglik=False)
             u = _draw_random_effects(rng, terms, r, len(w))
             node_mean, node_cov = between.node_moments(w)  # (J, nodes), (nodes, nodes)
             values = np.concatenate([u, stats["z"]], axis=1) if len(z_nodes) else u
             residual = given_observed * (values - node_mean[:, given])
-            inverse = given_observed[:, :, None] * np.linalg.pinv(
-                given_observed[:, :, None] * given_observed[:, None, :] * node_cov[np.ix_(given, given)])
-            gain = node_cov[np.ix_(effect_nodes, given)] @ inverse  # (J, effects, given)
-            mean = node_mean[:, effect_nodes] + np.einsum("jeg,jg->je", gain, residual)
+            inverse = observed_patterns[:, :, None] * np.linalg.pinv(
+                observed_patterns[:, :, None] * observed_patterns[:, None, :] * node_cov[np.ix_(given, given)])
+            gain = node_cov[np.ix_(effect_nodes, given)] @ inverse  # (patterns, effects, given)
+            mean = node_mean[:, effect_nodes] + np.einsum("jeg,jg->je", gain[pattern_of], residual)
             cond_cov = node_cov[np.ix_(effect_nodes, effect_nodes)] - gain @ node_cov[np.ix_(given, effect_nodes)]
-            root = psd_root(cond_cov)
+            root = psd_root(cond_cov)[pattern_of]
             out[c, d] = mean + np.einsum("jef,jf->je", root, rng.standard_normal(mean.shape))
     return out
 
