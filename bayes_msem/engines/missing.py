@@ -4,7 +4,7 @@ effects integrated out (full information, lavaan's ``missing = "ml"``).
 In cluster j, row i has its own set of observed level-1 outcomes o_i (its
 missing-data *pattern*). Given the cluster's random effects u_j (the between
 parts of the split variables and the random slopes on covariates), rows are
-independent:
+independent::
 
     y_i,o ~ N(mu_o + Pi_o x_i + Z_i,o u_j, Sigma_W,oo),   Z_i = D diag(x~_i[c]),
 
@@ -12,7 +12,7 @@ where x~ = (1, x), c picks the entry each effect multiplies (1 for a between
 part, the covariate for a slope) and D the outcomes it moves (the layout's
 ``effect_design``). Integrating u_j ~ N(m_j, Sigma_u,j) out (Woodbury;
 Rosseel 2021, "Evaluating the observed log-likelihood function in two-level
-SEM with missing data", Psych 3(2)):
+SEM with missing data", Psych 3(2))::
 
     log p(Y_j) = sum_i log N(y_i,o; mu_o + Pi_o x_i, Sigma_W,oo)
                  + m_j'g0_j - 1/2 m_j'A_j m_j - 1/2 log|M_j| + 1/2 h_j' M_j^-1 h_j,
