@@ -112,28 +112,28 @@ def test_study_is_the_same_on_one_or_two_workers_and_resumes(tmp_path):
     import bayes_msem as bm
 
     population = bm.example_model("mediation_111_random_slopes")
-    reference = simulation_study(population, MEDIATION_VALUES, SMALL_DESIGN, 3, fit_kwargs=FIT, workers=2,
+    reference = simulation_study(population, MEDIATION_VALUES, SMALL_DESIGN, 2, fit_kwargs=FIT, workers=2,
                                  random_seed=3, progressbar=False)
-    assert_coverage_plausible(reference, 3)
+    assert_coverage_plausible(reference, 2)
     assert "indirect" in set(reference.summary.parameter)
     assert reference.summary.set_index("parameter").loc["indirect", "true"] == pytest.approx(0.3 * 0.3 + 0.02)
 
     store = tmp_path / "study"
-    simulation_study(population, MEDIATION_VALUES, SMALL_DESIGN, 2, fit_kwargs=FIT, workers=1, random_seed=3,
+    simulation_study(population, MEDIATION_VALUES, SMALL_DESIGN, 1, fit_kwargs=FIT, workers=1, random_seed=3,
                      store=store, progressbar=False)
     files = sorted(store.rglob("*.parquet"))
     written = {f: f.stat().st_mtime_ns for f in files}
-    assert len(files) == 2
+    assert len(files) == 1
     with pytest.raises(FileExistsError, match="resume=True"):
-        simulation_study(population, MEDIATION_VALUES, SMALL_DESIGN, 3, fit_kwargs=FIT, workers=1, random_seed=3,
+        simulation_study(population, MEDIATION_VALUES, SMALL_DESIGN, 2, fit_kwargs=FIT, workers=1, random_seed=3,
                          store=store)
     with pytest.raises(ValueError, match="other settings"):
-        simulation_study(population, MEDIATION_VALUES, SMALL_DESIGN, 3, fit_kwargs=FIT, workers=1, random_seed=4,
+        simulation_study(population, MEDIATION_VALUES, SMALL_DESIGN, 2, fit_kwargs=FIT, workers=1, random_seed=4,
                          store=store, resume=True)
-    resumed = simulation_study(population, MEDIATION_VALUES, SMALL_DESIGN, 3, fit_kwargs=FIT, workers=1,
+    resumed = simulation_study(population, MEDIATION_VALUES, SMALL_DESIGN, 2, fit_kwargs=FIT, workers=1,
                                random_seed=3, store=store, resume=True, progressbar=False)
     assert {f: f.stat().st_mtime_ns for f in files} == written  # nothing re-run
-    assert len(sorted(store.rglob("*.parquet"))) == 3
+    assert len(sorted(store.rglob("*.parquet"))) == 2
     columns = ["design", "replication", "parameter", "true", "mean", "sd", "q2.5", "q97.5"]
     pd.testing.assert_frame_equal(resumed.replications[columns], reference.replications[columns])
     # the truth comes from the population's values and its defaults
@@ -150,9 +150,9 @@ def test_a_worker_killed_mid_study_costs_only_its_replication(tmp_path):
     import bayes_msem as bm
 
     population = bm.example_model("demo_twolevel")
-    reference = simulation_study(population, DEMO_VALUES, SMALL_DESIGN, 4, fit_kwargs=FIT, workers=1, random_seed=5,
+    reference = simulation_study(population, DEMO_VALUES, SMALL_DESIGN, 3, fit_kwargs=FIT, workers=1, random_seed=5,
                                  progressbar=False)
-    assert_coverage_plausible(reference, 4)
+    assert_coverage_plausible(reference, 3)
     store = tmp_path / "study"
     with LocalCluster(n_workers=2, threads_per_worker=1, dashboard_address=None) as cluster, Client(cluster) as client:
         def kill_one_worker_after_the_first_replication():
@@ -166,10 +166,10 @@ def test_a_worker_killed_mid_study_costs_only_its_replication(tmp_path):
         killed: list = []
         killer = threading.Thread(target=kill_one_worker_after_the_first_replication, daemon=True)
         killer.start()
-        result = simulation_study(population, DEMO_VALUES, SMALL_DESIGN, 4, fit_kwargs=FIT, client=client,
+        result = simulation_study(population, DEMO_VALUES, SMALL_DESIGN, 3, fit_kwargs=FIT, client=client,
                                   random_seed=5, store=store, progressbar=False)
         killer.join(timeout=5)
         assert len(killed) == 1 and killed[0] not in client.run(os.getpid).values()  # it died mid-study
     columns = ["design", "replication", "parameter", "mean", "sd"]
     pd.testing.assert_frame_equal(result.replications[columns], reference.replications[columns])
-    assert len(list(store.rglob("*.parquet"))) == 4
+    assert len(list(store.rglob("*.parquet"))) == 3
