@@ -295,44 +295,14 @@ def test_with_random_slopes_the_collapsed_model_carries_the_same_likelihood():
     assert np.all(np.isfinite(model.compile_dlogp()(point)))
 
 
-def test_with_random_slopes_the_latent_engine_takes_each_rows_observed_values():
+@pytest.mark.parametrize("on_modelled_variable", [False, True], ids=["slopes on x", "b | y ~ m, m split"])
+def test_with_random_slopes_the_latent_engine_takes_each_rows_observed_values(on_modelled_variable):
     """Given the sampled cluster effects, each row's observed values are normal
-    around its cluster's own regression (the cluster's slopes times x)."""
-    from bayes_msem.engines import choose_engine, get_engine
-    from bayes_msem.engines.latent import build_latent_model
-
-    from .test_collapsed_slopes import mediation_data
-    from .test_latent import evaluate, random_point
-
-    data = mediation_data(clusters=8)
-    data.loc[data.index[::4], "m"] = np.nan
-    data.loc[data.index[1::3], "y"] = np.nan
-    spec = spec_of(data, SLOPES_ON_X, cluster="cluster")
-    assert get_engine("latent").supports(spec)[0] and choose_engine("auto", spec)[0] == "collapsed"
-    model = build_latent_model(spec)
-    values = evaluate(model, random_point(model, seed=2), ["parameters", "cluster_effects", "within_loglik"])
-    effects = pd.DataFrame(values["cluster_effects"], columns=model.coords["cluster_variable"])
-    structure, prepared = spec.within, spec.data
-    expected = 0.0
-    for row in range(prepared.n_rows):
-        j = prepared.cluster_index[row]
-        slopes = effects.iloc[j][list(structure.slopes)].to_numpy()[None]
-        own = level_moments(values["parameters"], structure, slope_values=slopes)
-        split = np.array([effects.iloc[j][name] if name in spec.table.both_level else 0.0
-                          for name in structure.observed])
-        mean = np.broadcast_to(own.mean, (1, len(split)))[0] + split + own.Pi[0] @ prepared.within_covariates[row]
-        y = prepared.within_outcomes[row]
-        seen = ~np.isnan(y)
-        if seen.any():
-            expected += stats.multivariate_normal(mean[seen], own.Sigma[np.ix_(seen, seen)]).logpdf(y[seen])
-    assert float(values["within_loglik"]) == pytest.approx(expected, rel=1e-9)
-
-
-def test_with_a_random_slope_on_a_modelled_variable_the_latent_engine_takes_the_observed_values():
-    """The shipped 1-1-1 mediation (b | y ~ m, m split into parts) with holes in
-    m and y: the rows' covariance differs per cluster (it carries b_j), so the
-    observed values' density uses one inverse per cluster and pattern. The
-    collapsed engine does not apply; LOO then has no per-cluster likelihood."""
+    around its cluster's own regression (the cluster's slopes). With the shipped
+    1-1-1 mediation (b | y ~ m, m split into parts) the rows' covariance differs
+    per cluster too (it carries b_j), so the density uses one inverse per cluster
+    and pattern; the collapsed engine does not apply, and LOO then has no
+    per-cluster likelihood."""
     import bayes_msem as bm
     from bayes_msem.engines import choose_engine, get_engine
     from bayes_msem.engines.latent import build_latent_model
@@ -343,9 +313,12 @@ def test_with_a_random_slope_on_a_modelled_variable_the_latent_engine_takes_the_
     data = mediation_data(clusters=8)
     data.loc[data.index[::4], "m"] = np.nan
     data.loc[data.index[1::3], "y"] = np.nan
-    spec = spec_of(data, bm.example_model("mediation_111_random_slopes"), cluster="cluster")
-    assert spec.within.slopes_on_nodes and choose_engine("auto", spec)[0] == "latent"
-    assert get_engine("latent").unit_log_likelihood(spec, np.zeros((1, 1, len(spec.priors)))) is None
+    syntax = bm.example_model("mediation_111_random_slopes") if on_modelled_variable else SLOPES_ON_X
+    spec = spec_of(data, syntax, cluster="cluster")
+    assert spec.within.slopes_on_nodes == on_modelled_variable and get_engine("latent").supports(spec)[0]
+    assert choose_engine("auto", spec)[0] == ("latent" if on_modelled_variable else "collapsed")
+    if on_modelled_variable:
+        assert get_engine("latent").unit_log_likelihood(spec, np.zeros((1, 1, len(spec.priors)))) is None
     model = build_latent_model(spec)
     values = evaluate(model, random_point(model, seed=4), ["parameters", "cluster_effects", "within_loglik"])
     effects = pd.DataFrame(values["cluster_effects"], columns=model.coords["cluster_variable"])
@@ -358,8 +331,9 @@ def test_with_a_random_slope_on_a_modelled_variable_the_latent_engine_takes_the_
         split = np.array([effects.iloc[j][name] if name in spec.table.both_level else 0.0
                           for name in structure.observed])
         mean = np.broadcast_to(own.mean, (1, len(split)))[0] + split + own.Pi[0] @ prepared.within_covariates[row]
+        cov = own.Sigma[0] if own.Sigma.ndim == 3 else own.Sigma
         y = prepared.within_outcomes[row]
         seen = ~np.isnan(y)
         if seen.any():
-            expected += stats.multivariate_normal(mean[seen], own.Sigma[0][np.ix_(seen, seen)]).logpdf(y[seen])
+            expected += stats.multivariate_normal(mean[seen], cov[np.ix_(seen, seen)]).logpdf(y[seen])
     assert float(values["within_loglik"]) == pytest.approx(expected, rel=1e-9)
