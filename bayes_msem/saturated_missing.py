@@ -137,9 +137,11 @@ class MissingSaturated:
         """Maximum likelihood of the saturated model for ``data``."""
         from scipy.optimize import minimize
 
+        import jax.numpy as jnp
+
         if self._objective is None:
             self._compile()
-        stats = self._statistics(data)
+        stats = {key: jnp.asarray(value) for key, value in self._statistics(data).items()}  # on the device once
 
         def objective(vector):
             value, gradient = self._objective(vector, stats)
