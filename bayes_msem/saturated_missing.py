@@ -135,9 +135,8 @@ class MissingSaturated:
 
     def fit(self, data: ClusterData, start: np.ndarray | None = None) -> SaturatedFit:
         """Maximum likelihood of the saturated model for ``data``."""
-        from scipy.optimize import minimize
-
         import jax.numpy as jnp
+        from scipy.optimize import minimize
 
         if self._objective is None:
             self._compile()
