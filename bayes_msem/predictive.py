@@ -291,8 +291,8 @@ def _check_with_missing_values(spec, theta: np.ndarray, rng: np.random.Generator
 
     data = spec.data
     saturated = MissingSaturated(spec)
-    observed_fit = saturated.fit(data)
     observed_stats = missing_statistics(spec)
+    observed_fit = saturated.fit(data, stats=observed_stats)
     holes_y, holes_z = np.isnan(data.within_outcomes), np.isnan(data.between_outcomes)
     chi2_obs, chi2_rep, rep_covariances = [], [], []
     for values in theta:
@@ -300,9 +300,10 @@ def _check_with_missing_values(spec, theta: np.ndarray, rng: np.random.Generator
                              data.cluster_index)
         replicate = replace(data, within_outcomes=np.where(holes_y, np.nan, Y),
                             between_outcomes=np.where(holes_z, np.nan, Z))
+        replicate_stats = missing_statistics(spec, replicate)  # one pass over the rows serves both fits
         model_observed = float(missing_logp(spec, values, NUMPY_BACKEND, observed_stats))
-        model_replicate = float(missing_logp(spec, values, NUMPY_BACKEND, missing_statistics(spec, replicate)))
-        fit = saturated.fit(replicate, start=observed_fit.vector)
+        model_replicate = float(missing_logp(spec, values, NUMPY_BACKEND, replicate_stats))
+        fit = saturated.fit(replicate, start=observed_fit.vector, stats=replicate_stats)
         chi2_obs.append(2 * (observed_fit.loglik - model_observed))
         chi2_rep.append(2 * (max(fit.loglik, model_replicate) - model_replicate))
         rep_covariances.append(fit.covariances)

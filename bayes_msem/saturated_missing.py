@@ -48,9 +48,6 @@ class MissingSaturated:
     holes (:func:`with_holes_of`)."""
 
     def __init__(self, spec):
-        import jax
-
-        jax.config.update("jax_enable_x64", True)
         self.spec = spec
         layout = spec.layout
         self.level = layout.levels[1] if layout.multilevel else None
@@ -95,11 +92,6 @@ class MissingSaturated:
                                alpha=alpha, S=S)
         return within, between
 
-    def _statistics(self, data: ClusterData) -> dict:
-        from bayes_msem.engines.missing import missing_statistics
-
-        stats = missing_statistics(self.spec, data)
-        return {key: stats[key] for key in _STATISTICS if key in stats}
 
     def _compile(self):
         import jax
@@ -133,14 +125,19 @@ class MissingSaturated:
             vector += [np.zeros(0)] * 3
         return np.concatenate(vector)
 
-    def fit(self, data: ClusterData, start: np.ndarray | None = None) -> SaturatedFit:
-        """Maximum likelihood of the saturated model for ``data``."""
+    def fit(self, data: ClusterData, start: np.ndarray | None = None, stats: dict | None = None) -> SaturatedFit:
+        """Maximum likelihood of the saturated model for ``data``; ``stats``, its
+        :func:`~bayes_msem.engines.missing.missing_statistics` where the caller
+        has them already."""
         import jax.numpy as jnp
         from scipy.optimize import minimize
 
+        from bayes_msem.engines.missing import missing_statistics
+
         if self._objective is None:
             self._compile()
-        stats = {key: jnp.asarray(value) for key, value in self._statistics(data).items()}  # on the device once
+        stats = missing_statistics(self.spec, data) if stats is None else stats
+        stats = {key: jnp.asarray(stats[key]) for key in _STATISTICS if key in stats}  # on the device once
 
         def objective(vector):
             value, gradient = self._objective(vector, stats)

@@ -16,6 +16,8 @@ inside the methods): ``Model`` uses it to choose an engine.
 
 from __future__ import annotations
 
+import numpy as np
+
 __all__ = ["ENGINES", "Engine", "LatentEngine", "CollapsedEngine", "choose_engine", "collapsed_supported",
            "get_engine"]
 
@@ -88,8 +90,6 @@ class LatentEngine(Engine):
         problem = outcome_coupling(spec)
         if problem:
             return False, problem
-        import numpy as np
-
         if np.isnan(spec.data.between_outcomes).any():
             return False, ("missing values of a level-2 outcome: the latent engine takes missing values of level-1 "
                            "outcomes only")
