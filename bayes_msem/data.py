@@ -261,8 +261,8 @@ def _warn_discrete_outcomes(data: pd.DataFrame, names) -> None:
         if few and np.array_equal(distinct, np.round(distinct)):
             shown = ", ".join(f"{v:g}" for v in distinct)
             warnings.warn(f"{name!r} takes only {len(distinct)} integer values ({shown}) but is modelled as a "
-                          "continuous (normal) variable; categorical (probit) outcomes are not supported yet, so "
-                          "read its estimates as those of a linear probability or linear scale model.",
+                          f"continuous (normal) variable; declare it ordinal for a probit model (ordered=[{name!r}]), "
+                          "or read its estimates as those of a linear probability or linear scale model.",
                           UserWarning, stacklevel=4)
 
 
@@ -345,7 +345,8 @@ def prepare_data(table: ParameterTable, data: pd.DataFrame, cluster: str | None 
         _check_cluster_sizes(np.bincount(cluster_index), cluster)
         _check_slopes_vary_within(table, data, cluster)
     within = table.level_roles(1 if table.two_level else 0)
-    _warn_discrete_outcomes(data, [n for n in within.observed + table.between_outcomes if n not in table.derived])
+    _warn_discrete_outcomes(data, [n for n in within.observed + table.between_outcomes
+                                   if n not in table.derived and n not in table.ordinal])
     between_only_observed: tuple[str, ...] = ()
     between_covariates: tuple[str, ...] = ()
     if table.two_level:

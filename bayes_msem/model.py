@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import sys
 import warnings
+from dataclasses import replace
 
 import numpy as np
 import pandas as pd
@@ -21,10 +22,12 @@ import pandas as pd
 from bayes_msem import __version__
 from bayes_msem.data import covariates_with_missing, describe_missing
 from bayes_msem.defined import check_definitions
+from bayes_msem.ordinal import code_ordinal
 from bayes_msem.engines import choose_engine, get_engine
 from bayes_msem.partable import build_partable, level_name, model_table
 from bayes_msem.priors import DefaultPriors
 from bayes_msem.spec import ModelSpec, build_spec
+from bayes_msem.syntax import parse_model
 
 __all__ = ["Model"]
 
@@ -34,6 +37,15 @@ def _covariate_note(counts: dict[str, int]) -> str:
     listing = ", ".join(f"{name} ({k} rows)" for name, k in counts.items())
     return (f"covariates with missing values brought into the model: {listing}; their distribution given the "
             "complete covariates is estimated, so no row is dropped for them")
+
+
+def _modelled_variables(syntax: str, centering: dict[str, str]) -> tuple[str, ...]:
+    """The observed variables the model text models (outcomes and indicators,
+    not covariates), read before the data say how many categories the
+    ordinal ones have: threshold lines left out."""
+    parsed = parse_model(syntax)
+    table = build_partable(replace(parsed, rows=tuple(r for r in parsed.rows if r.op != "|")), centering=centering)
+    return tuple(n for roles in table.levels for n in roles.observed if n not in table.derived)
 
 
 def check_seed(seed) -> None:
@@ -69,6 +81,11 @@ class Model:
         parts), ``"cluster-mean"`` (observed deviation within, observed cluster
         mean between) or ``"none"`` (the raw value, as ordinary multilevel
         regression; within and between effects are then conflated).
+    ordered
+        Ordinal (or binary) variables, modelled by a probit link (a latent
+        response cut by thresholds; lavaan's ``ordered=``): a list of names,
+        or True for every modelled column with few integer values. Columns
+        hold whole numbers or ordered pandas Categoricals.
     engine
         ``"auto"`` (default): ``"collapsed"`` where it is exact, else ``"latent"``.
         ``"collapsed"`` integrates the cluster effects out and draws them after
@@ -78,17 +95,14 @@ class Model:
     def __init__(self, syntax: str, data: pd.DataFrame, cluster: str | None = None, *, missing: str = "fiml",
                  priors: DefaultPriors | dict | None = None, centering: dict[str, str] | None = None,
                  engine: str = "auto", ordered=None):
-        if ordered is not None and ordered is not False:
-            raise NotImplementedError(
-                f"ordered={ordered!r}: ordinal and binary (probit) outcomes are not supported yet. Leave out "
-                "ordered= to model the variables as continuous (a warning names those with few values), or fit "
-                "them elsewhere for now (Mplus, or brms for models without latent variables).")
         self.syntax = syntax
         self.centering = dict(centering or {})
-        table = build_partable(syntax, centering=self.centering)
+        data, self.ordinal = code_ordinal(data, ordered, _modelled_variables(syntax, self.centering))
+        self.ordered = self.ordinal.n_categories  # variable -> number of categories
+        table = build_partable(syntax, centering=self.centering, ordered=self.ordered)
         self.modelled_covariates = covariates_with_missing(table, data) if missing in ("fiml", "ml") else {}
         if self.modelled_covariates:
-            table = model_table(syntax, self.centering, self.modelled_covariates)
+            table = model_table(syntax, self.centering, self.modelled_covariates, self.ordered)
             warnings.warn(f"{_covariate_note(self.modelled_covariates)} (see the summary's parameters).",
                           UserWarning, stacklevel=2)
         check_definitions(table.rows)

@@ -50,15 +50,16 @@ def level_name(level: int) -> str:
 
 def parameter_key(lhs: str, op: str, rhs: str, level: str = "") -> str:
     """The name a parameter goes by in values, posteriors and studies:
-    ``fb=~y2|between``, ``y~x`` in a single-level model (``level`` as a name)."""
-    return f"{lhs}{op}{rhs}" + (f"|{level}" if level else "")
+    ``fb=~y2|between``, ``y~x`` in a single-level model (``level`` as a name).
+    A threshold is ``u|t1`` at any level: it cuts the whole latent response."""
+    return f"{lhs}{op}{rhs}" + (f"|{level}" if level and op != "|" else "")
 
 
 def parameter_kind(op: str, lhs: str, rhs: str) -> str:
-    """Type of a parameter: loading, regression, intercept, variance, covariance or defined."""
+    """Type of a parameter: loading, regression, intercept, variance, covariance, threshold or defined."""
     if op == "~~":
         return "variance" if lhs == rhs else "covariance"
-    return {"=~": "loading", "~": "regression", "~1": "intercept", ":=": "defined"}[op]
+    return {"=~": "loading", "~": "regression", "~1": "intercept", "|": "threshold", ":=": "defined"}[op]
 
 
 @dataclass(frozen=True)
@@ -97,6 +98,12 @@ class ParameterTable:
     source_lines: tuple[str, ...] = ()
     centering: tuple[tuple[str, str], ...] = ()  # (variable, centering) the user chose
     slopes: tuple[str, ...] = ()  # random slopes: level-2 latent variables
+    ordered: tuple[tuple[str, int], ...] = ()  # ordinal variables and their numbers of categories
+
+    @property
+    def ordinal(self) -> tuple[str, ...]:
+        """The ordinal (probit) variables, in the order of ``ordered``."""
+        return tuple(name for name, _ in self.ordered)
 
     @property
     def derived(self) -> dict[str, tuple[str, str]]:
@@ -186,11 +193,11 @@ def _row_error(row: SyntaxRow, message: str, hint: str | None = None) -> ModelSy
 def _level_roles(rows: list[SyntaxRow], level: int, other_level_observed: set[str],
                  slopes: tuple[str, ...] = ()) -> LevelRoles:
     latent = _unique([r.lhs for r in rows if r.op == "=~"] + list(slopes))
-    names = _unique(name for r in rows if r.op != ":=" for name in (r.lhs, r.rhs) if name)
+    names = _unique(name for r in rows if r.op not in (":=", "|") for name in (r.lhs, r.rhs) if name)
     observed_all = [n for n in names if n not in latent]
     predictors_only = {
         n for n in observed_all
-        if all((r.op == "~" and r.rhs == n) or n not in (r.lhs, r.rhs) for r in rows if r.op != ":=")
+        if all((r.op == "~" and r.rhs == n) or n not in (r.lhs, r.rhs) for r in rows if r.op not in (":=", "|"))
     }
     covariates = tuple(n for n in observed_all if n in predictors_only and n not in other_level_observed)
     observed = tuple(n for n in observed_all if n not in covariates)
@@ -233,13 +240,21 @@ def _check_rows(rows: list[SyntaxRow]) -> None:
             if kind == "variance" and spec.support != "positive":
                 raise _row_error(row, f"a variance needs a prior on positive values, not {spec.family}()",
                                  'e.g. prior("gamma(2, 1)") on the standard deviation, or prior("inverse_gamma(1, 1)[var]")')
+            if kind == "threshold" and spec.family != "normal":
+                raise _row_error(row, "thresholds are sampled as an ordered vector with normal priors",
+                                 'write prior("normal(0, 2)")*t1')
             if spec.scale and kind != "variance":
                 raise _row_error(row, "[sd] and [var] apply to variance priors only")
 
 
 def _default_rows(level_rows: list[SyntaxRow], roles: LevelRoles, two_level: bool,
-                  both_level: set[str], slopes: tuple[str, ...] = ()) -> list[dict]:
-    """What lavaan adds to the user's rows at one level."""
+                  both_level: set[str], slopes: tuple[str, ...] = (), ordered: dict[str, int] | None = None) -> list[dict]:
+    """What lavaan adds to the user's rows at one level. An ordinal variable's
+    latent response has its intercept fixed at 0 at every level (the
+    thresholds place it) and, at the lowest level, its residual variance fixed
+    at 1 (the theta parameterization; brms's ``cumulative("probit")``)."""
+    ordered = ordered or {}
+    lowest = roles.level in (0, 1)
     existing = {(r.op,) + ((tuple(sorted((r.lhs, r.rhs)))) if r.op == "~~" else (r.lhs, r.rhs)) for r in level_rows}
     added: list[dict] = []
 
@@ -250,7 +265,7 @@ def _default_rows(level_rows: list[SyntaxRow], roles: LevelRoles, two_level: boo
             added.append(dict(lhs=lhs, op=op, rhs=rhs, level=roles.level, user=False, ustart=ustart, exo=exo))
 
     for name in roles.nodes:
-        add(name, "~~", name)
+        add(name, "~~", name, ustart=1.0 if lowest and name in ordered else np.nan)
     # Random slopes follow Mplus: mean and variance free, covariances only where written.
     exogenous_latent = [f for f in roles.latent
                         if f not in slopes and not any(r.op == "~" and r.lhs == f for r in level_rows)]
@@ -268,12 +283,15 @@ def _default_rows(level_rows: list[SyntaxRow], roles: LevelRoles, two_level: boo
             add(a, "~~", b, exo=True)
     # lavaan's order: intercepts of observed variables, of covariates, of latent variables
     for name in roles.observed:
-        fixed_zero = two_level and roles.level == 1 and name in both_level
+        fixed_zero = (two_level and roles.level == 1 and name in both_level) or name in ordered
         add(name, "~1", "", ustart=0.0 if fixed_zero else np.nan)
     for name in roles.covariates:
         add(name, "~1", "", exo=True)
     for name in roles.latent:
         add(name, "~1", "", ustart=np.nan if name in slopes else 0.0)  # a slope's mean is the average slope
+    for name, n_categories in ordered.items() if lowest else ():
+        for k in range(1, n_categories):
+            add(name, "|", f"t{k}")
     return added
 
 
@@ -438,19 +456,65 @@ def with_covariates_modelled(parsed: ParsedModel, table: ParameterTable, names: 
 
 
 def model_table(syntax: str, centering: dict[str, str] | None = None,
-                modelled_covariates=()) -> ParameterTable:
+                modelled_covariates=(), ordered: dict[str, int] | None = None) -> ParameterTable:
     """The parameter table of a fitted model: ``syntax`` with the covariates in
     ``modelled_covariates`` brought into the model (:func:`with_covariates_modelled`).
     :class:`~bayes_msem.model.Model` and a result's ``parameter_table()`` both build it
     here, so the variable roles always match the fitted rows."""
-    table = build_partable(syntax, centering=centering)
+    table = build_partable(syntax, centering=centering, ordered=ordered)
     if not modelled_covariates:
         return table
     return build_partable(with_covariates_modelled(parse_model(syntax), table, set(modelled_covariates)),
-                          centering=centering)
+                          centering=centering, ordered=ordered)
 
 
-def build_partable(parsed: ParsedModel | str, centering: dict[str, str] | None = None) -> ParameterTable:
+def _threshold_rows(rows: list[SyntaxRow], ordered: dict[str, int], lowest: int) -> list[SyntaxRow]:
+    """The user's threshold rows, checked against ``ordered`` and moved to the
+    lowest level (thresholds cut the whole latent response, whichever block
+    they were written in)."""
+    out = []
+    for row in rows:
+        if row.op != "|":
+            out.append(row)
+            continue
+        if row.lhs not in ordered:
+            raise _row_error(row, f"{row.lhs} has thresholds but is not declared ordinal",
+                             f"add it to ordered=, as in ordered=[{row.lhs!r}]")
+        k = int(row.rhs[1:])
+        if k >= ordered[row.lhs]:
+            raise _row_error(row, f"{row.lhs} has {ordered[row.lhs]} categories in the data, so "
+                             f"{ordered[row.lhs] - 1} threshold(s); {row.rhs} is one too many",
+                             f"write {row.lhs} | " + " + ".join(f"t{i}" for i in range(1, ordered[row.lhs])))
+        out.append(replace(row, level=lowest))
+    return out
+
+
+def _check_ordered(ordered: dict[str, int], roles: list[LevelRoles], rows: list[SyntaxRow]) -> None:
+    """Ordinal variables must be modelled (an outcome or an indicator), not
+    covariates, and their lowest-level residual variance is fixed."""
+    modelled = {n for level in roles for n in level.observed}
+    covariates = {n for level in roles for n in level.covariates}
+    for name in ordered:
+        if name in covariates and name not in modelled:
+            raise ModelSyntaxError(f"{name!r} is declared ordinal but is only a predictor (a covariate the model "
+                                   "conditions on); covariates enter with their values as they are",
+                                   line=1, column=1, text="", hint=f"remove {name!r} from ordered=")
+        if name not in modelled:
+            raise ValueError(f"ordered= names {name!r}, which is not a variable of the model")
+        if name not in roles[0].observed:
+            raise NotImplementedError(f"{name!r} is an ordinal level-2 outcome, which is not supported yet; ordinal "
+                                      "variables must be named in the level: 1 block (with a between part where "
+                                      "also named at level 2)")
+    lowest = roles[0].level
+    for row in rows:
+        if row.lhs in ordered and row.op == "~~" and row.rhs == row.lhs and row.level == lowest and row.fixed is None:
+            raise _row_error(row, f"the residual variance of the ordinal {row.lhs} is fixed at 1 (its scale); "
+                             "with free thresholds it is not identified", f"remove the line or fix it: {row.lhs} ~~ "
+                             f"1*{row.lhs}")
+
+
+def build_partable(parsed: ParsedModel | str, centering: dict[str, str] | None = None,
+                   ordered: dict[str, int] | None = None) -> ParameterTable:
     """Build the parameter table (with lavaan's defaults) from parsed model text.
 
     Parameters
@@ -460,6 +524,9 @@ def build_partable(parsed: ParsedModel | str, centering: dict[str, str] | None =
     centering
         Per level-1 predictor: ``"latent"`` (default), ``"cluster-mean"`` or ``"none"``
         (see :func:`_apply_centering`).
+    ordered
+        Ordinal (probit) variables and their numbers of categories: their
+        thresholds are added, and their latent responses' scale and location fixed.
 
     Examples
     --------
@@ -469,21 +536,24 @@ def build_partable(parsed: ParsedModel | str, centering: dict[str, str] | None =
     """
     if isinstance(parsed, str):
         parsed = parse_model(parsed)
-    user_rows = _apply_centering(list(parsed.rows), centering, parsed.has_levels)
+    ordered = dict(ordered or {})
+    levels = (1, 2) if parsed.has_levels else (0,)
+    user_rows = _threshold_rows(_apply_centering(list(parsed.rows), centering, parsed.has_levels), ordered, levels[0])
     _check_rows(user_rows)
     slopes = _random_slopes(user_rows, parsed.has_levels)
-    levels = (1, 2) if parsed.has_levels else (0,)
     model_rows = [r for r in user_rows if r.op != ":="]
+    structural_rows = [r for r in model_rows if r.op != "|"]
     observed_by_level = {}
     for level in levels:
-        rows = [r for r in model_rows if r.level == level]
+        rows = [r for r in structural_rows if r.level == level]
         latent = {r.lhs for r in rows if r.op == "=~"}
         observed_by_level[level] = {n for r in rows for n in (r.lhs, r.rhs) if n and n not in latent}
     roles = []
     for level in levels:
         other = set().union(*(observed_by_level[o] for o in levels if o != level))
-        roles.append(_level_roles([r for r in model_rows if r.level == level], level, other,
+        roles.append(_level_roles([r for r in structural_rows if r.level == level], level, other,
                                   slopes if level == 2 else ()))
+    _check_ordered(ordered, roles, model_rows)
     both_level = tuple(n for n in roles[0].observed if len(levels) == 2 and n in roles[1].observed)
 
     records = []
@@ -496,7 +566,7 @@ def build_partable(parsed: ParsedModel | str, centering: dict[str, str] | None =
         for r in level_rows:
             is_marker = markers.get(r.lhs) is r and r.fixed is None and not r.free
             records.append(_user_row_dict(r, is_marker))
-        records.extend(_default_rows(level_rows, level_roles, len(levels) == 2, set(both_level), slopes))
+        records.extend(_default_rows(level_rows, level_roles, len(levels) == 2, set(both_level), slopes, ordered))
     for r in user_rows:
         if r.op == ":=":
             records.append(dict(lhs=r.lhs, op=":=", rhs=r.rhs, level=0, user=True, ustart=np.nan, exo=False,
@@ -520,5 +590,5 @@ def build_partable(parsed: ParsedModel | str, centering: dict[str, str] | None =
     _check_labels_and_priors(table, labels, roles)
     return ParameterTable(rows=table[COLUMNS], levels=tuple(roles), both_level=both_level,
                           source_lines=parsed.source_lines, centering=tuple((centering or {}).items()),
-                          slopes=slopes)
+                          slopes=slopes, ordered=tuple(ordered.items()))
 

@@ -280,6 +280,9 @@ class DefaultPriors:
       zero (keeps variance components off the boundary, Chung et al. 2013)
       with mean ``2 * sd_scale * s_y``
     - correlations: ``lkj(correlation_eta)`` per block of correlated variables
+    - thresholds of an ordinal variable: ``normal(0, threshold_sd)`` each, on
+      the latent response's scale (its level-1 residual SD is 1), restricted
+      to increasing values
 
     Pass ``priors=DefaultPriors(slope_sd=1.0)`` or a dict with these keys to
     :class:`bayes_msem.Model` to change them.
@@ -289,6 +292,7 @@ class DefaultPriors:
     intercept_sd: float = 10.0
     sd_scale: float = 1.0
     correlation_eta: float = 1.0
+    threshold_sd: float = 5.0
 
     @classmethod
     def from_user(cls, value: DefaultPriors | dict | None) -> DefaultPriors:
@@ -319,4 +323,6 @@ class DefaultPriors:
             return PriorSpec("gamma", (2.0, 1.0 / (self.sd_scale * lhs_scale)), "sd")
         if kind == "covariance":
             return PriorSpec("lkj", (self.correlation_eta,))
+        if kind == "threshold":
+            return PriorSpec("normal", (0.0, self.threshold_sd))
         raise ValueError(f"no default prior for {kind!r}")

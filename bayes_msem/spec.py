@@ -16,6 +16,7 @@ from dataclasses import dataclass, field, replace
 
 import numpy as np
 import pandas as pd
+from scipy.stats import norm
 
 from bayes_msem.data import ClusterData, cluster_column, covariate_moments, prepare_data
 from bayes_msem.errors import ModelSpecificationError
@@ -129,12 +130,15 @@ class ModelSpec:
 
 def _variable_scales(table: ParameterTable, data: ClusterData) -> dict[tuple[int, str], tuple[float, float]]:
     """(scale, mean) of every variable per level: sample SD and mean for observed
-    variables, the marker indicator's SD (mean 0) for latent variables."""
+    variables, the marker indicator's SD (mean 0) for latent variables. An
+    ordinal variable's latent response has scale 1 and mean 0 (its level-1
+    residual variance and its intercepts are fixed there)."""
     scales: dict[tuple[int, str], tuple[float, float]] = {}
     rows = table.rows
     for roles in table.levels:
         for name in roles.observed + roles.covariates:
-            scales[(roles.level, name)] = (data.variable_sds[name], data.variable_means[name])
+            ordinal = name in table.ordinal
+            scales[(roles.level, name)] = (1.0, 0.0) if ordinal else (data.variable_sds[name], data.variable_means[name])
         for name in table.slopes if roles.level == 2 else ():  # a slope is on the scale of y per unit of x
             row = rows[rows["random"] == name].iloc[0]
             scales[(2, name)] = (scales.get((1, row.lhs), (1.0, 0.0))[0] / scales.get((1, row.rhs), (1.0, 0.0))[0], 0.0)
@@ -186,6 +190,8 @@ def _parameter_units(table: ParameterTable, scales: dict) -> list[tuple[float, f
         kind, lhs_scale, rhs_scale, lhs_mean = _row_scales(row, table, scales)
         if kind in ("loading", "regression"):
             units.append((0.0, lhs_scale / rhs_scale))
+        elif kind == "threshold":  # on the latent response's scale
+            units.append((0.0, 1.0))
         elif kind == "intercept":
             units.append((lhs_mean, lhs_scale))
         elif kind == "variance":
@@ -195,7 +201,21 @@ def _parameter_units(table: ParameterTable, scales: dict) -> list[tuple[float, f
     return units
 
 
-def _start_values(table: ParameterTable, scales: dict, signs: dict[int, float]) -> list[float]:
+def _threshold_starts(table: ParameterTable, data: ClusterData) -> dict[tuple[str, str], float]:
+    """Each threshold's start: the normal quantile of the share of rows at or
+    below its category (the thresholds of a model without predictors)."""
+    within = table.level_roles(table.levels[0].level).observed
+    starts = {}
+    for name, n_categories in table.ordered:
+        codes = data.within_outcomes[:, within.index(name)]
+        codes = codes[~np.isnan(codes)]
+        shares = np.clip([np.mean(codes <= k) for k in range(n_categories - 1)], 0.01, 0.99)
+        starts.update({(name, f"t{k + 1}"): float(norm.ppf(share)) for k, share in enumerate(shares)})
+    return starts
+
+
+def _start_values(table: ParameterTable, scales: dict, signs: dict[int, float],
+                  thresholds: dict[tuple[str, str], float]) -> list[float]:
     """Starting values as lavaan's "simple" starts: loadings at the ratio of
     scales (1 for equal scales) with the sign of ``signs`` (see
     :func:`_loading_signs`), regressions and covariances at 0, intercepts at
@@ -207,7 +227,8 @@ def _start_values(table: ParameterTable, scales: dict, signs: dict[int, float]) 
         lhs_scale, lhs_mean = scales.get((row.level, row.lhs), (1.0, 0.0))
         rhs_scale = scales.get((row.level, row.rhs), (1.0, 0.0))[0]
         default = {"loading": signs.get(row.Index, 1.0) * rhs_scale / lhs_scale, "intercept": lhs_mean,
-                   "variance": (0.1 if row.lhs in table.slopes else 0.5) * lhs_scale**2}
+                   "variance": (0.1 if row.lhs in table.slopes else 0.5) * lhs_scale**2,
+                   "threshold": thresholds.get((row.lhs, row.rhs), 0.0)}
         starts.append(row.start if np.isfinite(row.start) else default.get(row.kind, 0.0))
     return starts
 
@@ -349,6 +370,6 @@ def build_spec(model: str | ParameterTable, data: pd.DataFrame, cluster: str | N
     blocks = _covariance_blocks(table, structures, resolved)
     signs = _loading_signs(table, level_covariances(table, cluster_data))
     return ModelSpec(table=table, data=cluster_data, layout=build_layout(table, structures, cluster),
-                     priors=tuple(resolved), starts=tuple(_start_values(table, scales, signs)),
+                     priors=tuple(resolved), starts=tuple(_start_values(table, scales, signs, _threshold_starts(table, cluster_data))),
                      units=tuple(_parameter_units(table, scales)),
                      covariance_blocks=tuple(blocks), cluster=cluster, default_priors=defaults)

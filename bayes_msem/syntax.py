@@ -62,8 +62,9 @@ class Token:
 class SyntaxRow:
     """One model element as the user wrote it.
 
-    ``op`` is one of ``=~ ~ ~~ ~1 :=``; for ``~1`` the ``rhs`` is empty, for
-    ``:=`` it is the expression text. ``fixed`` holds a fixed value, ``free``
+    ``op`` is one of ``=~ ~ ~~ ~1 | :=``; for ``~1`` the ``rhs`` is empty, for
+    ``:=`` it is the expression text, for ``|`` (a threshold of an ordinal
+    variable) the threshold's name ``t1``, ``t2``, ... ``fixed`` holds a fixed value, ``free``
     is True where the user wrote ``NA*``.
     """
 
@@ -152,6 +153,8 @@ class _StatementParser:
 
     # -- grammar -------------------------------------------------------
     def parse(self) -> list[SyntaxRow]:
+        if self._is_threshold_statement():
+            return self._parse_thresholds()
         slope = self._random_slope_prefix()
         op_index = self._find_operator()
         op_token = self.tokens[op_index]
@@ -181,6 +184,41 @@ class _StatementParser:
             if self.peek() is None:
                 raise _error(self.end_token(), "expected a term after `+`")
 
+    def _is_threshold_statement(self) -> bool:
+        """``u | t1 + t2`` (lavaan's thresholds of an ordinal variable): a name,
+        ``|``, and no model operator after it. A random slope ``s | y ~ x`` has one."""
+        return (len(self.tokens) > 2 and self.tokens[1].text == "|"
+                and not any(t.text in _MODEL_OPS for t in self.tokens[2:]))
+
+    def _parse_thresholds(self) -> list[SyntaxRow]:
+        """Rows ``u | t1``, ``u | t2``, ... with their modifiers (labels, fixed
+        values, priors); each term must be named t1, t2, ... in order."""
+        variable = self.tokens[0]
+        if variable.kind != "name":
+            raise _error(variable, "expected the name of an ordinal variable before `|`", "as in u | t1 + t2")
+        self.pos = 2
+        op_token = self.tokens[1]
+        rows = []
+        while True:
+            term = self._parse_term([variable.text], op_token)
+            if any(r.random is not None for r in term):
+                raise _error(variable, "rv() belongs to a regression, not to a threshold")
+            expected = f"t{len(rows) + 1}"
+            if term[0].rhs != expected:
+                raise _error(self.tokens[self.pos - 1], f"threshold {len(rows) + 1} of {variable.text} is named "
+                             f"{term[0].rhs!r}", f"name the thresholds t1, t2, ... in order, as in {variable.text} | "
+                             "t1 + t2 + t3")
+            rows.extend(term)
+            token = self.peek()
+            if token is None:
+                return rows
+            if token.text != "+":
+                raise _error(token, f"expected `+` or the end of the statement, found {token.text!r}",
+                             "as in u | t1 + t2 + t3")
+            self.next()
+            if self.peek() is None:
+                raise _error(self.end_token(), "expected a threshold after `+`")
+
     def _random_slope_prefix(self) -> Token | None:
         """Consume ``s |`` (Mplus-style random slope) at the start of a statement."""
         if len(self.tokens) > 2 and self.tokens[1].text == "|":
@@ -188,18 +226,14 @@ class _StatementParser:
             if name.kind != "name":
                 raise _error(name, "expected the name of the random slope before `|`", "as in s | y ~ x")
             self.tokens = self.tokens[2:]
-            if not self.tokens or not any(t.text in _MODEL_OPS for t in self.tokens):
-                if self.tokens and all(t.kind == "name" or t.text in ("+", "*") for t in self.tokens):
-                    raise _error(name, f"`{name.text} | {' '.join(t.text for t in self.tokens)}` reads as "
-                                 "lavaan's thresholds of an ordinal variable, which are not supported yet",
-                                 "remove the line to model the variable as continuous; a random slope is "
-                                 "written s | y ~ x")
-                raise _error(name, "a random slope needs a regression after `|`", "as in s | y ~ x")
             return name
+        if len(self.tokens) == 2 and self.tokens[1].text == "|":
+            raise _error(self.tokens[0], "`|` needs thresholds (u | t1 + t2) or a random slope's regression "
+                         "(s | y ~ x) after it")
         bar = next((t for t in self.tokens if t.text == "|"), None)
         if bar is not None:
             raise _error(bar, "`|` is only allowed after a single slope name at the start of a statement",
-                         "write a random slope as s | y ~ x")
+                         "write a random slope as s | y ~ x, or thresholds as u | t1 + t2")
         return None
 
     def _attach_slope(self, rows: list[SyntaxRow], slope: Token, op_token: Token) -> list[SyntaxRow]:

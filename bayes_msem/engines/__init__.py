@@ -61,7 +61,7 @@ class Engine:
         """log p(data of a unit | parameters), (chains, draws, units): per cluster
         with the cluster effects integrated out, per row in a single-level model;
         None where there is no closed form."""
-        if spec.layout.multilevel and not collapsed_supported(spec)[0]:
+        if (spec.layout.multilevel and not collapsed_supported(spec)[0]) or spec.table.ordinal:
             return None
         if spec.data.has_missing:
             from bayes_msem.engines.missing import missing_unit_log_likelihood
@@ -86,8 +86,9 @@ class LatentEngine(Engine):
 
     def supports(self, spec) -> tuple[bool, str]:
         from bayes_msem.engines.latent import outcome_coupling
+        from bayes_msem.engines.ordinal import ordinal_unsupported
 
-        problem = outcome_coupling(spec)
+        problem = outcome_coupling(spec) or ordinal_unsupported(spec)
         if problem:
             return False, problem
         if np.isnan(spec.data.between_outcomes).any():
@@ -150,6 +151,9 @@ ENGINES = {"latent": LatentEngine(), "collapsed": CollapsedEngine()}
 
 def collapsed_supported(spec) -> tuple[bool, str]:
     """Whether the collapsed engine is exact for this model, and why (shown to users)."""
+    if spec.table.ordinal:
+        return False, ("ordinal variables make the likelihood non-Gaussian, so the cluster effects are sampled and "
+                       "the categories enter by their probit probabilities")
     if not spec.layout.multilevel:
         if spec.data.has_missing:
             return True, "missing values: the likelihood of each row's observed values, by missing-data pattern"

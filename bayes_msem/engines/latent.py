@@ -181,7 +181,11 @@ def build_latent_model(spec: ModelSpec) -> pm.Model:
                                                      + effects[:, effect_names.index(name)])
         stats = {k: pt.as_tensor_variable(v) for k, v in data.stats.items()}
         stats["n"] = data.stats["n"]
-        if data.has_missing:  # each row's observed values
+        if spec.table.ordinal:  # categories by their probit probabilities
+            from bayes_msem.engines.ordinal import ordinal_within_logp
+
+            logp = ordinal_within_logp(spec, theta, moments, cluster_means)
+        elif data.has_missing:  # each row's observed values
             from bayes_msem.data import missing_pattern_statistics
             from bayes_msem.engines.missing import observed_rows_logp, rows_with_own_means_logp
 

@@ -106,9 +106,10 @@ def free_parameter_vector(spec: ModelSpec) -> pt.TensorVariable:
     names = parameter_names(spec)
     kinds = spec.kinds
     values: list = [None] * len(names)
+    ordered_vectors = _threshold_vectors(spec, values)
     for k, (name, kind, prior, start, (center, unit)) in enumerate(zip(names, kinds, spec.priors, spec.starts,
                                                                           spec.units)):
-        if kind == "covariance":
+        if kind == "covariance" or values[k] is not None:
             continue
         if prior.on_sd(kind):
             rv = _distribution(f"sd[{name}]", prior, np.sqrt(max(start, 0.0)), sampling_transform(prior, 0.0, unit))
@@ -132,7 +133,55 @@ def free_parameter_vector(spec: ModelSpec) -> pt.TensorVariable:
         for (i, j), free in block.free_index.items():
             if (i, j) not in block.followers:
                 values[free - 1] = corr[i, j] * sds[i] * sds[j]
+    _require_increasing_thresholds(spec, values, ordered_vectors)
     return pt.stack([pt.as_tensor_variable(v, dtype="float64") for v in values])
+
+
+def threshold_rows(spec: ModelSpec) -> dict[str, list[tuple[int, float]]]:
+    """Each ordinal variable's thresholds in order: (free index, 1-based, or 0;
+    fixed value, NaN where free)."""
+    rows = spec.table.rows
+    out = {}
+    for name in spec.table.ordinal:
+        mine = rows[(rows.op == "|") & (rows.lhs == name)]
+        mine = mine.assign(order=[int(t[1:]) for t in mine.rhs]).sort_values("order")
+        out[name] = [(int(r.free), float(r.ustart)) for r in mine.itertuples()]
+    return out
+
+
+def _threshold_vectors(spec: ModelSpec, values: list) -> set[str]:
+    """Sample each ordinal variable's thresholds as one increasing vector
+    (PyMC's ordered transform) where all are free and its own; fill ``values``.
+    Returns the variables so sampled; the others (a threshold fixed, or shared
+    with another variable through a label) are sampled one by one and kept
+    increasing by :func:`_require_increasing_thresholds`."""
+    done, seen = set(), set()
+    for variable, thresholds in threshold_rows(spec).items():
+        free = [f for f, _ in thresholds]
+        if 0 in free or len(set(free)) < len(free) or seen & set(free):
+            seen |= set(free)
+            continue
+        seen |= set(free)
+        priors = [spec.priors[f - 1] for f in free]
+        starts = np.sort([spec.starts[f - 1] for f in free])
+        starts = starts + 1e-3 * np.arange(len(starts))  # strictly increasing
+        vector = pm.Normal(f"thresholds[{variable}]", mu=np.array([p.args[0] for p in priors]),
+                           sigma=np.array([p.args[1] for p in priors]), shape=(len(free),),
+                           transform=pm.distributions.transforms.ordered, initval=starts)
+        for k, f in enumerate(free):
+            values[f - 1] = vector[k]
+        done.add(variable)
+    return done
+
+
+def _require_increasing_thresholds(spec: ModelSpec, values: list, ordered_vectors: set[str]) -> None:
+    """Zero prior density where the thresholds of a variable not sampled as an
+    ordered vector fail to increase."""
+    for variable, thresholds in threshold_rows(spec).items():
+        if variable in ordered_vectors or len(thresholds) < 2:
+            continue
+        cuts = pt.stack([values[f - 1] if f else pt.as_tensor_variable(np.float64(v)) for f, v in thresholds])
+        pm.Potential(f"thresholds[{variable}]_increasing", pt.switch(pt.all(pt.diff(cuts) > 0), 0.0, -np.inf))
 
 
 def lkj_cholesky(z, n: int):
