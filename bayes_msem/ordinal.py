@@ -133,6 +133,9 @@ def code_ordinal(frame: pd.DataFrame, ordered, modelled: tuple[str, ...]) -> tup
     for name in names:
         if name not in frame.columns:
             raise DataError(f"ordered= names {name!r}, which is not a column of the data")
+        if name not in modelled:
+            raise DataError(f"{name!r} is declared ordinal but the model does not model it (it is a predictor, which "
+                            f"enters with its values as they are, or not in the model); remove it from ordered=")
         used, codes, empty = _column_categories(name, frame[name])
         if len(used) < 2:
             raise DataError(f"ordinal variable {name!r} has {len(used)} observed category; it needs at least two. "

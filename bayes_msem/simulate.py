@@ -19,7 +19,8 @@ from bayes_msem.layout import ModelLayout, build_layout
 from bayes_msem.matrices import level_moments, psd_root
 from bayes_msem.partable import build_partable, level_name, parameter_key
 
-__all__ = ["simulate_data", "draw_outcomes", "true_values", "impose_missing", "DEFAULT_VALUES"]
+__all__ = ["simulate_data", "draw_outcomes", "true_values", "impose_missing", "DEFAULT_VALUES", "categorize",
+           "simulation_table"]
 
 # values of free parameters the caller does not give
 DEFAULT_VALUES = {"loading": 1.0, "regression": 0.0, "intercept": 0.0, "variance": 1.0, "covariance": 0.0}
@@ -31,14 +32,51 @@ def _free_values(table, values: dict[str, float]) -> np.ndarray:
     unknown = set(values) - set(names)
     if unknown:
         raise ValueError(f"no free parameter named {sorted(unknown)}; names look like {names[:3]}")
-    return np.array([values.get(name, DEFAULT_VALUES[kind]) for name, kind in zip(names, free.kind)])
+    missing = [name for name, kind in zip(names, free.kind) if kind not in DEFAULT_VALUES and name not in values]
+    if missing:
+        raise ValueError(f"give the value of {', '.join(missing)} (thresholds have no default)")
+    return np.array([values.get(name, DEFAULT_VALUES.get(kind)) for name, kind in zip(names, free.kind)])
 
 
 def _row_name(row) -> str:
     return parameter_key(row.lhs, row.op, row.rhs, level_name(row.level))
 
 
-def true_values(syntax: str, values: dict[str, float]) -> dict[str, float]:
+def simulation_table(syntax: str, values: dict[str, float], ordered=None):
+    """The parameter table to simulate from. An ordinal variable has as many
+    categories as it has thresholds, given in ``values`` (``"u|t1"``,
+    ``"u|t2"``, ...) or as threshold lines in ``syntax``."""
+    ordered = [ordered] if isinstance(ordered, str) else list(ordered or [])
+    counts = {}
+    for name in ordered:
+        given = [k for k in values if k.startswith(f"{name}|t")]
+        written = build_partable(syntax, ordered={name: 99}).rows if not given else None
+        n = len(given) if given else int(((written.op == "|") & (written.lhs == name) & (written.user)).sum())
+        if n == 0:
+            raise ValueError(f"ordinal {name!r} needs its thresholds: give them in values as "
+                             f"{{'{name}|t1': -0.5, '{name}|t2': 0.5}} (as many as categories minus one)")
+        counts[name] = n + 1
+    return build_partable(syntax, ordered=counts)
+
+
+def categorize(latent: np.ndarray, table, theta: np.ndarray, observed: tuple[str, ...]) -> np.ndarray:
+    """Cut the latent responses of the ordinal variables among the columns
+    ``observed`` of ``latent`` (rows, p) at their thresholds: categories
+    0..K-1; the continuous columns pass through unchanged."""
+    from bayes_msem.matrices import parameter_values
+
+    rows = table.rows
+    row_values = parameter_values(rows, theta)
+    out = latent.copy()
+    for name in table.ordinal:
+        mine = rows[(rows.op == "|") & (rows.lhs == name)]
+        cuts = np.sort(row_values[mine.index.to_numpy()])
+        k = observed.index(name)
+        out[:, k] = (latent[:, k, None] > cuts[None, :]).sum(axis=1)
+    return out
+
+
+def true_values(syntax: str, values: dict[str, float], ordered=None) -> dict[str, float]:
     """The value of every parameter of the model that :func:`simulate_data`
     simulates from (free ones from ``values`` or :data:`DEFAULT_VALUES`, fixed
     ones at their fixed value) and of its ``:=`` definitions, keyed by the
@@ -47,7 +85,7 @@ def true_values(syntax: str, values: dict[str, float]) -> dict[str, float]:
     from bayes_msem.defined import evaluate_definitions
     from bayes_msem.matrices import parameter_values
 
-    table = build_partable(syntax)
+    table = simulation_table(syntax, values, ordered)
     rows = table.rows
     row_values = parameter_values(rows, _free_values(table, values))
     modelled = rows[(rows.op != ":=") & ~rows.exo & rows.random.isna()]  # a random slope's rows: its own variable
@@ -65,7 +103,8 @@ def _draw(rng, mean: np.ndarray, cov: np.ndarray, size: int) -> np.ndarray:
 
 
 def simulate_data(syntax: str, values: dict[str, float], *, n_clusters: int = 1, cluster_size=100,
-                  seed: int | None = None, cluster: str = "cluster", missing: dict | None = None) -> pd.DataFrame:
+                  seed: int | None = None, cluster: str = "cluster", missing: dict | None = None,
+                  ordered=None) -> pd.DataFrame:
     """Simulate a data set from ``syntax`` with free parameters set by ``values``.
 
     ``cluster_size`` is one size for every cluster or a sequence of
@@ -77,9 +116,13 @@ def simulate_data(syntax: str, values: dict[str, float], *, n_clusters: int = 1,
     ``"y~x"`` in single-level models); others take :data:`DEFAULT_VALUES`.
     Exogenous covariates are standard normal (level-2 ones constant within
     clusters). A single-level model ignores ``n_clusters`` and has no cluster column.
+
+    ``ordered`` names ordinal variables: their latent responses (level-1
+    residual variance 1) are cut at the thresholds given in ``values``
+    (``"u|t1"``, ...), giving categories 0..K-1.
     """
     rng = np.random.default_rng(seed)
-    table = build_partable(syntax)
+    table = simulation_table(syntax, values, ordered)
     theta = _free_values(table, values)
     layout = build_layout(table, cluster=cluster)
     within = layout.rows.structure
@@ -89,6 +132,7 @@ def simulate_data(syntax: str, values: dict[str, float], *, n_clusters: int = 1,
     w = rng.standard_normal((n_clusters, len(between.covariates) if between else 0))
     x = rng.standard_normal((len(cluster_index), len(within.covariates)))
     y, z = draw_outcomes(rng, theta, layout, x, w, cluster_index)
+    y = categorize(y, table, theta, within.observed)
     columns: dict[str, np.ndarray] = {}
     if between:
         columns.update({name: w[cluster_index, k] for k, name in enumerate(between.covariates)})

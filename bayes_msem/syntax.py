@@ -201,8 +201,6 @@ class _StatementParser:
         rows = []
         while True:
             term = self._parse_term([variable.text], op_token)
-            if any(r.random is not None for r in term):
-                raise _error(variable, "rv() belongs to a regression, not to a threshold")
             expected = f"t{len(rows) + 1}"
             if term[0].rhs != expected:
                 raise _error(self.tokens[self.pos - 1], f"threshold {len(rows) + 1} of {variable.text} is named "

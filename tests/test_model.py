@@ -1,5 +1,6 @@
 """Model: argument checks and the parameter table users see (no sampling)."""
 
+import numpy as np
 import pytest
 from conftest import SMALL_TWO_LEVEL, simulate_small_two_level
 
@@ -85,10 +86,13 @@ def test_a_centered_covariate_with_missing_values_is_refused():
                  centering={"m": "none"})
 
 
-def test_ordered_is_refused_with_a_clear_message():
-    """lavaan's argument for ordinal variables: a message that says what happens
-    instead, not Python's TypeError for an unknown keyword."""
+def test_ordered_declares_probit_variables_with_thresholds_in_the_table():
+    """lavaan's argument for ordinal variables: the column is coded 0..K-1, the
+    table gets K-1 thresholds, and the model goes to the latent engine."""
     data = simulate_small_two_level()
-    with pytest.raises(NotImplementedError, match="ordered=\\['y'\\]: ordinal and binary \\(probit\\) outcomes are "
-                                                  "not supported yet"):
-        bm.Model("level: 1\n y ~ x\nlevel: 2\n y ~~ y", data, cluster="school", ordered=["y"])
+    data["u"] = np.digitize(data["y"], [-0.5, 0.5]) + 1  # categories 1, 2, 3
+    model = bm.Model("level: 1\n u ~ x\nlevel: 2\n u ~~ u", data, cluster="school", ordered=["u"])
+    table = model.partable()
+    assert table[table.op == "|"].rhs.tolist() == ["t1", "t2"]
+    assert model.engine == "latent" and "probit" in model.engine_reason
+    assert sorted(np.unique(model.spec.data.within_outcomes[:, 0])) == [0.0, 1.0, 2.0]

@@ -46,6 +46,11 @@ def test_start_modifier_sets_the_starting_value(text, start):
     ("level:2\n y ~ w\nlevel:1\n y ~ x", [("y", "~", "w", 2, None, None, False, None),
                                          ("y", "~", "x", 1, None, None, False, None)]),
     ("ab := a*b", [("ab", ":=", "a * b", 0, None, None, False, None)]),
+    # lavaan's thresholds of an ordinal variable, told apart from a random slope by the missing `~`
+    ('u1 | a*t1 + -0.5*t2 + prior("normal(0, 1)")*t3', [
+        ("u1", "|", "t1", 0, "a", None, False, None), ("u1", "|", "t2", 0, None, -0.5, False, None),
+        ("u1", "|", "t3", 0, None, None, False, "normal(0, 1)")]),
+    ("s | y ~ x", [("y", "~", "x", 0, None, None, False, None)]),
     ("my.var_1 =~ x.1 + x_2", [("my.var_1", "=~", "x.1", 0, None, None, False, None),
                                ("my.var_1", "=~", "x_2", 0, None, None, False, None)]),
 ])
@@ -87,9 +92,11 @@ MALFORMED = [
     ("s | f =~ y", 1, 1, "one regression of one outcome"),
     ("y ~ x | z", 1, 7, "write a random slope as"),
     ("1 | y ~ x", 1, 1, "name of the random slope"),
-    ("u1 | t1 + t2 + t3", 1, 1, "thresholds of an ordinal variable, which are not supported yet"),
-    ("s | y", 1, 1, "thresholds of an ordinal variable"),
-    ("s | 2", 1, 1, "a random slope needs a regression"),
+    ("u1 | t2 + t1", 1, 6, "threshold 1 of u1 is named 't2'"),
+    ("s | y", 1, 5, "name the thresholds t1, t2"),
+    ("u1 | t1 t2", 1, 9, "expected `+` or the end of the statement"),
+    ('u1 | rv("s")*t1', 1, 6, "rv() marks a random slope and belongs to a regression"),
+    ("u1 |", 1, 1, "`|` needs thresholds"),
     ('y ~ a*rv("s")*x', 1, 5, "no other modifiers"),
     ('f =~ rv("s")*y', 1, 6, "belongs to a regression"),
     ("f <~ x1 + x2", 1, 3, "formative"),
