@@ -102,6 +102,9 @@ def _parser() -> argparse.ArgumentParser:
     report.add_argument("--out", type=Path, default=None, help="report file (default: report.html next to it)")
     fit.add_argument("--centering", action="append", default=[], metavar="VAR=HOW",
                      help="centering of a level-1 predictor: latent, cluster-mean or none (repeatable)")
+    fit.add_argument("--ordered", default="", metavar="VARS",
+                     help="comma-separated ordinal (or binary) variables, modelled by a probit link with thresholds, "
+                          "e.g. --ordered u1,u2; --ordered all takes every modelled column with few integer values")
     _simulate_parser(commands)
     return parser
 
@@ -178,6 +181,13 @@ def _simulate(args) -> None:
     print(f"\nwrote {args.out / 'summary.csv'}, {args.out / 'replications.csv'} and {args.out / 'report.html'}")
 
 
+def _ordered(text: str):
+    """``--ordered u1,u2`` as ``ordered=["u1", "u2"]``; ``all`` as ``ordered=True``."""
+    if text.strip().lower() == "all":
+        return True
+    return [name.strip() for name in text.split(",") if name.strip()] or None
+
+
 def _centering(pairs: list[str]) -> dict[str, str]:
     out = {}
     for pair in pairs:
@@ -208,14 +218,15 @@ def _run(args) -> None:
             raise FileNotFoundError(f"model file {args.model} does not exist")
         na_values = [code.strip() for code in args.na_values.split(",") if code.strip()]
         syntax, data, cluster = args.model.read_text(), _read_data(args.data, na_values), args.cluster
-    options = {"missing": args.missing, "centering": _centering(args.centering)} if args.command == "fit" else {}
+    options = {"missing": args.missing, "centering": _centering(args.centering),
+               "ordered": _ordered(args.ordered)} if args.command == "fit" else {}
     with warnings.catch_warnings(record=True) as caught:  # the filters stay: library notices remain silenced
         model = bm.Model(syntax, data, cluster=cluster, **options)
         result = model.fit(draws=args.draws, tune=args.tune, chains=args.chains, random_seed=args.seed,
                            target_accept=args.target_accept)
         warned = result.diagnostic_messages()  # what fit() warned, in Python's words
         result.info["interface"] = "cli"  # the summary gives the same advice in the command's words
-        if not model.spec.within.slopes:  # random-slope models have no saturated model, so no PPP
+        if model.spec.table.ordinal or not model.spec.within.slopes:  # random slopes: no saturated model, no PPP
             print("Checking the model: posterior predictive p-value (PPP)...", file=sys.stderr)
             result.try_ppp()  # shown in the summary's header
     print(result)
@@ -247,6 +258,8 @@ _CLI_WORDS = [
     (re.compile(r"drop cluster="), "drop --cluster"),
     (re.compile(r"missing='(\w+)'"), r"--missing \1"),
     (re.compile(r"centering="), "--centering"),
+    (re.compile(r"ordered=\[([^\]]*)\]"), lambda m: "--ordered " + m.group(1).replace("'", "").replace(" ", "")),
+    (re.compile(r"out of ordered="), "out of --ordered"),
 ]
 
 

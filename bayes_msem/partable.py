@@ -159,12 +159,14 @@ class ParameterTable:
             if name in self.both_level:
                 how = centering.get(name, "latent")
                 role = "split into latent within and between parts"
+                if name in self.ordinal:
+                    role = "ordinal, its latent response split into within and between parts"
                 if how != "latent":
                     role = f"level-1 outcome with a random intercept; as a predictor: centering {how}"
                 elif any(r.op == "~" and r.rhs == name and r.level == 1 for r in self.rows.itertuples()):
                     role += " (latent centering)"
             elif name in within.observed:
-                role = "level-1 only"
+                role = "level-1 only" + (", ordinal" if name in self.ordinal else "")
             elif name in within.covariates:
                 role = "level-1 predictor, " + ("raw values (centering none)" if name in centering else "raw values")
             elif name in between.covariates:

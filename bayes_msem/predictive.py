@@ -46,12 +46,14 @@ class PredictiveCheck:
     ppp: float
     chi2_observed: np.ndarray  # (checked draws,): T(Y, theta_s)
     chi2_replicated: np.ndarray  # (checked draws,): T(Y_rep_s, theta_s)
-    df: int  # saturated minus model parameters, as lavaan counts them
-    covariances: pd.DataFrame  # one row per within / between covariance element
+    df: int  # saturated minus model parameters, as lavaan counts them (-1: no degrees of freedom)
+    covariances: pd.DataFrame  # one row per within / between covariance element (or category cell)
+    statistic: str = "chi-square"
 
     def __str__(self) -> str:
-        return (f"Posterior predictive p-value (PPP) {self.ppp:.3f}: chi-square {np.median(self.chi2_observed):.2f} "
-                f"(median over draws), df {self.df}, {len(self.chi2_observed)} draws")
+        df = f", df {self.df}" if self.df >= 0 else ""
+        return (f"Posterior predictive p-value (PPP) {self.ppp:.3f}: {self.statistic} "
+                f"{np.median(self.chi2_observed):.2f} (median over draws){df}, {len(self.chi2_observed)} draws")
 
 
 class _Design:
@@ -240,7 +242,13 @@ def posterior_predictive_check(spec, theta_draws: np.ndarray, *, n_draws: int = 
                                seed: int | None = None) -> PredictiveCheck:
     """PPP of the likelihood-ratio chi-square and predictive checks of the
     within and between covariances, from ``n_draws`` posterior draws
-    (``theta_draws``: (chains, draws, free parameters)) picked at random."""
+    (``theta_draws``: (chains, draws, free parameters)) picked at random.
+    With ordinal variables: the check of category counts of
+    :mod:`bayes_msem.predictive_ordinal` (random slopes allowed there)."""
+    if spec.table.ordinal:
+        from bayes_msem.predictive_ordinal import ordinal_predictive_check
+
+        return ordinal_predictive_check(spec, theta_draws, n_draws=n_draws, seed=seed)
     if spec.within.slopes:
         raise ValueError("the PPP needs a saturated model, which a model with random slopes does not have (Mplus "
                          "reports no chi-square for such models either); compare models with result.loo() instead")
@@ -359,7 +367,7 @@ def check_to_dataset(check: PredictiveCheck):
     variables = {"chi2_observed": ("check_draw", check.chi2_observed),
                  "chi2_replicated": ("check_draw", check.chi2_replicated)}
     variables.update({f"covariance_{column}": ("statistic", table[column].to_numpy()) for column in table.columns})
-    return xr.Dataset(variables, attrs={"ppp": check.ppp, "df": check.df})
+    return xr.Dataset(variables, attrs={"ppp": check.ppp, "df": check.df, "statistic": check.statistic})
 
 
 def check_from_dataset(dataset) -> PredictiveCheck:
@@ -371,4 +379,4 @@ def check_from_dataset(dataset) -> PredictiveCheck:
         table[column] = table[column].astype(str)
     return PredictiveCheck(ppp=float(dataset.attrs["ppp"]), chi2_observed=dataset["chi2_observed"].values,
                            chi2_replicated=dataset["chi2_replicated"].values, df=int(dataset.attrs["df"]),
-                           covariances=table)
+                           covariances=table, statistic=str(dataset.attrs.get("statistic", "chi-square")))

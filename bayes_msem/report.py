@@ -9,7 +9,7 @@ import pandas as pd
 __all__ = ["summary_text", "parameter_lines", "formatted_numbers", "level_title"]
 
 _SECTIONS = [("=~", "Latent variables"), ("~", "Regressions"), ("~~cov", "Covariances"),
-             ("~1", "Intercepts"), ("~~var", "Variances")]
+             ("~1", "Intercepts"), ("|", "Thresholds"), ("~~var", "Variances")]
 
 
 def _section_key(row) -> str:
@@ -39,6 +39,8 @@ def parameter_lines(rows: pd.DataFrame):
                     yield None, f"{row.lhs} {row.op}", None
                     previous = row.lhs
                 name = row.rhs
+            elif key == "|":  # lavaan's u1|t1
+                name = f"{row.lhs}|{row.rhs}"
             else:
                 name = row.lhs
             yield None, f"{name} ({row.label})" if row.label else name, row

@@ -66,7 +66,7 @@ def _standardize_row(row, value: float, sds: dict, residual: dict) -> float:
         return value * sds[row.lhs] / sds[row.rhs]
     if row.op == "~":
         return value * sds[row.rhs] / sds[row.lhs]
-    if row.op == "~1":
+    if row.op in ("~1", "|"):  # a threshold in SDs of the latent response, as lavaan's std.all
         return value / sds[row.lhs] if sds[row.lhs] > 0 else np.nan
     if row.lhs == row.rhs:
         return value / sds[row.lhs] ** 2 if sds[row.lhs] > 0 else np.nan

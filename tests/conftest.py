@@ -145,6 +145,9 @@ def _reference_fits() -> dict:
         "demo_mar_latent": (bm.example_model("demo_twolevel_mar"), bm.example_data("demo_twolevel_mar"), "cluster",
                             {"engine": "latent"}, {"target_accept": 0.9}),
         "mar_outcome": (MAR_OUTCOME_CFA, pd.read_csv(DATA / "mar_outcome.csv"), "cluster", {}, {}),
+        # issue 15: an ordinal (probit) outcome with a random intercept, against brms
+        "ordinal": ((DATA / "ordinal_twolevel.lavaan").read_text(), pd.read_csv(DATA / "ordinal_twolevel.csv"),
+                    "cluster", {"ordered": ["y"]}, {}),
     }
 
 

@@ -46,6 +46,17 @@ def test_data_error_names_the_fix(tmp_path, capsys):
     assert "Pass --missing listwise to drop those rows" in error and "missing=" not in error
 
 
+def test_ordered_names_ordinal_variables_in_the_commands_words(tmp_path, capsys):
+    model = tmp_path / "m.lavaan"
+    model.write_text("level: 1\n u ~ x\nlevel: 2\n u ~~ u")
+    data = tmp_path / "d.csv"
+    pd.DataFrame({"cluster": [1, 1, 2, 2] * 10, "x": range(40), "u": [1.5, 2.0, 1.0, 3.0] * 10}).to_csv(data,
+                                                                                                       index=False)
+    assert main(["fit", str(model), str(data), "--cluster", "cluster", "--ordered", "u"]) == 2
+    error = capsys.readouterr().err
+    assert "ordinal variable 'u' has the non-integer value 1.5" in error and "out of --ordered" in error
+
+
 @pytest.mark.slow
 def test_fit_writes_results(tmp_path):
     model = tmp_path / "m.lavaan"  # with a residual covariance, for the diagram's covariance arrows
