@@ -22,8 +22,8 @@ import pandas as pd
 from bayes_msem import __version__
 from bayes_msem.data import covariates_with_missing, describe_missing
 from bayes_msem.defined import check_definitions
-from bayes_msem.ordinal import code_ordinal
 from bayes_msem.engines import choose_engine, get_engine
+from bayes_msem.ordinal import code_ordinal
 from bayes_msem.partable import build_partable, level_name, model_table
 from bayes_msem.priors import DefaultPriors
 from bayes_msem.spec import ModelSpec, build_spec

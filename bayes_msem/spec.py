@@ -370,6 +370,7 @@ def build_spec(model: str | ParameterTable, data: pd.DataFrame, cluster: str | N
     blocks = _covariance_blocks(table, structures, resolved)
     signs = _loading_signs(table, level_covariances(table, cluster_data))
     return ModelSpec(table=table, data=cluster_data, layout=build_layout(table, structures, cluster),
-                     priors=tuple(resolved), starts=tuple(_start_values(table, scales, signs, _threshold_starts(table, cluster_data))),
+                     priors=tuple(resolved), starts=tuple(_start_values(table, scales, signs,
+                                                          _threshold_starts(table, cluster_data))),
                      units=tuple(_parameter_units(table, scales)),
                      covariance_blocks=tuple(blocks), cluster=cluster, default_priors=defaults)

@@ -3,9 +3,9 @@
 An ordinal variable u is observed as the category k of its latent response u*
 (``t_k <= u* < t_{k+1}``, with t_0 = -inf and t_K = +inf); u* is part of the
 level's normal model like any continuous variable. Given the cluster effects,
-a row's continuous values C and latent responses O* are jointly normal, so
+a row's continuous values C and latent responses U* are jointly normal, so
 
-    p(row) = p(C) * P(O* in its cell | C),
+    p(row) = p(C) * P(U* in its cell | C),
 
 and where the ordinal variables are conditionally independent given C the
 second factor is a product of differences of normal CDFs: exact, no sampling
@@ -124,12 +124,12 @@ def _generic_moments(spec: ModelSpec, structure: LevelStructure):
     return total @ S @ total.T
 
 
-def _correlated_pairs(cov: np.ndarray, O, given) -> list[tuple[int, int]]:
-    """Pairs of ``O`` whose covariance given the positions ``given`` is not zero."""
+def _correlated_pairs(cov: np.ndarray, U, given) -> list[tuple[int, int]]:
+    """Pairs of ``U`` whose covariance given the positions ``given`` is not zero."""
     if len(given):
         cov = cov - cov[:, given] @ np.linalg.solve(cov[np.ix_(given, given)], cov[given, :])
-    block = cov[np.ix_(O, O)]
-    return [(O[i], O[j]) for i in range(len(O)) for j in range(i) if abs(block[i, j]) > 1e-10]
+    block = cov[np.ix_(U, U)]
+    return [(U[i], U[j]) for i in range(len(U)) for j in range(i) if abs(block[i, j]) > 1e-10]
 
 
 def ordinal_layout(spec: ModelSpec) -> OrdinalLayout:
@@ -137,35 +137,35 @@ def ordinal_layout(spec: ModelSpec) -> OrdinalLayout:
     (those without which the ordinal variables are not conditionally independent)."""
     structure = spec.within
     observed = list(structure.observed)
-    O = np.array([observed.index(n) for n in spec.table.ordinal], dtype=int)
-    C = np.array([i for i in range(len(observed)) if i not in O], dtype=int)
-    values = spec.data.within_outcomes[:, O]
+    U = np.array([observed.index(n) for n in spec.table.ordinal], dtype=int)
+    C = np.array([i for i in range(len(observed)) if i not in U], dtype=int)
+    values = spec.data.within_outcomes[:, U]
     codes = np.where(np.isnan(values), -1, np.nan_to_num(values)).astype(int)
     thresholds = threshold_rows(spec)
     width = max(len(t) for t in thresholds.values())
-    free = np.zeros((len(O), width), dtype=int)
-    fixed = np.full((len(O), width), BEYOND)
+    free = np.zeros((len(U), width), dtype=int)
+    fixed = np.full((len(U), width), BEYOND)
     for k, name in enumerate(spec.table.ordinal):
         for j, (index, value) in enumerate(thresholds[name]):
             free[k, j], fixed[k, j] = index, (0.0 if index else value)
     cov = _generic_moments(spec, structure)
     latent = np.arange(structure.n_observed, len(structure.nodes))
     factors = np.array([], dtype=int)
-    pairs = _correlated_pairs(cov, O, C)
+    pairs = _correlated_pairs(cov, U, C)
     if pairs and len(latent):
         factors = latent
         if len(factors) > max(QUADRATURE_NODES):
             raise ModelSpecificationError(
                 f"{len(factors)} within factors link the ordinal variables; their integration is supported for up "
                 f"to {max(QUADRATURE_NODES)} factors")
-        pairs = _correlated_pairs(cov, O, np.concatenate([C, latent]))
+        pairs = _correlated_pairs(cov, U, np.concatenate([C, latent]))
     if pairs:
         a, b = pairs[0]
         raise ModelSpecificationError(
             f"the ordinal variables {observed[a]} and {observed[b]} stay correlated given the continuous variables "
             "and the factors (a residual covariance or a regression between ordinal variables), which needs their "
             "joint normal probability: not supported yet. Let a factor carry their association instead.")
-    return OrdinalLayout(ordinal=O, continuous=C, codes=codes, threshold_free=free, threshold_fixed=fixed,
+    return OrdinalLayout(ordinal=U, continuous=C, codes=codes, threshold_free=free, threshold_fixed=fixed,
                          row_factors=factors)
 
 
@@ -211,8 +211,8 @@ def ordinal_level_logp(theta, moments, row_means, layout: OrdinalLayout, values,
     from bayes_msem.engines.latent import mvn_logp_from_scatter
 
     xp = backend.xp
-    O, C, F = layout.ordinal, layout.continuous, layout.row_factors
-    p, m = len(O) + len(C), len(F)
+    U, C, F = layout.ordinal, layout.continuous, layout.row_factors
+    p, m = len(U) + len(C), len(F)
     cov, means = moments.Sigma, row_means
     if m:  # append the standardized factors z, F = E F + L z: cov(observed, z) = V_oF L^-T
         nodes_cov = moments.total @ moments.S @ moments.total.T
@@ -222,10 +222,10 @@ def ordinal_level_logp(theta, moments, row_means, layout: OrdinalLayout, values,
         means = backend.concatenate([row_means, backend.zeros((row_means.shape[0], m))], axis=1)
     Z = np.arange(p, p + m)
     residual, S_cc, target_mean, target_cov = condition_on_continuous(means, cov, values, C,
-                                                                     np.concatenate([O, Z]), backend)
+                                                                     np.concatenate([U, Z]), backend)
     cuts = threshold_matrix(theta, layout, xp)
-    o = len(O)
-    if m:  # O* | C, z = mean + H xi at z = E[z | C] + L_z xi
+    o = len(U)
+    if m:  # U* | C, z = mean + H xi at z = E[z | C] + L_z xi
         root = backend.cholesky(target_cov[o:, o:])
         H = backend.solve_lower(root, target_cov[o:, :o]).T  # (o, m)
         sd = xp.sqrt(xp.diagonal(target_cov[:o, :o]) - xp.sum(H * H, axis=1))

@@ -57,11 +57,11 @@ def brute_force_logp(frame: pd.DataFrame, ordered, observed, Sigma, mean_of_row,
     """Sum over rows of log p(continuous) + log P(ordinal cell | continuous),
     from the joint normal of the row's observed variables and SciPy's CDF."""
     total = 0.0
-    O = [observed.index(n) for n in ordered]
-    C = [k for k in range(len(observed)) if k not in O]
+    U = [observed.index(n) for n in ordered]
+    C = [k for k in range(len(observed)) if k not in U]
     for _, row in frame.iterrows():
         mean = mean_of_row(row)
-        seen = [k for k in O if not np.isnan(row[observed[k]])]
+        seen = [k for k in U if not np.isnan(row[observed[k]])]
         y_c = row[[observed[k] for k in C]].to_numpy(float)
         if C:
             total += stats.multivariate_normal(mean[C], Sigma[np.ix_(C, C)]).logpdf(y_c)
