@@ -39,7 +39,7 @@ __all__ = ["LevelStructure", "level_structures", "level_moments", "NUMPY_BACKEND
 
 NUMPY_BACKEND = SimpleNamespace(inv=np.linalg.inv, eye=np.eye, cholesky=np.linalg.cholesky, solve=np.linalg.solve,
                                 concatenate=np.concatenate, zeros=np.zeros, log=np.log, sqrt=np.sqrt,
-                                solve_lower=np.linalg.solve, xp=np, asarray=np.asarray)
+                                solve_lower=np.linalg.solve, xp=np, asarray=np.asarray, stop_gradient=lambda a: a)
 
 
 def jax_backend() -> SimpleNamespace:
@@ -52,7 +52,7 @@ def jax_backend() -> SimpleNamespace:
     return SimpleNamespace(inv=jnp.linalg.inv, eye=jnp.eye, cholesky=jnp.linalg.cholesky, solve=jnp.linalg.solve,
                            concatenate=jnp.concatenate, zeros=jnp.zeros, log=jnp.log, sqrt=jnp.sqrt,
                            solve_lower=lambda a, b: jsl.solve_triangular(a, b, lower=True), xp=jnp,
-                           asarray=jnp.asarray)
+                           asarray=jnp.asarray, stop_gradient=jax.lax.stop_gradient)
 
 
 @dataclass(frozen=True)

@@ -26,6 +26,7 @@ from types import SimpleNamespace
 import numpy as np
 import pymc as pm
 import pytensor.tensor as pt
+from pytensor.gradient import zero_grad
 
 from bayes_msem.data import cluster_cross_products
 from bayes_msem.engines.parameters import free_parameter_vector, parameter_names
@@ -40,7 +41,7 @@ __all__ = ["PYTENSOR_BACKEND", "build_latent_model", "cluster_effect_names", "cl
 PYTENSOR_BACKEND = SimpleNamespace(inv=pt.linalg.inv, eye=pt.eye, cholesky=pt.linalg.cholesky, solve=pt.linalg.solve,
                                    concatenate=pt.concatenate, zeros=pt.zeros, log=pt.log, sqrt=pt.sqrt,
                                    solve_lower=lambda a, b: pt.linalg.solve_triangular(a, b, lower=True), xp=pt,
-                                   asarray=pt.as_tensor_variable)
+                                   asarray=pt.as_tensor_variable, stop_gradient=zero_grad)
 
 
 def mvn_logp_from_scatter(sum_squares, n, Sigma, backend=PYTENSOR_BACKEND):
