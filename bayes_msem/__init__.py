@@ -36,7 +36,8 @@ _EXAMPLES = {"demo_twolevel": ("demo_twolevel.csv", "demo_twolevel.lavaan", "clu
              "mplus_ex9_6": ("mplus_ex9_6.csv", "mplus_ex9_6.lavaan", "clus"),
              "mediation_111_random_slopes": ("mediation_111_random_slopes.csv", "mediation_111_random_slopes.lavaan",
                                              "cluster"),
-             "demo_twolevel_mar": ("demo_twolevel_mar.csv", "demo_twolevel_mar.lavaan", "cluster")}
+             "demo_twolevel_mar": ("demo_twolevel_mar.csv", "demo_twolevel_mar.lavaan", "cluster"),
+             "ordinal_twolevel": ("ordinal_twolevel.csv", "ordinal_twolevel.lavaan", "cluster")}
 
 
 def example_data(name: str = "demo_twolevel"):
@@ -44,7 +45,9 @@ def example_data(name: str = "demo_twolevel"):
     ``mplus_ex9_6`` (Mplus User's Guide example 9.6) or ``mediation_111_random_slopes``
     (simulated 1-1-1 mediation with random a, b and c paths; fit it with
     ``centering={"m": "none"}``) or ``demo_twolevel_mar`` (Demo.twolevel with
-    values of y1-y3 missing at random given x1-x3; 30% of rows incomplete)."""
+    values of y1-y3 missing at random given x1-x3; 30% of rows incomplete) or
+    ``ordinal_twolevel`` (simulated 4-category outcome y, 150 clusters of 12;
+    fit it with ``ordered=["y"]``)."""
     import pandas as pd
 
     if name not in _EXAMPLES:

@@ -182,6 +182,17 @@ class ParameterTable:
             out.append((slope, f"random slope of {row.lhs} on {row.rhs} (a level-2 latent variable)"))
         return out
 
+    def thresholds(self) -> dict[str, list[tuple[int, float]]]:
+        """Each ordinal variable's thresholds in order t1, t2, ...: (free index,
+        1-based, or 0 where fixed; the fixed value, NaN where free)."""
+        rows = self.rows
+        out = {}
+        for name in self.ordinal:
+            mine = rows[(rows.op == "|") & (rows.lhs == name)]
+            mine = mine.assign(order=[int(t[1:]) for t in mine.rhs]).sort_values("order")
+            out[name] = [(int(r.free), float(r.ustart)) for r in mine.itertuples()]
+        return out
+
     def free_rows(self) -> pd.DataFrame:
         """One row per free parameter (the first row of each label group)."""
         free = self.rows[self.rows["free"] > 0]

@@ -23,7 +23,7 @@ import numpy as np
 import pandas as pd
 
 from bayes_msem.priors import constrained_correlation, lkj_draw, lkj_logpdf, patterned_draw, patterned_logpdf
-from bayes_msem.simulate import draw_outcomes
+from bayes_msem.simulate import categorize, draw_outcomes
 
 __all__ = ["prior_draws", "log_prior", "sample_prior_predictive", "powerscale_sensitivity", "SENSITIVITY_THRESHOLD"]
 
@@ -51,6 +51,16 @@ def prior_draws(spec, n: int, rng: np.random.Generator) -> np.ndarray:
                      "variances); check those values against the variances' priors")
 
 
+def _sort_thresholds(spec, theta: np.ndarray) -> None:
+    """Each ordinal variable's free thresholds in increasing order (in place):
+    sorted independent normal draws are draws of the ordered vector's prior
+    where the thresholds share one prior (the default), and ordered anyway."""
+    for thresholds in spec.table.thresholds().values():
+        free = [f - 1 for f, _ in thresholds if f]
+        if len(free) == len(thresholds) and len(set(free)) == len(free):
+            theta[:, free] = np.sort(theta[:, free], axis=1)
+
+
 def _draws_once(spec, n: int, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
     """``n`` draws ignoring the positive-definiteness of given covariances, and which of them keep it."""
     theta = np.zeros((n, len(spec.priors)))
@@ -60,6 +70,7 @@ def _draws_once(spec, n: int, rng: np.random.Generator) -> tuple[np.ndarray, np.
             continue  # from the block's correlation matrix, below
         draws = prior.draw(rng, n)
         theta[:, k] = draws**2 if prior.on_sd(kind) else draws
+    _sort_thresholds(spec, theta)
     for block in spec.covariance_blocks:
         sd = _block_sds(spec, block, theta)
         size = len(block.nodes)
@@ -120,6 +131,7 @@ def sample_prior_predictive(spec, draws: int = 500, seed: int | None = None):
     data = spec.data
     outcomes = [draw_outcomes(rng, t, spec.layout, data.within_covariates, data.between_covariates,
                               data.cluster_index) for t in theta]
+    outcomes = [(categorize(y, spec.table, t, spec.within.observed), z) for (y, z), t in zip(outcomes, theta)]
     chain_draw = {"chain": [0], "draw": np.arange(draws)}
     parameters = xr.DataArray(theta[None], dims=("chain", "draw", "parameter"), coords=chain_draw)
     predicted, observed = {}, {}

@@ -28,7 +28,10 @@ CONFIGS = ([(name, "collapsed", "numpyro") for name in MEDIATION_GRID]
            + [("demo_twolevel", "collapsed", "numpyro"), ("demo_twolevel", "latent", "numpyro"),
               ("demo_twolevel_mar", "collapsed", "numpyro"), ("demo_twolevel_mar", "latent", "numpyro"),
               ("demo_twolevel", "collapsed", "nutpie"), ("demo_twolevel", "collapsed", "pymc"),
-              ("mplus_ex9_6", "collapsed", "numpyro"), ("mplus_ex9_6", "latent", "numpyro")])
+              ("mplus_ex9_6", "collapsed", "numpyro"), ("mplus_ex9_6", "latent", "numpyro")]
+           # issue 15: the brms reference's ordinal regression, and a two-level CFA of 6 four-category
+           # items, 200 clusters of 15 (simulated in ordinal_cfa_data below)
+           + [("ordinal_twolevel", "latent", "numpyro"), ("ordinal_cfa_200_15", "latent", "numpyro")])
 
 CHILD = r"""
 import json, resource, sys, time, warnings
@@ -46,9 +49,17 @@ if name.startswith("mediation_"):
         data.loc[np.random.default_rng(1).uniform(size=len(data)) < 0.2, "y"] = np.nan
     model = bm.Model(bm.example_model("mediation_111_random_slopes"), data,
                      cluster="cluster", engine=engine, centering={"m": "none"})
+elif name.startswith("ordinal_cfa_"):
+    sys.path.insert(0, "benchmarks")
+    from ordinal_data import ITEMS, ORDINAL_CFA, simulate_ordinal_cfa
+    clusters, size = map(int, name.split("_")[2:4])
+    model = bm.Model(ORDINAL_CFA, simulate_ordinal_cfa(clusters, size), cluster="cluster", engine=engine,
+                     ordered=ITEMS)
 else:
-    cluster = {"demo_twolevel": "cluster", "demo_twolevel_mar": "cluster", "mplus_ex9_6": "clus"}[name]
-    model = bm.Model(bm.example_model(name), bm.example_data(name), cluster=cluster, engine=engine)
+    cluster = {"demo_twolevel": "cluster", "demo_twolevel_mar": "cluster", "mplus_ex9_6": "clus",
+               "ordinal_twolevel": "cluster"}[name]
+    options = {"ordered": ["y"]} if name.startswith("ordinal") else {}
+    model = bm.Model(bm.example_model(name), bm.example_data(name), cluster=cluster, engine=engine, **options)
 fit_start = time.perf_counter()
 result = model.fit(random_seed=1, progressbar=False, sampler=sampler)
 sampling = time.perf_counter() - fit_start

@@ -146,8 +146,8 @@ def _reference_fits() -> dict:
                             {"engine": "latent"}, {"target_accept": 0.9}),
         "mar_outcome": (MAR_OUTCOME_CFA, pd.read_csv(DATA / "mar_outcome.csv"), "cluster", {}, {}),
         # issue 15: an ordinal (probit) outcome with a random intercept, against brms
-        "ordinal": ((DATA / "ordinal_twolevel.lavaan").read_text(), pd.read_csv(DATA / "ordinal_twolevel.csv"),
-                    "cluster", {"ordered": ["y"]}, {}),
+        "ordinal": (bm.example_model("ordinal_twolevel"), bm.example_data("ordinal_twolevel"), "cluster",
+                    {"ordered": ["y"]}, {}),
     }
 
 

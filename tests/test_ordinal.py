@@ -94,3 +94,21 @@ def test_the_latent_response_has_unit_variance_and_zero_intercepts():
     fixed = table[(table.lhs == "u") & (table.free == 0)].set_index(["op", "level"])["ustart"]
     assert fixed[("~~", "within")] == 1.0
     assert fixed[("~1", "within")] == 0.0 and fixed[("~1", "between")] == 0.0
+
+
+def test_prior_predictive_data_are_categories_and_thresholds_increase():
+    model = bm.Model(MODEL, small_data(), cluster="cluster", ordered=["u"])
+    idata = model.sample_prior_predictive(draws=50, random_seed=1)
+    replicated = idata.prior_predictive["u"].values
+    assert set(np.unique(replicated)) <= {0.0, 1.0, 2.0, 3.0} and len(np.unique(replicated)) > 1
+    thresholds = np.stack([idata.prior[f"u|t{k}"].values.ravel() for k in (1, 2, 3)])
+    assert (np.diff(thresholds, axis=0) > 0).all()
+
+
+def test_simulated_categories_follow_the_thresholds():
+    values = {"u|t1": -0.5, "u|t2": 0.5}
+    data = bm.simulate_data("u ~ 0*x", values, cluster_size=4000, seed=1, ordered=["u"])
+    shares = data["u"].value_counts(normalize=True).sort_index().to_numpy()
+    np.testing.assert_allclose(shares, [0.3085, 0.3829, 0.3085], atol=0.025)  # Phi(-0.5), Phi(0.5) - Phi(-0.5), ...
+    with pytest.raises(ValueError, match="ordinal 'u' needs its thresholds"):
+        bm.simulate_data("u ~ x", {}, cluster_size=10, ordered=["u"])

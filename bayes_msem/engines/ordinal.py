@@ -30,7 +30,6 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from bayes_msem.engines.parameters import threshold_rows
 from bayes_msem.errors import ModelSpecificationError
 from bayes_msem.matrices import NUMPY_BACKEND, LevelStructure
 from bayes_msem.spec import ModelSpec
@@ -141,7 +140,7 @@ def ordinal_layout(spec: ModelSpec) -> OrdinalLayout:
     C = np.array([i for i in range(len(observed)) if i not in U], dtype=int)
     values = spec.data.within_outcomes[:, U]
     codes = np.where(np.isnan(values), -1, np.nan_to_num(values)).astype(int)
-    thresholds = threshold_rows(spec)
+    thresholds = spec.table.thresholds()
     width = max(len(t) for t in thresholds.values())
     free = np.zeros((len(U), width), dtype=int)
     fixed = np.full((len(U), width), BEYOND)

@@ -137,18 +137,6 @@ def free_parameter_vector(spec: ModelSpec) -> pt.TensorVariable:
     return pt.stack([pt.as_tensor_variable(v, dtype="float64") for v in values])
 
 
-def threshold_rows(spec: ModelSpec) -> dict[str, list[tuple[int, float]]]:
-    """Each ordinal variable's thresholds in order: (free index, 1-based, or 0;
-    fixed value, NaN where free)."""
-    rows = spec.table.rows
-    out = {}
-    for name in spec.table.ordinal:
-        mine = rows[(rows.op == "|") & (rows.lhs == name)]
-        mine = mine.assign(order=[int(t[1:]) for t in mine.rhs]).sort_values("order")
-        out[name] = [(int(r.free), float(r.ustart)) for r in mine.itertuples()]
-    return out
-
-
 def _threshold_vectors(spec: ModelSpec, values: list) -> set[str]:
     """Sample each ordinal variable's thresholds as one increasing vector
     (PyMC's ordered transform) where all are free and its own; fill ``values``.
@@ -156,7 +144,7 @@ def _threshold_vectors(spec: ModelSpec, values: list) -> set[str]:
     with another variable through a label) are sampled one by one and kept
     increasing by :func:`_require_increasing_thresholds`."""
     done, seen = set(), set()
-    for variable, thresholds in threshold_rows(spec).items():
+    for variable, thresholds in spec.table.thresholds().items():
         free = [f for f, _ in thresholds]
         if 0 in free or len(set(free)) < len(free) or seen & set(free):
             seen |= set(free)
@@ -177,7 +165,7 @@ def _threshold_vectors(spec: ModelSpec, values: list) -> set[str]:
 def _require_increasing_thresholds(spec: ModelSpec, values: list, ordered_vectors: set[str]) -> None:
     """Zero prior density where the thresholds of a variable not sampled as an
     ordered vector fail to increase."""
-    for variable, thresholds in threshold_rows(spec).items():
+    for variable, thresholds in spec.table.thresholds().items():
         if variable in ordered_vectors or len(thresholds) < 2:
             continue
         cuts = pt.stack([values[f - 1] if f else pt.as_tensor_variable(np.float64(v)) for f, v in thresholds])
