@@ -98,6 +98,7 @@ class _Unit:
     values: dict
     fit_kwargs: dict
     random_seed: int
+    model_kwargs: dict = field(default_factory=dict)
 
     def seeds(self) -> tuple[int, int, int]:
         """Seeds for the cluster sizes, the data and the sampler, from this unit's own SeedSequence."""
@@ -127,7 +128,7 @@ def _pin_threads() -> None:
         jax.devices()
 
 
-def _check_design(population: str, analysis: str, values: dict, design: dict) -> None:
+def _check_design(population: str, analysis: str, values: dict, design: dict, model_kwargs: dict) -> None:
     """Simulate a data set of the design and set the analysis model up on it
     (no sampling), so that an unknown parameter name or a variable the
     population does not make stops the study before it starts, not in every
@@ -141,11 +142,12 @@ def _check_design(population: str, analysis: str, values: dict, design: dict) ->
         raise ValueError(f"a design with {design['clusters']} cluster: a two-level model needs several clusters "
                          "per data set (30 or more are preferable)")
     data = simulate_data(population, values, n_clusters=int(design["clusters"]),
-                         cluster_size=_cluster_sizes(design, 0), seed=0, missing=_missing(design))
+                         cluster_size=_cluster_sizes(design, 0), seed=0, missing=_missing(design),
+                         ordered=model_kwargs.get("ordered"))
     cluster = "cluster" if build_partable(analysis).two_level else None
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        Model(analysis, data, cluster=cluster)
+        Model(analysis, data, cluster=cluster, **model_kwargs)
 
 
 def run_unit(unit: _Unit) -> pd.DataFrame:
@@ -164,14 +166,15 @@ def run_unit(unit: _Unit) -> pd.DataFrame:
     base = {"design": unit.design_index, "replication": unit.replication}
     start = time.perf_counter()
     try:
+        ordered = unit.model_kwargs.get("ordered")
         data = simulate_data(unit.population, values, n_clusters=int(design["clusters"]),
                              cluster_size=_cluster_sizes(design, size_seed), seed=data_seed,
-                             missing=_missing(design))
+                             missing=_missing(design), ordered=ordered)
         cluster = "cluster" if build_partable(unit.analysis).two_level else None
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # diagnostics are recorded per replication instead
-            result = Model(unit.analysis, data, cluster=cluster).fit(random_seed=fit_seed, progressbar=False,
-                                                                      **unit.fit_kwargs)
+            result = Model(unit.analysis, data, cluster=cluster, **unit.model_kwargs).fit(
+                random_seed=fit_seed, progressbar=False, **unit.fit_kwargs)
         summary = result.summary()
         diagnostics = result.diagnostics()
     except Exception as error:  # noqa: BLE001 - a failed replication is a result of the study
@@ -179,7 +182,7 @@ def run_unit(unit: _Unit) -> pd.DataFrame:
     finally:  # a worker fits replication after replication: without this XLA aborts after about 45
         free_compiled_programs()
     summary = summary[summary.free]
-    truth = true_values(unit.population, values)
+    truth = true_values(unit.population, values, ordered=unit.model_kwargs.get("ordered"))
     names = [parameter_key(r.lhs, r.op, r.rhs, r.level) if r.op != ":=" else r.lhs for r in summary.itertuples()]
     frame = summary[ESTIMATE_COLUMNS].reset_index(drop=True)
     frame.insert(0, "parameter", names)
@@ -426,7 +429,8 @@ def run_units(units: list, runner, *, client=None, workers: int | None = None, s
 
 
 def simulation_study(population: str, values: dict[str, float], designs: dict | list[dict], replications: int, *,
-                     analysis: str | None = None, fit_kwargs: dict | None = None, client=None,
+                     analysis: str | None = None, fit_kwargs: dict | None = None,
+                     model_kwargs: dict | None = None, client=None,
                      workers: int | None = None, store: str | os.PathLike | None = None, resume: bool = False,
                      random_seed: int = 0, progressbar: bool = True) -> StudyResult:
     """Run a Monte Carlo study and return a :class:`StudyResult` (``.summary``
@@ -449,6 +453,11 @@ def simulation_study(population: str, values: dict[str, float], designs: dict | 
         misspecification studies.
     fit_kwargs
         Passed to :meth:`~bayes_msem.model.Model.fit` (draws, tune, chains, ...).
+    model_kwargs
+        Passed to :class:`~bayes_msem.model.Model` (``centering``, ``engine``,
+        ``priors``, ``ordered``); ``ordered`` (a list of names) also makes the
+        population's ordinal variables categories, cut at the thresholds given
+        in ``values`` (``"u|t1"``, ...).
     client, workers
         A ``dask.distributed.Client`` to run on; without one, a local cluster
         of ``workers`` processes (default: one per core).
@@ -468,13 +477,19 @@ def simulation_study(population: str, values: dict[str, float], designs: dict | 
     _require_dask()
     analysis = analysis or population
     fit_kwargs = {"draws": 500, "tune": 500, "chains": 2, **(fit_kwargs or {})}
+    model_kwargs = dict(model_kwargs or {})
+    if model_kwargs.get("ordered") is True:
+        raise ValueError("a study needs the ordinal variables by name (ordered=['u1', ...]): the population's "
+                         "variables are simulated, so there are no columns to look at yet")
     grid = design_grid(designs)
     for design in grid:
-        _check_design(population, analysis, values, design)
-    units = [_Unit(d, r, design, population, analysis, dict(values), fit_kwargs, int(random_seed))
+        _check_design(population, analysis, values, design, model_kwargs)
+    units = [_Unit(d, r, design, population, analysis, dict(values), fit_kwargs, int(random_seed), model_kwargs)
              for d, design in enumerate(grid) for r in range(int(replications))]
     settings = {"population": population, "analysis": analysis, "values": values, "designs": grid,
                 "fit_kwargs": fit_kwargs, "random_seed": int(random_seed)}
+    if model_kwargs:  # (kept out of the settings when empty, so stores written before still resume)
+        settings["model_kwargs"] = model_kwargs
     store_path, frames, pending = stored_units(store, settings, units, resume)
     frames += run_units(pending, run_unit, client=client, workers=workers, store=store_path,
                         progressbar=progressbar, total=len(units))

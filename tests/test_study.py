@@ -173,3 +173,19 @@ def test_a_worker_killed_mid_study_costs_only_its_replication(tmp_path):
     columns = ["design", "replication", "parameter", "mean", "sd"]
     pd.testing.assert_frame_equal(result.replications[columns], reference.replications[columns])
     assert len(list(store.rglob("*.parquet"))) == 3
+
+
+def test_a_replication_of_an_ordinal_model_passes_the_model_options():
+    """model_kwargs reach Model (here ordered=), and the population's ordinal
+    variable is simulated as categories with its thresholds as the truth."""
+    from bayes_msem.study import _Unit, design_grid, run_unit
+
+    population = "level: 1\n u ~ x\nlevel: 2\n u ~~ u"
+    values = {"u|t1": -0.5, "u|t2": 0.6, "u~x|within": 0.5, "u~~u|between": 0.3}
+    design = design_grid({"clusters": [20], "cluster_size": [8]})[0]
+    unit = _Unit(0, 0, design, population, population, values, {"draws": 100, "tune": 100, "chains": 1}, 7,
+                 {"ordered": ["u"]})
+    rows = run_unit(unit).set_index("parameter")
+    assert rows["error"].isna().all()
+    assert rows.loc["u|t1", "true"] == -0.5 and rows.loc["u~x|within", "true"] == 0.5
+    assert rows.loc["u|t1", "mean"] < rows.loc["u|t2", "mean"]
