@@ -53,7 +53,7 @@ def compare(results: dict, ic: str = "loo"):
 def _unit(result) -> list:
     if not result.add_log_likelihood():
         raise ValueError("this result has no pointwise log-likelihood: LOO needs the marginal likelihood per "
-                         "cluster, which models with random slopes on latent within variables, and models with "
-                         "ordinal variables, lack so far")
+                         "cluster, which models with random slopes on latent within variables, and two-level "
+                         "models with ordinal variables, lack so far")
     loglik = result.idata.log_likelihood["loglik"]
     return list(loglik[loglik.dims[-1]].values)

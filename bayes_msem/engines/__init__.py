@@ -61,7 +61,13 @@ class Engine:
         """log p(data of a unit | parameters), (chains, draws, units): per cluster
         with the cluster effects integrated out, per row in a single-level model;
         None where there is no closed form."""
-        if (spec.layout.multilevel and not collapsed_supported(spec)[0]) or spec.table.ordinal:
+        if spec.table.ordinal:  # closed form per row in a single-level model; per cluster not built
+            if spec.layout.multilevel:
+                return None
+            from bayes_msem.engines.ordinal import ordinal_row_log_likelihood
+
+            return ordinal_row_log_likelihood(spec, theta_draws)
+        if spec.layout.multilevel and not collapsed_supported(spec)[0]:
             return None
         if spec.data.has_missing:
             from bayes_msem.engines.missing import missing_unit_log_likelihood

@@ -34,7 +34,8 @@ from bayes_msem.errors import ModelSpecificationError
 from bayes_msem.matrices import NUMPY_BACKEND, LevelStructure
 from bayes_msem.spec import ModelSpec
 
-__all__ = ["OrdinalLayout", "ordinal_layout", "ordinal_level_logp", "ordinal_rows_logp", "threshold_matrix",
+__all__ = ["OrdinalLayout", "ordinal_layout", "ordinal_level_logp", "ordinal_row_log_likelihood", "ordinal_rows_logp",
+           "threshold_matrix",
            "ordinal_unsupported", "quadrature", "row_means_of"]
 
 BEYOND = 1e8  # the open ends of the outer categories: finite, so gradients stay finite
@@ -372,3 +373,22 @@ def ordinal_within_logp(spec: ModelSpec, theta, moments, cluster_means):
 
     return ordinal_level_logp(theta, moments, row_means_of(moments, cluster_means, spec.data), ordinal_layout(spec),
                               spec.data.within_outcomes, PYTENSOR_BACKEND, pt.erfc)
+
+
+def ordinal_row_log_likelihood(spec: ModelSpec, theta_draws: np.ndarray) -> np.ndarray:
+    """log p(row | parameters) per draw of a single-level model with ordinal
+    variables, (chains, draws, rows): the units of LOO (NumPy, the same
+    :func:`ordinal_level_logp` the sampler uses)."""
+    from scipy.special import erfc
+
+    from bayes_msem.matrices import level_moments
+
+    layout = ordinal_layout(spec)
+    data = spec.data
+    flat = theta_draws.reshape(-1, theta_draws.shape[-1])
+    out = np.empty((len(flat), data.n_rows))
+    for k, theta in enumerate(flat):
+        moments = level_moments(theta, spec.within)
+        row_means = row_means_of(moments, moments.mean[None, :], data)
+        out[k] = ordinal_level_logp(theta, moments, row_means, layout, data.within_outcomes, erfc=erfc, per_row=True)
+    return out.reshape(theta_draws.shape[:-1] + (data.n_rows,))

@@ -237,3 +237,18 @@ def test_category_probabilities_keep_their_precision_in_both_tails():
     got = _normal_cdf_difference(lower, upper, special.erfc, np)
     np.testing.assert_allclose(got, expected, rtol=1e-10)
     assert got[0] > 0 and got[3] > 0
+
+
+def test_single_level_loo_units_are_the_rows_likelihoods():
+    """The per-row log-likelihood LOO uses equals the sampler's row terms at each draw."""
+    from bayes_msem.engines import get_engine
+
+    syntax = "f1 =~ u1 + u2\nf2 =~ u3 + u4\nf1 ~~ f2"
+    values = {"f1=~u2": 1.2, "f2=~u4": 0.8, "f1~~f2": 0.5, "f1~~f1": 1.0, "f2~~f2": 1.0}
+    values.update({f"u{k}|t1": -0.3 + 0.2 * k for k in range(1, 5)})
+    values.update({f"u{k}|t2": 0.9 for k in range(1, 5)})
+    data, spec, theta, moments, got = single_level_setup(syntax, values, ["u1", "u2", "u3", "u4"], 12, seed=2)
+    draws = np.stack([theta, theta])[None]  # (chains, draws, parameters)
+    loglik = get_engine("latent").unit_log_likelihood(spec, draws)
+    assert loglik.shape == (1, 2, 12)
+    np.testing.assert_allclose(loglik[0, 1], got)
