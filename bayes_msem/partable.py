@@ -193,6 +193,18 @@ class ParameterTable:
             out[name] = [(int(r.free), float(r.ustart)) for r in mine.itertuples()]
         return out
 
+    def ordered_threshold_vectors(self) -> dict[str, list[int]]:
+        """The ordinal variables whose thresholds are all free and their own
+        (none fixed, none shared with an earlier variable by a label), with
+        their free indices: each is sampled as one increasing vector."""
+        out, seen = {}, set()
+        for name, thresholds in self.thresholds().items():
+            free = [f for f, _ in thresholds]
+            if 0 not in free and len(set(free)) == len(free) and not seen & set(free):
+                out[name] = free
+            seen |= set(free)
+        return out
+
     def free_rows(self) -> pd.DataFrame:
         """One row per free parameter (the first row of each label group)."""
         free = self.rows[self.rows["free"] > 0]

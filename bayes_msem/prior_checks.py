@@ -55,10 +55,9 @@ def _sort_thresholds(spec, theta: np.ndarray) -> None:
     """Each ordinal variable's free thresholds in increasing order (in place):
     sorted independent normal draws are draws of the ordered vector's prior
     where the thresholds share one prior (the default), and ordered anyway."""
-    for thresholds in spec.table.thresholds().values():
-        free = [f - 1 for f, _ in thresholds if f]
-        if len(free) == len(thresholds) and len(set(free)) == len(free):
-            theta[:, free] = np.sort(theta[:, free], axis=1)
+    for free in spec.table.ordered_threshold_vectors().values():
+        columns = [f - 1 for f in free]
+        theta[:, columns] = np.sort(theta[:, columns], axis=1)
 
 
 def _draws_once(spec, n: int, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:

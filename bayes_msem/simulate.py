@@ -18,6 +18,7 @@ import pandas as pd
 from bayes_msem.layout import ModelLayout, build_layout
 from bayes_msem.matrices import level_moments, psd_root
 from bayes_msem.partable import build_partable, level_name, parameter_key
+from bayes_msem.syntax import parse_model
 
 __all__ = ["simulate_data", "draw_outcomes", "true_values", "impose_missing", "DEFAULT_VALUES", "categorize",
            "simulation_table"]
@@ -50,8 +51,8 @@ def simulation_table(syntax: str, values: dict[str, float], ordered=None):
     counts = {}
     for name in ordered:
         given = [k for k in values if k.startswith(f"{name}|t")]
-        written = build_partable(syntax, ordered={name: 99}).rows if not given else None
-        n = len(given) if given else int(((written.op == "|") & (written.lhs == name) & (written.user)).sum())
+        written = [r for r in parse_model(syntax).rows if r.op == "|" and r.lhs == name]
+        n = len(given) or len(written)
         if n == 0:
             raise ValueError(f"ordinal {name!r} needs its thresholds: give them in values as "
                              f"{{'{name}|t1': -0.5, '{name}|t2': 0.5}} (as many as categories minus one)")

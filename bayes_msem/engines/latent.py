@@ -192,10 +192,10 @@ def build_latent_model(spec: ModelSpec) -> pm.Model:
 
             missing_stats = missing_pattern_statistics(data)
             if within.slopes:  # a mean per row; a covariance per cluster where a slope sits on a modelled variable
-                at = data.cluster_index
-                row_means = cluster_means[at] + (moments.Pi[at] @ data.within_covariates[:, :, None])[:, :, 0]
-                logp = rows_with_own_means_logp(missing_stats, moments.Sigma, row_means, PYTENSOR_BACKEND,
-                                                at if within.slopes_on_nodes else None)
+                from bayes_msem.engines.ordinal import row_means_of
+
+                logp = rows_with_own_means_logp(missing_stats, moments.Sigma, row_means_of(moments, cluster_means, data),
+                                                PYTENSOR_BACKEND, data.cluster_index if within.slopes_on_nodes else None)
             else:
                 logp = observed_rows_logp(missing_stats, moments, cluster_means, PYTENSOR_BACKEND)
         elif within.slopes:

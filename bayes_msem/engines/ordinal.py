@@ -243,6 +243,7 @@ class _Items:
         safe = np.where(observed, codes, 0)
         columns = np.arange(codes.shape[1])[None, :]
         self.lower, self.upper = cuts[columns, safe], cuts[columns, safe + 1]
+        self.codes, self.cuts = codes, cuts
         self.observed, self.mean, self.H, self.sd, self.erfc, self.xp = observed, mean, H, sd, erfc, xp
 
     def frozen(self, stop_gradient) -> _Items:
@@ -260,10 +261,8 @@ class _Items:
 
     def log_probability(self, xi, extra_axes: int = 0):
         """Sum over items of log P(category | xi); xi (rows, ..., m)."""
-        xp = self.xp
-        alpha, beta, inner = self._bounds(xi, extra_axes)
-        probability = _normal_cdf_difference(alpha, beta, self.erfc, xp)
-        return xp.where(self.observed[inner], xp.log(xp.maximum(probability, 1e-300)), 0.0).sum(axis=-1)
+        inner = (slice(None),) + (None,) * extra_axes + (slice(None),)
+        return ordinal_rows_logp(self.codes, self.mean[inner] + xi @ self.H.T, self.sd, self.cuts, self.erfc, self.xp)
 
     def newton_terms(self, xi):
         """Gradient (rows, m) and Hessian (rows, m, m) of the summed log probability in xi."""

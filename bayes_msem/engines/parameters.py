@@ -143,13 +143,8 @@ def _threshold_vectors(spec: ModelSpec, values: list) -> set[str]:
     Returns the variables so sampled; the others (a threshold fixed, or shared
     with another variable through a label) are sampled one by one and kept
     increasing by :func:`_require_increasing_thresholds`."""
-    done, seen = set(), set()
-    for variable, thresholds in spec.table.thresholds().items():
-        free = [f for f, _ in thresholds]
-        if 0 in free or len(set(free)) < len(free) or seen & set(free):
-            seen |= set(free)
-            continue
-        seen |= set(free)
+    vectors = spec.table.ordered_threshold_vectors()
+    for variable, free in vectors.items():
         priors = [spec.priors[f - 1] for f in free]
         starts = np.sort([spec.starts[f - 1] for f in free])
         starts = starts + 1e-3 * np.arange(len(starts))  # strictly increasing
@@ -158,8 +153,7 @@ def _threshold_vectors(spec: ModelSpec, values: list) -> set[str]:
                            transform=pm.distributions.transforms.ordered, initval=starts)
         for k, f in enumerate(free):
             values[f - 1] = vector[k]
-        done.add(variable)
-    return done
+    return set(vectors)
 
 
 def _require_increasing_thresholds(spec: ModelSpec, values: list, ordered_vectors: set[str]) -> None:
