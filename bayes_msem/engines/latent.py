@@ -26,7 +26,9 @@ from types import SimpleNamespace
 import numpy as np
 import pymc as pm
 import pytensor.tensor as pt
-from pytensor.gradient import zero_grad
+from pytensor.graph.basic import Apply
+from pytensor.graph.op import Op
+from pytensor.link.jax.dispatch import jax_funcify
 
 from bayes_msem.data import cluster_cross_products
 from bayes_msem.engines.parameters import free_parameter_vector, parameter_names
@@ -38,10 +40,42 @@ __all__ = ["PYTENSOR_BACKEND", "build_latent_model", "cluster_effect_names", "cl
            "mvn_logp_from_scatter", "pooled_scatter"]
 
 
+class StopGradient(Op):
+    """The identity with a zero gradient, kept as ``jax.lax.stop_gradient`` in
+    JAX graphs. PyTensor's own ``zero_grad`` is a view that graph rewriting
+    removes before JAX sees it, so JAX's gradient (numpyro, nutpie's JAX path)
+    would differentiate through what it holds: the adaptive quadrature's
+    Newton steps, which tripled the cost of a gradient."""
+
+    __props__ = ()
+
+    def make_node(self, x):
+        x = pt.as_tensor_variable(x)
+        return Apply(self, [x], [x.type()])
+
+    def perform(self, node, inputs, outputs):
+        outputs[0][0] = np.asarray(inputs[0]).copy()
+
+    def grad(self, inputs, output_gradients):
+        return [pt.zeros_like(inputs[0])]
+
+    def infer_shape(self, fgraph, node, shapes):
+        return shapes
+
+
+@jax_funcify.register(StopGradient)
+def _jax_stop_gradient(op, **kwargs):
+    import jax
+
+    return jax.lax.stop_gradient
+
+
+stop_gradient = StopGradient()
+
 PYTENSOR_BACKEND = SimpleNamespace(inv=pt.linalg.inv, eye=pt.eye, cholesky=pt.linalg.cholesky, solve=pt.linalg.solve,
                                    concatenate=pt.concatenate, zeros=pt.zeros, log=pt.log, sqrt=pt.sqrt,
                                    solve_lower=lambda a, b: pt.linalg.solve_triangular(a, b, lower=True), xp=pt,
-                                   asarray=pt.as_tensor_variable, stop_gradient=zero_grad)
+                                   asarray=pt.as_tensor_variable, stop_gradient=stop_gradient)
 
 
 def mvn_logp_from_scatter(sum_squares, n, Sigma, backend=PYTENSOR_BACKEND):

@@ -119,3 +119,22 @@ def test_correlated_residuals_are_sampled_as_lkj_block():
     values = evaluate(model, random_point(model, 6), ["parameters"])
     moments = level_moments(values["parameters"], spec.within)
     assert np.all(np.linalg.eigvalsh(moments.Sigma) > 0)
+
+
+def test_stop_gradient_holds_in_pytensor_and_in_jax():
+    """The quadrature's nodes are held constant for differentiation; PyTensor's
+    zero_grad is rewritten away before JAX sees it, so JAX's gradient (the one
+    numpyro uses) went through the Newton steps. d/dx [sg(x) * x] = x."""
+    import jax
+    import pytensor
+    import pytensor.tensor as pt
+    from pymc.sampling.jax import get_jaxified_graph
+
+    from bayes_msem.engines.latent import stop_gradient
+
+    x = pt.dscalar("x")
+    y = stop_gradient(x) * x
+    assert pytensor.function([x], pytensor.grad(y, x))(3.0) == pytest.approx(3.0)
+    jax_y = get_jaxified_graph([x], [y])
+    assert float(jax.grad(lambda v: jax_y(v)[0])(3.0)) == pytest.approx(3.0)
+    assert pytensor.function([x], y)(3.0) == pytest.approx(9.0)
