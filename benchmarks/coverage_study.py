@@ -42,13 +42,24 @@ STUDIES = {
                  "fb=~y3|between": 0.8, "fb~~fb|between": 0.5, "y1~~y1|between": 0.1, "y2~~y2|between": 0.1,
                  "y3~~y3|between": 0.1, "y1~1|between": 0.5},
                 {"clusters": [50], "cluster_size": [10], "missing_rate": [0.3], "missing_mechanism": ["MAR"]}),
+    # ordinal indicators (issue 15): four 3-category items, a factor per level, on the latent-response scale
+    # (level-1 residual variances fixed at 1), items declared ordered; 40 clusters of 8
+    "ordinal_cfa": ("level: 1\n  fw =~ u1 + u2 + u3 + u4\nlevel: 2\n  fb =~ u1 + u2 + u3 + u4",
+                    {**{f"fw=~u{i}|within": 0.8 for i in (2, 3, 4)}, **{f"fb=~u{i}|between": 0.9 for i in (2, 3, 4)},
+                     "fw~~fw|within": 1.0, "fb~~fb|between": 0.5,
+                     **{f"u{i}~~u{i}|between": 0.2 for i in (1, 2, 3, 4)},
+                     **{f"u{i}|t1": -0.6 for i in (1, 2, 3, 4)}, **{f"u{i}|t2": 0.6 for i in (1, 2, 3, 4)}},
+                    {"clusters": [40], "cluster_size": [8]}),
 }
+MODEL_KWARGS = {"ordinal_cfa": {"ordered": ["u1", "u2", "u3", "u4"]}}
 
 KIND = {"=~": "loading", "~": "regression", "~1": "intercept"}
 
 
 def parameter_class(name: str) -> str:
     """loading, regression, intercept, variance or covariance, from a posterior name."""
+    if "|t" in name:
+        return "threshold"
     core = name.split("|")[0]
     for op in ("=~", "~~", "~1", "~"):
         if op in core:
@@ -67,13 +78,17 @@ def main() -> None:
     parser.add_argument("--reps", type=int, default=200)
     parser.add_argument("--store", default=None, help="folder: one subfolder per study, resumable")
     parser.add_argument("--seed", type=int, default=2026)
+    parser.add_argument("--draws", type=int, default=500, help="draws and warm-up per chain (2 chains)")
+    parser.add_argument("--workers", type=int, default=None)
     args = parser.parse_args()
     for name in args.only or list(STUDIES):
         population, values, design = STUDIES[name]
         population = population or bm.example_model("mediation_111_random_slopes")
         store = f"{args.store}/{name}" if args.store else None
         study = bm.simulation_study(population, values, design, args.reps, store=store, resume=True,
-                                    fit_kwargs={"draws": 500, "tune": 500, "chains": 2}, random_seed=args.seed)
+                                    fit_kwargs={"draws": args.draws, "tune": args.draws, "chains": 2},
+                                    model_kwargs=MODEL_KWARGS.get(name), workers=args.workers,
+                                    random_seed=args.seed)
         summary = study.summary.assign(kind=lambda s: s.parameter.map(parameter_class))
         print(f"\n### {name}: {study!r}\n")
         print("| parameter | true | mean estimate | bias | RMSE | mean posterior SD | SD of estimates | "
