@@ -32,8 +32,9 @@ def impute(result, m: int = 20, random_seed: int | None = None) -> pd.DataFrame:
     if m < 1:
         raise ValueError(f"m={m}: the number of imputations must be at least 1")
     if spec.table.ordinal and spec.data.has_missing:
-        raise NotImplementedError("impute() does not draw missing categories of ordinal variables yet; the fit "
-                                  "itself uses every observed value (missing categories count as unobserved)")
+        raise NotImplementedError("impute() does not draw missing values in models with ordinal variables yet "
+                                  "(they would need the categories' probit conditionals); the fit itself uses every "
+                                  "observed value under MAR")
     rng = np.random.default_rng(random_seed)
     theta = result.theta_draws()
     picked = np.linspace(0, len(theta) - 1, m).round().astype(int)

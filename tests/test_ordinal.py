@@ -112,3 +112,15 @@ def test_simulated_categories_follow_the_thresholds():
     np.testing.assert_allclose(shares, [0.3085, 0.3829, 0.3085], atol=0.025)  # Phi(-0.5), Phi(0.5) - Phi(-0.5), ...
     with pytest.raises(ValueError, match="ordinal 'u' needs its thresholds"):
         bm.simulate_data("u ~ x", {}, cluster_size=10, ordered=["u"])
+
+
+def test_missing_continuous_values_next_to_ordinal_ones_are_modelled_not_refused():
+    """Full information under MAR: the latent engine conditions each row on the
+    continuous values it has (exactness: tests/engines/test_ordinal.py)."""
+    data = small_data()
+    data.loc[::4, "y"] = np.nan
+    data.loc[1::5, "u"] = np.nan
+    model = bm.Model("level: 1\n u ~ x\n y ~ x\nlevel: 2\n u ~~ u\n y ~~ y", data, cluster="cluster", ordered=["u"])
+    assert model.engine == "latent"
+    assert model.spec.data.n_rows == len(data)
+    assert np.isnan(model.spec.data.within_outcomes).any(axis=0).sum() == 2

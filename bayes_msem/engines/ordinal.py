@@ -52,6 +52,9 @@ class OrdinalLayout:
     threshold_free: np.ndarray  # (ordinal, max K - 1): 1-based free index, 0 where fixed or padding
     threshold_fixed: np.ndarray  # fixed values; +BEYOND in the padding of variables with fewer categories
     row_factors: np.ndarray  # positions among the level's nodes of the factors sampled per row
+    # rows grouped by which continuous variables they have: (row indices, observed continuous positions) per
+    # pattern; one pattern of every row (``slice(None)``) where no continuous value is missing
+    patterns: tuple = ()
 
 
 def threshold_matrix(theta, layout: OrdinalLayout, xp=np):
@@ -166,7 +169,18 @@ def ordinal_layout(spec: ModelSpec) -> OrdinalLayout:
             "and the factors (a residual covariance or a regression between ordinal variables), which needs their "
             "joint normal probability: not supported yet. Let a factor carry their association instead.")
     return OrdinalLayout(ordinal=U, continuous=C, codes=codes, threshold_free=free, threshold_fixed=fixed,
-                         row_factors=factors)
+                         row_factors=factors, patterns=_continuous_patterns(spec.data.within_outcomes[:, C], C))
+
+
+def _continuous_patterns(continuous_values: np.ndarray, C: np.ndarray) -> tuple:
+    """Rows grouped by the continuous variables they have (missing values of
+    continuous variables: each group is conditioned on what it has)."""
+    seen = ~np.isnan(continuous_values)
+    if seen.all():
+        return ((slice(None), C),)
+    keys, group = np.unique(seen, axis=0, return_inverse=True)
+    group = np.asarray(group).ravel()
+    return tuple((np.flatnonzero(group == g), C[key]) for g, key in enumerate(keys))
 
 
 def ordinal_unsupported(spec: ModelSpec) -> str | None:
@@ -175,12 +189,6 @@ def ordinal_unsupported(spec: ModelSpec) -> str | None:
         return None
     if spec.within.slopes_on_nodes:
         return "a random slope on a modelled variable together with ordinal variables is not supported yet"
-    continuous = [n for n in spec.within.observed if n not in spec.table.ordinal]
-    holes = [n for k, n in enumerate(spec.within.observed)
-             if n in continuous and np.isnan(spec.data.within_outcomes[:, k]).any()]
-    if holes:
-        return (f"missing values of the continuous {', '.join(holes)} in a model with ordinal variables are not "
-                "supported yet (missing values of the ordinal variables are); pass missing='listwise'")
     try:
         ordinal_layout(spec)
     except ModelSpecificationError as err:
@@ -318,12 +326,12 @@ def ordinal_level_logp(theta, moments, row_means, layout: OrdinalLayout, values,
     """log p(rows | their means ``row_means`` (rows, p), the level's moments):
     the continuous values' normal density times the categories' probability
     given them, with the row factors (``layout.row_factors``) integrated out by
-    Gauss-Hermite quadrature. Summed, or per row with ``per_row``."""
-    from bayes_msem.engines.latent import mvn_logp_from_scatter
-
+    Gauss-Hermite quadrature. Rows missing continuous values are conditioned
+    on the ones they have (``layout.patterns``). Summed, or per row (in the
+    data's order) with ``per_row``."""
     xp = backend.xp
-    U, C, F = layout.ordinal, layout.continuous, layout.row_factors
-    p, m = len(U) + len(C), len(F)
+    U, F = layout.ordinal, layout.row_factors
+    p, m = len(U) + len(layout.continuous), len(F)
     cov, means = moments.Sigma, row_means
     if m:  # append the standardized factors z, F = E F + L z: cov(observed, z) = V_oF L^-T
         nodes_cov = moments.total @ moments.S @ moments.total.T
@@ -331,19 +339,35 @@ def ordinal_level_logp(theta, moments, row_means, layout: OrdinalLayout, values,
         cov = backend.concatenate([backend.concatenate([cov, loading], axis=1),
                                    backend.concatenate([loading.T, backend.eye(m)], axis=1)], axis=0)
         means = backend.concatenate([row_means, backend.zeros((row_means.shape[0], m))], axis=1)
-    Z = np.arange(p, p + m)
-    residual, S_cc, target_mean, target_cov = condition_on_continuous(means, cov, values, C,
-                                                                     np.concatenate([U, Z]), backend)
     cuts = threshold_matrix(theta, layout, xp)
-    o = len(U)
+    pieces = [_pattern_logp(means[rows], cov, values[rows], layout.codes[rows], C, U, np.arange(p, p + m), cuts,
+                            backend, erfc, per_row)
+              for rows, C in layout.patterns]
+    if not per_row:
+        return sum(pieces[1:], pieces[0])
+    if len(pieces) == 1:
+        return pieces[0]
+    order = np.argsort(np.concatenate([rows for rows, _ in layout.patterns]))
+    return xp.concatenate(pieces)[order]
+
+
+def _pattern_logp(means, cov, values, codes, C, U, Z, cuts, backend, erfc, per_row: bool):
+    """:func:`ordinal_level_logp` of rows that share which continuous
+    variables (positions ``C``) they have."""
+    from bayes_msem.engines.latent import mvn_logp_from_scatter
+
+    xp = backend.xp
+    residual, S_cc, target_mean, target_cov = condition_on_continuous(means, cov, values, C, np.concatenate([U, Z]),
+                                                                     backend)
+    o, m = len(U), len(Z)
     if m:  # U* | C, z = mean + H xi at z = E[z | C] + L_z xi
         root = backend.cholesky(target_cov[o:, o:])
         H = backend.solve_lower(root, target_cov[o:, :o]).T  # (o, m)
         sd = xp.sqrt(xp.diagonal(target_cov[:o, :o]) - xp.sum(H * H, axis=1))
-        items = _Items(layout.codes, cuts, target_mean[:, :o], H, sd, erfc, xp)
-        rows = _adaptive_quadrature(items, layout.codes.shape[0], m, backend)
+        items = _Items(codes, cuts, target_mean[:, :o], H, sd, erfc, xp)
+        rows = _adaptive_quadrature(items, codes.shape[0], m, backend)
     else:
-        rows = ordinal_rows_logp(layout.codes, target_mean, xp.sqrt(xp.diagonal(target_cov)), cuts, erfc, xp)
+        rows = ordinal_rows_logp(codes, target_mean, xp.sqrt(xp.diagonal(target_cov)), cuts, erfc, xp)
     if residual is None:
         return rows if per_row else rows.sum()
     if per_row:
@@ -351,7 +375,7 @@ def ordinal_level_logp(theta, moments, row_means, layout: OrdinalLayout, values,
         scaled = backend.solve_lower(chol, residual.T)
         log_det = 2.0 * xp.sum(xp.log(xp.diagonal(chol)))
         return rows - 0.5 * (xp.sum(scaled * scaled, axis=0) + log_det + len(C) * np.log(2 * np.pi))
-    return rows.sum() + mvn_logp_from_scatter(residual.T @ residual, float(residual.shape[0]), S_cc, backend)
+    return rows.sum() + mvn_logp_from_scatter(residual.T @ residual, float(codes.shape[0]), S_cc, backend)
 
 
 def row_means_of(moments, cluster_means, data):

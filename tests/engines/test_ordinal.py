@@ -2,7 +2,7 @@
 definition, p(continuous values) x P(latent responses in the row's cell |
 continuous values), computed from the joint normal with SciPy's multivariate
 normal CDF (a rectangle probability, no quadrature), whatever the row order,
-the cluster labels and the missing categories."""
+the cluster labels and the missing categories and continuous values."""
 
 import numpy as np
 import pandas as pd
@@ -49,22 +49,26 @@ def users_data(case: str, seed: int, missing_rate: float) -> pd.DataFrame:
     data["cluster"] = data["cluster"].map(lambda c: f"team-{(7 * c) % 11}")
     for name in ordered:
         data[name] = data[name] + 1
+    continuous = {"factor": ["y3", "y4"], "mediation": ["m"]}[case]
+    for name in ordered + continuous:  # holes in categories and in continuous values (MAR: at random)
         data.loc[rng.uniform(size=len(data)) < missing_rate, name] = np.nan
     return data.iloc[rng.permutation(len(data))]
 
 
-def brute_force_logp(frame: pd.DataFrame, ordered, observed, Sigma, mean_of_row, cuts) -> float:
-    """Sum over rows of log p(continuous) + log P(ordinal cell | continuous),
-    from the joint normal of the row's observed variables and SciPy's CDF."""
-    total = 0.0
+def brute_force_logp(frame: pd.DataFrame, ordered, observed, Sigma, mean_of_row, cuts) -> pd.Series:
+    """Per row (by the frame's index) log p(continuous) + log P(ordinal cell |
+    continuous), from the joint normal of the row's observed variables and SciPy's CDF."""
+    per_row = pd.Series(0.0, index=frame.index)
     U = [observed.index(n) for n in ordered]
-    C = [k for k in range(len(observed)) if k not in U]
-    for _, row in frame.iterrows():
+    for label, row in frame.iterrows():
+        total = 0.0
         mean = mean_of_row(row)
         seen = [k for k in U if not np.isnan(row[observed[k]])]
+        C = [k for k in range(len(observed)) if k not in U and not np.isnan(row[observed[k]])]
         y_c = row[[observed[k] for k in C]].to_numpy(float)
         if C:
             total += stats.multivariate_normal(mean[C], Sigma[np.ix_(C, C)]).logpdf(y_c)
+        per_row[label] = total
         if not seen:
             continue
         if C:
@@ -79,8 +83,8 @@ def brute_force_logp(frame: pd.DataFrame, ordered, observed, Sigma, mean_of_row,
             category = int(row[name]) - 1
             edges = np.concatenate([[-np.inf], cuts[name], [np.inf]])
             bounds.append((edges[category], edges[category + 1]))
-        total += np.log(rectangle_probability(cond_mean, cond_cov, bounds))
-    return total
+        per_row[label] += np.log(rectangle_probability(cond_mean, cond_cov, bounds))
+    return per_row
 
 
 def rectangle_probability(mean, cov, bounds) -> float:
@@ -144,7 +148,11 @@ def test_row_likelihood_equals_the_joint_normal_rectangle(case, seed, rate):
         present = np.sort(frame[name].dropna().unique())
         recoded[name] = frame[name].map({v: k + 1 for k, v in enumerate(present)})
     expected = brute_force_logp(recoded, list(spec.table.ordinal), observed, moments.Sigma, mean_of_row, cuts)
-    assert got == pytest.approx(expected, rel=1e-6, abs=1e-6)
+    assert got == pytest.approx(expected.sum(), rel=1e-6, abs=1e-6)
+    # per row (LOO's units), in the arrays' order (not the data's); SciPy's CDF has releps 1e-6
+    per_row = ordinal_level_logp(theta, moments, row_means_of(moments, cluster_means, spec.data), layout,
+                                 spec.data.within_outcomes, erfc=special.erfc, per_row=True)
+    assert per_row == pytest.approx(expected[spec.data.row_labels].to_numpy(), rel=1e-5, abs=1e-5)
 
 
 def test_the_quadrature_rule_integrates_normal_moments():
