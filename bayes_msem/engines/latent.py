@@ -45,7 +45,7 @@ class StopGradient(Op):
     JAX graphs. PyTensor's own ``zero_grad`` is a view that graph rewriting
     removes before JAX sees it, so JAX's gradient (numpyro, nutpie's JAX path)
     would differentiate through what it holds: the adaptive quadrature's
-    Newton steps, which tripled the cost of a gradient."""
+    Newton steps, which doubled the cost of a gradient."""
 
     __props__ = ()
 

@@ -54,7 +54,7 @@ class OrdinalLayout:
     row_factors: np.ndarray  # positions among the level's nodes of the factors sampled per row
     # rows grouped by which continuous variables they have: (row indices, observed continuous positions) per
     # pattern; one pattern of every row (``slice(None)``) where no continuous value is missing
-    patterns: tuple = ()
+    patterns: tuple
 
 
 def threshold_matrix(theta, layout: OrdinalLayout, xp=np):
@@ -328,7 +328,7 @@ def ordinal_level_logp(theta, moments, row_means, layout: OrdinalLayout, values,
     given them, with the row factors (``layout.row_factors``) integrated out by
     Gauss-Hermite quadrature. Rows missing continuous values are conditioned
     on the ones they have (``layout.patterns``). Summed, or per row (in the
-    data's order) with ``per_row``."""
+    order of ``values``' rows) with ``per_row``."""
     xp = backend.xp
     U, F = layout.ordinal, layout.row_factors
     p, m = len(U) + len(layout.continuous), len(F)
