@@ -144,6 +144,53 @@ def outcome_coupling(spec: ModelSpec) -> str | None:
     return None
 
 
+def innovation_nodes(spec: ModelSpec) -> np.ndarray:
+    """The cluster-effect nodes with a random innovation: the columns of the
+    standardized innovations ``u`` the engine samples per cluster. Nodes whose
+    variance is fixed at zero have none (they would make the Cholesky factor
+    singular, and sqrt(0) has no gradient)."""
+    clusters = spec.layout.levels[1]
+    return np.intersect1d(clusters.effect_nodes, clusters.innovations)
+
+
+def effects_from_innovations(spec: ModelSpec, moments, innovations, backend=PYTENSOR_BACKEND):
+    """The cluster effects (..., clusters, effects) given the standardized
+    innovations ``innovations`` (..., clusters, r) and the between level's
+    moments; also the level-2 observed outcomes' residuals z - E[z | effects]
+    (..., clusters, outcomes), or None where there are none. One function for
+    the sampler (PyTensor) and for per-cluster LOO (NumPy)."""
+    clusters = spec.layout.levels[1]
+    data = spec.data
+    n_idx, z_idx = clusters.effect_nodes, clusters.outcome_nodes
+    random = innovation_nodes(spec)
+    root = backend.cholesky(moments.S[np.ix_(random, random)])
+    placement = np.zeros((len(random), len(n_idx)))
+    placement[np.arange(len(random)), [list(n_idx).index(i) for i in random]] = 1.0
+    zeta = (innovations @ root.T) @ placement
+    A, A_x, alpha = moments.A, moments.A_x, moments.alpha
+    total_nn = backend.inv(backend.eye(len(n_idx)) - A[np.ix_(n_idx, n_idx)])
+    z, w = backend.asarray(data.between_outcomes), backend.asarray(data.between_covariates)
+    drive = alpha[n_idx][None, :] + w @ A_x[n_idx].T + zeta
+    if len(z_idx):
+        drive = drive + z @ A[np.ix_(n_idx, z_idx)].T
+    effects = drive @ total_nn.T
+    if not len(z_idx):
+        return effects, None
+    residual = z - (alpha[z_idx][None, :] + effects @ A[np.ix_(z_idx, n_idx)].T
+                    + z @ A[np.ix_(z_idx, z_idx)].T + w @ A_x[z_idx].T)
+    return effects, residual
+
+
+def outcome_log_jacobian(spec: ModelSpec, moments, xp):
+    """log |det(I - A)| - log |det(I - A_nn)| of the between level: per
+    cluster, what turns the level-2 outcomes' residual density into their
+    density where the between model is non-recursive (0 where it is recursive)."""
+    n_idx = spec.layout.levels[1].effect_nodes
+    A = moments.A
+    return (xp.log(xp.abs(xp.linalg.det(xp.eye(A.shape[0]) - A)))
+            - xp.log(xp.abs(xp.linalg.det(xp.eye(len(n_idx)) - A[np.ix_(n_idx, n_idx)]))))
+
+
 def _between_effects(spec: ModelSpec, theta):
     """Sample the cluster effects; add the likelihood of between-only outcomes.
 
@@ -153,35 +200,32 @@ def _between_effects(spec: ModelSpec, theta):
     between: LevelStructure = clusters.structure
     data = spec.data
     moments = level_moments(theta, between, PYTENSOR_BACKEND)
-    n_idx, z_idx = clusters.effect_nodes, clusters.outcome_nodes
-    random = np.intersect1d(n_idx, clusters.innovations)  # outcomes have their own residual likelihood
+    random = innovation_nodes(spec)
     pm.modelcontext(None).add_coord("innovation", [between.nodes[i] for i in random])
     u = pm.Normal("cluster_innovations", 0.0, 1.0, dims=("cluster", "innovation"),
                   shape=(data.n_clusters, len(random)))
-    # Only nodes with a random innovation enter the Cholesky factor: variances
-    # fixed at zero would make it singular (and sqrt(0) has no gradient).
-    root = pt.linalg.cholesky(moments.S[np.ix_(random, random)], lower=True)
-    placement = np.zeros((len(random), len(n_idx)))
-    placement[np.arange(len(random)), [list(n_idx).index(i) for i in random]] = 1.0
-    zeta = (u @ root.T) @ placement
-    A, A_x, alpha = moments.A, moments.A_x, moments.alpha
-    total_nn = PYTENSOR_BACKEND.inv(pt.eye(len(n_idx)) - A[np.ix_(n_idx, n_idx)])
-    z = pt.as_tensor_variable(data.between_outcomes)
-    w = pt.as_tensor_variable(data.between_covariates)
-    drive = alpha[n_idx][None, :] + w @ A_x[n_idx].T + zeta
-    if len(z_idx):
-        drive = drive + z @ A[np.ix_(n_idx, z_idx)].T
-    effects = drive @ total_nn.T
-    if len(z_idx):
-        residual = z - (alpha[z_idx][None, :] + effects @ A[np.ix_(z_idx, n_idx)].T
-                        + z @ A[np.ix_(z_idx, z_idx)].T + w @ A_x[z_idx].T)
-        S_zz = moments.S[np.ix_(z_idx, z_idx)]
+    effects, residual = effects_from_innovations(spec, moments, u)
+    if residual is not None:
+        S_zz = moments.S[np.ix_(clusters.outcome_nodes, clusters.outcome_nodes)]
         logp = mvn_logp_from_scatter(residual.T @ residual, float(data.n_clusters), S_zz)
-        identity = pt.eye(len(between.nodes))
-        logp += float(data.n_clusters) * (pt.log(pt.abs(pt.linalg.det(identity - A)))
-                                          - pt.log(pt.abs(pt.linalg.det(pt.eye(len(n_idx)) - A[np.ix_(n_idx, n_idx)]))))
-        pm.Potential("between_outcomes_loglik", logp)
+        pm.Potential("between_outcomes_loglik", logp + float(data.n_clusters) * outcome_log_jacobian(spec, moments, pt))
     return effects, list(clusters.effects)
+
+
+def within_given_effects(spec: ModelSpec, theta, effects, backend=PYTENSOR_BACKEND):
+    """The within level's moments and each cluster's means of the observed
+    variables (clusters, p), given the cluster effects (clusters, effects):
+    random slopes make the moments differ between clusters, split variables'
+    between parts shift the means."""
+    within = spec.within
+    clusters = spec.layout.levels[1]
+    names = list(clusters.effects)
+    if within.slopes:
+        moments = level_moments(theta, within, backend, effects[:, [names.index(s) for s in within.slopes]])
+    else:
+        moments = level_moments(theta, within, backend)
+    split = [names.index(n) for n in clusters.split]
+    return moments, moments.mean + effects[:, split] @ clusters.placement.place.T
 
 
 def build_latent_model(spec: ModelSpec) -> pm.Model:
@@ -206,14 +250,7 @@ def build_latent_model(spec: ModelSpec) -> pm.Model:
             effects, effect_names = _between_effects(spec, theta)
             model.add_coord("cluster_variable", effect_names)
             pm.Deterministic("cluster_effects", effects, dims=("cluster", "cluster_variable"))
-            if within.slopes:
-                slope_values = effects[:, [effect_names.index(s) for s in within.slopes]]
-                moments = level_moments(theta, within, PYTENSOR_BACKEND, slope_values)
-                cluster_means = pt.zeros((data.n_clusters, within.n_observed)) + moments.mean
-            for i, name in enumerate(within.observed):
-                if name in spec.layout.levels[1].split:
-                    cluster_means = pt.set_subtensor(cluster_means[:, i], cluster_means[:, i]
-                                                     + effects[:, effect_names.index(name)])
+            moments, cluster_means = within_given_effects(spec, theta, effects)
         stats = {k: pt.as_tensor_variable(v) for k, v in data.stats.items()}
         stats["n"] = data.stats["n"]
         if spec.table.ordinal:  # categories by their probit probabilities
