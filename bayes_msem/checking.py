@@ -4,8 +4,10 @@ and the comparison of fitted models.
 In a two-level model the unit left out is a whole cluster (its rows and its
 level-2 outcomes), with the cluster effects integrated out, so PSIS-LOO
 estimates how well the model predicts a new cluster
-(:func:`bayes_msem.engines.collapsed_slopes.cluster_log_likelihood`). In a
-single-level model the unit is a row.
+(:func:`bayes_msem.engines.collapsed_slopes.cluster_log_likelihood`; with
+ordinal variables by importance sampling,
+:mod:`bayes_msem.engines.ordinal_clusters`). In a single-level model the unit
+is a row.
 """
 
 from __future__ import annotations
@@ -53,7 +55,6 @@ def compare(results: dict, ic: str = "loo"):
 def _unit(result) -> list:
     if not result.add_log_likelihood():
         raise ValueError("this result has no pointwise log-likelihood: LOO needs the marginal likelihood per "
-                         "cluster, which models with random slopes on latent within variables, and two-level "
-                         "models with ordinal variables, lack so far")
+                         "cluster, which models with random slopes on latent within variables lack so far")
     loglik = result.idata.log_likelihood["loglik"]
     return list(loglik[loglik.dims[-1]].values)

@@ -167,8 +167,10 @@ class Model:
             "default_priors_changed": self.spec.default_priors.changed(),
         }
         parameters = raw.posterior["parameters"]
+        sampled_effects = raw.posterior["cluster_effects"].values if "cluster_effects" in raw.posterior else None
         result = FitResult(idata=idata, table=self.spec.table.rows, info=info, prior_table=self.priors(),
-                           pointwise_source=lambda: self._pointwise_log_likelihood(parameters), spec=self.spec)
+                           pointwise_source=lambda: self._pointwise_log_likelihood(parameters, sampled_effects),
+                           spec=self.spec)
         result.warn_diagnostics()
         return result
 
@@ -194,12 +196,18 @@ class Model:
                                                  coords={"chain": parameters["chain"].values,
                                                          "draw": parameters["draw"].values})})
 
-    def _pointwise_log_likelihood(self, parameters):
+    def _pointwise_log_likelihood(self, parameters, sampled_effects=None):
         """Log-likelihood per draw of each cluster (cluster effects integrated out)
-        or, in a single-level model, of each row: the units of LOO."""
+        or, in a single-level model, of each row: the units of LOO.
+        ``sampled_effects``: the latent engine's cluster effects, where it sampled them."""
         import xarray as xr
 
-        values = get_engine(self.engine).unit_log_likelihood(self.spec, parameters.values)
+        engine = get_engine(self.engine)
+        step = engine.loo_draw_step(self.spec, parameters.sizes["chain"] * parameters.sizes["draw"])
+        if step > 1:  # every chain keeps the same draws, so PSIS's relative efficiency stays per chain
+            parameters = parameters.isel(draw=slice(None, None, step))
+            sampled_effects = sampled_effects[:, ::step]
+        values = engine.unit_log_likelihood(self.spec, parameters.values, sampled_effects)
         if values is None:
             return None  # no closed-form marginal likelihood per cluster
         coords = {"chain": parameters["chain"].values, "draw": parameters["draw"].values}

@@ -156,6 +156,10 @@ def powerscale_sensitivity(idata, var_names: list[str]) -> pd.DataFrame:
     from bayes_msem.results import _import_arviz
 
     az = _import_arviz()
+    kept = idata.log_likelihood["draw"].values
+    if len(kept) != idata.posterior.sizes["draw"]:  # a thinned log-likelihood (importance sampling per draw)
+        idata = az.InferenceData(posterior=idata.posterior.sel(draw=kept), log_prior=idata.log_prior.sel(draw=kept),
+                                 log_likelihood=idata.log_likelihood)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # ArviZ warns about Pareto k of tiny perturbations
         prior = az.psens(idata, component="prior", var_names=var_names)

@@ -322,7 +322,9 @@ class FitResult:
         """Leave-one-cluster-out cross-validation by Pareto-smoothed importance
         sampling (ArviZ's ``loo``): the unit is a cluster in a two-level model, a
         row in a single-level one. Pareto k above 0.7 flags clusters that the
-        approximation cannot handle."""
+        approximation cannot handle. Two-level models with ordinal variables
+        integrate each cluster's effects by importance sampling at each of at
+        most 1000 draws (:mod:`bayes_msem.engines.ordinal_clusters`)."""
         from bayes_msem.checking import _unit
 
         self.add_log_likelihood()

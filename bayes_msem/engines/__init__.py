@@ -22,6 +22,9 @@ __all__ = ["ENGINES", "Engine", "LatentEngine", "CollapsedEngine", "choose_engin
            "get_engine"]
 
 
+MAX_IMPORTANCE_DRAWS = 1000  # draws (all chains) for LOO where it needs importance sampling per draw
+
+
 class Engine:
     """What :meth:`~bayes_msem.model.Model.fit` asks of an engine."""
 
@@ -57,13 +60,28 @@ class Engine:
         (chain, draw, cluster, cluster_variable), or None in a single-level model."""
         raise NotImplementedError
 
-    def unit_log_likelihood(self, spec, theta_draws):
+    def loo_draw_step(self, spec, n_draws: int) -> int:
+        """Take every k-th draw for the pointwise log-likelihood (1: all). Two-level
+        ordinal models integrate each cluster's effects by importance sampling,
+        32-128 likelihood evaluations per draw, so they use at most
+        ``MAX_IMPORTANCE_DRAWS`` draws."""
+        if spec.table.ordinal and spec.layout.multilevel:
+            return -(-n_draws // MAX_IMPORTANCE_DRAWS)
+        return 1
+
+    def unit_log_likelihood(self, spec, theta_draws, effect_draws=None):
         """log p(data of a unit | parameters), (chains, draws, units): per cluster
         with the cluster effects integrated out, per row in a single-level model;
-        None where there is no closed form."""
-        if spec.table.ordinal:  # closed form per row in a single-level model; per cluster not built
+        None where it cannot be computed. ``effect_draws`` (chains, draws,
+        clusters, effects), the sampled cluster effects, place the importance
+        sampling of two-level ordinal models."""
+        if spec.table.ordinal:  # per row in closed form; per cluster by importance sampling
             if spec.layout.multilevel:
-                return None
+                if effect_draws is None:
+                    return None
+                from bayes_msem.engines.ordinal_clusters import ordinal_cluster_log_likelihood
+
+                return ordinal_cluster_log_likelihood(spec, theta_draws, effect_draws)
             from bayes_msem.engines.ordinal import ordinal_row_log_likelihood
 
             return ordinal_row_log_likelihood(spec, theta_draws)
