@@ -170,3 +170,24 @@ def test_loo_units_are_clusters_with_their_effects_integrated_out(random_interce
         errors.append(loglik.isel(chain=chain, draw=draw).to_series()[expected.index] - expected)
     errors = np.array(errors)
     assert np.abs(errors).max() < 0.03 and abs(errors.mean()) < 0.01
+
+
+def test_thinned_draws_stay_paired_with_their_parameters(random_intercept_fit, monkeypatch):
+    """Where LOO takes every k-th draw, the log-likelihood keeps the draws'
+    own labels, and power-scaling pairs it with the same posterior draws."""
+    import dataclasses
+
+    import bayes_msem.engines
+
+    frame, fit = random_intercept_fit
+    monkeypatch.setattr(bayes_msem.engines, "MAX_IMPORTANCE_DRAWS", 100)
+    thinned = dataclasses.replace(fit, idata=fit.idata.copy())
+    if "log_likelihood" in thinned.idata.groups():
+        del thinned.idata.log_likelihood
+    assert thinned.add_log_likelihood()
+    loglik = thinned.idata.log_likelihood["loglik"]
+    np.testing.assert_array_equal(loglik["draw"].values, fit.idata.posterior["draw"].values[::3])
+    np.testing.assert_allclose(loglik.isel(draw=5, chain=1).values,
+                               fit.idata.log_likelihood["loglik"].sel(draw=15, chain=1).values, atol=0.03)
+    sensitivity = thinned.prior_sensitivity()
+    assert np.isfinite(sensitivity[["prior", "likelihood"]].to_numpy()).all()
