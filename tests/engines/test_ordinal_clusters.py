@@ -81,13 +81,14 @@ def prior_monte_carlo(spec, theta, seed: int):
 @settings(max_examples=4, deadline=None, derandomize=True)  # the same examples in every CI run
 @given(case=st.sampled_from(["mediation", "factor"]), seed=st.integers(0, 1000), rate=st.sampled_from([0.0, 0.3]))
 def test_importance_sampling_matches_prior_monte_carlo(case, seed, rate):
-    """Two innovations (mediation) and five (factor model): within 0.05 of the
-    2^15-point reference (measured, session 13: root mean square errors
-    0.005-0.015 with 128 points at five innovations, 64 at two)."""
+    """Two innovations (mediation, 32 points) and five (factor model, 64
+    points): within 0.06 of the 2^15-point reference (measured, session 13:
+    largest errors 0.001 and 0.014 on the first examples, 0.042 on one with
+    larger clusters, where the prior's points also serve the reference less well)."""
     frame, model, spec, theta = case_setup(case, seed, rate)
     reference, posterior_draws = prior_monte_carlo(spec, theta, seed)
     got = integrated_cluster_log_likelihood(spec, theta[None], posterior_draws)[0]
-    np.testing.assert_allclose(got, reference, atol=0.05)
+    np.testing.assert_allclose(got, reference, atol=0.06)
 
 
 @settings(max_examples=4, deadline=None, derandomize=True)
@@ -153,9 +154,8 @@ def random_intercept_fit():
 def test_loo_units_are_clusters_with_their_effects_integrated_out(random_intercept_fit):
     """The fit's per-cluster log-likelihood at its draws equals the integral
     over the random intercept from the model's definition, by cluster label:
-    within 0.03 each, and within 0.01 on average (importance sampling's log
-    is biased down; measured over 20 draws x 25 clusters: largest error 0.022,
-    root mean square 0.007, mean -0.004, with 64 points)."""
+    within 0.01 each, and within 0.002 on average (measured over 20 draws x
+    25 clusters, 32 points: largest error 0.003, root mean square 0.0004)."""
     frame, fit = random_intercept_fit
     loo = fit.loo()
     loglik = fit.idata.log_likelihood["loglik"]
@@ -169,7 +169,7 @@ def test_loo_units_are_clusters_with_their_effects_integrated_out(random_interce
             frame, [float(point[f"u|t{k}"]) for k in (1, 2, 3)], float(point["u~x"]), float(point["u~~u"]))
         errors.append(loglik.isel(chain=chain, draw=draw).to_series()[expected.index] - expected)
     errors = np.array(errors)
-    assert np.abs(errors).max() < 0.03 and abs(errors.mean()) < 0.01
+    assert np.abs(errors).max() < 0.01 and abs(errors.mean()) < 0.002
 
 
 def test_thinned_draws_stay_paired_with_their_parameters(random_intercept_fit, monkeypatch):
@@ -188,6 +188,6 @@ def test_thinned_draws_stay_paired_with_their_parameters(random_intercept_fit, m
     loglik = thinned.idata.log_likelihood["loglik"]
     np.testing.assert_array_equal(loglik["draw"].values, fit.idata.posterior["draw"].values[::3])
     np.testing.assert_allclose(loglik.isel(draw=5, chain=1).values,
-                               fit.idata.log_likelihood["loglik"].sel(draw=15, chain=1).values, atol=0.03)
+                               fit.idata.log_likelihood["loglik"].sel(draw=15, chain=1).values, atol=0.01)
     sensitivity = thinned.prior_sensitivity()
     assert np.isfinite(sensitivity[["prior", "likelihood"]].to_numpy()).all()
