@@ -22,7 +22,10 @@ form, so the expectation is taken by importance sampling, at each draw:
   freedom) at that mode with the inverse of minus the Hessian as its scale
   (Laplace's approximation, with heavier tails), evaluated at the same
   scrambled-Sobol points at every draw (common random numbers: the estimate
-  changes smoothly from draw to draw, as PSIS's weights need).
+  changes smoothly from draw to draw, as PSIS's weights need);
+- the sum of the weights is divided by the same points' estimate of the
+  Laplace normal's mass (exactly 1) rather than by their number, so that
+  the error of the point set itself, common to both, cancels.
 
 Cost per draw: ``LAPLACE_STEPS`` + 1 gradients and Hessians (r + 1 passes
 over the rows each) and ``proposal_points(r)`` evaluations of the rows'
