@@ -13,7 +13,7 @@ density of its level-2 outcomes. With ordinal variables there is no closed
 form, so the expectation is taken by importance sampling, at each draw:
 
 - Newton steps find the mode of each cluster's integrand
-  log p(y_j | u, theta) - |u|^2 / 2 (log-concave: the probit likelihood is,
+  log p(y_j | u, theta) - u'u / 2 (log-concave: the probit likelihood is,
   and integrating the within factors keeps it so), from the mean of the
   cluster's sampled innovations; JAX's derivatives give the gradient and,
   one direction per innovation, the Hessian of every cluster at once (the
