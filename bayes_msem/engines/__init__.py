@@ -63,7 +63,7 @@ class Engine:
     def loo_draw_step(self, spec, n_draws: int) -> int:
         """Take every k-th draw for the pointwise log-likelihood (1: all). Two-level
         ordinal models integrate each cluster's effects by importance sampling,
-        32-128 likelihood evaluations per draw, so they use at most
+        Newton steps and 32-64 likelihood evaluations per draw, so they use at most
         ``MAX_IMPORTANCE_DRAWS`` draws."""
         if spec.table.ordinal and spec.layout.multilevel:
             return -(-n_draws // MAX_IMPORTANCE_DRAWS)
@@ -73,7 +73,7 @@ class Engine:
         """log p(data of a unit | parameters), (chains, draws, units): per cluster
         with the cluster effects integrated out, per row in a single-level model;
         None where it cannot be computed. ``effect_draws`` (chains, draws,
-        clusters, effects), the sampled cluster effects, place the importance
+        clusters, effects), the sampled cluster effects, start the importance
         sampling of two-level ordinal models."""
         if spec.table.ordinal:  # per row in closed form; per cluster by importance sampling
             if spec.layout.multilevel:

@@ -239,8 +239,8 @@ def ordinal_cluster_log_likelihood(spec: ModelSpec, theta_draws: np.ndarray, eff
                                    points: int | None = None) -> np.ndarray:
     """log p(cluster's data | parameters) per draw, (chains, draws, clusters),
     the cluster effects integrated out by importance sampling (module
-    docstring); ``effect_draws`` (chains, draws, clusters, effects) are the
-    sampled cluster effects that place the proposal."""
+    docstring); ``effect_draws`` (chains, draws, clusters, effects), the
+    sampled cluster effects, give the Newton steps their start."""
     flat_theta = theta_draws.reshape(-1, theta_draws.shape[-1])
     u_draws = innovations_of(spec, flat_theta, effect_draws.reshape((-1,) + effect_draws.shape[-2:]))
     out = integrated_cluster_log_likelihood(spec, flat_theta, u_draws, points)
