@@ -170,15 +170,24 @@ def effects_from_innovations(spec: ModelSpec, moments, innovations, backend=PYTE
     A, A_x, alpha = moments.A, moments.A_x, moments.alpha
     total_nn = backend.inv(backend.eye(len(n_idx)) - A[np.ix_(n_idx, n_idx)])
     z, w = backend.asarray(data.between_outcomes), backend.asarray(data.between_covariates)
-    drive = alpha[n_idx][None, :] + w @ A_x[n_idx].T + zeta
-    if len(z_idx):
-        drive = drive + z @ A[np.ix_(n_idx, z_idx)].T
-    effects = drive @ total_nn.T
+    effects = (fixed_drive(spec, moments, backend) + zeta) @ total_nn.T
     if not len(z_idx):
         return effects, None
     residual = z - (alpha[z_idx][None, :] + effects @ A[np.ix_(z_idx, n_idx)].T
                     + z @ A[np.ix_(z_idx, z_idx)].T + w @ A_x[z_idx].T)
     return effects, residual
+
+
+def fixed_drive(spec: ModelSpec, moments, backend=PYTENSOR_BACKEND):
+    """What drives the cluster effects besides their innovations (clusters,
+    effects): intercepts, level-2 covariates and level-2 outcomes that predict them."""
+    clusters = spec.layout.levels[1]
+    n_idx, z_idx = clusters.effect_nodes, clusters.outcome_nodes
+    w = backend.asarray(spec.data.between_covariates)
+    drive = moments.alpha[n_idx][None, :] + w @ moments.A_x[n_idx].T
+    if len(z_idx):
+        drive = drive + backend.asarray(spec.data.between_outcomes) @ moments.A[np.ix_(n_idx, z_idx)].T
+    return drive
 
 
 def outcome_log_jacobian(spec: ModelSpec, moments, xp):

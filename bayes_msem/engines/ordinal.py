@@ -371,11 +371,17 @@ def _pattern_logp(means, cov, values, codes, C, U, Z, cuts, backend, erfc, per_r
     if residual is None:
         return rows if per_row else rows.sum()
     if per_row:
-        chol = backend.cholesky(S_cc)
-        scaled = backend.solve_lower(chol, residual.T)
-        log_det = 2.0 * xp.sum(xp.log(xp.diagonal(chol)))
-        return rows - 0.5 * (xp.sum(scaled * scaled, axis=0) + log_det + len(C) * np.log(2 * np.pi))
+        return rows + normal_rows_logp(residual, S_cc, backend)
     return rows.sum() + mvn_logp_from_scatter(residual.T @ residual, float(codes.shape[0]), S_cc, backend)
+
+
+def normal_rows_logp(residual, cov, backend=NUMPY_BACKEND):
+    """log N(r_i; 0, ``cov``) of each row r_i of ``residual`` (rows, k), (rows,)."""
+    xp = backend.xp
+    chol = backend.cholesky(cov)
+    scaled = backend.solve_lower(chol, residual.T)
+    log_det = 2.0 * xp.sum(xp.log(xp.diagonal(chol)))
+    return -0.5 * (xp.sum(scaled * scaled, axis=0) + log_det + cov.shape[0] * np.log(2 * np.pi))
 
 
 def row_means_of(moments, cluster_means, data):

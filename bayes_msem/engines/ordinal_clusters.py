@@ -40,9 +40,21 @@ from types import SimpleNamespace
 import numpy as np
 from scipy import special, stats
 
-from bayes_msem.engines.latent import effects_from_innovations, innovation_nodes, outcome_log_jacobian, within_given_effects
-from bayes_msem.engines.ordinal import OrdinalLayout, ordinal_layout, ordinal_level_logp, row_means_of
-from bayes_msem.matrices import jax_backend, level_moments
+from bayes_msem.engines.latent import (
+    effects_from_innovations,
+    fixed_drive,
+    innovation_nodes,
+    outcome_log_jacobian,
+    within_given_effects,
+)
+from bayes_msem.engines.ordinal import (
+    OrdinalLayout,
+    normal_rows_logp,
+    ordinal_layout,
+    ordinal_level_logp,
+    row_means_of,
+)
+from bayes_msem.matrices import NUMPY_BACKEND, jax_backend, level_moments
 from bayes_msem.spec import ModelSpec
 
 __all__ = ["ordinal_cluster_log_likelihood", "integrated_cluster_log_likelihood", "innovations_of",
@@ -60,18 +72,14 @@ def innovations_of(spec: ModelSpec, theta_draws: np.ndarray, effect_draws: np.nd
     cluster effects (draws, clusters, effects): the inverse of
     :func:`~bayes_msem.engines.latent.effects_from_innovations`."""
     clusters = spec.layout.levels[1]
-    n_idx, z_idx = clusters.effect_nodes, clusters.outcome_nodes
-    columns = [list(n_idx).index(i) for i in innovation_nodes(spec)]
-    data = spec.data
+    n_idx, random = clusters.effect_nodes, innovation_nodes(spec)
+    columns = [list(n_idx).index(i) for i in random]
     out = np.empty(effect_draws.shape[:2] + (len(columns),))
     for s, (theta, effects) in enumerate(zip(theta_draws, effect_draws)):
         moments = level_moments(theta, clusters.structure)
-        A = moments.A
-        drive = effects @ (np.eye(len(n_idx)) - A[np.ix_(n_idx, n_idx)]).T
-        zeta = drive - moments.alpha[n_idx][None, :] - data.between_covariates @ moments.A_x[n_idx].T
-        if len(z_idx):
-            zeta = zeta - data.between_outcomes @ A[np.ix_(n_idx, z_idx)].T
-        root = np.linalg.cholesky(moments.S[np.ix_(innovation_nodes(spec), innovation_nodes(spec))])
+        zeta = (effects @ (np.eye(len(n_idx)) - moments.A[np.ix_(n_idx, n_idx)]).T
+                - fixed_drive(spec, moments, NUMPY_BACKEND))
+        root = np.linalg.cholesky(moments.S[np.ix_(random, random)])
         out[s] = np.linalg.solve(root, zeta[:, columns].T).T
     return out
 
@@ -119,10 +127,8 @@ def _cluster_terms(spec: ModelSpec, theta, u, layout: OrdinalLayout, tiled, back
     terms = rows @ membership
     if residual is not None:
         z_idx = clusters.outcome_nodes
-        root = backend.cholesky(between.S[np.ix_(z_idx, z_idx)])
-        scaled = backend.solve_lower(root, residual.reshape(-1, len(z_idx)).T)
-        terms = terms + (-0.5 * (scaled**2).sum(0).reshape(K, J) - xp.log(xp.diagonal(root)).sum()
-                         - 0.5 * len(z_idx) * np.log(2 * np.pi) + outcome_log_jacobian(spec, between, xp))
+        density = normal_rows_logp(residual.reshape(-1, len(z_idx)), between.S[np.ix_(z_idx, z_idx)], backend)
+        terms = terms + density.reshape(K, J) + outcome_log_jacobian(spec, between, xp)
     return terms
 
 
