@@ -222,6 +222,29 @@ def parameter_values(rows, theta: np.ndarray) -> np.ndarray:
 
 def psd_root(cov: np.ndarray) -> np.ndarray:
     """A square root R (R R' = cov) of covariance matrices (..., k, k) that may be
-    singular (zero variances): for drawing normal vectors."""
-    values, vectors = np.linalg.eigh((cov + np.swapaxes(cov, -1, -2)) / 2)
-    return vectors * np.sqrt(np.clip(values, 0.0, None))[..., None, :]
+    singular (zero variances): for drawing normal vectors.
+
+    The Cholesky factor of the variables with non-zero variance (zeros
+    elsewhere): the same on every machine, so a seed gives the same data
+    wherever it runs. Eigenvectors are not: their signs, and their directions
+    where eigenvalues are equal, depend on the LAPACK build, which changed
+    simulated data between machines. An eigen-decomposition remains the
+    fallback for a block that is singular itself (perfect correlations)."""
+    cov = (cov + np.swapaxes(cov, -1, -2)) / 2
+    if cov.ndim > 2:
+        if (np.diagonal(cov, axis1=-2, axis2=-1) > 0).all():
+            try:
+                return np.linalg.cholesky(cov)
+            except np.linalg.LinAlgError:
+                pass
+        k = cov.shape[-1]
+        return np.stack([psd_root(c) for c in cov.reshape(-1, k, k)]).reshape(cov.shape)
+    variances = np.diag(cov)
+    keep = variances > 1e-12 * max(1.0, float(np.abs(variances).max(initial=0.0)))
+    root = np.zeros_like(cov)
+    try:
+        root[np.ix_(keep, keep)] = np.linalg.cholesky(cov[np.ix_(keep, keep)])
+    except np.linalg.LinAlgError:
+        values, vectors = np.linalg.eigh(cov)
+        return vectors * np.sqrt(np.clip(values, 0.0, None))[None, :]
+    return root

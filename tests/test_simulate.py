@@ -50,7 +50,9 @@ def test_two_level_cfa_recovers_known_values():
     names = free.lhs + free.op + free.rhs + "|" + free.level
     truth = names.map(TRUTH).to_numpy()
     covered = (free["q2.5"].to_numpy() <= truth) & (truth <= free["q97.5"].to_numpy())
-    assert covered.mean() >= 0.85, free.assign(truth=truth, covered=covered)
+    # 19 intervals of one data set: at least 15 covered (P(<= 14 of 19 | 0.95) = 0.003; 0.85 failed 7% of data
+    # sets by chance, as when the simulated data changed with a deterministic psd_root: 16 of 19, misses at z = 2.6)
+    assert covered.sum() >= 15, free.assign(truth=truth, covered=covered)
     assert np.all(np.abs(free["median"].to_numpy() - truth) < 4 * free["sd"].to_numpy())
 
 
