@@ -106,6 +106,20 @@ class ParameterTable:
         return tuple(name for name, _ in self.ordered)
 
     @property
+    def between_ordinal(self) -> tuple[str, ...]:
+        """The ordinal variables modelled at level 2 only (a school-level
+        outcome, indicators of a between factor): their probit terms enter per
+        cluster, their latent responses' variance fixed at 1 at level 2."""
+        between_only = set(self.between_outcomes)
+        return tuple(name for name in self.ordinal if name in between_only)
+
+    @property
+    def within_ordinal(self) -> tuple[str, ...]:
+        """The ordinal variables of the lowest level (split over levels where also
+        named at level 2): their probit terms enter per row."""
+        return tuple(name for name in self.ordinal if name not in self.between_ordinal)
+
+    @property
     def derived(self) -> dict[str, tuple[str, str]]:
         """Data columns made by centering: name -> (source column, suffix)."""
         out = {}
@@ -172,7 +186,7 @@ class ParameterTable:
             elif name in between.covariates:
                 role = "level-2 predictor"
             elif name in between.observed:
-                role = "level-2 outcome"
+                role = "level-2 outcome" + (", ordinal" if name in self.ordinal else "")
             else:
                 uses = [f"{d} ({DERIVED_SUFFIXES[suffix]})" for d, (source, suffix) in derived.items() if source == name]
                 role = f"centering {centering.get(name)}: " + ", ".join(uses)
@@ -276,10 +290,12 @@ def _default_rows(level_rows: list[SyntaxRow], roles: LevelRoles, two_level: boo
                   both_level: set[str], slopes: tuple[str, ...] = (), ordered: dict[str, int] | None = None) -> list[dict]:
     """What lavaan adds to the user's rows at one level. An ordinal variable's
     latent response has its intercept fixed at 0 at every level (the
-    thresholds place it) and, at the lowest level, its residual variance fixed
-    at 1 (the theta parameterization; brms's ``cumulative("probit")``)."""
+    thresholds place it) and, at its lowest level, its residual variance fixed
+    at 1 (the theta parameterization; brms's ``cumulative("probit")``) and its
+    thresholds."""
     ordered = ordered or {}
     lowest = roles.level in (0, 1)
+    own_level = {n: k for n, k in ordered.items() if n in roles.observed and (lowest or n not in both_level)}
     existing = {(r.op,) + ((tuple(sorted((r.lhs, r.rhs)))) if r.op == "~~" else (r.lhs, r.rhs)) for r in level_rows}
     added: list[dict] = []
 
@@ -290,7 +306,7 @@ def _default_rows(level_rows: list[SyntaxRow], roles: LevelRoles, two_level: boo
             added.append(dict(lhs=lhs, op=op, rhs=rhs, level=roles.level, user=False, ustart=ustart, exo=exo))
 
     for name in roles.nodes:
-        add(name, "~~", name, ustart=1.0 if lowest and name in ordered else np.nan)
+        add(name, "~~", name, ustart=1.0 if name in own_level else np.nan)
     # Random slopes follow Mplus: mean and variance free, covariances only where written.
     exogenous_latent = [f for f in roles.latent
                         if f not in slopes and not any(r.op == "~" and r.lhs == f for r in level_rows)]
@@ -314,7 +330,7 @@ def _default_rows(level_rows: list[SyntaxRow], roles: LevelRoles, two_level: boo
         add(name, "~1", "", exo=True)
     for name in roles.latent:
         add(name, "~1", "", ustart=np.nan if name in slopes else 0.0)  # a slope's mean is the average slope
-    for name, n_categories in ordered.items() if lowest else ():
+    for name, n_categories in own_level.items():
         for k in range(1, n_categories):
             add(name, "|", f"t{k}")
     return added
@@ -496,7 +512,8 @@ def model_table(syntax: str, centering: dict[str, str] | None = None,
 def _threshold_rows(rows: list[SyntaxRow], ordered: dict[str, int], lowest: int) -> list[SyntaxRow]:
     """The user's threshold rows, checked against ``ordered`` and moved to the
     lowest level (thresholds cut the whole latent response, whichever block
-    they were written in)."""
+    they were written in; :func:`build_partable` moves those of level-2-only
+    variables up once the levels' roles are known)."""
     out = []
     for row in rows:
         if row.op != "|":
@@ -516,7 +533,9 @@ def _threshold_rows(rows: list[SyntaxRow], ordered: dict[str, int], lowest: int)
 
 def _check_ordered(ordered: dict[str, int], roles: list[LevelRoles], rows: list[SyntaxRow]) -> None:
     """Ordinal variables must be modelled (an outcome or an indicator), not
-    covariates, and their lowest-level residual variance is fixed."""
+    covariates, and the residual variance at their lowest level is fixed. A
+    level-2-only ordinal variable may not predict other variables (its latent
+    response would enter as a predictor, which its categories cannot stand for)."""
     modelled = {n for level in roles for n in level.observed}
     covariates = {n for level in roles for n in level.covariates}
     for name in ordered:
@@ -526,16 +545,25 @@ def _check_ordered(ordered: dict[str, int], roles: list[LevelRoles], rows: list[
                                    line=1, column=1, text="", hint=f"remove {name!r} from ordered=")
         if name not in modelled:
             raise ValueError(f"ordered= names {name!r}, which is not a variable of the model")
-        if name not in roles[0].observed:
-            raise NotImplementedError(f"{name!r} is an ordinal level-2 outcome, which is not supported yet; ordinal "
-                                      "variables must be named in the level: 1 block (with a between part where "
-                                      "also named at level 2)")
-    lowest = roles[0].level
     for row in rows:
-        if row.lhs in ordered and row.op == "~~" and row.rhs == row.lhs and row.level == lowest and row.fixed is None:
+        if row.lhs not in ordered or row.op != "~~" or row.rhs != row.lhs or row.fixed is not None:
+            continue
+        if row.level == _own_level(row.lhs, roles):
             raise _row_error(row, f"the residual variance of the ordinal {row.lhs} is fixed at 1 (its scale); "
                              "with free thresholds it is not identified", f"remove the line or fix it: {row.lhs} ~~ "
                              f"1*{row.lhs}")
+    for row in rows:
+        if row.op == "~" and row.rhs in ordered and _own_level(row.rhs, roles) == 2:
+            raise _row_error(row, f"the level-2 ordinal {row.rhs} predicts {row.lhs}: a level-2 ordinal variable can "
+                             "be an outcome or an indicator, not a predictor, here",
+                             f"let a between factor measured by {row.rhs} predict {row.lhs}, or model {row.rhs} as "
+                             "continuous")
+
+
+def _own_level(name: str, roles: list[LevelRoles]) -> int:
+    """The lowest level at which ``name`` is modelled: where its latent
+    response's residual variance is fixed and its thresholds sit."""
+    return next(level.level for level in roles if name in level.observed)
 
 
 def build_partable(parsed: ParsedModel | str, centering: dict[str, str] | None = None,
@@ -579,6 +607,8 @@ def build_partable(parsed: ParsedModel | str, centering: dict[str, str] | None =
         roles.append(_level_roles([r for r in structural_rows if r.level == level], level, other,
                                   slopes if level == 2 else ()))
     _check_ordered(ordered, roles, model_rows)
+    # thresholds cut the latent response at its own level: level 2 for a level-2-only ordinal variable
+    model_rows = [replace(r, level=_own_level(r.lhs, roles)) if r.op == "|" else r for r in model_rows]
     both_level = tuple(n for n in roles[0].observed if len(levels) == 2 and n in roles[1].observed)
 
     records = []

@@ -23,7 +23,7 @@ import numpy as np
 import pandas as pd
 
 from bayes_msem.predictive import PredictiveCheck
-from bayes_msem.simulate import categorize, draw_outcomes
+from bayes_msem.simulate import categorize_outcomes, draw_outcomes
 
 __all__ = ["ordinal_predictive_check"]
 
@@ -50,33 +50,53 @@ def _cell_names(names: list[str], n_categories: list[int]) -> list[dict]:
     return rows
 
 
+def _item_groups(spec) -> list[tuple[str, int, list[str], np.ndarray, np.ndarray]]:
+    """The ordinal items per level: (level name, which outcomes hold them (0
+    the level-1 ones, 1 the level-2 ones), names, columns among them, observed
+    codes): the lowest level's over rows, the level-2-only ones over clusters."""
+    data, table = spec.data, spec.table
+    groups = []
+    if table.within_ordinal:
+        names = list(table.within_ordinal)
+        columns = np.array([spec.within.observed.index(n) for n in names])
+        groups.append((spec.layout.rows.name, 0, names, columns, data.within_outcomes[:, columns]))
+    if table.between_ordinal:
+        names = list(table.between_ordinal)
+        columns = np.array([spec.layout.levels[1].outcomes.index(n) for n in names])
+        groups.append((spec.layout.levels[1].name, 1, names, columns, data.between_outcomes[:, columns]))
+    return groups
+
+
 def ordinal_predictive_check(spec, theta_draws: np.ndarray, *, n_draws: int = 500,
                              seed: int | None = None) -> PredictiveCheck:
     """PPP of the category-count discrepancy and per-cell checks (see the
     module docstring), from ``n_draws`` posterior draws picked at random.
-    Missing values stay missing in the replicates (same holes)."""
+    Level-2-only ordinal variables are counted over clusters, in a table of
+    their own level. Missing values stay missing in the replicates (same holes)."""
     rng = np.random.default_rng(seed)
     theta = theta_draws.reshape(-1, theta_draws.shape[-1])
     picked = np.sort(rng.choice(len(theta), size=min(n_draws, len(theta)), replace=False))
-    data, structure = spec.data, spec.within
-    names = list(spec.table.ordinal)
-    columns = [structure.observed.index(n) for n in names]
-    n_categories = [dict(spec.table.ordered)[n] for n in names]
-    codes = data.within_outcomes[:, columns]
-    holes = np.isnan(codes)
-    observed = _cells(np.where(holes, -1, codes), n_categories)
+    data, counts = spec.data, dict(spec.table.ordered)
+    groups = _item_groups(spec)
+
+    def all_cells(outcomes):  # outcomes: (level-1 values, level-2 values) of a whole data set
+        return np.concatenate([_cells(np.where(np.isnan(codes), -1, outcomes[source][:, columns]),
+                                      [counts[n] for n in names]) for _, source, names, columns, codes in groups])
+
+    observed = all_cells((data.within_outcomes, data.between_outcomes))
     replicated = np.empty((len(picked), len(observed)))
     for r, s in enumerate(picked):
-        Y, _ = draw_outcomes(rng, theta[s], spec.layout, data.within_covariates, data.between_covariates,
+        Y, Z = draw_outcomes(rng, theta[s], spec.layout, data.within_covariates, data.between_covariates,
                              data.cluster_index)
-        rep = categorize(Y, spec.table, theta[s], structure.observed)[:, columns]
-        replicated[r] = _cells(np.where(holes, -1, rep), n_categories)
+        replicated[r] = all_cells(categorize_outcomes(Y, Z, spec.table, spec.layout, theta[s]))
     expected = np.maximum(replicated.mean(axis=0), 1e-9)
     t_observed = ((observed - expected) ** 2 / expected).sum() * np.ones(len(picked))
     t_replicated = ((replicated - expected[None, :]) ** 2 / expected[None, :]).sum(axis=1)
-    totals = _cell_totals(codes, holes, n_categories)
-    table = pd.DataFrame(_cell_names(names, n_categories))
-    table.insert(0, "level", spec.layout.rows.name)
+    totals = np.concatenate([_cell_totals(codes, np.isnan(codes), [counts[n] for n in names])
+                             for _, _, names, _, codes in groups])
+    table = pd.concat([pd.DataFrame(_cell_names(names, [counts[n] for n in names])).assign(level=level)
+                       for level, _, names, _, _ in groups], ignore_index=True)
+    table = table[["level", "lhs", "op", "rhs"]]
     table["observed"] = observed / totals
     shares = replicated / totals[None, :]
     table["predicted"] = np.median(shares, axis=0)

@@ -23,7 +23,7 @@ import numpy as np
 import pandas as pd
 
 from bayes_msem.priors import constrained_correlation, lkj_draw, lkj_logpdf, patterned_draw, patterned_logpdf
-from bayes_msem.simulate import categorize, draw_outcomes
+from bayes_msem.simulate import categorize_outcomes, draw_outcomes
 
 __all__ = ["prior_draws", "log_prior", "sample_prior_predictive", "powerscale_sensitivity", "SENSITIVITY_THRESHOLD"]
 
@@ -130,7 +130,7 @@ def sample_prior_predictive(spec, draws: int = 500, seed: int | None = None):
     data = spec.data
     outcomes = [draw_outcomes(rng, t, spec.layout, data.within_covariates, data.between_covariates,
                               data.cluster_index) for t in theta]
-    outcomes = [(categorize(y, spec.table, t, spec.within.observed), z) for (y, z), t in zip(outcomes, theta)]
+    outcomes = [categorize_outcomes(y, z, spec.table, spec.layout, t) for (y, z), t in zip(outcomes, theta)]
     chain_draw = {"chain": [0], "draw": np.arange(draws)}
     parameters = xr.DataArray(theta[None], dims=("chain", "draw", "parameter"), coords=chain_draw)
     predicted, observed = {}, {}

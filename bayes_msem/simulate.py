@@ -21,7 +21,7 @@ from bayes_msem.partable import build_partable, level_name, parameter_key
 from bayes_msem.syntax import parse_model
 
 __all__ = ["simulate_data", "draw_outcomes", "true_values", "impose_missing", "DEFAULT_VALUES", "categorize",
-           "simulation_table"]
+           "categorize_outcomes", "simulation_table"]
 
 # values of free parameters the caller does not give
 DEFAULT_VALUES = {"loading": 1.0, "regression": 0.0, "intercept": 0.0, "variance": 1.0, "covariance": 0.0}
@@ -69,12 +69,21 @@ def categorize(latent: np.ndarray, table, theta: np.ndarray, observed: tuple[str
     rows = table.rows
     row_values = parameter_values(rows, theta)
     out = latent.copy()
-    for name in table.ordinal:
+    for name in (n for n in table.ordinal if n in observed):
         mine = rows[(rows.op == "|") & (rows.lhs == name)]
         cuts = np.sort(row_values[mine.index.to_numpy()])
         k = observed.index(name)
         out[:, k] = (latent[:, k, None] > cuts[None, :]).sum(axis=1)
     return out
+
+
+def categorize_outcomes(y: np.ndarray, z: np.ndarray, table, layout: ModelLayout, theta: np.ndarray):
+    """:func:`categorize` the level-1 outcomes ``y`` (rows, p) and the level-2
+    outcomes ``z`` (clusters, p_z) that :func:`draw_outcomes` drew."""
+    y = categorize(y, table, theta, layout.rows.structure.observed)
+    if layout.multilevel:
+        z = categorize(z, table, theta, layout.levels[1].outcomes)
+    return y, z
 
 
 def true_values(syntax: str, values: dict[str, float], ordered=None) -> dict[str, float]:
@@ -118,9 +127,10 @@ def simulate_data(syntax: str, values: dict[str, float], *, n_clusters: int = 1,
     Exogenous covariates are standard normal (level-2 ones constant within
     clusters). A single-level model ignores ``n_clusters`` and has no cluster column.
 
-    ``ordered`` names ordinal variables: their latent responses (level-1
-    residual variance 1) are cut at the thresholds given in ``values``
-    (``"u|t1"``, ...), giving categories 0..K-1.
+    ``ordered`` names ordinal variables: their latent responses (residual
+    variance 1 at their lowest level: level 1, or level 2 for a level-2-only
+    variable) are cut at the thresholds given in ``values`` (``"u|t1"``, ...),
+    giving categories 0..K-1.
     """
     rng = np.random.default_rng(seed)
     table = simulation_table(syntax, values, ordered)
@@ -133,7 +143,7 @@ def simulate_data(syntax: str, values: dict[str, float], *, n_clusters: int = 1,
     w = rng.standard_normal((n_clusters, len(between.covariates) if between else 0))
     x = rng.standard_normal((len(cluster_index), len(within.covariates)))
     y, z = draw_outcomes(rng, theta, layout, x, w, cluster_index)
-    y = categorize(y, table, theta, within.observed)
+    y, z = categorize_outcomes(y, z, table, layout, theta)
     columns: dict[str, np.ndarray] = {}
     if between:
         columns.update({name: w[cluster_index, k] for k, name in enumerate(between.covariates)})

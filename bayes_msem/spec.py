@@ -202,12 +202,16 @@ def _parameter_units(table: ParameterTable, scales: dict) -> list[tuple[float, f
 
 
 def _threshold_starts(table: ParameterTable, data: ClusterData) -> dict[tuple[str, str], float]:
-    """Each threshold's start: the normal quantile of the share of rows at or
-    below its category (the thresholds of a model without predictors)."""
+    """Each threshold's start: the normal quantile of the share of rows (of
+    clusters, for a level-2 variable) at or below its category (the
+    thresholds of a model without predictors)."""
     within = table.level_roles(table.levels[0].level).observed
     starts = {}
     for name, n_categories in table.ordered:
-        codes = data.within_outcomes[:, within.index(name)]
+        if name in table.between_ordinal:
+            codes = data.between_outcomes[:, table.between_outcomes.index(name)]
+        else:
+            codes = data.within_outcomes[:, within.index(name)]
         codes = codes[~np.isnan(codes)]
         shares = np.clip([np.mean(codes <= k) for k in range(n_categories - 1)], 0.01, 0.99)
         starts.update({(name, f"t{k + 1}"): float(norm.ppf(share)) for k, share in enumerate(shares)})

@@ -71,7 +71,6 @@ def test_ordered_true_takes_the_modelled_columns_with_few_integer_values():
      "u has 4 categories in the data, so 3 threshold\\(s\\); t4 is one too many"),
     ("level: 1\n u ~ x\n u ~~ u\nlevel: 2\n u ~~ u", ["u"], bm.ModelSyntaxError,
      "the residual variance of the ordinal u is fixed at 1"),
-    ("level: 1\n y ~ x\nlevel: 2\n u ~ y", ["u"], NotImplementedError, "'u' is an ordinal level-2 outcome"),
     (MODEL + '\n u | prior("gamma(2, 1)")*t1', ["u"], bm.ModelSyntaxError, "thresholds are sampled as an ordered"),
 ])
 def test_model_errors_name_the_variable(syntax, ordered, error, words):

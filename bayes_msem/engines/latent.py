@@ -21,6 +21,7 @@ between effects.
 
 from __future__ import annotations
 
+from dataclasses import replace
 from types import SimpleNamespace
 
 import numpy as np
@@ -156,26 +157,60 @@ def innovation_nodes(spec: ModelSpec) -> np.ndarray:
 def effects_from_innovations(spec: ModelSpec, moments, innovations, backend=PYTENSOR_BACKEND):
     """The cluster effects (..., clusters, effects) given the standardized
     innovations ``innovations`` (..., clusters, r) and the between level's
-    moments; also the level-2 observed outcomes' residuals z - E[z | effects]
-    (..., clusters, outcomes), or None where there are none. One function for
-    the sampler (PyTensor) and for per-cluster LOO (NumPy)."""
+    moments. One function for the sampler (PyTensor) and for per-cluster LOO
+    (NumPy, JAX)."""
     clusters = spec.layout.levels[1]
-    data = spec.data
-    n_idx, z_idx = clusters.effect_nodes, clusters.outcome_nodes
+    n_idx = clusters.effect_nodes
     random = innovation_nodes(spec)
     root = backend.cholesky(moments.S[np.ix_(random, random)])
     placement = np.zeros((len(random), len(n_idx)))
     placement[np.arange(len(random)), [list(n_idx).index(i) for i in random]] = 1.0
     zeta = (innovations @ root.T) @ placement
-    A, A_x, alpha = moments.A, moments.A_x, moments.alpha
-    total_nn = backend.inv(backend.eye(len(n_idx)) - A[np.ix_(n_idx, n_idx)])
-    z, w = backend.asarray(data.between_outcomes), backend.asarray(data.between_covariates)
-    effects = (fixed_drive(spec, moments, backend) + zeta) @ total_nn.T
-    if not len(z_idx):
-        return effects, None
-    residual = z - (alpha[z_idx][None, :] + effects @ A[np.ix_(z_idx, n_idx)].T
-                    + z @ A[np.ix_(z_idx, z_idx)].T + w @ A_x[z_idx].T)
-    return effects, residual
+    total_nn = backend.inv(backend.eye(len(n_idx)) - moments.A[np.ix_(n_idx, n_idx)])
+    return (fixed_drive(spec, moments, backend) + zeta) @ total_nn.T
+
+
+def between_outcomes_logp(spec: ModelSpec, theta, moments, effects, backend=PYTENSOR_BACKEND, erfc=None,
+                          per_cluster: bool = False):
+    """log p(level-2 outcomes | cluster effects): summed, or per cluster
+    (..., clusters) with ``per_cluster``; ``effects`` (..., clusters, effects).
+
+    A continuous outcome z enters through its residual z - E[z | effects, other
+    outcomes], normal with the residual covariance (with the Jacobian of a
+    non-recursive between model); a level-2 ordinal outcome by the probit
+    probability of its category given the effects and the continuous
+    outcomes (:func:`bayes_msem.engines.ordinal.ordinal_level_logp` with
+    clusters as rows). ``erfc`` is the backend's complementary error function
+    (needed with ordinal outcomes)."""
+    from bayes_msem.engines.ordinal import between_ordinal_layout, normal_rows_logp, ordinal_level_logp
+
+    clusters = spec.layout.levels[1]
+    n_idx, z_idx = clusters.effect_nodes, clusters.outcome_nodes
+    A, A_x = moments.A, moments.A_x
+    ordinal = between_ordinal_layout(spec)
+    values = spec.data.between_outcomes
+    # ordinal outcomes predict nothing (partable refuses it): their zero columns of A leave their codes unused
+    z, w = backend.asarray(values), backend.asarray(spec.data.between_covariates)
+    mean = (moments.alpha[z_idx] + effects @ A[np.ix_(z_idx, n_idx)].T + z @ A[np.ix_(z_idx, z_idx)].T
+            + w @ A_x[z_idx].T)
+    S_zz = moments.S[np.ix_(z_idx, z_idx)]
+    # leading axes beyond (clusters, outcomes): the importance points of per-cluster LOO (concrete shapes there)
+    copies = int(np.prod(mean.shape[:-2])) if mean.ndim > 2 else 1
+    jacobian = outcome_log_jacobian(spec, moments, backend.xp)
+    if ordinal is None and not per_cluster:
+        residual = z - mean
+        n = float(spec.data.n_clusters)
+        return mvn_logp_from_scatter(residual.T @ residual, n, S_zz, backend) + n * jacobian
+    if ordinal is None:
+        logp = normal_rows_logp((z - mean).reshape((-1, len(z_idx))), S_zz, backend)
+    else:
+        if copies > 1:
+            ordinal = replace(ordinal, codes=np.tile(ordinal.codes, (copies, 1)))
+        logp = ordinal_level_logp(theta, SimpleNamespace(Sigma=S_zz), mean.reshape((-1, len(z_idx))), ordinal,
+                                  np.tile(values, (copies, 1)), backend, erfc, per_row=per_cluster)
+    if not per_cluster:
+        return logp + float(spec.data.n_clusters) * jacobian
+    return logp.reshape(mean.shape[:-1]) + jacobian
 
 
 def fixed_drive(spec: ModelSpec, moments, backend=PYTENSOR_BACKEND):
@@ -213,11 +248,9 @@ def _between_effects(spec: ModelSpec, theta):
     pm.modelcontext(None).add_coord("innovation", [between.nodes[i] for i in random])
     u = pm.Normal("cluster_innovations", 0.0, 1.0, dims=("cluster", "innovation"),
                   shape=(data.n_clusters, len(random)))
-    effects, residual = effects_from_innovations(spec, moments, u)
-    if residual is not None:
-        S_zz = moments.S[np.ix_(clusters.outcome_nodes, clusters.outcome_nodes)]
-        logp = mvn_logp_from_scatter(residual.T @ residual, float(data.n_clusters), S_zz)
-        pm.Potential("between_outcomes_loglik", logp + float(data.n_clusters) * outcome_log_jacobian(spec, moments, pt))
+    effects = effects_from_innovations(spec, moments, u)
+    if len(clusters.outcome_nodes):
+        pm.Potential("between_outcomes_loglik", between_outcomes_logp(spec, theta, moments, effects, erfc=pt.erfc))
     return effects, list(clusters.effects)
 
 
@@ -262,7 +295,7 @@ def build_latent_model(spec: ModelSpec) -> pm.Model:
             moments, cluster_means = within_given_effects(spec, theta, effects)
         stats = {k: pt.as_tensor_variable(v) for k, v in data.stats.items()}
         stats["n"] = data.stats["n"]
-        if spec.table.ordinal:  # categories by their probit probabilities
+        if spec.table.within_ordinal:  # categories by their probit probabilities
             from bayes_msem.engines.ordinal import ordinal_within_logp
 
             logp = ordinal_within_logp(spec, theta, moments, cluster_means)

@@ -34,7 +34,8 @@ from bayes_msem.errors import ModelSpecificationError
 from bayes_msem.matrices import NUMPY_BACKEND, LevelStructure
 from bayes_msem.spec import ModelSpec
 
-__all__ = ["OrdinalLayout", "ordinal_layout", "ordinal_level_logp", "ordinal_row_log_likelihood", "ordinal_rows_logp",
+__all__ = ["OrdinalLayout", "between_ordinal_layout", "ordinal_layout", "ordinal_level_logp",
+           "ordinal_row_log_likelihood", "ordinal_rows_logp",
            "threshold_matrix",
            "ordinal_unsupported", "quadrature", "row_means_of"]
 
@@ -109,10 +110,10 @@ def condition_on_continuous(row_means, cov, values, continuous, targets, backend
 
 
 def _generic_moments(spec: ModelSpec, structure: LevelStructure):
-    """(I - A)^-1, S and their node covariance at generic parameter values:
-    every free loading and regression non-zero, every allowed covariance 0.1
-    of the geometric mean of its variances. A conditional covariance that is
-    zero here is zero structurally."""
+    """(I - A)^-1 and S at generic parameter values: every free loading and
+    regression non-zero, every allowed covariance 0.1 of the geometric mean of
+    its variances. A (conditional) covariance that is zero here is zero
+    structurally."""
     theta = np.array(spec.starts, dtype=float)
     kinds = np.array(spec.kinds)
     theta[np.isin(kinds, ["loading", "regression"])] += 0.37
@@ -123,8 +124,7 @@ def _generic_moments(spec: ModelSpec, structure: LevelStructure):
     d = np.sqrt(np.clip(np.diag(S), 1e-6, None))
     allowed = (structure.S.pattern.sum(0).reshape(S.shape) > 0) | (structure.S.fixed != 0)
     S = np.where(allowed & ~np.eye(len(S), dtype=bool), 0.1 * np.outer(d, d), S)
-    total = np.linalg.inv(np.eye(len(A)) - A)
-    return total @ S @ total.T
+    return np.linalg.inv(np.eye(len(A)) - A), S
 
 
 def _correlated_pairs(cov: np.ndarray, U, given) -> list[tuple[int, int]]:
@@ -135,23 +135,35 @@ def _correlated_pairs(cov: np.ndarray, U, given) -> list[tuple[int, int]]:
     return [(U[i], U[j]) for i in range(len(U)) for j in range(i) if abs(block[i, j]) > 1e-10]
 
 
-def ordinal_layout(spec: ModelSpec) -> OrdinalLayout:
-    """Positions, codes, thresholds, and which factors must be sampled per row
-    (those without which the ordinal variables are not conditionally independent)."""
-    structure = spec.within
-    observed = list(structure.observed)
-    U = np.array([observed.index(n) for n in spec.table.ordinal], dtype=int)
-    C = np.array([i for i in range(len(observed)) if i not in U], dtype=int)
-    values = spec.data.within_outcomes[:, U]
-    codes = np.where(np.isnan(values), -1, np.nan_to_num(values)).astype(int)
+def _threshold_arrays(spec: ModelSpec, names) -> tuple[np.ndarray, np.ndarray]:
+    """The free index (1-based, 0 where fixed or padding) and fixed value
+    (+BEYOND in the padding) of each threshold of ``names``, (variables, max K - 1)."""
     thresholds = spec.table.thresholds()
-    width = max(len(t) for t in thresholds.values())
-    free = np.zeros((len(U), width), dtype=int)
-    fixed = np.full((len(U), width), BEYOND)
-    for k, name in enumerate(spec.table.ordinal):
+    width = max(len(thresholds[name]) for name in names) if names else 0
+    free = np.zeros((len(names), width), dtype=int)
+    fixed = np.full((len(names), width), BEYOND)
+    for k, name in enumerate(names):
         for j, (index, value) in enumerate(thresholds[name]):
             free[k, j], fixed[k, j] = index, (0.0 if index else value)
-    cov = _generic_moments(spec, structure)
+    return free, fixed
+
+
+def _coded(values: np.ndarray) -> np.ndarray:
+    """Category codes as integers, -1 where missing."""
+    return np.where(np.isnan(values), -1, np.nan_to_num(values)).astype(int)
+
+
+def ordinal_layout(spec: ModelSpec) -> OrdinalLayout:
+    """Positions, codes, thresholds, and which factors must be sampled per row
+    (those without which the lowest level's ordinal variables are not
+    conditionally independent)."""
+    structure = spec.within
+    observed = list(structure.observed)
+    U = np.array([observed.index(n) for n in spec.table.within_ordinal], dtype=int)
+    C = np.array([i for i in range(len(observed)) if i not in U], dtype=int)
+    free, fixed = _threshold_arrays(spec, spec.table.within_ordinal)
+    total, S = _generic_moments(spec, structure)
+    cov = total @ S @ total.T
     latent = np.arange(structure.n_observed, len(structure.nodes))
     factors = np.array([], dtype=int)
     pairs = _correlated_pairs(cov, U, C)
@@ -162,14 +174,39 @@ def ordinal_layout(spec: ModelSpec) -> OrdinalLayout:
                 f"{len(factors)} within factors link the ordinal variables; their integration is supported for up "
                 f"to {max(QUADRATURE_NODES)} factors")
         pairs = _correlated_pairs(cov, U, np.concatenate([C, latent]))
+    _refuse_correlated(pairs, observed)
+    return OrdinalLayout(ordinal=U, continuous=C, codes=_coded(spec.data.within_outcomes[:, U]), threshold_free=free,
+                         threshold_fixed=fixed, row_factors=factors,
+                         patterns=_continuous_patterns(spec.data.within_outcomes[:, C], C))
+
+
+def between_ordinal_layout(spec: ModelSpec) -> OrdinalLayout | None:
+    """The level-2-only ordinal variables among the level-2 outcomes (rows
+    are clusters; positions among ``layout.levels[1].outcomes``), or None
+    where there are none. Given the cluster effects and the continuous level-2
+    outcomes they must be independent of each other."""
+    names = spec.table.between_ordinal
+    if not names:
+        return None
+    clusters = spec.layout.levels[1]
+    outcomes = list(clusters.outcomes)
+    U = np.array([outcomes.index(n) for n in names], dtype=int)
+    C = np.array([i for i in range(len(outcomes)) if i not in U], dtype=int)
+    _, S = _generic_moments(spec, clusters.structure)
+    z_idx = clusters.outcome_nodes
+    _refuse_correlated(_correlated_pairs(S[np.ix_(z_idx, z_idx)], U, C), outcomes)
+    free, fixed = _threshold_arrays(spec, names)
+    return OrdinalLayout(ordinal=U, continuous=C, codes=_coded(spec.data.between_outcomes[:, U]), threshold_free=free,
+                         threshold_fixed=fixed, row_factors=np.array([], dtype=int), patterns=((slice(None), C),))
+
+
+def _refuse_correlated(pairs: list[tuple[int, int]], names: list[str]) -> None:
     if pairs:
         a, b = pairs[0]
         raise ModelSpecificationError(
-            f"the ordinal variables {observed[a]} and {observed[b]} stay correlated given the continuous variables "
+            f"the ordinal variables {names[a]} and {names[b]} stay correlated given the continuous variables "
             "and the factors (a residual covariance or a regression between ordinal variables), which needs their "
             "joint normal probability: not supported yet. Let a factor carry their association instead.")
-    return OrdinalLayout(ordinal=U, continuous=C, codes=codes, threshold_free=free, threshold_fixed=fixed,
-                         row_factors=factors, patterns=_continuous_patterns(spec.data.within_outcomes[:, C], C))
 
 
 def _continuous_patterns(continuous_values: np.ndarray, C: np.ndarray) -> tuple:
@@ -191,6 +228,7 @@ def ordinal_unsupported(spec: ModelSpec) -> str | None:
         return "a random slope on a modelled variable together with ordinal variables is not supported yet"
     try:
         ordinal_layout(spec)
+        between_ordinal_layout(spec)
     except ModelSpecificationError as err:
         return str(err)
     return None

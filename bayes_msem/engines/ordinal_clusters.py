@@ -41,15 +41,14 @@ import numpy as np
 from scipy import special, stats
 
 from bayes_msem.engines.latent import (
+    between_outcomes_logp,
     effects_from_innovations,
     fixed_drive,
     innovation_nodes,
-    outcome_log_jacobian,
     within_given_effects,
 )
 from bayes_msem.engines.ordinal import (
     OrdinalLayout,
-    normal_rows_logp,
     ordinal_layout,
     ordinal_level_logp,
     row_means_of,
@@ -112,12 +111,11 @@ def _tiled(spec: ModelSpec, layout: OrdinalLayout, copies: int):
 def _cluster_terms(spec: ModelSpec, theta, u, layout: OrdinalLayout, tiled, backend, erfc):
     """log p(y_j | u_kj, theta) (points, clusters) at the innovations ``u``
     (points, clusters, r), on any array backend (NumPy, JAX)."""
-    xp = backend.xp
     data = spec.data
     K, J = u.shape[0], data.n_clusters
     clusters = spec.layout.levels[1]
     between = level_moments(theta, clusters.structure, backend)
-    effects, residual = effects_from_innovations(spec, between, u, backend)
+    effects = effects_from_innovations(spec, between, u, backend)
     moments, cluster_means = within_given_effects(spec, theta, effects.reshape(K * J, -1), backend)
     tiled_data, tiled_layout, values = tiled
     rows = ordinal_level_logp(theta, moments, row_means_of(moments, cluster_means, tiled_data), tiled_layout, values,
@@ -125,10 +123,8 @@ def _cluster_terms(spec: ModelSpec, theta, u, layout: OrdinalLayout, tiled, back
     membership = np.zeros((data.n_rows, J))
     membership[np.arange(data.n_rows), data.cluster_index] = 1.0
     terms = rows @ membership
-    if residual is not None:
-        z_idx = clusters.outcome_nodes
-        density = normal_rows_logp(residual.reshape(-1, len(z_idx)), between.S[np.ix_(z_idx, z_idx)], backend)
-        terms = terms + density.reshape(K, J) + outcome_log_jacobian(spec, between, xp)
+    if len(clusters.outcome_nodes):
+        terms = terms + between_outcomes_logp(spec, theta, between, effects, backend, erfc, per_cluster=True)
     return terms
 
 
