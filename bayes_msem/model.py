@@ -165,6 +165,9 @@ class Model:
             "chains": chains, "draws": draws, "tune": tune, "random_seed": random_seed,
             "target_accept": target_accept, "model_text": self.syntax, "centering": self.centering,
             "default_priors_changed": self.spec.default_priors.changed(),
+            # what the codes 0, 1, ... of each ordinal variable stand for (impute() writes the user's categories)
+            "ordinal_categories": {name: [value.item() if hasattr(value, "item") else value for value in values]
+                                   for name, values in self.ordinal.categories.items()},
         }
         parameters = raw.posterior["parameters"]
         sampled_effects = raw.posterior["cluster_effects"].values if "cluster_effects" in raw.posterior else None

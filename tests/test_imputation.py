@@ -11,9 +11,11 @@ import pytest
 from conftest import DATA, reference_fit
 from engines.test_latent import TWO_LEVEL, simulate_two_level
 from engines.test_missing import with_holes
+from scipy import stats
 
 import bayes_msem as bm
-from bayes_msem.imputation import _draw_conditional
+from bayes_msem.engines.parameters import parameter_names
+from bayes_msem.imputation import _completed, _draw_conditional
 
 
 def test_missing_entries_follow_their_conditional_normal():
@@ -145,3 +147,75 @@ def test_with_a_slope_on_a_modelled_variable_each_cluster_has_its_own_covariance
     y, _ = _completed(spec, theta, effects, np.random.default_rng(1))
     observed = ~np.isnan(spec.data.within_outcomes)
     assert not np.isnan(y).any() and np.array_equal(y[observed], spec.data.within_outcomes[observed])
+
+
+# ---- ordinal variables ----------------------------------------------------------------------------------------
+
+ORDINAL_PAIR = "u ~ x\ny ~ x"  # u ordinal, y continuous; their residuals covary (added by default)
+PAIR_VALUES = {"u~x": 0.5, "y~x": -0.4, "y~1": 1.0, "y~~y": 2.0, "u~~y": 0.9, "u|t1": -0.5, "u|t2": 0.7}
+
+
+def pair_spec(rows: pd.DataFrame):
+    """The spec of ORDINAL_PAIR on ``rows`` and the parameter vector of PAIR_VALUES."""
+    spec = bm.Model(ORDINAL_PAIR, rows, ordered=["u"]).spec
+    theta = np.array([PAIR_VALUES[name] for name in parameter_names(spec)])
+    return spec, theta
+
+
+def test_missing_values_next_to_categories_follow_their_exact_conditional():
+    """At fixed parameters, single-level u* = 0.5 x + e_u, y = 1 - 0.4 x + e_y,
+    var(e_u) = 1, var(e_y) = 2, cov 0.9, u cut at -0.5 and 0.7. Each pattern
+    repeated 4000 times: a missing y next to u = 2 has the mean and variance of
+    y given u* in its cell (a truncated normal pushed through the regression
+    of y on u*); a missing u next to y has the probit probabilities given y."""
+    n = 4000
+    rows = pd.DataFrame({"x": np.repeat([0.3, -1.0, 0.5, 0.0], n), "u": np.repeat([2.0, np.nan, 0.0, 1.0], n),
+                         "y": np.repeat([np.nan, 2.5, 0.0, 0.0], n)})  # u = 1 present: no category merged
+    spec, theta = pair_spec(rows)
+    y, _ = _completed(spec, theta, None, np.random.default_rng(3))
+    u_at, y_at = list(spec.within.observed).index("u"), list(spec.within.observed).index("y")
+    # y | u = 2 (u* > 0.7) at x = 0.3: u* - mu_u truncated below at 0.7 - 0.15
+    cell = stats.truncnorm(0.7 - 0.15, np.inf)
+    slope = 0.9 / 1.0
+    mean = 1.0 - 0.4 * 0.3 + slope * cell.mean()
+    variance = 2.0 - 0.9**2 + slope**2 * cell.var()
+    drawn = y[:n, y_at]
+    assert np.all(y[:n, u_at] == 2)
+    assert abs(drawn.mean() - mean) < 4 * np.sqrt(variance / n)
+    assert abs(drawn.var() - variance) < 0.1 * variance
+    # u | y = 2.5 at x = -1: u* ~ N(-0.5 + 0.45 (2.5 - 1.4), 1 - 0.405)
+    cond_mean, cond_sd = -0.5 + 0.45 * (2.5 - 1.4), np.sqrt(1 - 0.9**2 / 2.0)
+    expected = np.diff(stats.norm.cdf((np.array([-np.inf, -0.5, 0.7, np.inf]) - cond_mean) / cond_sd))
+    shares = np.bincount(y[n:2 * n, u_at].astype(int), minlength=3) / n
+    np.testing.assert_allclose(shares, expected, atol=4 * np.sqrt(0.25 / n))
+    np.testing.assert_array_equal(y[2 * n:], spec.data.within_outcomes[2 * n:])  # complete rows stay as they are
+
+
+@pytest.fixture(scope="module")
+def incomplete_ordinal_fit():
+    rng = np.random.default_rng(8)
+    cluster = np.repeat(np.arange(30), 5)
+    factor = rng.standard_normal(150) + 0.5 * rng.standard_normal(30)[cluster]
+    items = {f"u{k}": np.digitize(0.8 * factor + rng.standard_normal(150), [-0.5, 0.6]) + 1 for k in (1, 2, 3)}
+    data = pd.DataFrame({"school": [f"s{(3 * c) % 31}" for c in cluster], **items})
+    data["u1"] = pd.Categorical(np.array(["never", "sometimes", "often"])[data["u1"] - 1],
+                                categories=["never", "sometimes", "often"], ordered=True)
+    data = data.sample(frac=1, random_state=1)
+    data.loc[data.index[::7], "u2"] = np.nan
+    data.loc[data.index[::9], "u1"] = np.nan
+    model = bm.Model("level: 1\n fw =~ u1 + u2 + u3\nlevel: 2\n fb =~ u1 + u2 + u3", data, cluster="school",
+                     ordered=["u1", "u2", "u3"])
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        return data, model.fit(draws=50, tune=100, chains=1, random_seed=2, progressbar=False)
+
+
+def test_imputed_categories_are_the_users_categories(incomplete_ordinal_fit):
+    data, result = incomplete_ordinal_fit
+    completed = result.impute(m=2, random_seed=1)
+    assert completed[["u1", "u2", "u3"]].notna().all().all()
+    first = completed[completed[".imp"] == 1].set_index(".row").loc[data.index]
+    assert list(first["u1"].cat.categories) == ["never", "sometimes", "often"]
+    seen = data["u1"].notna()
+    assert (first["u1"][seen] == data["u1"][seen]).all() and (first["u2"][data.u2.notna()] == data.u2.dropna()).all()
+    assert set(first["u2"].unique()) <= {1.0, 2.0, 3.0}
