@@ -22,6 +22,7 @@ import numpy as np
 import pandas as pd
 
 from bayes_msem.matrices import level_moments, psd_root
+from bayes_msem.simulate import categorize
 
 __all__ = ["impute", "row_means", "row_moments"]
 
@@ -39,9 +40,14 @@ def impute(result, m: int = 20, random_seed: int | None = None) -> pd.DataFrame:
     theta = result.theta_draws()
     picked = np.linspace(0, len(theta) - 1, m).round().astype(int)
     effects = _stacked_effects(result)
+    ordinal = None
+    if spec.table.within_ordinal:
+        from bayes_msem.engines.ordinal import ordinal_layout
+
+        ordinal = ordinal_layout(spec)
     frames = []
     for k, draw in enumerate(picked, start=1):
-        y, z = _completed(spec, theta[draw], None if effects is None else effects[draw], rng)
+        y, z = _completed(spec, theta[draw], None if effects is None else effects[draw], rng, ordinal)
         frames.append(_frame(spec, y, z, result.info.get("ordinal_categories", {})).assign(**{".imp": k}))
     return pd.concat(frames, ignore_index=True)
 
@@ -54,15 +60,16 @@ def _stacked_effects(result) -> np.ndarray | None:
     return values.reshape((-1,) + values.shape[2:])
 
 
-def _completed(spec, theta: np.ndarray, effects: np.ndarray | None, rng: np.random.Generator):
-    """Level-1 outcomes (rows, p) and level-2 outcomes (clusters, p_z) with the missing values drawn."""
+def _completed(spec, theta: np.ndarray, effects: np.ndarray | None, rng: np.random.Generator, ordinal=None):
+    """Level-1 outcomes (rows, p) and level-2 outcomes (clusters, p_z) with the missing values drawn
+    (``ordinal``: the model's :func:`~bayes_msem.engines.ordinal.ordinal_layout`, where it has level-1 ordinal variables)."""
     data = spec.data
     z = data.between_outcomes.copy()
     if effects is not None and np.isnan(z).any():
         z = _draw_level_2_outcomes(spec, theta, effects, z, rng)
     means, Sigma = row_moments(spec, theta, effects)
-    if spec.table.within_ordinal:  # (random slopes on modelled variables are not fitted with ordinal ones)
-        return _draw_with_ordinal(spec, theta, means, Sigma, data.within_outcomes, rng), z
+    if ordinal is not None:  # (random slopes on modelled variables are not fitted with ordinal ones)
+        return _draw_with_ordinal(spec, ordinal, theta, means, Sigma, data.within_outcomes, rng), z
     if Sigma.ndim == 2:
         return _draw_conditional(means, Sigma, data.within_outcomes, rng), z
     y = data.within_outcomes.copy()  # a covariance per cluster: a random slope on a modelled variable
@@ -118,7 +125,7 @@ def _draw_conditional(mean: np.ndarray, cov: np.ndarray, values: np.ndarray, rng
 GIBBS_SWEEPS = 100  # sweeps per completed data set, started at the rows' means (see _draw_with_ordinal)
 
 
-def _draw_with_ordinal(spec, theta: np.ndarray, mean: np.ndarray, cov: np.ndarray, values: np.ndarray,
+def _draw_with_ordinal(spec, layout, theta: np.ndarray, mean: np.ndarray, cov: np.ndarray, values: np.ndarray,
                        rng: np.random.Generator) -> np.ndarray:
     """Rows with ordinal variables: missing values drawn given the observed
     ones, categories included (coded 0..K-1 in and out).
@@ -134,9 +141,8 @@ def _draw_with_ordinal(spec, theta: np.ndarray, mean: np.ndarray, cov: np.ndarra
     set, each data set started afresh."""
     from scipy.stats import truncnorm
 
-    from bayes_msem.engines.ordinal import ordinal_layout, threshold_matrix
+    from bayes_msem.engines.ordinal import threshold_matrix
 
-    layout = ordinal_layout(spec)
     U, codes = layout.ordinal, layout.codes
     incomplete = np.isnan(values).any(axis=1)
     x, mu, codes = values[incomplete].copy(), mean[incomplete], codes[incomplete]
@@ -163,8 +169,7 @@ def _draw_with_ordinal(spec, theta: np.ndarray, mean: np.ndarray, cov: np.ndarra
                 x[rows, j] = truncnorm.rvs(a, b, loc=cond_mean, scale=sd, random_state=rng)
             else:
                 x[rows, j] = cond_mean + sd * rng.standard_normal(rows.sum())
-    latent = x[:, U]
-    x[:, U] = np.where(seen, codes, (latent[:, :, None] > cuts[None, :, 1:-1]).sum(axis=2))
+    x[:, U] = np.where(seen, codes, categorize(x, spec.table, theta, spec.within.observed)[:, U])
     out = values.copy()
     out[incomplete] = x
     return out

@@ -14,6 +14,7 @@ from engines.test_missing import with_holes
 from scipy import stats
 
 import bayes_msem as bm
+from bayes_msem.engines.ordinal import ordinal_layout
 from bayes_msem.engines.parameters import parameter_names
 from bayes_msem.imputation import _completed, _draw_conditional
 
@@ -172,7 +173,7 @@ def test_missing_values_next_to_categories_follow_their_exact_conditional():
     rows = pd.DataFrame({"x": np.repeat([0.3, -1.0, 0.5, 0.0], n), "u": np.repeat([2.0, np.nan, 0.0, 1.0], n),
                          "y": np.repeat([np.nan, 2.5, 0.0, 0.0], n)})  # u = 1 present: no category merged
     spec, theta = pair_spec(rows)
-    y, _ = _completed(spec, theta, None, np.random.default_rng(3))
+    y, _ = _completed(spec, theta, None, np.random.default_rng(3), ordinal_layout(spec))
     u_at, y_at = list(spec.within.observed).index("u"), list(spec.within.observed).index("y")
     # y | u = 2 (u* > 0.7) at x = 0.3: u* - mu_u truncated below at 0.7 - 0.15
     cell = stats.truncnorm(0.7 - 0.15, np.inf)

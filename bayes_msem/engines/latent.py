@@ -194,8 +194,6 @@ def between_outcomes_logp(spec: ModelSpec, theta, moments, effects, backend=PYTE
     mean = (moments.alpha[z_idx] + effects @ A[np.ix_(z_idx, n_idx)].T + z @ A[np.ix_(z_idx, z_idx)].T
             + w @ A_x[z_idx].T)
     S_zz = moments.S[np.ix_(z_idx, z_idx)]
-    # leading axes beyond (clusters, outcomes): the importance points of per-cluster LOO (concrete shapes there)
-    copies = int(np.prod(mean.shape[:-2])) if mean.ndim > 2 else 1
     jacobian = outcome_log_jacobian(spec, moments, backend.xp)
     if ordinal is None and not per_cluster:
         residual = z - mean
@@ -204,6 +202,8 @@ def between_outcomes_logp(spec: ModelSpec, theta, moments, effects, backend=PYTE
     if ordinal is None:
         logp = normal_rows_logp((z - mean).reshape((-1, len(z_idx))), S_zz, backend)
     else:
+        # leading axes beyond (clusters, outcomes): the importance points of per-cluster LOO (concrete shapes there)
+        copies = int(np.prod(mean.shape[:-2])) if mean.ndim > 2 else 1
         if copies > 1:
             ordinal = replace(ordinal, codes=np.tile(ordinal.codes, (copies, 1)))
         logp = ordinal_level_logp(theta, SimpleNamespace(Sigma=S_zz), mean.reshape((-1, len(z_idx))), ordinal,
