@@ -75,6 +75,31 @@ def shuffled(data: pd.DataFrame, cluster: str | None = None) -> tuple[pd.DataFra
     return users_copy(data, cluster, "string", seed=20261129)
 
 
+# ---- running on two workers (pytest-xdist, ``-n 2 --dist loadgroup`` in pyproject.toml) ----------------------------
+# Each test file runs whole on one worker, so its module fixtures are fitted once. The files that
+# share the session's reference fits run together on one worker, first, as they are the longest group.
+REFERENCE_FIXTURES = {"data_order", "demo_fit", "holzinger_swineford_fit", "political_democracy_fit", "mediation_fit",
+                      "mediation_latent_fit"}
+REFERENCE_GROUP = "reference fits"
+
+
+def _uses_reference_fits(item) -> bool:
+    module = getattr(item, "module", None)
+    return (getattr(module, "reference_fit", None) is reference_fit
+            or bool(REFERENCE_FIXTURES & set(getattr(item, "fixturenames", ()))))
+
+
+def pytest_collection_modifyitems(config, items):
+    """Mark each test with its xdist group (its file, or the reference fits'
+    group for every file that uses one of them) and put that group first."""
+    file_of = {item: item.nodeid.split("::")[0] for item in items}
+    sharing = {file_of[item] for item in items if _uses_reference_fits(item)}
+    group = {item: REFERENCE_GROUP if file_of[item] in sharing else file_of[item] for item in items}
+    for item in items:
+        item.add_marker(pytest.mark.xdist_group(group[item]))
+    items.sort(key=lambda item: group[item] != REFERENCE_GROUP)  # stable: the files' order otherwise
+
+
 @pytest.fixture(autouse=True, scope="module")
 def _free_compiled_programs():
     """Drop JAX's compiled programs after each test module
