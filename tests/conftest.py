@@ -89,6 +89,7 @@ def _uses_reference_fits(item) -> bool:
             or bool(REFERENCE_FIXTURES & set(getattr(item, "fixturenames", ()))))
 
 
+@pytest.hookimpl(tryfirst=True)  # before xdist's own hook, which reads the marks into the node ids
 def pytest_collection_modifyitems(config, items):
     """Mark each test with its xdist group (its file, or the reference fits'
     group for every file that uses one of them) and put that group first."""

@@ -100,6 +100,25 @@ class Engine:
         return cluster_log_likelihood(spec, theta_draws)
 
 
+def _missing_level_two_outcomes(spec) -> str | None:
+    """Why the latent engine cannot take this model's missing level-2 outcomes, or None."""
+    from bayes_msem.engines.latent import outcomes_predicting_effects
+
+    holes = np.isnan(spec.data.between_outcomes).any(axis=0)
+    if not holes.any():
+        return None
+    outcomes = list(spec.layout.levels[1].outcomes)
+    missing = [name for name, hole in zip(outcomes, holes) if hole]
+    if spec.table.between_ordinal:
+        return (f"missing values of the level-2 outcome(s) {', '.join(missing)} in a model with level-2 ordinal "
+                "variables: the latent engine does not take them yet")
+    predicting = [name for name in outcomes_predicting_effects(spec) if name in missing]
+    if predicting:
+        return (f"missing values of the level-2 outcome(s) {', '.join(predicting)}, which predict a cluster effect: "
+                "the latent engine takes missing level-2 outcomes that predict nothing")
+    return None
+
+
 PARALLEL_LATENT_ROWS = 5000  # the latent engine's chains run in parallel up to this many rows
 
 
@@ -115,9 +134,9 @@ class LatentEngine(Engine):
         problem = outcome_coupling(spec) or ordinal_unsupported(spec)
         if problem:
             return False, problem
-        if np.isnan(spec.data.between_outcomes).any():
-            return False, ("missing values of a level-2 outcome: the latent engine takes missing values of level-1 "
-                           "outcomes only")
+        problem = _missing_level_two_outcomes(spec)
+        if problem:
+            return False, problem
         return True, "cluster effects are sampled as random variables"
 
     def build(self, spec, sampler: str):

@@ -189,6 +189,8 @@ def between_outcomes_logp(spec: ModelSpec, theta, moments, effects, backend=PYTE
     A, A_x = moments.A, moments.A_x
     ordinal = between_ordinal_layout(spec)
     values = spec.data.between_outcomes
+    if np.isnan(values).any():  # (LatentEngine.supports refuses holes with ordinal level-2 outcomes)
+        return _incomplete_outcomes_logp(spec, moments, effects, backend, per_cluster)
     # ordinal outcomes predict nothing (partable refuses it): their zero columns of A leave their codes unused
     z, w = backend.asarray(values), backend.asarray(spec.data.between_covariates)
     mean = (moments.alpha[z_idx] + effects @ A[np.ix_(z_idx, n_idx)].T + z @ A[np.ix_(z_idx, z_idx)].T
@@ -213,6 +215,43 @@ def between_outcomes_logp(spec: ModelSpec, theta, moments, effects, backend=PYTE
     return logp.reshape(mean.shape[:-1]) + jacobian
 
 
+def _incomplete_outcomes_logp(spec: ModelSpec, moments, effects, backend, per_cluster: bool):
+    """:func:`between_outcomes_logp` where some clusters miss some level-2
+    outcomes: each cluster's observed outcomes by their normal density given
+    its effects, from the reduced form z = (I - A_zz)^-1 (alpha_z + A_zn b_j +
+    A_zx w_j + e_j) (no Jacobian needed), clusters grouped by the outcomes they
+    observe. A cluster that observes none adds 0."""
+    from bayes_msem.engines.ordinal import normal_rows_logp
+
+    xp = backend.xp
+    clusters = spec.layout.levels[1]
+    n_idx, z_idx = clusters.effect_nodes, clusters.outcome_nodes
+    A = moments.A
+    values = spec.data.between_outcomes
+    w = backend.asarray(spec.data.between_covariates)
+    total = backend.inv(backend.eye(len(z_idx)) - A[np.ix_(z_idx, z_idx)])
+    drive = moments.alpha[z_idx] + effects @ A[np.ix_(z_idx, n_idx)].T + w @ moments.A_x[z_idx].T
+    mean = drive @ total.T  # (..., clusters, outcomes)
+    cov = total @ moments.S[np.ix_(z_idx, z_idx)] @ total.T
+    lead = tuple(mean.shape[:-2]) if mean.ndim > 2 else ()  # per-cluster LOO's importance points (concrete shapes)
+    seen = ~np.isnan(values)
+    parts, order = [], []
+    for pattern in np.unique(seen, axis=0):
+        rows = np.flatnonzero((seen == pattern).all(axis=1))
+        order.append(rows)
+        o = np.flatnonzero(pattern)
+        if not len(o):
+            parts.append(xp.zeros(lead + (len(rows),)))
+            continue
+        residual = values[np.ix_(rows, o)] - xp.take(xp.take(mean, rows, axis=-2), o, axis=-1)
+        logp = normal_rows_logp(residual.reshape((-1, len(o))), cov[np.ix_(o, o)], backend)
+        parts.append(logp.reshape(lead + (len(rows),)))
+    per_row = backend.concatenate(parts, axis=-1)
+    if not per_cluster:
+        return xp.sum(per_row)
+    return xp.take(per_row, np.argsort(np.concatenate(order)), axis=-1)
+
+
 def fixed_drive(spec: ModelSpec, moments, backend=PYTENSOR_BACKEND):
     """What drives the cluster effects besides their innovations (clusters,
     effects): intercepts, level-2 covariates and level-2 outcomes that predict them."""
@@ -221,8 +260,21 @@ def fixed_drive(spec: ModelSpec, moments, backend=PYTENSOR_BACKEND):
     w = backend.asarray(spec.data.between_covariates)
     drive = moments.alpha[n_idx][None, :] + w @ moments.A_x[n_idx].T
     if len(z_idx):
-        drive = drive + backend.asarray(spec.data.between_outcomes) @ moments.A[np.ix_(n_idx, z_idx)].T
+        # a missing level-2 outcome predicts no effect (LatentEngine.supports): its 0 meets a 0 in A
+        values = np.nan_to_num(spec.data.between_outcomes)
+        drive = drive + backend.asarray(values) @ moments.A[np.ix_(n_idx, z_idx)].T
     return drive
+
+
+def outcomes_predicting_effects(spec: ModelSpec) -> list[str]:
+    """The level-2 outcomes that predict a cluster effect (a coefficient in A
+    from the outcome to an effect, free or fixed at a non-zero value)."""
+    clusters = spec.layout.levels[1]
+    A = clusters.structure.A
+    shape = A.fixed.shape
+    coupling = np.abs(A.fixed) + np.abs(A.pattern).sum(0).reshape(shape)
+    predicting = coupling[np.ix_(clusters.effect_nodes, clusters.outcome_nodes)].any(axis=0)
+    return [name for name, p in zip(clusters.outcomes, predicting) if p]
 
 
 def outcome_log_jacobian(spec: ModelSpec, moments, xp):

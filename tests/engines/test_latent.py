@@ -4,6 +4,8 @@ normal density computed with SciPy, and gradients are finite."""
 import numpy as np
 import pandas as pd
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from scipy import stats
 
 from bayes_msem.engines.latent import build_latent_model
@@ -138,3 +140,95 @@ def test_stop_gradient_holds_in_pytensor_and_in_jax():
     jax_y = get_jaxified_graph([x], [y])
     assert float(jax.grad(lambda v: jax_y(v)[0])(3.0)) == pytest.approx(3.0)
     assert pytensor.function([x], y)(3.0) == pytest.approx(9.0)
+
+
+# ---- missing level-2 outcomes -------------------------------------------------------------------------------------
+
+INCOMPLETE_OUTCOMES = """level: 1
+  y ~ x
+level: 2
+  z1 ~ y + w
+  z2 ~ z1 + y"""
+
+
+def incomplete_outcomes_data(rng, clusters: int, holes: float) -> pd.DataFrame:
+    """Unequal clusters with text labels out of order, rows shuffled, z1 and z2 missing in some clusters."""
+    sizes = rng.integers(1, 6, clusters)
+    cluster = np.repeat(np.arange(clusters), sizes)
+    w, z1, z2 = rng.normal(size=(3, clusters))
+    kept = np.arange(clusters) < 2  # two clusters observe both: no column is all missing or constant
+    z1[(rng.random(clusters) < holes) & ~kept] = np.nan
+    z2[(rng.random(clusters) < holes) & ~kept] = np.nan
+    labels = np.array([f"school {k}" for k in rng.permutation(clusters)])
+    data = pd.DataFrame({"g": labels[cluster], "x": rng.normal(size=len(cluster)), "y": rng.normal(size=len(cluster)),
+                         "w": w[cluster], "z1": z1[cluster], "z2": z2[cluster]})
+    return data.iloc[rng.permutation(len(data))]
+
+
+@settings(max_examples=25, deadline=None)
+@given(seed=st.integers(0, 10**6), clusters=st.integers(3, 15), holes=st.sampled_from([0.2, 0.5, 0.9]))
+def test_missing_level_two_outcomes_are_integrated_out(seed, clusters, holes):
+    """Per cluster, log p(observed z | cluster effect) equals the normal density
+    of the observed ones written out by hand: z1 = a1 + g1 b + g2 w + e1,
+    z2 = a2 + h1 z1 + h2 b + e2 (a cluster that observes neither adds 0)."""
+    from bayes_msem.engines.latent import between_outcomes_logp
+    from bayes_msem.engines.parameters import parameter_names
+    from bayes_msem.matrices import NUMPY_BACKEND
+
+    rng = np.random.default_rng(seed)
+    data = incomplete_outcomes_data(rng, clusters, holes)
+    spec = build_spec(INCOMPLETE_OUTCOMES, data, cluster="g")
+    values = {name: rng.uniform(0.3, 1.5) if "~~" in name else rng.normal() for name in parameter_names(spec)}
+    theta = np.array(list(values.values()))
+    moments = level_moments(theta, spec.layout.levels[1].structure)
+    effects = rng.normal(size=(spec.data.n_clusters, 1))  # y's between part
+    got = between_outcomes_logp(spec, theta, moments, effects, NUMPY_BACKEND, per_cluster=True)
+    assert got.shape == (spec.data.n_clusters,)
+    np.testing.assert_allclose(got.sum(), between_outcomes_logp(spec, theta, moments, effects, NUMPY_BACKEND))
+    # leading axes (per-cluster LOO's importance points): each copy on its own
+    copies = np.stack([effects, effects + 1.0])
+    stacked = between_outcomes_logp(spec, theta, moments, copies, NUMPY_BACKEND, per_cluster=True)
+    np.testing.assert_allclose(stacked[0], got)
+    np.testing.assert_allclose(stacked[1], between_outcomes_logp(spec, theta, moments, effects + 1.0, NUMPY_BACKEND,
+                                                                 per_cluster=True))
+
+    v = values
+    z = spec.data.between_outcomes
+    w = data.groupby("g").w.first().loc[spec.data.cluster_labels].to_numpy()
+    for j, b in enumerate(effects[:, 0]):
+        mean1 = v["z1~1|between"] + v["z1~y|between"] * b + v["z1~w|between"] * w[j]
+        mean = np.array([mean1, v["z2~1|between"] + v["z2~z1|between"] * mean1 + v["z2~y|between"] * b])
+        s1, s2, h = v["z1~~z1|between"], v["z2~~z2|between"], v["z2~z1|between"]
+        cov = np.array([[s1, h * s1], [h * s1, h**2 * s1 + s2]])
+        seen = ~np.isnan(z[j])
+        expected = stats.multivariate_normal(mean[seen], cov[np.ix_(seen, seen)]).logpdf(z[j, seen]) if seen.any() else 0.0
+        np.testing.assert_allclose(got[j], expected, rtol=1e-10, atol=1e-10)
+
+
+def test_missing_level_two_outcomes_in_pytensor_and_the_refusals():
+    """The sampler's PyTensor term equals the NumPy one; the model compiles
+    with a finite density; a missing outcome that predicts an effect is refused."""
+    import pytensor.tensor as pt
+
+    import bayes_msem as bm
+    from bayes_msem.engines.latent import PYTENSOR_BACKEND, between_outcomes_logp
+    from bayes_msem.engines.parameters import parameter_names
+    from bayes_msem.matrices import NUMPY_BACKEND
+
+    rng = np.random.default_rng(4)
+    data = incomplete_outcomes_data(rng, 10, 0.4)
+    spec = build_spec(INCOMPLETE_OUTCOMES, data, cluster="g")
+    theta = rng.uniform(0.3, 1.2, size=len(parameter_names(spec)))
+    effects = rng.normal(size=(spec.data.n_clusters, 1))
+    structure = spec.layout.levels[1].structure
+    expected = between_outcomes_logp(spec, theta, level_moments(theta, structure), effects, NUMPY_BACKEND)
+    theta_t = pt.as_tensor_variable(theta)
+    got = between_outcomes_logp(spec, theta_t, level_moments(theta_t, structure, PYTENSOR_BACKEND),
+                                pt.as_tensor_variable(effects), PYTENSOR_BACKEND).eval()
+    np.testing.assert_allclose(got, expected, rtol=1e-10)
+
+    model = build_latent_model(spec)
+    assert np.isfinite(evaluate(model, random_point(model, 2), ["between_outcomes_loglik"])["between_outcomes_loglik"])
+
+    with pytest.raises(ValueError, match="z1, which predict a cluster effect.*engine=.collapsed"):
+        bm.Model("level: 1\n y ~ x\nlevel: 2\n z1 ~ w\n y ~ z1", data, cluster="g", engine="latent")
