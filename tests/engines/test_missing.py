@@ -167,7 +167,7 @@ def test_engines_say_what_they_do_with_missing_values():
     spec = spec_of(with_holes(simulate_two_level(clusters=10, size=5), seed=3, rate=0.2))
     assert choose_engine("auto", spec)[0] == "collapsed"
     supported, why = get_engine("latent").supports(spec)
-    assert not supported and "level-1 outcomes only" in why  # TWO_LEVEL has a level-2 outcome, z
+    assert not supported and "z, which predict a cluster effect" in why  # TWO_LEVEL: fb ~ z, z with holes
     data = with_holes(simulate_two_level(clusters=10, size=5), seed=3, rate=0.2)
     slopes = spec_of(data, "level: 1\n s | y1 ~ x\nlevel: 2\n y1 ~~ s")
     assert choose_engine("auto", slopes)[0] == "collapsed"
