@@ -65,6 +65,10 @@ class MatrixTemplate:
     def fill(self, theta):
         return self.fixed + (theta @ self.pattern).reshape(self.fixed.shape)
 
+    def possibly_nonzero(self) -> np.ndarray:
+        """Which entries the model lets differ from 0: free, or fixed at a non-zero value."""
+        return (np.abs(self.fixed) + np.abs(self.pattern).sum(0).reshape(self.fixed.shape)) > 0
+
 
 @dataclass(frozen=True)
 class LevelStructure:

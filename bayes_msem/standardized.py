@@ -31,7 +31,7 @@ def slope_dependent(structure: LevelStructure) -> set[str]:
     if not structure.slopes:
         return set()
     affected = (np.abs(structure.slope_A).sum(axis=(0, 2)) + np.abs(structure.slope_A_x).sum(axis=(0, 2))) > 0
-    paths = (np.abs(structure.A.pattern).sum(0).reshape(structure.A.fixed.shape) + np.abs(structure.A.fixed)) > 0
+    paths = structure.A.possibly_nonzero()
     for _ in structure.nodes:  # whatever a slope-dependent node affects depends on the slopes too
         affected = affected | (paths[:, affected].any(axis=1))
     return {name for name, hit in zip(structure.nodes, affected) if hit}
@@ -105,10 +105,7 @@ def r_squared_draws(structures: list[LevelStructure], rows: pd.DataFrame, theta:
     result = {}
     for structure in structures:
         cov_x = _covariate_covariance(rows, structure)
-        explained = (np.abs(structure.A.pattern).sum(0).reshape(structure.A.fixed.shape)
-                     + np.abs(structure.A.fixed)).sum(1) > 0
-        explained |= (np.abs(structure.A_x.pattern).sum(0).reshape(structure.A_x.fixed.shape)
-                      + np.abs(structure.A_x.fixed)).sum(1) > 0
+        explained = structure.A.possibly_nonzero().any(axis=1) | structure.A_x.possibly_nonzero().any(axis=1)
         draws = np.empty((theta.shape[0], len(structure.nodes)))
         for d in range(theta.shape[0]):
             total, residual_var, _ = _level_variances(theta[d], structure, cov_x)

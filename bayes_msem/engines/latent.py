@@ -137,8 +137,7 @@ def outcome_coupling(spec: ModelSpec) -> str | None:
     if not spec.layout.multilevel:
         return None
     clusters = spec.layout.levels[1]
-    S = clusters.structure.S
-    coupling = np.abs(S.fixed) + np.abs(S.pattern).sum(0).reshape(S.fixed.shape)
+    coupling = clusters.structure.S.possibly_nonzero()
     if len(clusters.outcome_nodes) and coupling[np.ix_(clusters.effect_nodes, clusters.outcome_nodes)].any():
         return ("a residual covariance between a level-2 observed outcome and a latent between variable needs "
                 "the collapsed engine")
@@ -189,12 +188,13 @@ def between_outcomes_logp(spec: ModelSpec, theta, moments, effects, backend=PYTE
     A, A_x = moments.A, moments.A_x
     ordinal = between_ordinal_layout(spec)
     values = spec.data.between_outcomes
+    w = backend.asarray(spec.data.between_covariates)
+    drive = moments.alpha[z_idx] + effects @ A[np.ix_(z_idx, n_idx)].T + w @ A_x[z_idx].T  # all but the other outcomes
     if np.isnan(values).any():  # (LatentEngine.supports refuses holes with ordinal level-2 outcomes)
-        return _incomplete_outcomes_logp(spec, moments, effects, backend, per_cluster)
+        return _incomplete_outcomes_logp(spec, moments, drive, backend, per_cluster)
     # ordinal outcomes predict nothing (partable refuses it): their zero columns of A leave their codes unused
-    z, w = backend.asarray(values), backend.asarray(spec.data.between_covariates)
-    mean = (moments.alpha[z_idx] + effects @ A[np.ix_(z_idx, n_idx)].T + z @ A[np.ix_(z_idx, z_idx)].T
-            + w @ A_x[z_idx].T)
+    z = backend.asarray(values)
+    mean = drive + z @ A[np.ix_(z_idx, z_idx)].T
     S_zz = moments.S[np.ix_(z_idx, z_idx)]
     jacobian = outcome_log_jacobian(spec, moments, backend.xp)
     if ordinal is None and not per_cluster:
@@ -215,22 +215,18 @@ def between_outcomes_logp(spec: ModelSpec, theta, moments, effects, backend=PYTE
     return logp.reshape(mean.shape[:-1]) + jacobian
 
 
-def _incomplete_outcomes_logp(spec: ModelSpec, moments, effects, backend, per_cluster: bool):
+def _incomplete_outcomes_logp(spec: ModelSpec, moments, drive, backend, per_cluster: bool):
     """:func:`between_outcomes_logp` where some clusters miss some level-2
     outcomes: each cluster's observed outcomes by their normal density given
-    its effects, from the reduced form z = (I - A_zz)^-1 (alpha_z + A_zn b_j +
-    A_zx w_j + e_j) (no Jacobian needed), clusters grouped by the outcomes they
-    observe. A cluster that observes none adds 0."""
+    its effects, from the reduced form z = (I - A_zz)^-1 (``drive`` + e_j),
+    ``drive`` = alpha_z + A_zn b_j + A_zx w_j (no Jacobian needed), clusters
+    grouped by the outcomes they observe. A cluster that observes none adds 0."""
     from bayes_msem.engines.ordinal import normal_rows_logp
 
     xp = backend.xp
-    clusters = spec.layout.levels[1]
-    n_idx, z_idx = clusters.effect_nodes, clusters.outcome_nodes
-    A = moments.A
+    z_idx = spec.layout.levels[1].outcome_nodes
     values = spec.data.between_outcomes
-    w = backend.asarray(spec.data.between_covariates)
-    total = backend.inv(backend.eye(len(z_idx)) - A[np.ix_(z_idx, z_idx)])
-    drive = moments.alpha[z_idx] + effects @ A[np.ix_(z_idx, n_idx)].T + w @ moments.A_x[z_idx].T
+    total = backend.inv(backend.eye(len(z_idx)) - moments.A[np.ix_(z_idx, z_idx)])
     mean = drive @ total.T  # (..., clusters, outcomes)
     cov = total @ moments.S[np.ix_(z_idx, z_idx)] @ total.T
     lead = tuple(mean.shape[:-2]) if mean.ndim > 2 else ()  # per-cluster LOO's importance points (concrete shapes)
@@ -270,10 +266,7 @@ def outcomes_predicting_effects(spec: ModelSpec) -> list[str]:
     """The level-2 outcomes that predict a cluster effect (a coefficient in A
     from the outcome to an effect, free or fixed at a non-zero value)."""
     clusters = spec.layout.levels[1]
-    A = clusters.structure.A
-    shape = A.fixed.shape
-    coupling = np.abs(A.fixed) + np.abs(A.pattern).sum(0).reshape(shape)
-    predicting = coupling[np.ix_(clusters.effect_nodes, clusters.outcome_nodes)].any(axis=0)
+    predicting = clusters.structure.A.possibly_nonzero()[np.ix_(clusters.effect_nodes, clusters.outcome_nodes)].any(axis=0)
     return [name for name, p in zip(clusters.outcomes, predicting) if p]
 
 
