@@ -90,7 +90,8 @@ def _parser() -> argparse.ArgumentParser:
                          help="NUTS target acceptance rate (default 0.8; 0.95 against divergences)")
         sub.add_argument("--out", type=Path, default=None,
                          help="folder for results.nc, summary.csv and report.html")
-    fit.add_argument("--cluster", default=None, help="cluster column (two-level models)")
+    fit.add_argument("--cluster", default=None, help="cluster column (two-level models); for a three-level model "
+                     "the columns of levels 2 and 3, comma-separated: --cluster class,school")
     fit.add_argument("--missing", default="fiml", choices=["fiml", "ml", "listwise", "error"],
                      help="missing values: fiml (default; ml is the same) uses every observed value under MAR; "
                           "listwise drops incomplete rows and reports how many; error stops")
@@ -218,6 +219,8 @@ def _run(args) -> None:
             raise FileNotFoundError(f"model file {args.model} does not exist")
         na_values = [code.strip() for code in args.na_values.split(",") if code.strip()]
         syntax, data, cluster = args.model.read_text(), _read_data(args.data, na_values), args.cluster
+        if cluster and "," in cluster:
+            cluster = [column.strip() for column in cluster.split(",")]
     options = {"missing": args.missing, "centering": _centering(args.centering),
                "ordered": _ordered(args.ordered)} if args.command == "fit" else {}
     with warnings.catch_warnings(record=True) as caught:  # the filters stay: library notices remain silenced
@@ -254,6 +257,7 @@ def _print_warnings(caught, shown_in_summary: list[str]) -> None:
 # The library's messages name Python arguments; the command's user types options.
 _CLI_WORDS = [
     (re.compile(r"cluster='<column>'"), "--cluster COLUMN"),
+    (re.compile(r"cluster=\['([^']*)', '([^']*)'\]"), r"--cluster \1,\2"),
     (re.compile(r"cluster=('[^']*')"), r"--cluster \1"),
     (re.compile(r"drop cluster="), "drop --cluster"),
     (re.compile(r"missing='(\w+)'"), r"--missing \1"),

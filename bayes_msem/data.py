@@ -30,10 +30,25 @@ import pandas as pd
 from bayes_msem.errors import DataError
 from bayes_msem.partable import DERIVED_SUFFIXES, ParameterTable
 
-__all__ = ["ClusterData", "prepare_data", "MISSING_OPTIONS", "missing_pattern_statistics", "describe_missing",
+__all__ = ["ClusterData", "UnitLevel", "prepare_data", "MISSING_OPTIONS", "missing_pattern_statistics", "describe_missing",
            "covariates_with_missing"]
 
 MISSING_OPTIONS = ("fiml", "ml", "listwise", "error")  # "ml" is lavaan's name for "fiml"
+
+
+@dataclass(frozen=True)
+class UnitLevel:
+    """A level above the clusters (level 3 of a three-level model): which of
+    its units each cluster sits in, the units' labels and covariates."""
+
+    column: str  # the data column naming the units
+    parent_index: np.ndarray  # (clusters,) int: the unit each level-2 cluster belongs to
+    labels: np.ndarray  # (units,)
+    covariates: np.ndarray  # (units, q)
+
+    @property
+    def n_units(self) -> int:
+        return len(self.labels)
 
 
 @dataclass(frozen=True)
@@ -58,6 +73,7 @@ class ClusterData:
     dropped_reason: str = ""  # why the n_dropped rows were left out
     row_labels: np.ndarray | None = None  # (rows,) the user's index label of each row, in the order of the arrays
     stats: dict[str, np.ndarray] = field(default_factory=dict, repr=False)
+    upper_levels: tuple[UnitLevel, ...] = ()  # levels above the clusters, level 3 first
 
     @property
     def n_rows(self) -> int:
@@ -82,7 +98,7 @@ def _closest(name: str, columns) -> str:
     return f" Did you mean {', '.join(repr(m) for m in matches)}?" if matches else ""
 
 
-def _check_columns(table: ParameterTable, data: pd.DataFrame, cluster: str | None) -> None:
+def _check_columns(table: ParameterTable, data: pd.DataFrame, clusters: tuple[str, ...]) -> None:
     columns = set(data.columns)
     latent = {name for roles in table.levels for name in roles.latent}
     for name in sorted(latent & columns):
@@ -91,18 +107,18 @@ def _check_columns(table: ParameterTable, data: pd.DataFrame, cluster: str | Non
     for name in table.data_columns():
         if name not in columns:
             raise DataError(f"variable {name!r} is in the model but not in the data.{_closest(name, data.columns)}")
-    for name in table.data_columns() + ((cluster,) if cluster else ()):
+    for name in table.data_columns() + clusters:
         column = data[name]
         if isinstance(column, pd.DataFrame):
             raise DataError(f"the data have more than one column named {name!r}")
-        if name != cluster and (not pd.api.types.is_numeric_dtype(column) or isinstance(column.dtype, pd.CategoricalDtype)):
+        if name not in clusters and (not pd.api.types.is_numeric_dtype(column) or isinstance(column.dtype, pd.CategoricalDtype)):
             values = column.dropna()
             offending = values[pd.to_numeric(values.astype(object), errors="coerce").isna()]
             shown = f", e.g. {str(offending.iloc[0])!r} in row {offending.index[0]!r}" if len(offending) else ""
             raise DataError(f"variable {name!r} is not numeric (dtype {column.dtype}{shown}). Convert it to numbers "
                             "(a missing-value code such as 'n/a' or '.' should be read as missing), or recode "
                             "categories as 0/1 dummy variables.")
-        if name != cluster:
+        if name not in clusters:
             infinite = np.isinf(column.to_numpy(dtype=float))
             if infinite.any():
                 raise DataError(f"variable {name!r} has {int(infinite.sum())} infinite value(s), e.g. in row "
@@ -199,16 +215,17 @@ def _cluster_ranges(data: pd.DataFrame, names, cluster: str) -> pd.DataFrame:
     return grouped.max() - grouped.min()
 
 
-def _check_between_constant(data: pd.DataFrame, names, cluster: str) -> None:
+def _check_between_constant(data: pd.DataFrame, names, cluster: str, level: int = 2) -> None:
     spread = _cluster_ranges(data, names, cluster)
+    block = "between (level 2)" if level == 2 else f"level: {level}"
     for name in names:
         scale = max(float(data[name].abs().max()), 1.0)
         varying = spread.index[spread[name] > 1e-8 * scale]
         if len(varying):
-            raise DataError(f"{name!r} is named only in the between (level 2) block but varies within "
-                            f"{len(varying)} cluster(s), e.g. cluster {varying[0]!r}. A level-2 variable must be "
-                            "constant within each cluster: name it in the within block too (it is then split into "
-                            "within and between parts), or aggregate it to one value per cluster.")
+            raise DataError(f"{name!r} is named only in the {block} block but varies within "
+                            f"{len(varying)} unit(s) of {cluster!r}, e.g. {varying[0]!r}. A level-{level} variable "
+                            f"must be constant within each unit of {cluster!r}: name it in a lower level's block too "
+                            "(it is then split into parts by level), or aggregate it to one value per unit.")
 
 
 # Below this many clusters a two-level fit gets a warning: the between level rests on a handful of values.
@@ -280,21 +297,68 @@ def _add_centered_columns(table: ParameterTable, data: pd.DataFrame, cluster: st
     return data.assign(**columns)
 
 
+def cluster_columns(cluster, n_levels: int) -> tuple[str, ...]:
+    """The cluster columns from ``cluster=`` as given (a column name, or a list
+    of them from level 2 upwards), checked against the model's number of levels."""
+    columns = tuple(cluster) if isinstance(cluster, list | tuple) else (() if cluster is None else (cluster,))
+    if n_levels > 1 and not columns:
+        raise DataError(f"the model has {n_levels} level blocks, so it needs cluster= naming the column that "
+                        "identifies clusters" + (" (level 2), then the one of level 3, as in "
+                                                 "cluster=['class', 'school']" if n_levels > 2 else ""))
+    if n_levels == 1 and columns:
+        raise DataError(f"cluster={cluster!r} was given but the model has no level blocks. Write the model with "
+                        "`level: 1` and `level: 2` blocks for a two-level model, or drop cluster=.")
+    if len(columns) != max(n_levels - 1, 0):
+        shown = ", ".join(repr(c) for c in columns)
+        raise DataError(f"cluster=[{shown}] names {len(columns)} column(s), one per level above the rows, but the "
+                        f"model has {n_levels} level blocks: give {n_levels - 1} column(s), from level 2 upwards, or "
+                        "write a block per level (cross-classified models are not supported yet).")
+    return columns
+
+
 def cluster_column(cluster) -> str | None:
-    """The one cluster column of a two-level model, from ``cluster=`` as given:
-    a column name, or a list naming one (several columns, one per level above
-    the rows, are how models with more levels will be written)."""
+    """The column naming level 2's units, from ``cluster=`` as given (a name or a list of names)."""
     if isinstance(cluster, list | tuple):
-        if len(cluster) == 1:
-            return cluster[0]
-        shown = ", ".join(repr(c) for c in cluster)
-        raise DataError(f"cluster=[{shown}] names {len(cluster)} columns, one per level above the rows: models "
-                        "with more than two levels (three-level or cross-classified) are not supported yet. Fit a "
-                        f"two-level model with one cluster column, such as cluster={cluster[-1]!r}.")
+        return cluster[0] if cluster else None
     return cluster
 
 
-def prepare_data(table: ParameterTable, data: pd.DataFrame, cluster: str | None = None,
+def _check_nesting(data: pd.DataFrame, inner: str, outer: str) -> None:
+    """Every unit of ``inner`` lies within one unit of ``outer``."""
+    counts = data.groupby(inner, sort=False, observed=True)[outer].nunique()
+    broken = counts.index[counts > 1]
+    if len(broken):
+        unit = broken[0]
+        where = sorted(map(str, data.loc[data[inner] == unit, outer].unique()))[:3]
+        raise DataError(f"{inner!r} is not nested in {outer!r}: {len(broken)} unit(s) of {inner!r} appear in several "
+                        f"units of {outer!r}, e.g. {unit!r} in {', '.join(repr(w) for w in where)}. Where ids restart "
+                        f"in every {outer}, make them unique, e.g. df[{inner!r}] = df[{outer!r}].astype(str) + '/' + "
+                        f"df[{inner!r}].astype(str); crossed classifications are not supported yet.")
+
+
+def _level_three(table: ParameterTable, data: pd.DataFrame, cluster: str, column: str,
+                 cluster_index: np.ndarray) -> UnitLevel:
+    """Level 3 of a three-level model: the unit of ``column`` each cluster of
+    ``cluster`` sits in (nesting checked) and the units' covariates."""
+    _check_nesting(data, cluster, column)
+    codes, labels = _cluster_codes(data[column], column)
+    sizes = np.bincount(np.unique(np.stack([codes, cluster_index]), axis=1)[0], minlength=len(labels))
+    if len(labels) < FEW_CLUSTERS:
+        warnings.warn(f"only {len(labels)} units in {column!r}: level-3 variances and effects rest on "
+                      f"{len(labels)} values and will lean on the priors.", UserWarning, stacklevel=5)
+    if sizes.max() == 1:
+        raise DataError(f"every unit of {column!r} holds one unit of {cluster!r}, so level 2 and level 3 cannot be "
+                        f"told apart. Check the columns, or fit a two-level model with cluster={column!r}.")
+    covariates = table.level_roles(3).covariates
+    _check_between_constant(data, covariates, column, level=3)
+    parent_index = np.zeros(int(cluster_index.max()) + 1, dtype=int)
+    parent_index[cluster_index] = codes
+    first = np.unique(codes, return_index=True)[1]
+    return UnitLevel(column=column, parent_index=parent_index, labels=np.asarray(labels),
+                     covariates=data.iloc[first][list(covariates)].to_numpy(dtype=float).reshape(len(first), -1))
+
+
+def prepare_data(table: ParameterTable, data: pd.DataFrame, cluster: str | list[str] | None = None,
                  missing: str = "fiml") -> ClusterData:
     """Check ``data`` against the model and build the engine's arrays.
 
@@ -305,7 +369,8 @@ def prepare_data(table: ParameterTable, data: pd.DataFrame, cluster: str | None 
     data
         One row per observation; level-2 variables repeated within clusters.
     cluster
-        Name of the cluster column; required for a two-level model.
+        Name of the cluster column; required for a two-level model. A
+        three-level model takes a list, from level 2 upwards (``["class", "school"]``).
     missing
         ``"fiml"`` (default; ``"ml"`` too): keep missing values of modelled
         variables; ``"listwise"``: drop incomplete rows; ``"error"``: stop.
@@ -320,12 +385,18 @@ def prepare_data(table: ParameterTable, data: pd.DataFrame, cluster: str | None 
     if table.two_level and cluster is None:
         raise DataError("the model has level: 1 and level: 2 blocks, so it needs cluster='<column>' naming "
                         "the column that identifies clusters")
-    if not table.two_level and cluster is not None:
-        raise DataError(f"cluster={cluster!r} was given but the model has no level blocks. Write the model with "
-                        "`level: 1` and `level: 2` blocks for a two-level model, or drop cluster=.")
-    if cluster is not None and cluster not in data.columns:
-        raise DataError(f"cluster column {cluster!r} is not in the data.{_closest(cluster, data.columns)}")
-    _check_columns(table, data, cluster)
+    clusters = cluster_columns(cluster, table.n_levels)
+    for column in clusters:
+        if column not in data.columns:
+            raise DataError(f"cluster column {column!r} is not in the data.{_closest(column, data.columns)}")
+    cluster = clusters[0] if clusters else None
+    _check_columns(table, data, clusters)
+    if len(clusters) > 1 and data[list(clusters)].isna().any().any():
+        raise DataError(f"some rows have no unit id in {', '.join(map(repr, clusters))}: in a three-level model "
+                        "every row must name its units at every level. Fill in the ids or drop those rows.")
+    if len(clusters) > 1 and missing != "listwise" and data[list(table.data_columns())].isna().any().any():
+        raise DataError("a three-level model takes complete data so far: some columns it uses have missing values. "
+                        "Pass missing='listwise' to drop those rows (the summary reports how many).")
     data, n_dropped, dropped_reason = _handle_missing(data, table, cluster, missing)
     row_labels = data.index.to_numpy() if pd.api.types.is_integer_dtype(data.index) else data.index.astype(str).to_numpy()
     data = data.reset_index(drop=True)  # row positions are the only index used from here on
@@ -344,12 +415,14 @@ def prepare_data(table: ParameterTable, data: pd.DataFrame, cluster: str | None 
         cluster_index, cluster_labels = _cluster_codes(data[cluster], cluster)
         _check_cluster_sizes(np.bincount(cluster_index), cluster)
         _check_slopes_vary_within(table, data, cluster)
-    within = table.level_roles(1 if table.two_level else 0)
+    # nesting first: a class id repeated in several schools would otherwise read as a varying level-2 value
+    upper_levels = tuple(_level_three(table, data, cluster, column, cluster_index) for column in clusters[1:])
+    within = table.levels[0]
     _warn_discrete_outcomes(data, [n for n in within.observed + table.between_outcomes
                                    if n not in table.derived and n not in table.ordinal])
     between_only_observed: tuple[str, ...] = ()
     between_covariates: tuple[str, ...] = ()
-    if table.two_level:
+    if table.n_levels > 1:
         between = table.level_roles(2)
         between_only_observed = table.between_outcomes
         between_covariates = between.covariates
@@ -375,6 +448,7 @@ def prepare_data(table: ParameterTable, data: pd.DataFrame, cluster: str | None 
         n_dropped=n_dropped,
         dropped_reason=dropped_reason,
         row_labels=row_labels,
+        upper_levels=upper_levels,
     )
     object.__setattr__(result, "stats", within_cross_products(result))
     return result
@@ -494,7 +568,8 @@ def covariate_moments(table: ParameterTable, data: ClusterData) -> dict[tuple[in
     one value per cluster."""
     values = {}
     for roles in table.levels:
-        array = data.between_covariates if roles.level == 2 else data.within_covariates
+        array = ({2: data.between_covariates} | {3 + k: unit.covariates for k, unit in enumerate(data.upper_levels)}
+                 ).get(roles.level, data.within_covariates)
         if not roles.covariates:
             continue
         means = array.mean(axis=0)

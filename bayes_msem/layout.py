@@ -44,10 +44,10 @@ __all__ = ["Placement", "LevelLayout", "ModelLayout", "build_layout"]
 
 
 class Placement(NamedTuple):
-    """How a level's observed variables meet the level below: ``split_at`` and
+    """How a level's observed variables meet the rows: ``split_at`` and
     ``outcomes_at`` index this level's observed variables (split variables,
-    own outcomes); ``place`` (observed below x split) puts the split parts
-    into the observed variables below."""
+    own outcomes); ``place`` (the rows' observed x split) puts the split parts
+    into the observed variables of the rows (level 1)."""
 
     split_at: np.ndarray
     outcomes_at: np.ndarray
@@ -126,14 +126,21 @@ class ModelLayout:
     def structures(self) -> tuple[LevelStructure, ...]:
         return tuple(level.structure for level in self.levels)
 
+    def refuse_beyond_two_levels(self, what: str) -> None:
+        """Raise a ValueError naming ``what`` where the model has more than two levels."""
+        if len(self.levels) > 2:
+            raise ValueError(f"{what} is not available for three-level models yet; it takes one or two levels")
 
-def _upper_level(table: ParameterTable, structure: LevelStructure, below: LevelStructure,
+
+def _upper_level(table: ParameterTable, structure: LevelStructure, below: LevelStructure, rows: LevelStructure,
                  units: str | None) -> LevelLayout:
-    """Layout of a level above the rows, given the level below it."""
-    split = tuple(table.both_level)
+    """Layout of a level above the rows, given the level below it and the rows'
+    level (a split part adds to the observed variable of the rows, whichever
+    levels lie between)."""
+    split = table.split_at(structure.level)
     outcomes = tuple(n for n in structure.observed if n not in split)
-    place = np.zeros((below.n_observed, len(split)))
-    place[[below.observed.index(n) for n in split], np.arange(len(split))] = 1.0
+    place = np.zeros((rows.n_observed, len(split)))
+    place[[rows.observed.index(n) for n in split], np.arange(len(split))] = 1.0
     placement = Placement(_int_array(structure.observed.index(n) for n in split),
                           _int_array(structure.observed.index(n) for n in outcomes), place)
     effects = tuple(n for n in structure.nodes if n not in outcomes)
@@ -161,13 +168,15 @@ def _slope_positions(structure: LevelStructure) -> tuple[np.ndarray, np.ndarray]
 
 
 def build_layout(table: ParameterTable, structures: list[LevelStructure] | None = None,
-                 cluster: str | None = None) -> ModelLayout:
+                 cluster: str | tuple[str, ...] | list[str] | None = None) -> ModelLayout:
     """The :class:`ModelLayout` of a parameter table (``structures`` from
     :func:`~bayes_msem.matrices.level_structures`, built here when not given;
-    ``cluster`` the column naming level 2's units)."""
+    ``cluster`` the column naming level 2's units, or the columns of every
+    level above the rows, level 2 first)."""
     structures = list(structures if structures is not None else level_structures(table))
+    columns = list(cluster) if isinstance(cluster, list | tuple) else [cluster]
     lowest = structures[0]
     levels = [LevelLayout(structure=lowest, name=level_name(lowest.level), units=None)]
-    for below, structure in zip(structures, structures[1:]):
-        levels.append(_upper_level(table, structure, below, cluster))
+    for k, (below, structure) in enumerate(zip(structures, structures[1:])):
+        levels.append(_upper_level(table, structure, below, lowest, columns[k] if k < len(columns) else None))
     return ModelLayout(levels=tuple(levels))

@@ -48,6 +48,15 @@ def _modelled_variables(syntax: str, centering: dict[str, str]) -> tuple[str, ..
     return tuple(n for roles in table.levels for n in roles.observed if n not in table.derived)
 
 
+MODEL_KINDS = {1: "single-level", 2: "two-level", 3: "three-level"}
+
+
+def _unit_counts(upper) -> dict:
+    """What the summary header says of a level above the clusters."""
+    held = np.bincount(upper.parent_index, minlength=upper.n_units)
+    return {"column": upper.column, "units": upper.n_units, "fewest": int(held.min()), "most": int(held.max())}
+
+
 def check_seed(seed) -> None:
     """Refuse a seed that NumPy and JAX would reject only after the model has compiled."""
     if seed is None:
@@ -57,7 +66,7 @@ def check_seed(seed) -> None:
 
 
 class Model:
-    """A two-level (or single-level) Bayesian SEM.
+    """A Bayesian SEM with one, two or three levels.
 
     Parameters
     ----------
@@ -66,7 +75,8 @@ class Model:
     data
         pandas DataFrame, one row per observation.
     cluster
-        Column that identifies clusters (two-level models only).
+        Column that identifies clusters (two-level models); in a three-level
+        model a list from level 2 upwards, as ``["class", "school"]``.
     missing
         ``"fiml"`` (default; ``"ml"`` is the same, as lavaan names it): missing values of
         modelled variables are handled under MAR by full information, every
@@ -92,7 +102,7 @@ class Model:
         sampling; ``"latent"`` samples them as explicit random variables.
     """
 
-    def __init__(self, syntax: str, data: pd.DataFrame, cluster: str | None = None, *, missing: str = "fiml",
+    def __init__(self, syntax: str, data: pd.DataFrame, cluster: str | list[str] | None = None, *, missing: str = "fiml",
                  priors: DefaultPriors | dict | None = None, centering: dict[str, str] | None = None,
                  engine: str = "auto", ordered=None):
         self.syntax = syntax
@@ -111,8 +121,9 @@ class Model:
 
     def __repr__(self) -> str:
         data = self.spec.data
-        kind = "two-level" if self.spec.layout.multilevel else "single-level"
+        kind = MODEL_KINDS[len(self.spec.layout.levels)]
         clusters = f", {data.n_clusters} clusters of {self.spec.cluster!r}" if self.spec.layout.multilevel else ""
+        clusters += "".join(f" in {upper.n_units} units of {upper.column!r}" for upper in data.upper_levels)
         return (f"<bayes_msem.Model: {kind}, {len(self.spec.priors)} free parameters, {data.n_rows} rows{clusters}, "
                 f"engine {self.engine!r}>")
 
@@ -155,7 +166,8 @@ class Model:
         data = self.spec.data
         info = {
             "version": __version__, "engine": self.engine, "engine_reason": self.engine_reason, "sampler": backend,
-            "model_type": "two-level SEM" if self.spec.layout.multilevel else "single-level SEM",
+            "model_type": f"{MODEL_KINDS[len(self.spec.layout.levels)]} SEM",
+            "upper_levels": [_unit_counts(upper) for upper in data.upper_levels],
             "n_rows": data.n_rows, "n_dropped": data.n_dropped, "dropped_reason": data.dropped_reason,
             "missing": describe_missing(data, self.spec.within.observed, self.spec.table.between_outcomes),
             "modelled_covariates": _covariate_note(self.modelled_covariates) if self.modelled_covariates else "",

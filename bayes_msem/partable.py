@@ -139,6 +139,17 @@ class ParameterTable:
         return len(self.levels) == 2
 
     @property
+    def n_levels(self) -> int:
+        """1 for a single-level model, else the number of level blocks."""
+        return len(self.levels)
+
+    def split_at(self, level: int) -> tuple[str, ...]:
+        """The observed variables with a part at ``level`` and at a level below:
+        at that level, their part is a random intercept of the units below."""
+        below = {n for roles in self.levels if 0 < roles.level < level for n in roles.observed}
+        return tuple(n for n in self.level_roles(level).observed if n in below)
+
+    @property
     def n_free(self) -> int:
         return int(self.rows["free"].max()) if len(self.rows) else 0
 
@@ -148,7 +159,7 @@ class ParameterTable:
     @property
     def between_outcomes(self) -> tuple[str, ...]:
         """Observed variables modelled at level 2 only (level-2 outcomes, not covariates)."""
-        if not self.two_level:
+        if self.n_levels < 2:
             return ()
         return tuple(n for n in self.level_roles(2).observed if n not in self.both_level)
 
@@ -164,6 +175,8 @@ class ParameterTable:
 
     def variable_roles(self) -> list[tuple[str, str]]:
         """(variable, role and centering) for the summary header."""
+        if self.n_levels > 2:
+            return self._roles_by_level()
         if not self.two_level:
             return []
         within, between = self.level_roles(1), self.level_roles(2)
@@ -194,6 +207,21 @@ class ParameterTable:
         for slope in self.slopes:
             row = self.rows[self.rows["random"] == slope].iloc[0]
             out.append((slope, f"random slope of {row.lhs} on {row.rhs} (a level-2 latent variable)"))
+        return out
+
+    def _roles_by_level(self) -> list[tuple[str, str]]:
+        """Variable roles in a model with more than two levels: the levels a
+        variable has a part at, or the level it is a predictor of."""
+        out = []
+        for name in self.data_columns():
+            at = [roles.level for roles in self.levels if name in roles.observed]
+            if len(at) > 1:
+                out.append((name, "split into latent parts at levels " + ", ".join(map(str, at))))
+            elif at:
+                out.append((name, f"level-{at[0]} outcome"))
+            else:
+                level = next(roles.level for roles in self.levels if name in roles.covariates)
+                out.append((name, f"level-{level} predictor" + (", raw values" if level == 1 else "")))
         return out
 
     def thresholds(self) -> dict[str, list[tuple[int, float]]]:
@@ -286,9 +314,11 @@ def _check_rows(rows: list[SyntaxRow]) -> None:
                 raise _row_error(row, "[sd] and [var] apply to variance priors only")
 
 
-def _default_rows(level_rows: list[SyntaxRow], roles: LevelRoles, two_level: bool,
+def _default_rows(level_rows: list[SyntaxRow], roles: LevelRoles, higher: set[str],
                   both_level: set[str], slopes: tuple[str, ...] = (), ordered: dict[str, int] | None = None) -> list[dict]:
-    """What lavaan adds to the user's rows at one level. An ordinal variable's
+    """What lavaan adds to the user's rows at one level. The intercept of a
+    variable split over levels (``higher``: the observed variables of the
+    levels above) is fixed at 0 below its highest level, where its mean sits. An ordinal variable's
     latent response has its intercept fixed at 0 at every level (the
     thresholds place it) and, at its lowest level, its residual variance fixed
     at 1 (the theta parameterization; brms's ``cumulative("probit")``) and its
@@ -324,7 +354,7 @@ def _default_rows(level_rows: list[SyntaxRow], roles: LevelRoles, two_level: boo
             add(a, "~~", b, exo=True)
     # lavaan's order: intercepts of observed variables, of covariates, of latent variables
     for name in roles.observed:
-        fixed_zero = (two_level and roles.level == 1 and name in both_level) or name in ordered
+        fixed_zero = name in higher or name in ordered
         add(name, "~1", "", ustart=0.0 if fixed_zero else np.nan)
     for name in roles.covariates:
         add(name, "~1", "", exo=True)
@@ -392,14 +422,18 @@ def _check_labels_and_priors(table: pd.DataFrame, labels: dict[str, SyntaxRow], 
                                     "or remove the prior")
 
 
-def _random_slopes(rows: list[SyntaxRow], two_level: bool) -> tuple[str, ...]:
+def _random_slopes(rows: list[SyntaxRow], n_levels: int) -> tuple[str, ...]:
     """Names of the random slopes, checked: within-level regressions, one row each,
     not also the name of a variable at level 1."""
     slopes: dict[str, SyntaxRow] = {}
     level1_names = {n for r in rows if r.level == 1 and r.op != ":=" for n in (r.lhs, r.rhs)}
+    two_level = n_levels == 2
     for row in rows:
         if row.random is None:
             continue
+        if n_levels > 2:
+            raise _row_error(row, f"random slope {row.random!r}: three-level models take random intercepts only, "
+                             "so far", "fit random slopes in a two-level model (one cluster column)")
         if not two_level or row.level != 1:
             raise _row_error(row, f"random slope {row.random!r} must be in the level: 1 (within) block of a "
                              "two-level model", "a random slope varies over clusters; write level: 1 and level: 2 blocks")
@@ -590,10 +624,10 @@ def build_partable(parsed: ParsedModel | str, centering: dict[str, str] | None =
     if isinstance(parsed, str):
         parsed = parse_model(parsed)
     ordered = dict(ordered or {})
-    levels = (1, 2) if parsed.has_levels else (0,)
-    user_rows = _threshold_rows(_apply_centering(list(parsed.rows), centering, parsed.has_levels), ordered, levels[0])
+    levels = parsed.levels
+    user_rows = _threshold_rows(_apply_centering(list(parsed.rows), centering, len(levels) == 2), ordered, levels[0])
     _check_rows(user_rows)
-    slopes = _random_slopes(user_rows, parsed.has_levels)
+    slopes = _random_slopes(user_rows, len(levels))
     model_rows = [r for r in user_rows if r.op != ":="]
     structural_rows = [r for r in model_rows if r.op != "|"]
     observed_by_level = {}
@@ -609,7 +643,7 @@ def build_partable(parsed: ParsedModel | str, centering: dict[str, str] | None =
     _check_ordered(ordered, roles, model_rows)
     # thresholds cut the latent response at its own level: level 2 for a level-2-only ordinal variable
     model_rows = [replace(r, level=_own_level(r.lhs, roles)) if r.op == "|" else r for r in model_rows]
-    both_level = tuple(n for n in roles[0].observed if len(levels) == 2 and n in roles[1].observed)
+    both_level = tuple(n for n in roles[0].observed if len(levels) > 1 and n in roles[1].observed)
 
     records = []
     for level, level_roles in zip(levels, roles):
@@ -621,7 +655,8 @@ def build_partable(parsed: ParsedModel | str, centering: dict[str, str] | None =
         for r in level_rows:
             is_marker = markers.get(r.lhs) is r and r.fixed is None and not r.free
             records.append(_user_row_dict(r, is_marker))
-        records.extend(_default_rows(level_rows, level_roles, len(levels) == 2, set(both_level), slopes, ordered))
+        higher = {n for above in roles if above.level > level for n in above.observed}
+        records.extend(_default_rows(level_rows, level_roles, higher, set(both_level), slopes, ordered))
     for r in user_rows:
         if r.op == ":=":
             records.append(dict(lhs=r.lhs, op=":=", rhs=r.rhs, level=0, user=True, ustart=np.nan, exo=False,

@@ -245,6 +245,7 @@ def posterior_predictive_check(spec, theta_draws: np.ndarray, *, n_draws: int = 
     (``theta_draws``: (chains, draws, free parameters)) picked at random.
     With ordinal variables: the check of category counts of
     :mod:`bayes_msem.predictive_ordinal` (random slopes allowed there)."""
+    spec.layout.refuse_beyond_two_levels("the posterior predictive check (ppp)")
     if spec.table.ordinal:
         from bayes_msem.predictive_ordinal import ordinal_predictive_check
 

@@ -125,6 +125,7 @@ def sample_prior_predictive(spec, draws: int = 500, seed: int | None = None):
 
     from bayes_msem.results import _import_arviz, build_posterior
 
+    spec.layout.refuse_beyond_two_levels("sampling the prior predictive distribution")
     rng = np.random.default_rng(seed)
     theta = prior_draws(spec, draws, rng)
     data = spec.data

@@ -92,7 +92,7 @@ def _prior_line(result, shown: int = 4) -> str:
 
 def level_title(level: str) -> str:
     """A level's heading, as lavaan prints it."""
-    return {"within": "Level 1 [within]", "between": "Level 2 [between]"}.get(level, level or "Parameters")
+    return {"within": "Level 1 [within]", "between": "Level 2 [between]", "level 3": "Level 3"}.get(level, level or "Parameters")
 
 
 def _missing_lines(missing: dict | None) -> list[str]:
@@ -128,6 +128,9 @@ def summary_text(result) -> str:
     if info.get("cluster"):
         sizes = info["cluster_sizes"]
         lines.append(f"  Clusters {len(sizes)} ({info['cluster']}), sizes {min(sizes)} to {max(sizes)}")
+        for upper in info.get("upper_levels", []):
+            lines.append(f"  Level-3 units {upper['units']} ({upper['column']}), holding {upper['fewest']} to "
+                         f"{upper['most']} clusters each")
     lines += [
         f"  Chains {info['chains']} x {info['draws']} draws after {info['tune']} warm-up; seed {info['random_seed']}",
         f"  Priors: {_prior_line(result)} (result.priors() lists them)",

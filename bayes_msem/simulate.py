@@ -136,6 +136,7 @@ def simulate_data(syntax: str, values: dict[str, float], *, n_clusters: int = 1,
     table = simulation_table(syntax, values, ordered)
     theta = _free_values(table, values)
     layout = build_layout(table, cluster=cluster)
+    layout.refuse_beyond_two_levels("simulate_data")
     within = layout.rows.structure
     between = layout.levels[1].structure if layout.multilevel else None
     n_clusters = n_clusters if layout.multilevel else 1

@@ -18,7 +18,7 @@ import numpy as np
 import pandas as pd
 from scipy.stats import norm
 
-from bayes_msem.data import ClusterData, cluster_column, covariate_moments, prepare_data
+from bayes_msem.data import ClusterData, cluster_column, cluster_columns, covariate_moments, prepare_data
 from bayes_msem.errors import ModelSpecificationError
 from bayes_msem.layout import ModelLayout, build_layout
 from bayes_msem.matrices import LevelStructure, level_structures
@@ -242,9 +242,9 @@ def level_covariances(table: ParameterTable, data: ClusterData) -> dict[int, pd.
     deviations from the cluster means at level 1, of the cluster means (and
     level-2 outcomes) at level 2; of the rows in a single-level model.
     Pairwise complete: rough moments, for start values."""
-    within = table.level_roles(1 if table.two_level else 0)
+    within = table.levels[0]
     rows = pd.DataFrame(data.within_outcomes, columns=list(within.observed))
-    if not table.two_level:
+    if table.n_levels < 2:
         return {0: rows.cov()}
     means = rows.groupby(data.cluster_index).mean()
     deviations = rows - means.to_numpy()[data.cluster_index]
@@ -354,13 +354,14 @@ def _block(structure, members, free_index, fixed_values, followers, priors) -> C
     return CovarianceBlock(structure.level, tuple(members), free_index, eta, pattern, fixed_values, followers)
 
 
-def build_spec(model: str | ParameterTable, data: pd.DataFrame, cluster: str | None = None,
+def build_spec(model: str | ParameterTable, data: pd.DataFrame, cluster: str | list[str] | None = None,
                missing: str = "fiml", priors: DefaultPriors | dict | None = None,
                centering: dict[str, str] | None = None) -> ModelSpec:
     """Parse (if needed), check the data, and complete the parameter table."""
     table = build_partable(model, centering=centering) if isinstance(model, str) else model
-    cluster = cluster_column(cluster)
     cluster_data = prepare_data(table, data, cluster=cluster, missing=missing)
+    units = cluster_columns(cluster, table.n_levels)
+    cluster = cluster_column(cluster)
     moments = covariate_moments(table, cluster_data)
     rows = table.rows.copy()
     for i, row in rows[rows.exo].iterrows():
@@ -373,7 +374,7 @@ def build_spec(model: str | ParameterTable, data: pd.DataFrame, cluster: str | N
     structures = tuple(level_structures(table))
     blocks = _covariance_blocks(table, structures, resolved)
     signs = _loading_signs(table, level_covariances(table, cluster_data))
-    return ModelSpec(table=table, data=cluster_data, layout=build_layout(table, structures, cluster),
+    return ModelSpec(table=table, data=cluster_data, layout=build_layout(table, structures, units),
                      priors=tuple(resolved), starts=tuple(_start_values(table, scales, signs,
                                                           _threshold_starts(table, cluster_data))),
                      units=tuple(_parameter_units(table, scales)),

@@ -23,8 +23,9 @@ from bayes_msem.errors import ModelSyntaxError
 
 __all__ = ["SyntaxRow", "ParsedModel", "parse_model", "LEVEL_NAMES"]
 
-LEVEL_NAMES = {1: "within", 2: "between"}
-_LEVEL_WORDS = {"1": 1, "within": 1, "2": 2, "between": 2}
+LEVEL_NAMES = {1: "within", 2: "between", 3: "level 3"}
+_LEVEL_WORDS = {"1": 1, "within": 1, "2": 2, "between": 2, "3": 3}
+_LEVELS_HINT = "levels are 1 (or within), 2 (or between) and, in a three-level model, 3"
 
 # Longest operators first so that "=~" is not read as "=" then "~".
 _TOKEN_RE = re.compile(
@@ -71,7 +72,7 @@ class SyntaxRow:
     lhs: str
     op: str
     rhs: str
-    level: int  # 0 = single-level model, 1 = within, 2 = between
+    level: int  # 0 = single-level model, 1 = within, 2 = between, 3 = the third level
     label: str | None = None
     fixed: float | None = None
     free: bool = False
@@ -90,6 +91,12 @@ class ParsedModel:
     rows: tuple[SyntaxRow, ...]
     has_levels: bool
     source_lines: tuple[str, ...] = field(default=(), repr=False)
+    n_levels: int = 0  # the number of level blocks (0 without blocks)
+
+    @property
+    def levels(self) -> tuple[int, ...]:
+        """The level numbers: (0,) for a single-level model, else 1, 2, ..."""
+        return tuple(range(1, self.n_levels + 1)) if self.has_levels else (0,)
 
 
 def _error(token: Token, message: str, hint: str | None = None) -> ModelSyntaxError:
@@ -429,13 +436,12 @@ def _level_directive(tokens: list[Token]) -> int | None:
     if len(tokens) < 2 or tokens[1].text != ":":
         return None
     if first.text.lower() != "level":
-        raise _error(first, f"`{first.text}:` blocks are not supported; only `level: 1` and `level: 2`")
+        raise _error(first, f"`{first.text}:` blocks are not supported; only `level: 1`, `level: 2`, `level: 3`")
     if len(tokens) != 3:
-        raise _error(tokens[-1] if len(tokens) > 3 else tokens[1], "expected `level: 1` or `level: 2`",
-                     "levels are 1 (or within) and 2 (or between)")
+        raise _error(tokens[-1] if len(tokens) > 3 else tokens[1], "expected `level: 1` or `level: 2`", _LEVELS_HINT)
     word = tokens[2].text.lower()
     if word not in _LEVEL_WORDS:
-        raise _error(tokens[2], f"unknown level {tokens[2].text!r}", "levels are 1 (or within) and 2 (or between)")
+        raise _error(tokens[2], f"unknown level {tokens[2].text!r}", _LEVELS_HINT)
     return _LEVEL_WORDS[word]
 
 
@@ -503,14 +509,17 @@ def parse_model(text: str) -> ParsedModel:
             raise ModelSyntaxError("statement before the first `level:` line", line=first_level_row.line,
                                    column=first_level_row.column, text=first_level_row.text,
                                    hint="in a two-level model every statement belongs to `level: 1` or `level: 2`")
-        if sorted(seen_levels) != [1, 2]:
+        wanted = list(range(1, max(max(seen_levels), 2) + 1))
+        if sorted(seen_levels) != wanted:
             last = text.splitlines()
-            missing = 2 if 1 in seen_levels else 1
+            missing = next(k for k in wanted if k not in seen_levels)
             raise ModelSyntaxError(f"level {missing} block is missing", line=len(last), column=1,
                                    text=last[-1] if last else "",
-                                   hint="a two-level model needs both `level: 1` and `level: 2`")
+                                   hint="a two-level model needs both `level: 1` and `level: 2`; a three-level "
+                                        "model `level: 1`, `level: 2` and `level: 3`")
     if not rows:
         raise ModelSyntaxError("the model is empty", line=1, column=1, text=text.splitlines()[0] if text.strip() else "",
                                hint="write at least one statement, as in f =~ y1 + y2 + y3")
-    return ParsedModel(rows=tuple(rows), has_levels=bool(seen_levels), source_lines=tuple(text.splitlines()))
+    return ParsedModel(rows=tuple(rows), has_levels=bool(seen_levels), source_lines=tuple(text.splitlines()),
+                       n_levels=len(seen_levels))
 

@@ -187,3 +187,41 @@ def test_messages_show_no_numpy_reprs():
     with pytest.raises(DataError) as info:
         prepare(TWO_LEVEL, clustered().assign(x=np.float64(3.0)), cluster="id")
     assert "np." not in str(info.value) and "every value is 3)" in str(info.value)
+
+
+THREE_LEVEL = "level: 1\n y ~ x\nlevel: 2\n y ~ z\nlevel: 3\n y ~ w"
+
+
+def three_level_frame(seed: int = 0) -> pd.DataFrame:
+    """4 schools x 3 classes x 4 pupils, text ids, rows shuffled."""
+    rng = np.random.default_rng(seed)
+    school = np.repeat([f"s{k}" for k in (3, 1, 2, 0)], 12)
+    classes = np.repeat([f"c{k}" for k in rng.permutation(12)], 4)
+    frame = pd.DataFrame({"school": school, "class": classes, "x": rng.normal(size=48),
+                          "z": np.repeat(rng.normal(size=12), 4), "w": np.repeat(rng.normal(size=4), 12),
+                          "y": rng.normal(size=48)})
+    return frame.iloc[rng.permutation(48)]
+
+
+def test_three_level_data_pair_every_class_with_its_school():
+    frame = three_level_frame()
+    with pytest.warns(UserWarning, match="only 4 units in 'school'"):
+        data = prepare_data(build_partable(THREE_LEVEL), frame, cluster=["class", "school"])
+    upper = data.upper_levels[0]
+    school_of = dict(zip(frame["class"], frame["school"]))
+    assert [str(upper.labels[upper.parent_index[k]]) for k in range(data.n_clusters)] == [
+        school_of[label] for label in data.cluster_labels]
+    w_of = dict(zip(frame["school"], frame["w"]))
+    assert upper.covariates[:, 0].tolist() == [w_of[label] for label in upper.labels]
+
+
+@pytest.mark.parametrize("change, words", [
+    (lambda f: f.assign(**{"class": f["class"].str[:2]}), "'class' is not nested in 'school'.*make them unique"),
+    (lambda f: f.assign(w=np.arange(len(f), dtype=float)), "'w' is named only in the level: 3 block but varies"),
+    (lambda f: f.assign(school=f["class"]), "every unit of 'school' holds one unit of 'class'"),
+    (lambda f: f.assign(school=f["school"].where(f.index != f.index[0])), "no unit id"),
+    (lambda f: f.assign(y=f["y"].where(f.index != f.index[0])), "complete data so far.*missing='listwise'"),
+])
+def test_three_level_data_errors_say_what_to_do(change, words):
+    with pytest.raises(DataError, match=words):
+        prepare_data(build_partable(THREE_LEVEL), change(three_level_frame()), cluster=["class", "school"])

@@ -7,7 +7,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from bayes_msem.data import cluster_column
+from bayes_msem.data import cluster_column, cluster_columns
 from bayes_msem.errors import DataError
 from bayes_msem.layout import build_layout
 from bayes_msem.matrices import level_structures
@@ -84,6 +84,22 @@ def test_cluster_column_takes_one_name(cluster, expected):
     assert cluster_column(cluster) == expected
 
 
-def test_several_cluster_columns_are_refused_with_the_reason():
-    with pytest.raises(DataError, match=r"cluster=\['class', 'school'\] names 2 columns.*not supported yet"):
-        cluster_column(["class", "school"])
+def test_cluster_columns_must_match_the_level_blocks():
+    with pytest.raises(DataError, match=r"cluster=\['class', 'school'\] names 2 column\(s\).*model has 2 level blocks"):
+        cluster_columns(["class", "school"], 2)
+    with pytest.raises(DataError, match=r"needs cluster=.*cluster=\['class', 'school'\]"):
+        cluster_columns(None, 3)
+    assert cluster_columns(["class", "school"], 3) == ("class", "school")
+    assert cluster_column(["class", "school"]) == "class"
+
+
+def test_a_three_level_layout_places_each_part_into_the_rows():
+    table = build_partable("level: 1\n y1 ~ x\n y2 ~~ y2\nlevel: 2\n y1 ~ z\nlevel: 3\n y1 ~~ y1\n y2 ~~ y2")
+    layout = build_layout(table, cluster=["class", "school"])
+    assert [(level.name, level.units) for level in layout.levels] == [
+        ("within", None), ("between", "class"), ("level 3", "school")]
+    assert layout.levels[1].split == ("y1",) and layout.levels[2].split == ("y1", "y2")
+    assert layout.levels[2].placement.place.tolist() == [[1.0, 0.0], [0.0, 1.0]]  # rows' y1, y2
+    intercepts = table.rows[table.rows.op == "~1"].set_index(["lhs", "level"]).ustart
+    assert intercepts[("y1", 1)] == intercepts[("y1", 2)] == intercepts[("y2", 1)] == 0.0  # the mean sits at the top
+    assert np.isnan(intercepts[("y1", 3)]) and np.isnan(intercepts[("y2", 3)])

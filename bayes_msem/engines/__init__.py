@@ -85,7 +85,7 @@ class Engine:
             from bayes_msem.engines.ordinal import ordinal_row_log_likelihood
 
             return ordinal_row_log_likelihood(spec, theta_draws)
-        if spec.layout.multilevel and not collapsed_supported(spec)[0]:
+        if spec.layout.multilevel and not collapsed_supported(spec)[0] or len(spec.layout.levels) > 2:
             return None
         if spec.data.has_missing:
             from bayes_msem.engines.missing import missing_unit_log_likelihood
@@ -131,6 +131,8 @@ class LatentEngine(Engine):
         from bayes_msem.engines.latent import outcome_coupling
         from bayes_msem.engines.ordinal import ordinal_unsupported
 
+        if len(spec.layout.levels) > 2:
+            return False, "the latent engine takes two levels; three-level models are fitted by the collapsed engine"
         problem = outcome_coupling(spec) or ordinal_unsupported(spec)
         if problem:
             return False, problem
@@ -178,8 +180,8 @@ class CollapsedEngine(Engine):
         from bayes_msem.engines.collapsed import draw_cluster_effects
         from bayes_msem.engines.missing import draw_missing_cluster_effects
 
-        if not spec.layout.multilevel:
-            return None
+        if not spec.layout.multilevel or len(spec.layout.levels) > 2:
+            return None  # three-level models: each unit's effects are not drawn yet
         parameters = posterior["parameters"]
         draw = draw_missing_cluster_effects if spec.data.has_missing else draw_cluster_effects
         draws = draw(spec, parameters.values, random_seed)
@@ -201,6 +203,8 @@ def collapsed_supported(spec) -> tuple[bool, str]:
         if spec.data.has_missing:
             return True, "missing values: the likelihood of each row's observed values, by missing-data pattern"
         return False, "a single-level model has no cluster effects to integrate out"
+    if len(spec.layout.levels) > 2:
+        return _three_level_supported(spec)
     if spec.within.slopes_on_nodes:
         return False, ("a random slope on a modelled within variable (a latent within part or a factor) makes "
                        "the cluster effects enter non-linearly, so they are sampled")
@@ -208,6 +212,17 @@ def collapsed_supported(spec) -> tuple[bool, str]:
         return True, ("cluster effects are conditionally Gaussian, so they are integrated out exactly, with the "
                       "missing values by pattern")
     return True, "cluster effects are conditionally Gaussian, so they are integrated out exactly"
+
+
+def _three_level_supported(spec) -> tuple[bool, str]:
+    """The three-level models the collapsed engine takes so far: variables split
+    over levels (named at level 1 and above) with covariates at every level."""
+    own = [name for level in spec.layout.levels[1:] for name in level.outcomes]
+    if own:
+        return False, (f"{', '.join(own)} observed only above level 1: three-level models take variables of "
+                       "the rows (split into a part per level) and covariates at every level, so far")
+    return True, ("three levels: the level-2 and level-3 effects are conditionally Gaussian, so they are "
+                  "integrated out exactly, level by level")
 
 
 def get_engine(name: str) -> Engine:

@@ -38,7 +38,7 @@ from bayes_msem.layout import Placement
 from bayes_msem.matrices import LevelMoments, jax_backend, level_moments, psd_root
 from bayes_msem.spec import ModelSpec
 
-__all__ = ["build_collapsed_model", "collapsed_logp", "draw_cluster_effects", "two_level_logp"]
+__all__ = ["build_collapsed_model", "collapsed_logp", "draw_cluster_effects", "two_level_logp", "three_level_logp"]
 
 
 def _observation_covariance(within: LevelMoments, between: LevelMoments, n, layout: Placement, xp):
@@ -104,6 +104,11 @@ def collapsed_logp(spec: ModelSpec, theta, backend):
         return slopes_logp(spec, theta, backend)
     within = level_moments(theta, spec.within, backend)
     between = level_moments(theta, spec.between, backend)
+    if len(spec.layout.levels) == 3:
+        top = spec.layout.levels[2]
+        return three_level_logp(spec.data, cluster_mean_statistics(spec.data), within, between,
+                                level_moments(theta, top.structure, backend),
+                                (spec.layout.placement, top.placement), backend)
     return two_level_logp(spec.data, cluster_mean_statistics(spec.data), within, between, spec.layout.placement,
                           backend)
 
@@ -115,27 +120,86 @@ def two_level_logp(data, stats, within, between, layout: Placement, backend=PYTE
     model of the predictive checks goes through the same function (with the
     NumPy backend) as the sampler's likelihood."""
     xp = backend.xp
-    p = layout[2].shape[0]  # static sizes, from the layout
-    n_rows, n_clusters = float(data.n_rows), float(data.n_clusters)
+    k = layout[2].shape[0] + len(layout[1])
+    inv_chol_v, logdet_v, residual = _cluster_observations(data, stats, within, between, layout, backend)
+    whitened = xp.einsum("jab,jb->ja", inv_chol_v[stats["size_index"]], residual)
+    quad = xp.sum(whitened**2)
+    between_part = -0.5 * (data.n_clusters * k * np.log(2 * np.pi)
+                           + xp.sum(stats["clusters_per_size"] * logdet_v) + quad)
+    return _within_part(data, stats, within, layout[2].shape[0], backend) + between_part
+
+
+def _within_part(data, stats, within, p: int, backend):
+    """log density of the rows' deviations from their cluster means (n_rows -
+    n_clusters degrees of freedom), with the p log n_j terms of the means' Jacobian."""
     Pi = within.Pi
     yx_pi = stats["yx_within"] @ Pi.T
     scatter = stats["yy_within"] - yx_pi - yx_pi.T + Pi @ stats["xx_within"] @ Pi.T
-    # the rows' deviations from their cluster means: n_rows - n_clusters degrees of freedom
-    within_part = (mvn_logp_from_scatter(scatter, n_rows - n_clusters, within.Sigma, backend)
-                   - 0.5 * p * np.sum(np.log(data.cluster_sizes)))
+    return (mvn_logp_from_scatter(scatter, float(data.n_rows - data.n_clusters), within.Sigma, backend)
+            - 0.5 * p * np.sum(np.log(data.cluster_sizes)))
+
+
+def _cluster_observations(data, stats, within, between, layout: Placement, backend):
+    """Each cluster's observation (dbar_j, z_j) given its level-2 moments: the
+    inverse Cholesky factors of V(n) per size (G, k, k), their log
+    determinants (G,), and the residuals from the level-2 mean (clusters, k)."""
+    xp = backend.xp
     V = _observation_covariance(within, between, stats["sizes"], layout, xp)  # (G, k, k)
-    k = p + len(layout[1])
     chol_v = backend.cholesky(V)
     logdet_v = 2.0 * xp.sum(xp.log(xp.diagonal(chol_v, axis1=1, axis2=2)), axis=1)  # (G,)
-    inv_chol_v = backend.solve_lower(chol_v, xp.broadcast_to(xp.eye(k), V.shape))
+    inv_chol_v = backend.solve_lower(chol_v, xp.broadcast_to(xp.eye(V.shape[-1]), V.shape))
     residual, z_residual = _observation_residuals(data, stats, within, between, layout)
     if z_residual is not None:
         residual = xp.concatenate([residual, z_residual], axis=1)
-    whitened = xp.einsum("jab,jb->ja", inv_chol_v[stats["size_index"]], residual)
-    quad = xp.sum(whitened**2)
-    between_part = -0.5 * (n_clusters * k * np.log(2 * np.pi)
-                           + xp.sum(stats["clusters_per_size"] * logdet_v) + quad)
-    return within_part + between_part
+    return inv_chol_v, logdet_v, residual
+
+
+def three_level_logp(data, stats, within, middle, top, layouts: tuple[Placement, Placement], backend=PYTENSOR_BACKEND):
+    """log p(Y) of a three-level model without random slopes, the level-2 and
+    level-3 effects integrated out exactly, level by level.
+
+    Given its level-3 unit's effects c_s (mean mu_c(w_s), covariance Sigma_3),
+    cluster j's observation o_j = (dbar_j, z_j) is N(mu_j + Q c_s, V(n_j)) as in
+    a two-level model, independently of the other clusters (Q places the
+    level-3 parts into o_j). Integrating c_s out (Woodbury, with
+    Sigma_3 = L L' so that no inverse of Sigma_3 is needed):
+
+        log p(o_s) = sum_j log N(r_j; 0, V_j) - 1/2 log|B_s| + 1/2 |B_s^-1/2 L' g_s|^2,
+        M_s = sum_j Q' V_j^-1 Q,  B_s = I + L' M_s L,  g_s = sum_j Q' V_j^-1 r_j,
+
+    r_j the residual from the mean with c_s at its mean. V_j depends on the
+    cluster's size only, so M_s is a count-weighted sum over sizes: a
+    gradient costs O(sizes k^3 + units k^2), whatever the number of rows.
+    ``layouts`` are the Placements of levels 2 and 3."""
+    xp = backend.xp
+    middle_layout, top_layout = layouts
+    upper = data.upper_levels[0]
+    p = middle_layout.place.shape[0]
+    inv_chol_v, logdet_v, residual = _cluster_observations(data, stats, within, middle, middle_layout, backend)
+    k = p + len(middle_layout.outcomes_at)
+    # Q: the level-3 parts into (dbar, z); level-2 outcomes take none (refused where they have a level-3 part)
+    Q = np.concatenate([top_layout.place, np.zeros((k - p, top_layout.place.shape[1]))], axis=0)
+    top_mean = (top.mean[None, :] + upper.covariates @ top.Pi.T)[:, top_layout.split_at]  # (S, split)
+    residual = residual - (top_mean @ Q.T)[upper.parent_index]
+    whitened = xp.einsum("jab,jb->ja", inv_chol_v[stats["size_index"]], residual)  # V_j^-1/2 r_j
+    U = xp.einsum("gab,bc->gac", inv_chol_v, Q)  # V_g^-1/2 Q
+    h = xp.einsum("jac,ja->jc", U[stats["size_index"]], whitened)  # Q' V_j^-1 r_j
+    units = upper.n_units
+    membership = np.zeros((units, data.n_clusters))
+    membership[upper.parent_index, np.arange(data.n_clusters)] = 1.0
+    sizes_per_unit = membership @ np.eye(len(stats["sizes"]))[stats["size_index"]]  # (S, G) clusters of each size
+    M = xp.einsum("sg,gac,gad->scd", sizes_per_unit, U, U)
+    g = membership @ h  # (S, split)
+    split = top_layout.place.shape[1]
+    L = backend.cholesky(top.Sigma[top_layout.split_at][:, top_layout.split_at])
+    B = xp.eye(split)[None] + xp.einsum("ab,sbc,cd->sad", L.T, M, L)
+    chol_b = backend.cholesky(B)
+    t = xp.einsum("ab,sb->sa", L.T, g)
+    u = backend.solve_lower(chol_b, t[:, :, None])[:, :, 0]
+    logdet = (xp.sum(stats["clusters_per_size"] * logdet_v)
+              + 2.0 * xp.sum(xp.log(xp.diagonal(chol_b, axis1=1, axis2=2))))
+    between_part = -0.5 * (data.n_clusters * k * np.log(2 * np.pi) + logdet + xp.sum(whitened**2) - xp.sum(u**2))
+    return _within_part(data, stats, within, p, backend) + between_part
 
 
 def draw_cluster_effects(spec: ModelSpec, theta_draws: np.ndarray, seed: int | None) -> np.ndarray:
