@@ -37,7 +37,8 @@ _EXAMPLES = {"demo_twolevel": ("demo_twolevel.csv", "demo_twolevel.lavaan", "clu
              "mediation_111_random_slopes": ("mediation_111_random_slopes.csv", "mediation_111_random_slopes.lavaan",
                                              "cluster"),
              "demo_twolevel_mar": ("demo_twolevel_mar.csv", "demo_twolevel_mar.lavaan", "cluster"),
-             "ordinal_twolevel": ("ordinal_twolevel.csv", "ordinal_twolevel.lavaan", "cluster")}
+             "ordinal_twolevel": ("ordinal_twolevel.csv", "ordinal_twolevel.lavaan", "cluster"),
+             "three_level_sim": ("three_level_sim.csv", "three_level_sim.lavaan", ["class", "school"])}
 
 
 def example_data(name: str = "demo_twolevel"):
@@ -47,7 +48,9 @@ def example_data(name: str = "demo_twolevel"):
     ``centering={"m": "none"}``) or ``demo_twolevel_mar`` (Demo.twolevel with
     values of y1-y3 missing at random given x1-x3; 30% of rows incomplete) or
     ``ordinal_twolevel`` (simulated 4-category outcome y, 150 clusters of 12;
-    fit it with ``ordered=["y"]``)."""
+    fit it with ``ordered=["y"]``) or ``three_level_sim`` (simulated pupils in
+    classes in schools, 60 x 4 x 12, a covariate at each level; fit it with
+    ``cluster=["class", "school"]``)."""
     import pandas as pd
 
     if name not in _EXAMPLES:

@@ -51,10 +51,13 @@ def _modelled_variables(syntax: str, centering: dict[str, str]) -> tuple[str, ..
 MODEL_KINDS = {1: "single-level", 2: "two-level", 3: "three-level"}
 
 
-def _unit_counts(upper) -> dict:
-    """What the summary header says of a level above the clusters."""
+def _unit_counts(upper, cluster_sizes: np.ndarray) -> dict:
+    """What the results say of a level above the clusters: its units, how many
+    clusters each holds (fewest, most) and its rows per unit."""
     held = np.bincount(upper.parent_index, minlength=upper.n_units)
-    return {"column": upper.column, "units": upper.n_units, "fewest": int(held.min()), "most": int(held.max())}
+    rows = np.bincount(upper.parent_index, weights=cluster_sizes, minlength=upper.n_units)
+    return {"column": upper.column, "units": upper.n_units, "fewest": int(held.min()), "most": int(held.max()),
+            "labels": [str(label) for label in upper.labels], "sizes": rows.astype(int).tolist()}
 
 
 def check_seed(seed) -> None:
@@ -167,7 +170,7 @@ class Model:
         info = {
             "version": __version__, "engine": self.engine, "engine_reason": self.engine_reason, "sampler": backend,
             "model_type": f"{MODEL_KINDS[len(self.spec.layout.levels)]} SEM",
-            "upper_levels": [_unit_counts(upper) for upper in data.upper_levels],
+            "upper_levels": [_unit_counts(upper, data.cluster_sizes) for upper in data.upper_levels],
             "n_rows": data.n_rows, "n_dropped": data.n_dropped, "dropped_reason": data.dropped_reason,
             "missing": describe_missing(data, self.spec.within.observed, self.spec.table.between_outcomes),
             "modelled_covariates": _covariate_note(self.modelled_covariates) if self.modelled_covariates else "",
@@ -226,7 +229,9 @@ class Model:
         if values is None:
             return None  # no closed-form marginal likelihood per cluster
         coords = {"chain": parameters["chain"].values, "draw": parameters["draw"].values}
-        if self.spec.layout.multilevel:
+        if self.spec.data.upper_levels:  # the units of the top level (schools, with classes in schools)
+            unit, coords["unit"] = "unit", [str(c) for c in self.spec.data.upper_levels[-1].labels]
+        elif self.spec.layout.multilevel:
             unit, coords["cluster"] = "cluster", [str(c) for c in self.spec.data.cluster_labels]
         else:  # the user's row labels, whatever the order of the rows
             unit, coords["row"] = "row", self.spec.data.row_labels

@@ -47,7 +47,7 @@ def _posterior_name(row) -> str:
     return row.lhs if row.op == ":=" else f"{row.lhs}{row.op}{row.rhs}"
 
 
-def build_posterior(table: pd.DataFrame, theta: xr.DataArray, cluster_effects: xr.DataArray | None) -> xr.Dataset:
+def build_posterior(table: pd.DataFrame, theta: xr.DataArray, cluster_effects: xr.DataArray | dict | None) -> xr.Dataset:
     """Turn draws of the free-parameter vector into lavaan-named variables."""
     chains, draws = theta.sizes["chain"], theta.sizes["draw"]
     values = parameter_values(table, theta.values)
@@ -71,9 +71,32 @@ def build_posterior(table: pd.DataFrame, theta: xr.DataArray, cluster_effects: x
         for name, draws_ in evaluate_definitions(list(zip(defined.lhs, defined.rhs)), scope).items():
             variables[name] = xr.DataArray(np.broadcast_to(draws_, (chains, draws)), dims=("chain", "draw"),
                                            coords=coords)
-    if cluster_effects is not None:
+    if isinstance(cluster_effects, dict):  # a three-level model: the effects of levels 2 and 3
+        variables.update(cluster_effects)
+    elif cluster_effects is not None:
         variables["cluster_effects"] = cluster_effects
     return xr.Dataset(variables)
+
+
+def _unit_effect_frame(effects: xr.DataArray, unit: str, sizes: dict, path_effects=None) -> pd.DataFrame:
+    """Posterior mean, sd and 95% interval of each unit's effects (dims chain,
+    draw, ``unit``, ``unit``_variable), with the unit's size, in the units' order;
+    ``path_effects`` adds draws computed from them (a cluster's own indirect effects)."""
+    effects = effects.stack(sample=("chain", "draw")).transpose("sample", unit, f"{unit}_variable")
+    names = [str(v) for v in effects[f"{unit}_variable"].values]
+    draws = {name: effects.values[:, :, k] for k, name in enumerate(names)}
+    if path_effects is not None:
+        draws.update(path_effects(draws))
+    units = [str(c) for c in effects[unit].values]
+    frames = []
+    for name, values in draws.items():
+        q = np.quantile(values, [0.025, 0.975], axis=0)
+        frames.append(pd.DataFrame({unit: units, "variable": name, "mean": values.mean(0),
+                                    "sd": values.std(0, ddof=1), "q2.5": q[0], "q97.5": q[1],
+                                    "size": [sizes[c] for c in units]}))
+    frame = pd.concat(frames, ignore_index=True)
+    order = {c: i for i, c in enumerate(units)}
+    return frame.sort_values(unit, key=lambda c: c.map(order), kind="stable").reset_index(drop=True)
 
 
 @dataclass
@@ -206,15 +229,25 @@ class FitResult:
                               "that is not built yet.", UserWarning, stacklevel=3)
 
     def icc(self) -> pd.DataFrame:
-        """Model-based intraclass correlation of each variable split over the two
-        levels: between variance / (within + between variance), per draw."""
+        """Model-based intraclass correlation of each variable split over the
+        levels, per draw: between variance / (within + between variance). In a
+        three-level model one row per variable and level above the rows (named
+        by its cluster column): the share of variance at that level and above,
+        the correlation of two rows in the same class, in the same school."""
         from bayes_msem.standardized import icc_draws
 
         table = self.parameter_table()
-        if not table.two_level or not table.both_level:
+        split = [name for name in table.levels[0].observed if any(name in roles.observed for roles in table.levels[1:])]
+        if table.n_levels < 2 or not split:
             raise ValueError("ICCs need a two-level model with variables named at both levels")
-        draws = icc_draws(self._level_structures(), self.table, self.theta_draws(), table.both_level)
-        return pd.DataFrame({"variable": list(table.both_level)}).join(_describe(draws))
+        draws = icc_draws(self._level_structures(), self.table, self.theta_draws(), split)
+        if table.n_levels == 2:
+            return pd.DataFrame({"variable": split}).join(_describe(draws[:, 0]))
+        # three levels: per variable, the ICC of each level above the rows (rows in the same unit of it)
+        columns = [self.info.get("cluster")] + [upper["column"] for upper in self.info.get("upper_levels", [])]
+        frames = [pd.DataFrame({"variable": split, "level": columns[k] or level_name(k + 2)}).join(_describe(draws[:, k]))
+                  for k in range(draws.shape[1])]
+        return pd.concat(frames, ignore_index=True).sort_values("variable", kind="stable").reset_index(drop=True)
 
     def priors(self) -> pd.DataFrame:
         """The prior of every free parameter, and whether it is a default."""
@@ -250,26 +283,21 @@ class FitResult:
     def cluster_effects(self) -> pd.DataFrame:
         """Each cluster's latent means, random slopes and between factor scores,
         and its own indirect effect along every within-level path with a random
-        slope (a_j * b_j): posterior mean, sd, 95% interval and cluster size."""
+        slope (a_j * b_j): posterior mean, sd, 95% interval and cluster size
+        (rows). In a three-level model also each level-3 unit's, with a
+        ``level`` column naming each level's cluster column."""
         posterior = self.idata.posterior
         if "cluster_effects" not in posterior:
             raise ValueError("a single-level model has no cluster effects")
-        effects = posterior["cluster_effects"].stack(sample=("chain", "draw")).transpose(
-            "sample", "cluster", "cluster_variable")
-        names = [str(v) for v in effects["cluster_variable"].values]
-        draws = {name: effects.values[:, :, k] for k, name in enumerate(names)}
-        draws.update(self._cluster_path_effects(draws))
-        clusters = [str(c) for c in effects["cluster"].values]
         sizes = dict(zip(self.info["cluster_labels"], self.info["cluster_sizes"]))
-        frames = []
-        for name, values in draws.items():
-            q = np.quantile(values, [0.025, 0.975], axis=0)
-            frames.append(pd.DataFrame({"cluster": clusters, "variable": name, "mean": values.mean(0),
-                                        "sd": values.std(0, ddof=1), "q2.5": q[0], "q97.5": q[1],
-                                        "size": [sizes[c] for c in clusters]}))
-        frame = pd.concat(frames, ignore_index=True)
-        order = {c: i for i, c in enumerate(clusters)}
-        return frame.sort_values("cluster", key=lambda c: c.map(order), kind="stable").reset_index(drop=True)
+        frame = _unit_effect_frame(posterior["cluster_effects"], "cluster", sizes, self._cluster_path_effects)
+        if "unit_effects" not in posterior:
+            return frame
+        upper = self.info["upper_levels"][0]
+        top = _unit_effect_frame(posterior["unit_effects"], "unit", dict(zip(upper["labels"], upper["sizes"])))
+        frames = [frame.assign(level=self.info["cluster"]), top.rename(columns={"unit": "cluster"}).assign(
+            level=upper["column"])]
+        return pd.concat(frames, ignore_index=True)[["level"] + list(frame.columns)]
 
     def _cluster_path_effects(self, cluster_draws: dict) -> dict[str, np.ndarray]:
         from bayes_msem.effects import cluster_path_draws, path_name, paths, regression_edges

@@ -121,14 +121,18 @@ def r_squared_draws(structures: list[LevelStructure], rows: pd.DataFrame, theta:
 
 def icc_draws(structures: list[LevelStructure], rows: pd.DataFrame, theta: np.ndarray, names) -> np.ndarray:
     """Model-based intraclass correlation of each variable in ``names`` (split
-    over both levels) per draw: its total between variance over the sum of its
-    total within and between variances (covariates' variance included,
-    random slopes' contribution not). Returns (draws, names)."""
-    within, between = (next(s for s in structures if s.level == level) for level in (1, 2))
-    cov = {s.level: _covariate_covariance(rows, s) for s in (within, between)}
-    out = np.empty((theta.shape[0], len(names)))
+    over levels) per draw: at each level above the rows, the share of the
+    variable's total variance (covariates' variance included, random slopes'
+    contribution not) that lies at that level and above, the correlation of
+    two rows in the same unit of that level (two-level: between / (within +
+    between); three-level: of pupils in one school, and in one class).
+    Returns (draws, levels above the rows, names); a variable without a part at
+    a level has variance 0 there."""
+    cov = {s.level: _covariate_covariance(rows, s) for s in structures}
+    out = np.empty((theta.shape[0], len(structures) - 1, len(names)))
     for d in range(theta.shape[0]):
-        total_w = dict(zip(within.nodes, _level_variances(theta[d], within, cov[1])[0]))
-        total_b = dict(zip(between.nodes, _level_variances(theta[d], between, cov[2])[0]))
-        out[d] = [total_b[n] / (total_b[n] + total_w[n]) for n in names]
+        parts = np.array([[dict(zip(s.nodes, _level_variances(theta[d], s, cov[s.level])[0])).get(n, 0.0)
+                           for n in names] for s in structures])  # (levels, names)
+        above = np.cumsum(parts[::-1], axis=0)[::-1]  # variance at each level and the levels above it
+        out[d] = above[1:] / above[0]
     return out

@@ -46,3 +46,23 @@ def test_variables_whose_variance_depends_on_random_slopes(syntax, expected):
 
     within = level_structures(build_partable(syntax))[0]
     assert slope_dependent(within) == expected
+
+
+def test_three_level_iccs_are_the_shares_of_variance_at_each_level_and_above():
+    """y = b1 x + b2 z + b3 w + parts at three levels: the ICC of a level is the
+    variance at that level and above (covariates' included) over the total."""
+    import bayes_msem as bm
+    from bayes_msem.engines.parameters import parameter_names
+    from bayes_msem.spec import build_spec
+    from bayes_msem.standardized import icc_draws
+
+    spec = build_spec(bm.example_model("three_level_sim"), bm.example_data("three_level_sim"),
+                      cluster=["class", "school"])
+    names = ["y~x|within", "y~~y|within", "y~z|between", "y~~y|between", "y~w|level 3", "y~~y|level 3", "y~1|level 3"]
+    assert parameter_names(spec) == names
+    theta = np.array([[0.5, 1.0, 0.3, 0.5, 0.6, 0.25, 0.9]])
+    rows = spec.table.rows
+    variance = {level: rows[(rows.op == "~~") & rows.exo & (rows.level == level)].ustart.iloc[0] for level in (1, 2, 3)}
+    parts = [0.5**2 * variance[1] + 1.0, 0.3**2 * variance[2] + 0.5, 0.6**2 * variance[3] + 0.25]
+    iccs = icc_draws(list(spec.structures), rows, theta, ["y"])[0, :, 0]
+    assert iccs == pytest.approx([(parts[1] + parts[2]) / sum(parts), parts[2] / sum(parts)], rel=1e-12)

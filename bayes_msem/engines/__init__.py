@@ -57,7 +57,9 @@ class Engine:
 
     def cluster_effects(self, spec, posterior, random_seed: int | None):
         """Every cluster's effects per draw, an xarray DataArray with dims
-        (chain, draw, cluster, cluster_variable), or None in a single-level model."""
+        (chain, draw, cluster, cluster_variable), or None in a single-level
+        model; in a three-level model a dict of the level-2 ``cluster_effects``
+        and the level-3 ``unit_effects``."""
         raise NotImplementedError
 
     def loo_draw_step(self, spec, n_draws: int) -> int:
@@ -85,8 +87,12 @@ class Engine:
             from bayes_msem.engines.ordinal import ordinal_row_log_likelihood
 
             return ordinal_row_log_likelihood(spec, theta_draws)
-        if spec.layout.multilevel and not collapsed_supported(spec)[0] or len(spec.layout.levels) > 2:
+        if spec.layout.multilevel and not collapsed_supported(spec)[0]:
             return None
+        if len(spec.layout.levels) > 2:  # per level-3 unit
+            from bayes_msem.engines.collapsed import three_level_unit_log_likelihood
+
+            return three_level_unit_log_likelihood(spec, theta_draws)
         if spec.data.has_missing:
             from bayes_msem.engines.missing import missing_unit_log_likelihood
 
@@ -180,15 +186,37 @@ class CollapsedEngine(Engine):
         from bayes_msem.engines.collapsed import draw_cluster_effects
         from bayes_msem.engines.missing import draw_missing_cluster_effects
 
-        if not spec.layout.multilevel or len(spec.layout.levels) > 2:
-            return None  # three-level models: each unit's effects are not drawn yet
+        if not spec.layout.multilevel:
+            return None
         parameters = posterior["parameters"]
+        if len(spec.layout.levels) > 2:
+            return _three_level_effects(spec, parameters, random_seed)
         draw = draw_missing_cluster_effects if spec.data.has_missing else draw_cluster_effects
         draws = draw(spec, parameters.values, random_seed)
         return xr.DataArray(draws, dims=("chain", "draw", "cluster", "cluster_variable"), coords={
             "chain": parameters["chain"].values, "draw": parameters["draw"].values,
             "cluster": [str(c) for c in spec.data.cluster_labels],
             "cluster_variable": list(spec.layout.levels[1].effects)})
+
+
+def _three_level_effects(spec, parameters, random_seed: int | None) -> dict:
+    """A three-level model's effects per draw: ``cluster_effects`` (level 2,
+    dims chain, draw, cluster, cluster_variable) and ``unit_effects`` (level 3,
+    dims chain, draw, unit, unit_variable)."""
+    import xarray as xr
+
+    from bayes_msem.engines.collapsed import draw_three_level_effects
+
+    middle, top = draw_three_level_effects(spec, parameters.values, random_seed)
+    coords = {"chain": parameters["chain"].values, "draw": parameters["draw"].values}
+    levels = spec.layout.levels
+    return {
+        "cluster_effects": xr.DataArray(middle, dims=("chain", "draw", "cluster", "cluster_variable"), coords={
+            **coords, "cluster": [str(c) for c in spec.data.cluster_labels],
+            "cluster_variable": list(levels[1].effects)}),
+        "unit_effects": xr.DataArray(top, dims=("chain", "draw", "unit", "unit_variable"), coords={
+            **coords, "unit": [str(c) for c in spec.data.upper_levels[0].labels],
+            "unit_variable": list(levels[2].effects)})}
 
 
 ENGINES = {"latent": LatentEngine(), "collapsed": CollapsedEngine()}

@@ -28,14 +28,14 @@ from __future__ import annotations
 import numpy as np
 import pymc as pm
 
-from bayes_msem.data import cluster_mean_statistics
+from bayes_msem.data import cluster_cross_products, cluster_mean_statistics
 from bayes_msem.engines import collapsed_supported
 from bayes_msem.engines.collapsed_slopes import draw_slope_cluster_effects, slopes_logp
 from bayes_msem.engines.latent import PYTENSOR_BACKEND, mvn_logp_from_scatter
 from bayes_msem.engines.missing import missing_logp
 from bayes_msem.engines.parameters import free_parameter_vector, parameter_names
 from bayes_msem.layout import Placement
-from bayes_msem.matrices import LevelMoments, jax_backend, level_moments, psd_root
+from bayes_msem.matrices import NUMPY_BACKEND, LevelMoments, jax_backend, level_moments, psd_root
 from bayes_msem.spec import ModelSpec
 
 __all__ = ["build_collapsed_model", "collapsed_logp", "draw_cluster_effects", "two_level_logp", "three_level_logp"]
@@ -154,7 +154,8 @@ def _cluster_observations(data, stats, within, between, layout: Placement, backe
     return inv_chol_v, logdet_v, residual
 
 
-def three_level_logp(data, stats, within, middle, top, layouts: tuple[Placement, Placement], backend=PYTENSOR_BACKEND):
+def three_level_logp(data, stats, within, middle, top, layouts: tuple[Placement, Placement], backend=PYTENSOR_BACKEND,
+                     per_unit: bool = False):
     """log p(Y) of a three-level model without random slopes, the level-2 and
     level-3 effects integrated out exactly, level by level.
 
@@ -170,7 +171,9 @@ def three_level_logp(data, stats, within, middle, top, layouts: tuple[Placement,
     r_j the residual from the mean with c_s at its mean. V_j depends on the
     cluster's size only, so M_s is a count-weighted sum over sizes: a
     gradient costs O(sizes k^3 + units k^2), whatever the number of rows.
-    ``layouts`` are the Placements of levels 2 and 3."""
+    ``layouts`` are the Placements of levels 2 and 3. With ``per_unit`` the
+    log density of each level-3 unit's data, (units,), for LOO: then ``stats``
+    needs each cluster's centred cross-products (:func:`three_level_statistics`)."""
     xp = backend.xp
     middle_layout, top_layout = layouts
     upper = data.upper_levels[0]
@@ -198,8 +201,67 @@ def three_level_logp(data, stats, within, middle, top, layouts: tuple[Placement,
     u = backend.solve_lower(chol_b, t[:, :, None])[:, :, 0]
     logdet = (xp.sum(stats["clusters_per_size"] * logdet_v)
               + 2.0 * xp.sum(xp.log(xp.diagonal(chol_b, axis1=1, axis2=2))))
+    if per_unit:
+        by_cluster = (k * np.log(2 * np.pi) + logdet_v[stats["size_index"]] + xp.sum(whitened**2, axis=1))
+        between_parts = -0.5 * (membership @ by_cluster + 2.0 * xp.sum(xp.log(xp.diagonal(chol_b, axis1=1, axis2=2)),
+                                                                        axis=1) - xp.sum(u**2, axis=1))
+        return membership @ _within_part_per_cluster(data, stats, within, p, backend) + between_parts
     between_part = -0.5 * (data.n_clusters * k * np.log(2 * np.pi) + logdet + xp.sum(whitened**2) - xp.sum(u**2))
     return _within_part(data, stats, within, p, backend) + between_part
+
+
+def _within_part_per_cluster(data, stats, within, p: int, backend):
+    """:func:`_within_part` cluster by cluster, (clusters,), from each cluster's
+    centred cross-products ``yy_c``, ``yx_c``, ``xx_c``."""
+    xp = backend.xp
+    Pi = within.Pi
+    yx_pi = xp.einsum("jab,cb->jac", stats["yx_c"], Pi)
+    scatter = (stats["yy_c"] - yx_pi - xp.swapaxes(yx_pi, 1, 2)
+               + xp.einsum("ab,jbc,dc->jad", Pi, stats["xx_c"], Pi))
+    chol = backend.cholesky(within.Sigma)
+    inv_chol = backend.solve_lower(chol, xp.eye(p))
+    precision = inv_chol.T @ inv_chol
+    logdet = 2.0 * xp.sum(xp.log(xp.diagonal(chol)))
+    n = stats["n"]
+    return -0.5 * ((n - 1) * (p * np.log(2 * np.pi) + logdet) + xp.sum(scatter * precision[None], axis=(1, 2))
+                   + p * np.log(n))
+
+
+def three_level_statistics(data) -> dict[str, np.ndarray]:
+    """:func:`~bayes_msem.data.cluster_mean_statistics` and each cluster's
+    centred cross-products (what the per-unit three-level density needs)."""
+    stats = dict(cluster_mean_statistics(data))
+    products = cluster_cross_products(data)
+    n = data.stats["n"]
+    sum_y, sum_x = data.stats["sum_y"], data.stats["sum_x"]
+    stats["yy_c"] = products["yy"] - sum_y[:, :, None] * sum_y[:, None, :] / n[:, None, None]
+    stats["yx_c"] = products["yx"] - sum_y[:, :, None] * sum_x[:, None, :] / n[:, None, None]
+    stats["xx_c"] = products["xx"] - sum_x[:, :, None] * sum_x[:, None, :] / n[:, None, None]
+    stats["n"] = n
+    return stats
+
+
+def three_level_unit_log_likelihood(spec: ModelSpec, theta_draws: np.ndarray) -> np.ndarray:
+    """log p(data of a level-3 unit | parameters), every effect integrated out:
+    (chains, draws, units), the units of LOO in a three-level model."""
+    import jax
+    import jax.numpy as jnp
+
+    from bayes_msem.engines.collapsed_slopes import _in_chunks
+
+    backend = jax_backend()
+    stats = three_level_statistics(spec.data)
+    top = spec.layout.levels[2]
+
+    def one_draw(theta):
+        return three_level_logp(spec.data, stats, level_moments(theta, spec.within, backend),
+                                level_moments(theta, spec.between, backend),
+                                level_moments(theta, top.structure, backend),
+                                (spec.layout.placement, top.placement), backend, per_unit=True)
+
+    per_draw = jax.jit(jax.vmap(one_draw))
+    units = spec.data.upper_levels[0].n_units
+    return np.stack([_in_chunks(lambda rows: per_draw(jnp.asarray(rows)), chain, units) for chain in theta_draws])
 
 
 def draw_cluster_effects(spec: ModelSpec, theta_draws: np.ndarray, seed: int | None) -> np.ndarray:
@@ -214,33 +276,84 @@ def draw_cluster_effects(spec: ModelSpec, theta_draws: np.ndarray, seed: int | N
     if spec.within.slopes:
         return draw_slope_cluster_effects(spec, theta_draws, seed, clusters.effect_nodes)
     stats = cluster_mean_statistics(spec.data)
-    layout = clusters.placement
-    b_b, z_b, place = layout
-    between_structure = clusters.structure
-    names, effect_nodes = clusters.effects, clusters.effect_nodes
-    observed_nodes = np.arange(between_structure.n_observed)  # observed variables come first among nodes
     chains, draws, _ = theta_draws.shape
-    out = np.empty((chains, draws, spec.data.n_clusters, len(names)))
-    w = spec.data.between_covariates
+    out = np.empty((chains, draws, spec.data.n_clusters, len(clusters.effects)))
     for c in range(chains):
         for d in range(draws):
             theta = theta_draws[c, d]
             within = level_moments(theta, spec.within)
-            between = level_moments(theta, between_structure)
-            node_mean, node_cov = between.node_moments(w)  # (J, nodes), (nodes, nodes)
-            # Cov(effects, observation): observation = (P b + within noise, z)
-            cross = node_cov[np.ix_(effect_nodes, observed_nodes[b_b])] @ place.T
-            if len(z_b):
-                cross = np.concatenate([cross, node_cov[np.ix_(effect_nodes, observed_nodes[z_b])]], axis=1)
-            V = _observation_covariance(within, between, stats["sizes"], layout, np)
-            residual, z_residual = _observation_residuals(spec.data, stats, within, between, layout)
-            if z_residual is not None:
-                residual = np.concatenate([residual, z_residual], axis=1)
-            gain = cross[None] @ np.linalg.inv(V)  # (G, effects, k)
-            gain_j = gain[stats["size_index"]]
-            mean = node_mean[:, effect_nodes] + np.einsum("jek,jk->je", gain_j, residual)
-            cond_cov = node_cov[np.ix_(effect_nodes, effect_nodes)][None] - gain @ cross.T[None]
-            root = psd_root(cond_cov)[stats["size_index"]]
-            out[c, d] = mean + np.einsum("jef,jf->je", root, rng.standard_normal((len(residual), len(names))))
+            between = level_moments(theta, clusters.structure)
+            residual = np.concatenate([part for part in _observation_residuals(
+                spec.data, stats, within, between, clusters.placement) if part is not None], axis=1)
+            out[c, d] = _draw_given_observations(rng, within, between, stats, clusters,
+                                                 spec.data.between_covariates, residual)
     return out
 
+
+def _draw_given_observations(rng, within, between, stats, clusters, covariates, residual) -> np.ndarray:
+    """One draw of every cluster's effects (``clusters.effects``) given its
+    observation's residual from its mean (clusters, k): the Gaussian conditional."""
+    b_b, z_b, place = clusters.placement
+    effect_nodes = clusters.effect_nodes
+    observed_nodes = np.arange(clusters.structure.n_observed)  # observed variables come first among nodes
+    node_mean, node_cov = between.node_moments(covariates)  # (J, nodes), (nodes, nodes)
+    # Cov(effects, observation): observation = (P b + within noise, z)
+    cross = node_cov[np.ix_(effect_nodes, observed_nodes[b_b])] @ place.T
+    if len(z_b):
+        cross = np.concatenate([cross, node_cov[np.ix_(effect_nodes, observed_nodes[z_b])]], axis=1)
+    V = _observation_covariance(within, between, stats["sizes"], clusters.placement, np)
+    gain = cross[None] @ np.linalg.inv(V)  # (G, effects, k)
+    mean = node_mean[:, effect_nodes] + np.einsum("jek,jk->je", gain[stats["size_index"]], residual)
+    cond_cov = node_cov[np.ix_(effect_nodes, effect_nodes)][None] - gain @ cross.T[None]
+    root = psd_root(cond_cov)[stats["size_index"]]
+    return mean + np.einsum("jef,jf->je", root, rng.standard_normal((len(residual), len(effect_nodes))))
+
+
+def draw_three_level_effects(spec: ModelSpec, theta_draws: np.ndarray,
+                             seed: int | None) -> tuple[np.ndarray, np.ndarray]:
+    """Draw every level-3 unit's and every cluster's effects from their exact
+    conditional given the data, once per posterior draw: first a unit's split
+    parts given its clusters' observations (the Woodbury terms of
+    :func:`three_level_logp`), its other effects (factors) given those, then
+    each cluster's effects given its observation less its unit's parts, as in
+    a two-level model. Returns (chains, draws, clusters, level-2 effects) and
+    (chains, draws, units, level-3 effects), in the layout's ``effects`` order."""
+    rng = np.random.default_rng(seed)
+    data, (_, clusters, top) = spec.data, spec.layout.levels
+    upper = data.upper_levels[0]
+    stats = cluster_mean_statistics(data)
+    chains, draws, _ = theta_draws.shape
+    middle_out = np.empty((chains, draws, data.n_clusters, len(clusters.effects)))
+    top_out = np.empty((chains, draws, upper.n_units, len(top.effects)))
+    split = top.placement.split_at
+    for c in range(chains):
+        for d in range(draws):
+            theta = theta_draws[c, d]
+            within, between = level_moments(theta, spec.within), level_moments(theta, clusters.structure)
+            highest = level_moments(theta, top.structure)
+            inv_chol_v, _, residual = _cluster_observations(data, stats, within, between, clusters.placement, NUMPY_BACKEND)
+            Q = np.concatenate([top.placement.place, np.zeros((residual.shape[1] - top.placement.place.shape[0],
+                                                               len(split)))])
+            node_mean, node_cov = highest.node_moments(upper.covariates)
+            residual = residual - (node_mean[:, split] @ Q.T)[upper.parent_index]
+            # the unit's split parts c_s - E c_s = L B^-1 L' g_s + L B^-T/2 noise
+            U = inv_chol_v @ Q  # (G, k, split)
+            whitened = np.einsum("jab,jb->ja", inv_chol_v[stats["size_index"]], residual)
+            g = np.zeros((upper.n_units, len(split)))
+            np.add.at(g, upper.parent_index, np.einsum("jac,ja->jc", U[stats["size_index"]], whitened))
+            M = np.zeros((upper.n_units, len(split), len(split)))
+            np.add.at(M, upper.parent_index, np.einsum("jac,jad->jcd", U, U)[stats["size_index"]])
+            L = np.linalg.cholesky(node_cov[np.ix_(split, split)])
+            chol_b = np.linalg.cholesky(np.eye(len(split)) + L.T @ M @ L)
+            u = np.linalg.solve(chol_b, (g @ L)[:, :, None])[:, :, 0]
+            noise = rng.standard_normal(u.shape)
+            parts = np.einsum("ab,sb->sa", L, np.linalg.solve(np.swapaxes(chol_b, 1, 2), (u + noise)[:, :, None])[:, :, 0])
+            # the unit's other effects given its split parts
+            gain = node_cov[np.ix_(top.effect_nodes, split)] @ np.linalg.inv(node_cov[np.ix_(split, split)])
+            cond_cov = (node_cov[np.ix_(top.effect_nodes, top.effect_nodes)]
+                        - gain @ node_cov[np.ix_(split, top.effect_nodes)])
+            top_out[c, d] = (node_mean[:, top.effect_nodes] + parts @ gain.T
+                             + rng.standard_normal((upper.n_units, len(top.effects))) @ psd_root(cond_cov).T)
+            middle_out[c, d] = _draw_given_observations(rng, within, between, stats, clusters, data.between_covariates,
+                                                        residual - (parts @ Q.T)[upper.parent_index])
+    return middle_out, top_out

@@ -110,3 +110,83 @@ def test_three_level_density_is_the_same_in_jax_and_pytensor():
     values = pt.dvector("theta")
     function = pytensor.function([values], collapsed_logp(spec, values, PYTENSOR_BACKEND))
     assert float(function(theta)) == pytest.approx(expected, rel=1e-10)
+
+
+@settings(max_examples=10, deadline=None)
+@given(seed=st.integers(0, 10**6), schools=st.integers(2, 5))
+def test_each_schools_density_is_its_stacked_normal(seed, schools):
+    """The per-unit terms (LOO's units) are each school's own density, labelled by school."""
+    from bayes_msem.engines.collapsed import three_level_unit_log_likelihood
+
+    data = three_level_data(seed, schools, max_classes=3, max_pupils=4)
+    with pytest.warns(UserWarning, match="units in 'school'|clusters in 'class'"):
+        spec = build_spec(THREE_LEVEL, data, cluster=["class", "school"])
+    theta = np.stack([random_theta(spec, seed), random_theta(spec, seed + 1)])
+    per_unit = three_level_unit_log_likelihood(spec, theta[None])[0]  # (draws, schools)
+    labels = [str(label) for label in spec.data.upper_levels[0].labels]
+    for d in range(2):
+        expected = [stacked_logp(spec, theta[d], data[data.school == label]) for label in labels]
+        np.testing.assert_allclose(per_unit[d], expected, rtol=1e-9)
+        assert per_unit[d].sum() == pytest.approx(collapsed_logp(spec, theta[d], NUMPY_BACKEND), rel=1e-9)
+
+
+def exact_effect_moments(spec, theta, data: pd.DataFrame, school: str):
+    """Mean and covariance of a school's effects (its classes' level-2 effects,
+    then its own level-3 effects) given its rows: Gaussian conditioning of the
+    joint normal of effects and rows, written from the definition."""
+    names = spec.within.observed
+    levels = spec.layout.levels
+    rows = data[data.school == school]
+    classes = list(dict.fromkeys(rows["class"]))
+    moments = [level_moments(theta, level.structure) for level in levels]
+
+    def node_moments(k, covariates):
+        level = levels[k]
+        mean, cov = moments[k].node_moments(np.atleast_2d(covariates))
+        picks = np.array([level.nodes.index(name) for name in level.effects])
+        to_rows = np.array([[float(a == b) for b in level.nodes] for a in names])  # rows' variables x nodes
+        return mean[0], cov, picks, to_rows
+
+    top_mean, top_cov, top_picks, top_rows = node_moments(2, rows[list(levels[2].structure.covariates)].iloc[0])
+    blocks_mean, blocks_cov, cross_rows, row_mean, row_cov = [], [], [], [], []
+    n = len(rows)
+    same_class = (rows["class"].to_numpy()[:, None] == rows["class"].to_numpy()[None]).astype(float)
+    class_mean, class_cov = {}, None
+    for label in classes:
+        covariates = rows.loc[rows["class"] == label, list(levels[1].structure.covariates)].iloc[0]
+        class_mean[label], class_cov, mid_picks, mid_rows = node_moments(1, covariates)
+    for _, row in rows.iterrows():
+        m = moments[0].mean + moments[0].Pi @ row[list(levels[0].structure.covariates)].to_numpy(float)
+        row_mean.append(m + mid_rows @ class_mean[row["class"]] + top_rows @ top_mean)
+    row_cov = (np.kron(np.eye(n), moments[0].Sigma) + np.kron(same_class, mid_rows @ class_cov @ mid_rows.T)
+               + np.kron(np.ones((n, n)), top_rows @ top_cov @ top_rows.T))
+    # effects: each class's picked nodes, then the school's
+    member = np.array([[float(c == label) for label in classes] for c in rows["class"]])  # rows x classes
+    blocks_mean = np.concatenate([class_mean[label][mid_picks] for label in classes] + [top_mean[top_picks]])
+    effects_cov = np.block([[np.kron(np.eye(len(classes)), class_cov[np.ix_(mid_picks, mid_picks)]),
+                             np.zeros((len(classes) * len(mid_picks), len(top_picks)))],
+                            [np.zeros((len(top_picks), len(classes) * len(mid_picks))),
+                             top_cov[np.ix_(top_picks, top_picks)]]])
+    cross_rows = np.concatenate([np.kron(member, mid_rows @ class_cov[:, mid_picks]),
+                                 np.kron(np.ones((n, 1)), top_rows @ top_cov[:, top_picks])], axis=1)  # Cov(rows, eff)
+    gain = np.linalg.solve(row_cov, cross_rows).T
+    residual = rows[list(names)].to_numpy().ravel() - np.concatenate(row_mean)
+    return blocks_mean + gain @ residual, effects_cov - gain @ cross_rows, classes
+
+
+def test_effects_of_classes_and_schools_follow_their_exact_conditional():
+    from bayes_msem.engines.collapsed import draw_three_level_effects
+
+    data = three_level_data(5, schools=3, max_classes=3, max_pupils=4)
+    with pytest.warns(UserWarning, match="units in 'school'"):
+        spec = build_spec(THREE_LEVEL, data, cluster=["class", "school"])
+    theta = random_theta(spec, 6)
+    n_draws = 4000
+    middle, top = draw_three_level_effects(spec, np.broadcast_to(theta, (1, n_draws, len(theta))), seed=7)
+    class_at = {str(label): k for k, label in enumerate(spec.data.cluster_labels)}
+    for s, school in enumerate(map(str, spec.data.upper_levels[0].labels)):
+        mean, cov, classes = exact_effect_moments(spec, theta, data, school)
+        drawn = np.concatenate([middle[0][:, class_at[label]] for label in classes] + [top[0][:, s]], axis=1)
+        sd = np.sqrt(np.diag(cov))
+        assert np.all(np.abs(drawn.mean(0) - mean) < 5 * sd / np.sqrt(n_draws) + 1e-12)
+        np.testing.assert_allclose(np.cov(drawn.T), cov, atol=0.1 * sd.max() ** 2)

@@ -1,0 +1,76 @@
+"""Three-level models against lme4 (issue 13's must-show check), on the data as
+shipped and on a copy with rows shuffled and both id columns relabelled.
+
+Reference (tests/data/three_level_sim_lme4.csv, from shared/reference):
+lme4 `lmer(y ~ x + z + w + (1 | school) + (1 | class), REML = FALSE)` on
+three_level_sim.csv (60 schools x 4 classes x 12 pupils); SEs of the variance
+components from profile intervals.
+
+Tolerance (the issue): posterior median within 0.35 lme4 standard errors of
+the ML estimate, 0.8 for variance components; plus three Monte Carlo standard
+errors of the median, as the other reference tests.
+"""
+
+import numpy as np
+import pandas as pd
+import pytest
+from conftest import DATA, FULL_RUN, SHUFFLED_RUN
+from test_reference_fits import check_convergence, median_mcse
+
+import bayes_msem as bm
+
+pytestmark = pytest.mark.slow
+
+LEVELS = {1: "within", 2: "between", 3: "level 3"}
+TOLERANCE = {"~": 0.35, "~1": 0.35, "~~": 0.8}
+
+
+def relabelled(data: pd.DataFrame, seed: int = 20261130) -> pd.DataFrame:
+    """Rows shuffled; class and school ids as text in an order unlike the original one."""
+    rng = np.random.default_rng(seed)
+    copy = data.iloc[rng.permutation(len(data))].copy()
+    for column, prefix in (("class", "k"), ("school", "s")):
+        old = np.sort(data[column].unique())
+        copy[column] = copy[column].map(dict(zip(old, [f"{prefix}{v}" for v in rng.permutation(len(old))])))
+    return copy
+
+
+@pytest.fixture(scope="module", params=["as shipped", "shuffled"])
+def three_level_fit(request):
+    data = bm.example_data("three_level_sim")
+    if request.param == "shuffled":
+        data = relabelled(data)
+    model = bm.Model(bm.example_model("three_level_sim"), data, cluster=["class", "school"])
+    return model.fit(**(FULL_RUN if request.param == "as shipped" else SHUFFLED_RUN)), data, request.param
+
+
+def test_three_level_fit_matches_lme4(three_level_fit):
+    fit, _, order = three_level_fit
+    reference = pd.read_csv(DATA / "three_level_sim_lme4.csv")
+    reference["rhs"] = reference["rhs"].fillna("")
+    reference["level"] = reference["level"].map(LEVELS)
+    merged = reference.merge(fit.summary(), on=["lhs", "op", "rhs", "level"], how="left", validate="one_to_one")
+    assert merged["median"].notna().all() and len(merged) == 7
+    mcse = np.array([median_mcse(fit, row) for row in merged.itertuples()])
+    distance = (merged["median"] - merged["est"]).abs() / merged["se"]
+    allowed = merged["op"].map(TOLERANCE) + 3 * mcse / merged["se"]
+    assert (distance <= allowed).all(), merged.assign(distance=distance, allowed=allowed)[
+        ["lhs", "op", "rhs", "level", "est", "median", "distance", "allowed"]]
+    check_convergence(fit, 1.01 if order == "as shipped" else 1.05)  # the copy runs 500 draws
+    assert "Level-3 units 60 (school), holding 4 to 4 clusters each" in str(fit)
+
+
+def test_three_level_results_name_each_level_and_unit(three_level_fit):
+    fit, data, _ = three_level_fit
+    effects = fit.cluster_effects()
+    assert effects.groupby("level").cluster.nunique().to_dict() == {"class": 240, "school": 60}
+    # a school's effect follows its observed mean less what its covariate and classes explain
+    schools = effects[effects.level == "school"].set_index("cluster")["mean"]
+    observed = data.groupby(data["school"].astype(str))["y"].mean()
+    assert np.corrcoef(schools.loc[observed.index], observed)[0, 1] > 0.8
+    classes = effects[effects.level == "class"].set_index("cluster")
+    assert set(classes["size"]) == {12}
+    loo = fit.loo()
+    assert loo.loo_i.sizes["unit"] == 60 and float(loo.pareto_k.max()) < 0.7
+    icc = fit.icc().set_index("level")["mean"]
+    assert icc["class"] > icc["school"] > 0  # pupils of one class share their school too
