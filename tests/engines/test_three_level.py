@@ -148,7 +148,7 @@ def exact_effect_moments(spec, theta, data: pd.DataFrame, school: str):
         return mean[0], cov, picks, to_rows
 
     top_mean, top_cov, top_picks, top_rows = node_moments(2, rows[list(levels[2].structure.covariates)].iloc[0])
-    blocks_mean, blocks_cov, cross_rows, row_mean, row_cov = [], [], [], [], []
+    row_mean = []
     n = len(rows)
     same_class = (rows["class"].to_numpy()[:, None] == rows["class"].to_numpy()[None]).astype(float)
     class_mean, class_cov = {}, None
