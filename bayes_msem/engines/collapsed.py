@@ -25,6 +25,8 @@ every posterior draw, so results look the same as the latent engine's.
 
 from __future__ import annotations
 
+from typing import NamedTuple
+
 import numpy as np
 import pymc as pm
 
@@ -175,39 +177,58 @@ def three_level_logp(data, stats, within, middle, top, layouts: tuple[Placement,
     log density of each level-3 unit's data, (units,), for LOO: then ``stats``
     needs each cluster's centred cross-products (:func:`three_level_statistics`)."""
     xp = backend.xp
+    p = layouts[0].place.shape[0]
+    inv_chol_v, logdet_v, residual = _cluster_observations(data, stats, within, middle, layouts[0], backend)
+    terms = _unit_terms(data, stats, inv_chol_v, residual, top, layouts, backend)
+    k = terms.Q.shape[0]
+    logdet_b = 2.0 * xp.sum(xp.log(xp.diagonal(terms.chol_b, axis1=1, axis2=2)), axis=1)  # (S,)
+    if per_unit:
+        by_cluster = k * np.log(2 * np.pi) + logdet_v[stats["size_index"]] + xp.sum(terms.whitened**2, axis=1)
+        between_parts = -0.5 * (terms.membership @ by_cluster + logdet_b - xp.sum(terms.u**2, axis=1))
+        return terms.membership @ _within_part_per_cluster(data, stats, within, p, backend) + between_parts
+    logdet = xp.sum(stats["clusters_per_size"] * logdet_v) + xp.sum(logdet_b)
+    between_part = -0.5 * (data.n_clusters * k * np.log(2 * np.pi) + logdet + xp.sum(terms.whitened**2)
+                           - xp.sum(terms.u**2))
+    return _within_part(data, stats, within, p, backend) + between_part
+
+
+class _UnitTerms(NamedTuple):
+    """What integrating out the level-3 units' split parts c_s needs (see
+    :func:`three_level_logp`): the clusters' residuals from their mean at
+    E c_s and whitened by V_j^-1/2, the units x clusters membership, Q (the
+    parts into each cluster's observation), Sigma_3 = L L', the factor of
+    B_s = I + L' M_s L and u_s = chol(B_s)^-1 L' g_s."""
+
+    residual: object
+    whitened: object
+    membership: np.ndarray
+    Q: np.ndarray
+    L: object
+    chol_b: object
+    u: object
+
+
+def _unit_terms(data, stats, inv_chol_v, residual, top, layouts: tuple[Placement, Placement], backend) -> _UnitTerms:
+    xp = backend.xp
     middle_layout, top_layout = layouts
     upper = data.upper_levels[0]
-    p = middle_layout.place.shape[0]
-    inv_chol_v, logdet_v, residual = _cluster_observations(data, stats, within, middle, middle_layout, backend)
-    k = p + len(middle_layout.outcomes_at)
+    split = top_layout.place.shape[1]
     # Q: the level-3 parts into (dbar, z); level-2 outcomes take none (refused where they have a level-3 part)
-    Q = np.concatenate([top_layout.place, np.zeros((k - p, top_layout.place.shape[1]))], axis=0)
+    Q = np.concatenate([top_layout.place, np.zeros((len(middle_layout.outcomes_at), split))], axis=0)
     top_mean = (top.mean[None, :] + upper.covariates @ top.Pi.T)[:, top_layout.split_at]  # (S, split)
     residual = residual - (top_mean @ Q.T)[upper.parent_index]
     whitened = xp.einsum("jab,jb->ja", inv_chol_v[stats["size_index"]], residual)  # V_j^-1/2 r_j
     U = xp.einsum("gab,bc->gac", inv_chol_v, Q)  # V_g^-1/2 Q
     h = xp.einsum("jac,ja->jc", U[stats["size_index"]], whitened)  # Q' V_j^-1 r_j
-    units = upper.n_units
-    membership = np.zeros((units, data.n_clusters))
+    membership = np.zeros((upper.n_units, data.n_clusters))
     membership[upper.parent_index, np.arange(data.n_clusters)] = 1.0
     sizes_per_unit = membership @ np.eye(len(stats["sizes"]))[stats["size_index"]]  # (S, G) clusters of each size
-    M = xp.einsum("sg,gac,gad->scd", sizes_per_unit, U, U)
+    M = xp.einsum("sg,gac,gad->scd", sizes_per_unit, U, U)  # sum_j Q' V_j^-1 Q
     g = membership @ h  # (S, split)
-    split = top_layout.place.shape[1]
     L = backend.cholesky(top.Sigma[top_layout.split_at][:, top_layout.split_at])
-    B = xp.eye(split)[None] + xp.einsum("ab,sbc,cd->sad", L.T, M, L)
-    chol_b = backend.cholesky(B)
-    t = xp.einsum("ab,sb->sa", L.T, g)
-    u = backend.solve_lower(chol_b, t[:, :, None])[:, :, 0]
-    logdet = (xp.sum(stats["clusters_per_size"] * logdet_v)
-              + 2.0 * xp.sum(xp.log(xp.diagonal(chol_b, axis1=1, axis2=2))))
-    if per_unit:
-        by_cluster = (k * np.log(2 * np.pi) + logdet_v[stats["size_index"]] + xp.sum(whitened**2, axis=1))
-        between_parts = -0.5 * (membership @ by_cluster + 2.0 * xp.sum(xp.log(xp.diagonal(chol_b, axis1=1, axis2=2)),
-                                                                        axis=1) - xp.sum(u**2, axis=1))
-        return membership @ _within_part_per_cluster(data, stats, within, p, backend) + between_parts
-    between_part = -0.5 * (data.n_clusters * k * np.log(2 * np.pi) + logdet + xp.sum(whitened**2) - xp.sum(u**2))
-    return _within_part(data, stats, within, p, backend) + between_part
+    chol_b = backend.cholesky(xp.eye(split)[None] + xp.einsum("ab,sbc,cd->sad", L.T, M, L))
+    u = backend.solve_lower(chol_b, xp.einsum("ab,sb->sa", L.T, g)[:, :, None])[:, :, 0]
+    return _UnitTerms(residual, whitened, membership, Q, L, chol_b, u)
 
 
 def _within_part_per_cluster(data, stats, within, p: int, backend):
@@ -332,22 +353,14 @@ def draw_three_level_effects(spec: ModelSpec, theta_draws: np.ndarray,
             within, between = level_moments(theta, spec.within), level_moments(theta, clusters.structure)
             highest = level_moments(theta, top.structure)
             inv_chol_v, _, residual = _cluster_observations(data, stats, within, between, clusters.placement, NUMPY_BACKEND)
-            Q = np.concatenate([top.placement.place, np.zeros((residual.shape[1] - top.placement.place.shape[0],
-                                                               len(split)))])
+            terms = _unit_terms(data, stats, inv_chol_v, residual, highest, (clusters.placement, top.placement),
+                                NUMPY_BACKEND)
+            # the unit's split parts less their mean: L B^-1 L' g_s (= L chol_b^-T u_s) plus L chol_b^-T noise
+            noise = rng.standard_normal(terms.u.shape)
+            lifted = np.linalg.solve(np.swapaxes(terms.chol_b, 1, 2), (terms.u + noise)[:, :, None])[:, :, 0]
+            parts = lifted @ terms.L.T
             node_mean, node_cov = highest.node_moments(upper.covariates)
-            residual = residual - (node_mean[:, split] @ Q.T)[upper.parent_index]
-            # the unit's split parts c_s - E c_s = L B^-1 L' g_s + L B^-T/2 noise
-            U = inv_chol_v @ Q  # (G, k, split)
-            whitened = np.einsum("jab,jb->ja", inv_chol_v[stats["size_index"]], residual)
-            g = np.zeros((upper.n_units, len(split)))
-            np.add.at(g, upper.parent_index, np.einsum("jac,ja->jc", U[stats["size_index"]], whitened))
-            M = np.zeros((upper.n_units, len(split), len(split)))
-            np.add.at(M, upper.parent_index, np.einsum("jac,jad->jcd", U, U)[stats["size_index"]])
-            L = np.linalg.cholesky(node_cov[np.ix_(split, split)])
-            chol_b = np.linalg.cholesky(np.eye(len(split)) + L.T @ M @ L)
-            u = np.linalg.solve(chol_b, (g @ L)[:, :, None])[:, :, 0]
-            noise = rng.standard_normal(u.shape)
-            parts = np.einsum("ab,sb->sa", L, np.linalg.solve(np.swapaxes(chol_b, 1, 2), (u + noise)[:, :, None])[:, :, 0])
+            residual = terms.residual
             # the unit's other effects given its split parts
             gain = node_cov[np.ix_(top.effect_nodes, split)] @ np.linalg.inv(node_cov[np.ix_(split, split)])
             cond_cov = (node_cov[np.ix_(top.effect_nodes, top.effect_nodes)]
@@ -355,5 +368,5 @@ def draw_three_level_effects(spec: ModelSpec, theta_draws: np.ndarray,
             top_out[c, d] = (node_mean[:, top.effect_nodes] + parts @ gain.T
                              + rng.standard_normal((upper.n_units, len(top.effects))) @ psd_root(cond_cov).T)
             middle_out[c, d] = _draw_given_observations(rng, within, between, stats, clusters, data.between_covariates,
-                                                        residual - (parts @ Q.T)[upper.parent_index])
+                                                        residual - (parts @ terms.Q.T)[upper.parent_index])
     return middle_out, top_out

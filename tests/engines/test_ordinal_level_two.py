@@ -52,6 +52,8 @@ def user_data(seed: int, n_clusters: int, max_size: int = 6) -> pd.DataFrame:
     """y* within, a school effect on y, z cut at -0.4 and 0.6 into text categories."""
     rng = np.random.default_rng(seed)
     sizes = rng.integers(1, max_size + 1, size=n_clusters)
+    if sizes.max() == 1:  # every school of one row is refused (nothing varies within), not what this tests
+        sizes[0] = 2
     cluster = np.repeat(np.arange(n_clusters), sizes)
     w = rng.standard_normal(n_clusters)
     y_between = 0.3 + 0.5 * w + np.sqrt(0.5) * rng.standard_normal(n_clusters)
