@@ -190,6 +190,11 @@ _fitted: dict = {}
 FULL_LENGTH_COPIES = {"demo_latent"}
 
 
+def reference_is_single_level(name: str) -> bool:
+    """Whether reference fit ``name`` has no cluster column."""
+    return _reference_fits()[name][2] is None
+
+
 def reference_fit(name: str, order: str = "as shipped"):
     """Fit reference model ``name`` once per session and data order."""
     if (name, order) not in _fitted:
