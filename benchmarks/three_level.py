@@ -104,7 +104,7 @@ def main() -> None:
     data = simulate_three_level(args.schools, args.classes, args.pupils)
     rows = {"bayes-msem (collapsed, numpyro)": fit_bayes_msem(data)}
     if not args.no_brms:
-        rows["brms (Stan), (1 | school/class)"] = fit_brms(data)
+        rows["brms (Stan), y ~ x + z + w + (1 \\| school/class)"] = fit_brms(data)
     print(f"\n{args.schools} schools x {args.classes} classes x {args.pupils} pupils ({len(data)} rows), "
           "4 chains x 1000 draws + 1000 warm-up\n")
     print("| fit | wall s | min ESS bulk | min ESS / s | divergences |\n| --- | ---: | ---: | ---: | ---: |")
