@@ -74,7 +74,8 @@ class Model:
     Parameters
     ----------
     syntax
-        lavaan model text; ``level: 1`` / ``level: 2`` blocks make it two-level.
+        lavaan model text; ``level: 1`` / ``level: 2`` blocks make it two-level,
+        a ``level: 3`` block three-level.
     data
         pandas DataFrame, one row per observation.
     cluster

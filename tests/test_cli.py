@@ -244,3 +244,9 @@ def test_simulate_writes_the_study_and_finishes_it_when_run_again(tmp_path):
     assert again.returncode == 0, again.stderr
     replications = pd.read_csv(tmp_path / "study" / "replications.csv")
     assert sorted(replications.replication.unique()) == [0, 1, 2]
+
+
+def test_messages_naming_several_cluster_columns_read_as_the_option():
+    from bayes_msem.cli import in_cli_words
+
+    assert in_cli_words("as in cluster=['class', 'school']") == "as in --cluster class,school"

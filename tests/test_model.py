@@ -54,6 +54,13 @@ def test_model_repr_says_what_it_holds():
     model = bm.Model(bm.example_model("demo_twolevel"), bm.example_data("demo_twolevel"), cluster="cluster")
     assert repr(model) == ("<bayes_msem.Model: two-level, 20 free parameters, 2500 rows, 200 clusters of 'cluster', "
                            "engine 'collapsed'>")
+    three = bm.Model(bm.example_model("three_level_sim"), bm.example_data("three_level_sim"),
+                     cluster=["class", "school"])
+    assert repr(three) == ("<bayes_msem.Model: three-level, 7 free parameters, 2880 rows, 240 clusters of 'class' in "
+                           "60 units of 'school', engine 'collapsed'>")
+    with pytest.raises(ValueError, match="engine='latent' does not apply here: the latent engine takes two levels"):
+        bm.Model(bm.example_model("three_level_sim"), bm.example_data("three_level_sim"), cluster=["class", "school"],
+                 engine="latent")
 
 
 def test_covariates_with_missing_values_are_brought_into_the_model():
