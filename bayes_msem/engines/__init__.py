@@ -224,6 +224,8 @@ ENGINES = {"latent": LatentEngine(), "collapsed": CollapsedEngine()}
 
 def collapsed_supported(spec) -> tuple[bool, str]:
     """Whether the collapsed engine is exact for this model, and why (shown to users)."""
+    if len(spec.layout.levels) > 2:
+        return _three_level_supported(spec)
     if spec.table.ordinal:
         return False, ("ordinal variables make the likelihood non-Gaussian, so the cluster effects are sampled and "
                        "the categories enter by their probit probabilities")
@@ -231,8 +233,6 @@ def collapsed_supported(spec) -> tuple[bool, str]:
         if spec.data.has_missing:
             return True, "missing values: the likelihood of each row's observed values, by missing-data pattern"
         return False, "a single-level model has no cluster effects to integrate out"
-    if len(spec.layout.levels) > 2:
-        return _three_level_supported(spec)
     if spec.within.slopes_on_nodes:
         return False, ("a random slope on a modelled within variable (a latent within part or a factor) makes "
                        "the cluster effects enter non-linearly, so they are sampled")
@@ -245,6 +245,9 @@ def collapsed_supported(spec) -> tuple[bool, str]:
 def _three_level_supported(spec) -> tuple[bool, str]:
     """The three-level models the collapsed engine takes so far: variables split
     over levels (named at level 1 and above) with covariates at every level."""
+    if spec.table.ordinal:
+        return False, (f"ordinal variables ({', '.join(spec.table.ordinal)}): three-level models take continuous "
+                       "variables so far")
     own = [name for level in spec.layout.levels[1:] for name in level.outcomes]
     if own:
         return False, (f"{', '.join(own)} observed only above level 1: three-level models take variables of "

@@ -190,3 +190,18 @@ def test_effects_of_classes_and_schools_follow_their_exact_conditional():
         sd = np.sqrt(np.diag(cov))
         assert np.all(np.abs(drawn.mean(0) - mean) < 5 * sd / np.sqrt(n_draws) + 1e-12)
         np.testing.assert_allclose(np.cov(drawn.T), cov, atol=0.1 * sd.max() ** 2)
+
+
+@pytest.mark.parametrize("syntax, options, words", [
+    ("level: 1\n y ~ x\nlevel: 2\n y ~ z\n q ~ z\nlevel: 3\n y ~ w", {}, "q observed only above level 1"),
+    ("level: 1\n y ~ x\nlevel: 2\n y ~ z\nlevel: 3\n y ~ w", {"ordered": ["u"]}, "ordinal variables \\(u\\): three-level"),
+])
+def test_three_level_models_the_engine_cannot_take_are_refused_with_the_reason(syntax, options, words):
+    import bayes_msem as bm
+
+    data = bm.example_data("three_level_sim")
+    data = data.assign(q=data.groupby("class").y.transform("mean"), u=(data.y > 1).astype(int))
+    if "ordered" in options:
+        syntax = syntax.replace("y", "u")
+    with pytest.raises(ValueError, match=f"no engine fits this model: {words}.*the latent engine takes two levels"):
+        bm.Model(syntax, data, cluster=["class", "school"], **options)
