@@ -33,7 +33,7 @@ import pymc as pm
 from bayes_msem.data import cluster_cross_products, cluster_mean_statistics
 from bayes_msem.engines import collapsed_supported
 from bayes_msem.engines.collapsed_slopes import draw_slope_cluster_effects, slopes_logp
-from bayes_msem.engines.latent import PYTENSOR_BACKEND, mvn_logp_from_scatter
+from bayes_msem.engines.latent import PYTENSOR_BACKEND, cluster_scatter, mvn_logp_from_scatter
 from bayes_msem.engines.missing import missing_logp
 from bayes_msem.engines.parameters import free_parameter_vector, parameter_names
 from bayes_msem.layout import Placement
@@ -107,10 +107,7 @@ def collapsed_logp(spec: ModelSpec, theta, backend):
     within = level_moments(theta, spec.within, backend)
     between = level_moments(theta, spec.between, backend)
     if len(spec.layout.levels) == 3:
-        top = spec.layout.levels[2]
-        return three_level_logp(spec.data, cluster_mean_statistics(spec.data), within, between,
-                                level_moments(theta, top.structure, backend),
-                                (spec.layout.placement, top.placement), backend)
+        return _spec_three_level_logp(spec, cluster_mean_statistics(spec.data), theta, backend)
     return two_level_logp(spec.data, cluster_mean_statistics(spec.data), within, between, spec.layout.placement,
                           backend)
 
@@ -231,14 +228,21 @@ def _unit_terms(data, stats, inv_chol_v, residual, top, layouts: tuple[Placement
     return _UnitTerms(residual, whitened, membership, Q, L, chol_b, u)
 
 
+def _spec_three_level_logp(spec: ModelSpec, stats, theta, backend, per_unit: bool = False):
+    """:func:`three_level_logp` of a spec's model at free parameters ``theta``."""
+    top = spec.layout.levels[2]
+    return three_level_logp(spec.data, stats, level_moments(theta, spec.within, backend),
+                            level_moments(theta, spec.between, backend), level_moments(theta, top.structure, backend),
+                            (spec.layout.placement, top.placement), backend, per_unit=per_unit)
+
+
 def _within_part_per_cluster(data, stats, within, p: int, backend):
     """:func:`_within_part` cluster by cluster, (clusters,), from each cluster's
-    centred cross-products ``yy_c``, ``yx_c``, ``xx_c``."""
+    cross-products (``stats["cross"]``, :func:`three_level_statistics`)."""
     xp = backend.xp
     Pi = within.Pi
-    yx_pi = xp.einsum("jab,cb->jac", stats["yx_c"], Pi)
-    scatter = (stats["yy_c"] - yx_pi - xp.swapaxes(yx_pi, 1, 2)
-               + xp.einsum("ab,jbc,dc->jad", Pi, stats["xx_c"], Pi))
+    # the residuals y - Pi x around their cluster mean: m_j = ybar_j - Pi xbar_j
+    scatter = cluster_scatter(stats["cross"], data.stats, stats["mean_y"] - stats["mean_x"] @ Pi.T, Pi)
     chol = backend.cholesky(within.Sigma)
     inv_chol = backend.solve_lower(chol, xp.eye(p))
     precision = inv_chol.T @ inv_chol
@@ -249,17 +253,9 @@ def _within_part_per_cluster(data, stats, within, p: int, backend):
 
 
 def three_level_statistics(data) -> dict[str, np.ndarray]:
-    """:func:`~bayes_msem.data.cluster_mean_statistics` and each cluster's
-    centred cross-products (what the per-unit three-level density needs)."""
-    stats = dict(cluster_mean_statistics(data))
-    products = cluster_cross_products(data)
-    n = data.stats["n"]
-    sum_y, sum_x = data.stats["sum_y"], data.stats["sum_x"]
-    stats["yy_c"] = products["yy"] - sum_y[:, :, None] * sum_y[:, None, :] / n[:, None, None]
-    stats["yx_c"] = products["yx"] - sum_y[:, :, None] * sum_x[:, None, :] / n[:, None, None]
-    stats["xx_c"] = products["xx"] - sum_x[:, :, None] * sum_x[:, None, :] / n[:, None, None]
-    stats["n"] = n
-    return stats
+    """:func:`~bayes_msem.data.cluster_mean_statistics` with each cluster's
+    cross-products (``cross``) and sizes (``n``): what the per-unit three-level density needs."""
+    return {**cluster_mean_statistics(data), "cross": cluster_cross_products(data), "n": data.stats["n"]}
 
 
 def three_level_unit_log_likelihood(spec: ModelSpec, theta_draws: np.ndarray) -> np.ndarray:
@@ -272,15 +268,7 @@ def three_level_unit_log_likelihood(spec: ModelSpec, theta_draws: np.ndarray) ->
 
     backend = jax_backend()
     stats = three_level_statistics(spec.data)
-    top = spec.layout.levels[2]
-
-    def one_draw(theta):
-        return three_level_logp(spec.data, stats, level_moments(theta, spec.within, backend),
-                                level_moments(theta, spec.between, backend),
-                                level_moments(theta, top.structure, backend),
-                                (spec.layout.placement, top.placement), backend, per_unit=True)
-
-    per_draw = jax.jit(jax.vmap(one_draw))
+    per_draw = jax.jit(jax.vmap(lambda theta: _spec_three_level_logp(spec, stats, theta, backend, per_unit=True)))
     units = spec.data.upper_levels[0].n_units
     return np.stack([_in_chunks(lambda rows: per_draw(jnp.asarray(rows)), chain, units) for chain in theta_draws])
 
