@@ -424,19 +424,17 @@ def _check_labels_and_priors(table: pd.DataFrame, labels: dict[str, SyntaxRow], 
 
 def _random_slopes(rows: list[SyntaxRow], n_levels: int) -> tuple[str, ...]:
     """Names of the random slopes, checked: within-level regressions, one row each,
-    not also the name of a variable at level 1."""
+    not also the name of a variable at level 1; in a three-level model they vary
+    over level-2 units only (not named in the level-3 block)."""
     slopes: dict[str, SyntaxRow] = {}
     level1_names = {n for r in rows if r.level == 1 and r.op != ":=" for n in (r.lhs, r.rhs)}
-    two_level = n_levels == 2
     for row in rows:
         if row.random is None:
             continue
-        if n_levels > 2:
-            raise _row_error(row, f"random slope {row.random!r}: three-level models take random intercepts only, "
-                             "so far", "fit random slopes in a two-level model (one cluster column)")
-        if not two_level or row.level != 1:
+        if n_levels < 2 or row.level != 1:
             raise _row_error(row, f"random slope {row.random!r} must be in the level: 1 (within) block of a "
-                             "two-level model", "a random slope varies over clusters; write level: 1 and level: 2 blocks")
+                             "multilevel model", "a random slope varies over clusters; write level: 1 and level: 2 "
+                             "blocks")
         if row.random in slopes:
             raise _row_error(row, f"random slope {row.random!r} is already used on line {slopes[row.random].line}",
                              "give every random slope its own name")
@@ -448,6 +446,10 @@ def _random_slopes(rows: list[SyntaxRow], n_levels: int) -> tuple[str, ...]:
         if row.level == 2 and row.op == "=~" and row.rhs in slopes:
             raise _row_error(row, f"random slope {row.rhs!r} as an indicator is not supported",
                              "regress the slope on a between factor instead (s ~ fb)")
+        if row.level > 2 and row.op != ":=" and slopes.keys() & {row.lhs, row.rhs}:
+            slope = row.lhs if row.lhs in slopes else row.rhs
+            raise _row_error(row, f"random slope {slope!r} at level {row.level}: random slopes vary over level-2 "
+                             "units (classes), so far", "leave the slope out of the level-3 block")
     return tuple(slopes)
 
 

@@ -248,6 +248,9 @@ def _three_level_supported(spec) -> tuple[bool, str]:
     if spec.table.ordinal:
         return False, (f"ordinal variables ({', '.join(spec.table.ordinal)}): three-level models take continuous "
                        "variables so far")
+    if spec.within.slopes_on_nodes:
+        return False, ("a random slope on a modelled within variable (a latent within part or a factor): "
+                       "three-level models take random slopes on observed covariates, so far")
     own = [name for level in spec.layout.levels[1:] for name in level.outcomes]
     if own:
         return False, (f"{', '.join(own)} observed only above level 1: three-level models take variables of "

@@ -32,10 +32,16 @@ import pymc as pm
 
 from bayes_msem.data import cluster_cross_products, cluster_mean_statistics
 from bayes_msem.engines import collapsed_supported
-from bayes_msem.engines.collapsed_slopes import draw_slope_cluster_effects, slopes_logp
+from bayes_msem.engines.collapsed_slopes import draw_slope_cluster_effects, marginal_statistics, slopes_logp
 from bayes_msem.engines.latent import PYTENSOR_BACKEND, cluster_scatter, mvn_logp_from_scatter
 from bayes_msem.engines.missing import missing_logp
 from bayes_msem.engines.parameters import free_parameter_vector, parameter_names
+from bayes_msem.engines.three_level_slopes import (
+    draw_three_level_slope_effects,
+    draw_unit_deviations,
+    three_level_slopes_logp,
+    unit_membership,
+)
 from bayes_msem.layout import Placement
 from bayes_msem.matrices import NUMPY_BACKEND, LevelMoments, jax_backend, level_moments, psd_root
 from bayes_msem.spec import ModelSpec
@@ -102,12 +108,12 @@ def collapsed_logp(spec: ModelSpec, theta, backend):
     by clusters and missing-data patterns where values are missing."""
     if spec.data.has_missing:
         return missing_logp(spec, theta, backend)
+    if len(spec.layout.levels) == 3:
+        return _spec_three_level_logp(spec, three_level_statistics(spec, per_unit=False), theta, backend)
     if spec.within.slopes:
         return slopes_logp(spec, theta, backend)
     within = level_moments(theta, spec.within, backend)
     between = level_moments(theta, spec.between, backend)
-    if len(spec.layout.levels) == 3:
-        return _spec_three_level_logp(spec, cluster_mean_statistics(spec.data), theta, backend)
     return two_level_logp(spec.data, cluster_mean_statistics(spec.data), within, between, spec.layout.placement,
                           backend)
 
@@ -217,8 +223,7 @@ def _unit_terms(data, stats, inv_chol_v, residual, top, layouts: tuple[Placement
     whitened = xp.einsum("jab,jb->ja", inv_chol_v[stats["size_index"]], residual)  # V_j^-1/2 r_j
     U = xp.einsum("gab,bc->gac", inv_chol_v, Q)  # V_g^-1/2 Q
     h = xp.einsum("jac,ja->jc", U[stats["size_index"]], whitened)  # Q' V_j^-1 r_j
-    membership = np.zeros((upper.n_units, data.n_clusters))
-    membership[upper.parent_index, np.arange(data.n_clusters)] = 1.0
+    membership = unit_membership(data)
     sizes_per_unit = membership @ np.eye(len(stats["sizes"]))[stats["size_index"]]  # (S, G) clusters of each size
     M = xp.einsum("sg,gac,gad->scd", sizes_per_unit, U, U)  # sum_j Q' V_j^-1 Q
     g = membership @ h  # (S, split)
@@ -229,7 +234,12 @@ def _unit_terms(data, stats, inv_chol_v, residual, top, layouts: tuple[Placement
 
 
 def _spec_three_level_logp(spec: ModelSpec, stats, theta, backend, per_unit: bool = False):
-    """:func:`three_level_logp` of a spec's model at free parameters ``theta``."""
+    """:func:`three_level_logp` of a spec's model at free parameters ``theta``,
+    or with random slopes :func:`~bayes_msem.engines.three_level_slopes.three_level_slopes_logp`
+    (``stats`` from :func:`three_level_statistics`)."""
+    if spec.within.slopes:
+        stats = {k: backend.asarray(v) for k, v in stats.items()}
+        return three_level_slopes_logp(spec, stats, theta, backend, per_unit=per_unit)
     top = spec.layout.levels[2]
     return three_level_logp(spec.data, stats, level_moments(theta, spec.within, backend),
                             level_moments(theta, spec.between, backend), level_moments(theta, top.structure, backend),
@@ -252,9 +262,17 @@ def _within_part_per_cluster(data, stats, within, p: int, backend):
                    + p * np.log(n))
 
 
-def three_level_statistics(data) -> dict[str, np.ndarray]:
-    """:func:`~bayes_msem.data.cluster_mean_statistics` with each cluster's
-    cross-products (``cross``) and sizes (``n``): what the per-unit three-level density needs."""
+def three_level_statistics(spec: ModelSpec, per_unit: bool) -> dict[str, np.ndarray]:
+    """What the three-level density reads from the data: the clusters' means
+    (:func:`~bayes_msem.data.cluster_mean_statistics`), with ``per_unit`` also
+    each cluster's cross-products (``cross``) and sizes (``n``); with random
+    slopes the per-cluster cross-products of the slope engine
+    (:func:`~bayes_msem.engines.collapsed_slopes.marginal_statistics`)."""
+    data = spec.data
+    if spec.within.slopes:
+        return marginal_statistics(spec)
+    if not per_unit:
+        return cluster_mean_statistics(data)
     return {**cluster_mean_statistics(data), "cross": cluster_cross_products(data), "n": data.stats["n"]}
 
 
@@ -267,7 +285,7 @@ def three_level_unit_log_likelihood(spec: ModelSpec, theta_draws: np.ndarray) ->
     from bayes_msem.engines.collapsed_slopes import _in_chunks
 
     backend = jax_backend()
-    stats = three_level_statistics(spec.data)
+    stats = three_level_statistics(spec, per_unit=True)
     per_draw = jax.jit(jax.vmap(lambda theta: _spec_three_level_logp(spec, stats, theta, backend, per_unit=True)))
     units = spec.data.upper_levels[0].n_units
     return np.stack([_in_chunks(lambda rows: per_draw(jnp.asarray(rows)), chain, units) for chain in theta_draws])
@@ -325,36 +343,38 @@ def draw_three_level_effects(spec: ModelSpec, theta_draws: np.ndarray,
     parts given its clusters' observations (the Woodbury terms of
     :func:`three_level_logp`), its other effects (factors) given those, then
     each cluster's effects given its observation less its unit's parts, as in
-    a two-level model. Returns (chains, draws, clusters, level-2 effects) and
-    (chains, draws, units, level-3 effects), in the layout's ``effects`` order."""
+    a two-level model (with random slopes:
+    :func:`~bayes_msem.engines.three_level_slopes.draw_three_level_slope_effects`).
+    Returns (chains, draws, clusters, level-2 effects) and (chains, draws,
+    units, level-3 effects), in the layout's ``effects`` order."""
     rng = np.random.default_rng(seed)
     data, (_, clusters, top) = spec.data, spec.layout.levels
     upper = data.upper_levels[0]
+
+    def unit_effects(theta, deviations):
+        """The units' effects given their split parts' deviations from their mean."""
+        node_mean, node_cov = level_moments(theta, top.structure).node_moments(upper.covariates)
+        split = top.placement.split_at
+        gain = node_cov[np.ix_(top.effect_nodes, split)] @ np.linalg.inv(node_cov[np.ix_(split, split)])
+        cond_cov = node_cov[np.ix_(top.effect_nodes, top.effect_nodes)] - gain @ node_cov[np.ix_(split, top.effect_nodes)]
+        return (node_mean[:, top.effect_nodes] + deviations @ gain.T
+                + rng.standard_normal((upper.n_units, len(top.effects))) @ psd_root(cond_cov).T)
+
+    if spec.within.slopes:
+        return draw_three_level_slope_effects(spec, theta_draws, rng, unit_effects)
     stats = cluster_mean_statistics(data)
     chains, draws, _ = theta_draws.shape
     middle_out = np.empty((chains, draws, data.n_clusters, len(clusters.effects)))
     top_out = np.empty((chains, draws, upper.n_units, len(top.effects)))
-    split = top.placement.split_at
     for c in range(chains):
         for d in range(draws):
             theta = theta_draws[c, d]
             within, between = level_moments(theta, spec.within), level_moments(theta, clusters.structure)
-            highest = level_moments(theta, top.structure)
             inv_chol_v, _, residual = _cluster_observations(data, stats, within, between, clusters.placement, NUMPY_BACKEND)
-            terms = _unit_terms(data, stats, inv_chol_v, residual, highest, (clusters.placement, top.placement),
-                                NUMPY_BACKEND)
-            # the unit's split parts less their mean: L B^-1 L' g_s (= L chol_b^-T u_s) plus L chol_b^-T noise
-            noise = rng.standard_normal(terms.u.shape)
-            lifted = np.linalg.solve(np.swapaxes(terms.chol_b, 1, 2), (terms.u + noise)[:, :, None])[:, :, 0]
-            parts = lifted @ terms.L.T
-            node_mean, node_cov = highest.node_moments(upper.covariates)
-            residual = terms.residual
-            # the unit's other effects given its split parts
-            gain = node_cov[np.ix_(top.effect_nodes, split)] @ np.linalg.inv(node_cov[np.ix_(split, split)])
-            cond_cov = (node_cov[np.ix_(top.effect_nodes, top.effect_nodes)]
-                        - gain @ node_cov[np.ix_(split, top.effect_nodes)])
-            top_out[c, d] = (node_mean[:, top.effect_nodes] + parts @ gain.T
-                             + rng.standard_normal((upper.n_units, len(top.effects))) @ psd_root(cond_cov).T)
+            terms = _unit_terms(data, stats, inv_chol_v, residual, level_moments(theta, top.structure),
+                                (clusters.placement, top.placement), NUMPY_BACKEND)
+            deviations = draw_unit_deviations(rng, terms.chol_b, terms.u, terms.L)
+            top_out[c, d] = unit_effects(theta, deviations)
             middle_out[c, d] = _draw_given_observations(rng, within, between, stats, clusters, data.between_covariates,
-                                                        residual - (parts @ terms.Q.T)[upper.parent_index])
+                                                        terms.residual - (deviations @ terms.Q.T)[upper.parent_index])
     return middle_out, top_out

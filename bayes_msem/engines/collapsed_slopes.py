@@ -26,6 +26,8 @@ effects, whatever the cluster sizes (Rockwood 2020; PERFORMANCE.md).
 
 from __future__ import annotations
 
+from typing import NamedTuple
+
 import numpy as np
 
 from bayes_msem.data import cluster_cross_products
@@ -102,17 +104,34 @@ def _between_factor(spec: ModelSpec, between: LevelMoments, backend):
     return mean, F, (residual, G)
 
 
-def _cluster_terms(spec, stats, within: LevelMoments, between: LevelMoments, backend):
+class _ClusterTerms(NamedTuple):
+    """What integrating out each cluster's effects needs (:func:`_cluster_terms`)."""
+
+    DSD: object  # D' Sigma_W^-1 D: H_j = DSD * XX_j
+    SD: object  # Sigma_W^-1 D
+    g: object  # (clusters, e): g_j less H_j m_j
+    m: object  # (clusters, e): the effects' prior means
+    prior_shift: object  # (clusters,): the part of sum r'S^-1 r that the prior mean changes
+    L: object  # (e, r): the effects' rows of F
+    mean: object  # (clusters, nodes): every between variable's prior mean
+    F: object  # (nodes, r): between variables = mean + F eta
+    outcomes: tuple | None  # level-2 outcomes' residuals and covariance
+
+
+def _cluster_terms(spec, stats, within: LevelMoments, between: LevelMoments, backend, row_means=None):
     """DSD = D'Sigma_W^-1 D (H_j = DSD * XX_j), g_j (after subtracting the prior
     mean), the part of sum r'S^-1 r that the prior mean changes, and the factor
-    L of the effects' covariance."""
+    L of the effects' covariance. ``row_means`` (clusters, p), the rows' means
+    before Pi x and the cluster effects, default the within mean (a
+    three-level model adds each cluster's share of its unit's effects)."""
     D = spec.layout.levels[1].effect_design(within.total, backend)
     effect_nodes = spec.layout.levels[1].random_effect_nodes
     SD = backend.inv(within.Sigma) @ D
     DSD = D.T @ SD
     x_eff, yx_eff, xx = stats["x_effects"], stats["yx_effects"], stats["xx_effects"]
+    means = within.mean[None, :] if row_means is None else row_means
     # sum_i r_ij x~_ij[which]' with r = y - mu - Pi x
-    rx = yx_eff - within.mean[None, :, None] * x_eff[:, 0, :][:, None, :] - within.Pi[None] @ x_eff[:, 1:, :]
+    rx = yx_eff - means[:, :, None] * x_eff[:, 0, :][:, None, :] - within.Pi[None] @ x_eff[:, 1:, :]
     g0 = (rx * SD[None]).sum(axis=1)  # (J, effects)
     mean, F, outcomes = _between_factor(spec, between, backend)
     m = mean[:, effect_nodes]
@@ -120,7 +139,7 @@ def _cluster_terms(spec, stats, within: LevelMoments, between: LevelMoments, bac
     Hm = (xx.reshape((xx.shape[0], e, e)) * DSD[None] * m[:, None, :]).sum(axis=2)
     g = g0 - Hm
     prior_shift = 2.0 * (m * g0).sum(axis=1) - (m * Hm).sum(axis=1)  # per cluster
-    return DSD, g, prior_shift, F[effect_nodes], mean, F, outcomes
+    return _ClusterTerms(DSD, SD, g, m, prior_shift, F[effect_nodes], mean, F, outcomes)
 
 
 def cluster_marginal_logp(spec: ModelSpec, stats: dict, theta, backend, total: bool = False):
@@ -131,13 +150,21 @@ def cluster_marginal_logp(spec: ModelSpec, stats: dict, theta, backend, total: b
     cross-products (:func:`bayes_msem.data.cluster_cross_products`) and the
     pooled ones of :attr:`ClusterData.stats`. The same code runs in PyTensor
     (the sampler), JAX (after sampling) and NumPy."""
-    data = spec.data
-    p = spec.within.n_observed
     within = level_moments(theta, spec.within, backend)
     between = level_moments(theta, spec.between, backend)
-    DSD, g, prior_shift, L, _, _, outcomes = _cluster_terms(spec, stats, within, between, backend)
+    return cluster_marginal(spec, stats, within, between, backend, total=total)[0]
+
+
+def cluster_marginal(spec: ModelSpec, stats: dict, within: LevelMoments, between: LevelMoments, backend,
+                     total: bool = False, row_means=None):
+    """:func:`cluster_marginal_logp` at given moments, with ``row_means``
+    (see :func:`_cluster_terms`); also returns the cluster terms and the
+    effects' posterior factor and whitened mean (:func:`_effects_posterior`)."""
+    data = spec.data
+    p = spec.within.n_observed
+    terms = _cluster_terms(spec, stats, within, between, backend, row_means)
     # without cluster effects: the ordinary within likelihood at the fixed part
-    means = backend.zeros((data.n_clusters, p)) + within.mean[None, :]
+    means = backend.zeros((data.n_clusters, p)) + (within.mean[None, :] if row_means is None else row_means)
     chol_w = backend.cholesky(within.Sigma)
     logdet_w = 2.0 * backend.log(chol_w.diagonal()).sum()
     n = stats["n"]
@@ -148,16 +175,17 @@ def cluster_marginal_logp(spec: ModelSpec, stats: dict, theta, backend, total: b
         scatter = cluster_scatter(stats, stats, means, within.Pi)
         quad = (backend.inv(within.Sigma)[None] * scatter).sum(axis=(1, 2))  # tr(Sigma^-1 S_j)
         within_part = -0.5 * (n * (p * np.log(2 * np.pi) + logdet_w) + quad)
-    factor, v = _effects_posterior(L, DSD, stats["xx_effects"], g, spec, backend)
+    factor, v = _effects_posterior(terms.L, terms.DSD, stats["xx_effects"], terms.g, spec, backend)
     logdet_m = 2.0 * sum(backend.log(factor[i][i]) for i in range(len(v)))
-    between_part = 0.5 * (prior_shift + sum(x**2 for x in v) - logdet_m)
-    if outcomes is not None:
-        residual, G = outcomes
+    between_part = 0.5 * (terms.prior_shift + sum(x**2 for x in v) - logdet_m)
+    if terms.outcomes is not None:
+        residual, G = terms.outcomes
         chol_g = backend.cholesky(G)
         white = backend.solve_lower(chol_g, residual.T)
         between_part = between_part - 0.5 * (residual.shape[1] * np.log(2 * np.pi)
                                              + 2.0 * backend.log(chol_g.diagonal()).sum() + (white**2).sum(axis=0))
-    return within_part + between_part.sum() if total else within_part + between_part
+    logp = within_part + between_part.sum() if total else within_part + between_part
+    return logp, terms, factor, v
 
 
 def unrolled_cholesky(M: dict, r: int, backend) -> list[list]:
@@ -239,12 +267,14 @@ def _in_chunks(function, draws: np.ndarray, n_clusters: int) -> np.ndarray:
 
 
 def draw_slope_cluster_effects(spec: ModelSpec, theta_draws: np.ndarray, seed: int | None,
-                               effect_index: np.ndarray) -> np.ndarray:
+                               effect_index: np.ndarray, row_shifts: np.ndarray | None = None) -> np.ndarray:
     """Draw every cluster's between variables (those in ``effect_index``) from
     their exact conditional given the cluster's data, once per posterior draw.
 
     ``theta_draws`` is (chains, draws, n_free); returns (chains, draws,
-    clusters, len(effect_index)). The per-draw work (a batch of small Cholesky
+    clusters, len(effect_index)). ``row_shifts`` (chains, draws, clusters, p),
+    where given, moves the mean of every row of a cluster (a three-level
+    model's drawn level-3 parts). The per-draw work (a batch of small Cholesky
     factors per cluster) runs through JAX, jit-compiled and vectorized over
     draws: with NumPy it took about 50 ms per draw at 5000 clusters.
     """
@@ -253,22 +283,31 @@ def draw_slope_cluster_effects(spec: ModelSpec, theta_draws: np.ndarray, seed: i
 
     backend = jax_backend()
     stats = {k: jnp.asarray(v) for k, v in slope_statistics(spec).items()}
+    between_structure = spec.layout.levels[1].structure
 
-    def one_draw(theta, noise):
+    def one_draw(theta, noise, shift):
         within = level_moments(theta, spec.within, backend)
-        between = level_moments(theta, spec.between, backend)
-        DSD, g, _, L, mean, F, _ = _cluster_terms(spec, stats, within, between, backend)
-        factor, v = _effects_posterior(L, DSD, stats["xx_effects"], g, spec, backend)
+        between = level_moments(theta, between_structure, backend)
+        terms = _cluster_terms(spec, stats, within, between, backend, within.mean[None, :] + shift)
+        factor, v = _effects_posterior(terms.L, terms.DSD, stats["xx_effects"], terms.g, spec, backend)
         eta = jnp.stack(unrolled_solve_upper(factor, [v_i + noise[:, i] for i, v_i in enumerate(v)]), axis=1)
-        return (mean + eta @ F.T)[:, effect_index]
+        return (terms.mean + eta @ terms.F.T)[:, effect_index]
 
     draw_all = jax.jit(jax.vmap(one_draw))
     # standard normals from NumPy: JAX's threefry generator took a third of this step
     rng = np.random.default_rng(seed)
     chains, draws, _ = theta_draws.shape
-    shape = (spec.data.n_clusters, len(spec.layout.levels[1].innovations))
-    out = np.empty((chains, draws, spec.data.n_clusters, len(effect_index)))
+    n_clusters, p = spec.data.n_clusters, spec.within.n_observed
+    shape = (n_clusters, len(spec.layout.levels[1].innovations))
+    n_free = theta_draws.shape[2]
+    if row_shifts is None:
+        row_shifts = np.zeros((chains, draws, n_clusters, p))
+    out = np.empty((chains, draws, n_clusters, len(effect_index)))
     for c in range(chains):  # filled in place: stacking the chains' results copied 0.8 GB at 5000 clusters
-        out[c] = _in_chunks(lambda rows: draw_all(jnp.asarray(rows), rng.standard_normal((len(rows), *shape))),
-                            theta_draws[c], spec.data.n_clusters)
+        # the draws and their shifts side by side, so that _in_chunks cuts both alike
+        joined = np.concatenate([theta_draws[c], row_shifts[c].reshape(draws, -1)], axis=1)
+        out[c] = _in_chunks(lambda rows: draw_all(jnp.asarray(rows[:, :n_free]),
+                                                  rng.standard_normal((len(rows), *shape)),
+                                                  jnp.asarray(rows[:, n_free:].reshape(len(rows), n_clusters, p))),
+                            joined, n_clusters)
     return out

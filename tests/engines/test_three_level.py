@@ -205,3 +205,130 @@ def test_three_level_models_the_engine_cannot_take_are_refused_with_the_reason(s
         syntax = syntax.replace("y", "u")
     with pytest.raises(ValueError, match=f"no engine fits this model: {words}.*the latent engine takes two levels"):
         bm.Model(syntax, data, cluster=["class", "school"], **options)
+
+
+# A random slope over classes, an intercept-slope covariance, covariates at every level.
+THREE_LEVEL_SLOPE = """level: 1
+  s | y1 ~ x
+  y2 ~ x
+level: 2
+  y1 ~ z
+  s ~ z
+  y1 ~~ s
+level: 3
+  y1 ~ w
+  y1 ~~ y2
+"""
+
+
+def slope_school_moments(spec, theta, school: pd.DataFrame):
+    """A school's rows stacked as m + Lc u + Lt t + e, from the definition:
+    y_i = m + Pi x_i + (its class's nodes u, the slope s times x on y1) + (the
+    school's nodes t) + e_i, each level's node moments by name. Returns the
+    rows' mean and covariance, the classes in order, and the means, covariance
+    and covariance with the rows of (u of every class, t)."""
+    names = list(spec.within.observed)
+    levels = spec.layout.levels
+    moments = [level_moments(theta, level.structure) for level in levels]
+    p, k = len(names), len(levels[1].nodes)
+    classes = list(dict.fromkeys(school["class"]))
+    n = len(school)
+
+    def loading(level, x=0.0):  # the rows' variables x that level's nodes, for a row whose covariate is x
+        out = np.array([[float(a == b) for b in levels[level].nodes] for a in names])
+        if level == 1:
+            out[names.index("y1"), levels[1].nodes.index("s")] = x
+        return out
+
+    top_mean, top_cov = moments[2].node_moments(school[list(levels[2].structure.covariates)].to_numpy(float)[:1])
+    effects_mean = np.zeros(len(classes) * k)
+    effects_cov = np.zeros((len(classes) * k,) * 2)
+    class_loadings = np.zeros((n * p, len(classes) * k))
+    mean = np.zeros(n * p)
+    for i, (_, row) in enumerate(school.iterrows()):
+        c = classes.index(row["class"])
+        class_mean, node_cov = moments[1].node_moments(row[list(levels[1].structure.covariates)].to_numpy(float)[None])
+        effects_mean[c * k:(c + 1) * k], effects_cov[c * k:(c + 1) * k, c * k:(c + 1) * k] = class_mean[0], node_cov
+        class_loadings[i * p:(i + 1) * p, c * k:(c + 1) * k] = loading(1, row["x"])
+        x = row[list(levels[0].structure.covariates)].to_numpy(float)
+        mean[i * p:(i + 1) * p] = moments[0].mean + moments[0].Pi @ x + loading(1, row["x"]) @ class_mean[0]
+    top_loadings = np.kron(np.ones((n, 1)), loading(2))
+    mean = mean + top_loadings @ top_mean[0]
+    cov = (np.kron(np.eye(n), moments[0].Sigma) + class_loadings @ effects_cov @ class_loadings.T
+           + top_loadings @ top_cov @ top_loadings.T)
+    joint_mean = np.concatenate([effects_mean, top_mean[0]])
+    joint_cov = np.block([[effects_cov, np.zeros((len(effects_cov), len(top_cov)))],
+                          [np.zeros((len(top_cov), len(effects_cov))), top_cov]])
+    cross = np.concatenate([class_loadings @ effects_cov, top_loadings @ top_cov], axis=1)
+    return mean, cov, classes, joint_mean, joint_cov, cross
+
+
+def stacked_slope_logp(spec, theta, data: pd.DataFrame) -> float:
+    """Sum over schools of the normal density of the school's rows stacked (:func:`slope_school_moments`)."""
+    names = list(spec.within.observed)
+    total = 0.0
+    for _, school in data.groupby("school"):
+        mean, cov = slope_school_moments(spec, theta, school)[:2]
+        total += stats.multivariate_normal(mean, cov).logpdf(school[names].to_numpy().ravel())
+    return total
+
+
+@settings(max_examples=15, deadline=None)
+@given(seed=st.integers(0, 10**6), schools=st.integers(2, 5), max_classes=st.integers(2, 4),
+       max_pupils=st.integers(2, 5))
+def test_three_level_density_with_a_random_slope_equals_the_stacked_normal(seed, schools, max_classes, max_pupils):
+    data = three_level_data(seed, schools, max_classes, max_pupils)
+    with pytest.warns(UserWarning, match="units in 'school'|clusters in 'class'"):
+        spec = build_spec(THREE_LEVEL_SLOPE, data, cluster=["class", "school"])
+    theta = random_theta(spec, seed)
+    expected = stacked_slope_logp(spec, theta, data)
+    assert collapsed_logp(spec, theta, NUMPY_BACKEND) == pytest.approx(expected, rel=1e-9)
+
+
+def test_three_level_slope_density_per_school_and_in_jax_and_pytensor():
+    """LOO's per-school terms are each school's stacked normal, and the sampler's
+    PyTensor graph and JAX give the NumPy value."""
+    import pytensor
+    import pytensor.tensor as pt
+
+    from bayes_msem.engines.collapsed import three_level_unit_log_likelihood
+    from bayes_msem.engines.latent import PYTENSOR_BACKEND
+
+    data = three_level_data(11, schools=4, max_classes=3, max_pupils=4)
+    with pytest.warns(UserWarning, match="units in 'school'"):
+        spec = build_spec(THREE_LEVEL_SLOPE, data, cluster=["class", "school"])
+    theta = random_theta(spec, 3)
+    labels = [str(label) for label in spec.data.upper_levels[0].labels]
+    per_unit = three_level_unit_log_likelihood(spec, theta[None, None])[0, 0]
+    np.testing.assert_allclose(per_unit, [stacked_slope_logp(spec, theta, data[data.school == label])
+                                          for label in labels], rtol=1e-9)
+    expected = collapsed_logp(spec, theta, NUMPY_BACKEND)
+    assert float(collapsed_logp(spec, theta, jax_backend())) == pytest.approx(expected, rel=1e-10)
+    values = pt.dvector("theta")
+    function = pytensor.function([values], collapsed_logp(spec, values, PYTENSOR_BACKEND))
+    assert float(function(theta)) == pytest.approx(expected, rel=1e-10)
+
+
+def test_effects_with_a_random_slope_follow_their_exact_conditional():
+    from bayes_msem.engines.collapsed import draw_three_level_effects
+
+    data = three_level_data(5, schools=3, max_classes=3, max_pupils=4)
+    with pytest.warns(UserWarning, match="units in 'school'"):
+        spec = build_spec(THREE_LEVEL_SLOPE, data, cluster=["class", "school"])
+    theta = random_theta(spec, 6)
+    n_draws = 4000
+    middle, top = draw_three_level_effects(spec, np.broadcast_to(theta, (1, n_draws, len(theta))), seed=7)
+    levels = spec.layout.levels
+    assert list(levels[1].effects) == list(levels[1].nodes) and list(levels[2].effects) == list(levels[2].nodes)
+    class_at = {str(label): k for k, label in enumerate(spec.data.cluster_labels)}
+    names = list(spec.within.observed)
+    for s, label in enumerate(map(str, spec.data.upper_levels[0].labels)):
+        school = data[data.school == label]
+        mean, cov, classes, joint_mean, joint_cov, cross = slope_school_moments(spec, theta, school)
+        gain = np.linalg.solve(cov, cross).T
+        exact_mean = joint_mean + gain @ (school[names].to_numpy().ravel() - mean)
+        exact_cov = joint_cov - gain @ cross
+        drawn = np.concatenate([middle[0][:, class_at[c]] for c in classes] + [top[0][:, s]], axis=1)
+        sd = np.sqrt(np.diag(exact_cov))
+        assert np.all(np.abs(drawn.mean(0) - exact_mean) < 5 * sd / np.sqrt(n_draws) + 1e-12)
+        np.testing.assert_allclose(np.cov(drawn.T), exact_cov, atol=0.1 * sd.max() ** 2)

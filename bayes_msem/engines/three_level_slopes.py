@@ -1,0 +1,140 @@
+"""Three-level models with random slopes over level-2 units: the collapsed
+engine's exact marginal likelihood and the effects drawn from their exact
+conditional.
+
+Given its level-3 unit's parts c_s (placed into the rows' variables by P,
+the layout's ``place`` of level 3), the rows of class j are a two-level
+model's cluster whose row means are moved by P c_s. The class's density with
+its own effects (random intercepts and slopes) integrated out is
+:func:`~bayes_msem.engines.collapsed_slopes.cluster_marginal`, and as a
+function of c~ = c_s - E c_s it is Gaussian:
+
+    log p(Y_j | c_s) = log p(Y_j | E c_s) + c~' a_j - 1/2 c~' A_j c~,
+    a_j = P' Sigma_W^-1 s_j - N_j' m_j - W_j' v_j,
+    A_j = n_j P' Sigma_W^-1 P - W_j' W_j,
+
+with s_j the sum of the class's row residuals at E c_s, N_j = xsum_j * (D'
+Sigma_W^-1 P) how c~ moves the class's score g_j (xsum_j the sums of the
+entries of (1, x) the effects multiply), m_j the effects' prior mean, and
+v_j = C_j^-1 L' g_j, W_j = C_j^-1 L' N_j in the whitened posterior of the
+class's effects (C_j its Cholesky factor). Summing over the unit's classes
+and integrating c~ ~ N(0, L3 L3') as in :func:`~bayes_msem.engines.collapsed.three_level_logp`:
+
+    log p(Y_s) = sum_j log p(Y_j | E c_s) - 1/2 log|B_s| + 1/2 |chol(B_s)^-1 L3' a_s|^2,
+    B_s = I + L3' A_s L3,  a_s = sum_j a_j,  A_s = sum_j A_j.
+
+A gradient costs O(classes r^3 + units k^3), r random effects per class and
+k level-3 parts, whatever the number of rows.
+"""
+
+from __future__ import annotations
+
+from typing import NamedTuple
+
+import numpy as np
+
+from bayes_msem.engines.collapsed_slopes import (
+    cluster_marginal,
+    draw_slope_cluster_effects,
+    marginal_statistics,
+    unrolled_solve_lower,
+)
+from bayes_msem.matrices import NUMPY_BACKEND, level_moments
+from bayes_msem.spec import ModelSpec
+
+__all__ = ["three_level_slopes_logp", "draw_three_level_slope_effects", "unit_membership", "draw_unit_deviations"]
+
+
+class _UnitSlopeTerms(NamedTuple):
+    """Per class, log p(Y_j | E c_s) (``base``); per level-3 unit, the mean of
+    its parts (``top_mean``), chol(B_s) and u_s = chol(B_s)^-1 L3' a_s; and L3."""
+
+    base: object
+    top_mean: object
+    chol_b: object
+    u: object
+    L3: object
+
+
+def unit_membership(data) -> np.ndarray:
+    """(level-3 units, clusters) of :class:`~bayes_msem.data.ClusterData`: 1 where the cluster lies in the unit."""
+    upper = data.upper_levels[0]
+    membership = np.zeros((upper.n_units, data.n_clusters))
+    membership[upper.parent_index, np.arange(data.n_clusters)] = 1.0
+    return membership
+
+
+def _unit_slope_terms(spec: ModelSpec, stats: dict, theta, backend) -> _UnitSlopeTerms:
+    xp = backend.xp
+    levels, upper = spec.layout.levels, spec.data.upper_levels[0]
+    within = level_moments(theta, spec.within, backend)
+    between = level_moments(theta, levels[1].structure, backend)
+    top = level_moments(theta, levels[2].structure, backend)
+    split, P = levels[2].placement.split_at, levels[2].placement.place  # P: (p, k)
+    k = len(split)
+    top_mean = (top.mean[None, :] + upper.covariates @ top.Pi.T)[:, split]  # (S, k)
+    row_means = within.mean[None, :] + (top_mean @ P.T)[upper.parent_index]  # (J, p)
+    base, terms, factor, v = cluster_marginal(spec, stats, within, between, backend, row_means=row_means)
+    SP = backend.inv(within.Sigma) @ P  # Sigma_W^-1 P
+    sums = stats["sum_y"] - stats["n"][:, None] * row_means - stats["sum_x"] @ within.Pi.T  # s_j
+    N = stats["x_effects"][:, 0, :][:, :, None] * (terms.SD.T @ P)[None]  # (J, e, k)
+    LN = xp.einsum("er,jek->jrk", terms.L, N)
+    r = len(v)
+    W = xp.stack([xp.stack(unrolled_solve_lower(factor, [LN[:, i, c] for i in range(r)]), axis=1)
+                  for c in range(k)], axis=2)  # (J, r, k)
+    a = sums @ SP - xp.einsum("jek,je->jk", N, terms.m) - xp.einsum("jrk,jr->jk", W, xp.stack(v, axis=1))
+    A = stats["n"][:, None, None] * (P.T @ SP)[None] - xp.einsum("jrk,jrl->jkl", W, W)
+    membership = unit_membership(spec.data)
+    L3 = backend.cholesky(top.Sigma[split][:, split])
+    chol_b = backend.cholesky(xp.eye(k)[None] + xp.einsum("ab,sbc,cd->sad", L3.T, xp.einsum("sj,jkl->skl",
+                                                                                            membership, A), L3))
+    u = backend.solve_lower(chol_b, ((membership @ a) @ L3)[:, :, None])[:, :, 0]
+    return _UnitSlopeTerms(base, top_mean, chol_b, u, L3)
+
+
+def three_level_slopes_logp(spec: ModelSpec, stats: dict, theta, backend, per_unit: bool = False):
+    """log p(Y | theta) of a three-level model with random slopes over level-2
+    units, every effect integrated out (the module docstring); with
+    ``per_unit`` the log density of each level-3 unit's data, (units,), for
+    LOO. ``stats``: :func:`~bayes_msem.engines.collapsed_slopes.marginal_statistics`."""
+    xp = backend.xp
+    terms = _unit_slope_terms(spec, stats, theta, backend)
+    logdet_b = 2.0 * xp.sum(xp.log(xp.diagonal(terms.chol_b, axis1=1, axis2=2)), axis=1)
+    per_school = 0.5 * (xp.sum(terms.u**2, axis=1) - logdet_b)
+    if per_unit:
+        return unit_membership(spec.data) @ terms.base + per_school
+    return xp.sum(terms.base) + xp.sum(per_school)
+
+
+def draw_unit_deviations(rng: np.random.Generator, chol_b, u, L) -> np.ndarray:
+    """One draw of every level-3 unit's split parts less their mean, (units, k),
+    from the Woodbury terms: L B^-1 L' g_s (= L chol_b^-T u_s) plus L chol_b^-T noise."""
+    noise = rng.standard_normal(u.shape)
+    return np.linalg.solve(np.swapaxes(chol_b, 1, 2), (u + noise)[:, :, None])[:, :, 0] @ L.T
+
+
+def draw_three_level_slope_effects(spec: ModelSpec, theta_draws: np.ndarray, rng: np.random.Generator,
+                                   unit_effects) -> tuple[np.ndarray, np.ndarray]:
+    """Every level-3 unit's and class's effects from their exact conditional,
+    once per posterior draw: a unit's parts c_s from N(E c_s + L3 chol(B_s)^-T
+    u_s, L3 B_s^-1 L3'), its other effects by ``unit_effects(theta,
+    deviations)`` given the parts' deviations from their mean, then each
+    class's effects given its rows moved by P c_s
+    (:func:`~bayes_msem.engines.collapsed_slopes.draw_slope_cluster_effects`).
+    Returns (chains, draws, clusters, level-2 effects) and (chains, draws,
+    units, level-3 effects)."""
+    levels, upper = spec.layout.levels, spec.data.upper_levels[0]
+    stats = marginal_statistics(spec)
+    chains, draws, _ = theta_draws.shape
+    P = levels[2].placement.place
+    top_out = np.empty((chains, draws, upper.n_units, len(levels[2].effects)))
+    shifts = np.empty((chains, draws, spec.data.n_clusters, P.shape[0]))
+    for c in range(chains):
+        for d in range(draws):
+            terms = _unit_slope_terms(spec, stats, theta_draws[c, d], NUMPY_BACKEND)
+            deviations = draw_unit_deviations(rng, terms.chol_b, terms.u, terms.L3)
+            top_out[c, d] = unit_effects(theta_draws[c, d], deviations)
+            shifts[c, d] = ((terms.top_mean + deviations) @ P.T)[upper.parent_index]
+    middle_out = draw_slope_cluster_effects(spec, theta_draws, int(rng.integers(2**32)), levels[1].effect_nodes,
+                                            row_shifts=shifts)
+    return middle_out, top_out
