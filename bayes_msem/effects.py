@@ -21,7 +21,7 @@ import numpy as np
 import pandas as pd
 
 from bayes_msem.matrices import LevelStructure, level_moments, parameter_values
-from bayes_msem.partable import ParameterTable, _source_name, level_name
+from bayes_msem.partable import ParameterTable, _source_name
 
 __all__ = ["Edge", "regression_edges", "paths", "path_draws", "cluster_path_draws", "effects_table"]
 
@@ -151,7 +151,7 @@ def effects_table(table: ParameterTable, structures: list[LevelStructure], theta
     records = []
     for structure in structures:
         edges = regression_edges(table, structure.level)
-        level = level_name(structure.level)
+        level = table.level_name(structure.level)
         found = paths(edges)
         by_pair: dict[tuple[str, str], list] = {}
         for path in found:

@@ -102,7 +102,7 @@ def report_html(result) -> str:
         fig, ax = plt.subplots(figsize=(7, 0.4 * len(effects) + 1.5))
         forest_plot(effects, ax)
         parts.append(_section("Effects", effects.to_html(index=False, float_format=THREE_DECIMALS) + _figure_html(fig, "forest")))
-    parts.append(_section("Parameters", _parameter_table_html(summary)))
+    parts.append(_section("Parameters", _parameter_table_html(summary, table.level_names)))
     parts.append(_section("Rank plots", _rank_plots(result, summary)))
     if "cluster_effects" in result.idata.posterior:
         frame = result.cluster_effects()
@@ -118,7 +118,7 @@ def report_html(result) -> str:
             f"<style>{_STYLE}</style></head><body>\n{''.join(parts)}</body></html>\n")
 
 
-def _parameter_table_html(summary) -> str:
+def _parameter_table_html(summary, level_names: tuple[str, ...] = ()) -> str:
     """The parameters as lavaan prints them: per level, sections (Latent
     variables, Regressions, ...), fixed values marked, ESS as integers."""
     from bayes_msem.report import COLUMNS, formatted_numbers, level_title, parameter_lines
@@ -127,7 +127,7 @@ def _parameter_table_html(summary) -> str:
     rows = []
     model_rows = summary[summary.op != ":="]
     for level in dict.fromkeys(model_rows.level):
-        rows.append(f'<tr class="level"><th colspan="7">{html.escape(level_title(level))}</th></tr>')
+        rows.append(f'<tr class="level"><th colspan="7">{html.escape(level_title(level, level_names))}</th></tr>')
         for title, name, row in parameter_lines(model_rows[model_rows.level == level]):
             if title is not None:
                 rows.append(f'<tr class="section"><th colspan="7">{html.escape(title)}</th></tr>' + header)

@@ -38,7 +38,7 @@ from typing import NamedTuple
 import numpy as np
 
 from bayes_msem.matrices import LevelStructure, level_structures
-from bayes_msem.partable import ParameterTable, level_name
+from bayes_msem.partable import ParameterTable
 
 __all__ = ["Placement", "LevelLayout", "ModelLayout", "build_layout"]
 
@@ -147,7 +147,7 @@ def _upper_level(table: ParameterTable, structure: LevelStructure, below: LevelS
     effect_nodes = _int_array(structure.nodes.index(n) for n in effects)
     slope_covariates, slope_outcomes = _slope_positions(below)
     return LevelLayout(
-        structure=structure, name=level_name(structure.level), units=units, split=split, outcomes=outcomes,
+        structure=structure, name=table.level_name(structure.level), units=units, split=split, outcomes=outcomes,
         placement=placement, effects=effects, effect_nodes=effect_nodes,
         innovations=np.flatnonzero(~structure.fixed_zero_variance()),
         random_effects=split + below.slopes,
@@ -176,7 +176,7 @@ def build_layout(table: ParameterTable, structures: list[LevelStructure] | None 
     structures = list(structures if structures is not None else level_structures(table))
     columns = list(cluster) if isinstance(cluster, list | tuple) else [cluster]
     lowest = structures[0]
-    levels = [LevelLayout(structure=lowest, name=level_name(lowest.level), units=None)]
+    levels = [LevelLayout(structure=lowest, name=table.level_name(lowest.level), units=None)]
     for k, (below, structure) in enumerate(zip(structures, structures[1:])):
         levels.append(_upper_level(table, structure, below, lowest, columns[k] if k < len(columns) else None))
     return ModelLayout(levels=tuple(levels))

@@ -24,7 +24,7 @@ from bayes_msem.data import covariates_with_missing, describe_missing
 from bayes_msem.defined import check_definitions
 from bayes_msem.engines import choose_engine, get_engine
 from bayes_msem.ordinal import code_ordinal
-from bayes_msem.partable import build_partable, level_name, model_table
+from bayes_msem.partable import build_partable, model_table
 from bayes_msem.priors import DefaultPriors
 from bayes_msem.spec import ModelSpec, build_spec
 from bayes_msem.syntax import parse_model
@@ -39,11 +39,11 @@ def _covariate_note(counts: dict[str, int]) -> str:
             "complete covariates is estimated, so no row is dropped for them")
 
 
-def _modelled_variables(syntax: str, centering: dict[str, str]) -> tuple[str, ...]:
+def _modelled_variables(syntax: str, centering: dict[str, str], cluster) -> tuple[str, ...]:
     """The observed variables the model text models (outcomes and indicators,
     not covariates), read before the data say how many categories the
     ordinal ones have: threshold lines left out."""
-    parsed = parse_model(syntax)
+    parsed = parse_model(syntax, cluster)
     table = build_partable(replace(parsed, rows=tuple(r for r in parsed.rows if r.op != "|")), centering=centering)
     return tuple(n for roles in table.levels for n in roles.observed if n not in table.derived)
 
@@ -111,12 +111,12 @@ class Model:
                  engine: str = "auto", ordered=None):
         self.syntax = syntax
         self.centering = dict(centering or {})
-        data, self.ordinal = code_ordinal(data, ordered, _modelled_variables(syntax, self.centering))
+        data, self.ordinal = code_ordinal(data, ordered, _modelled_variables(syntax, self.centering, cluster))
         self.ordered = self.ordinal.n_categories  # variable -> number of categories
-        table = build_partable(syntax, centering=self.centering, ordered=self.ordered)
+        table = build_partable(syntax, centering=self.centering, ordered=self.ordered, cluster=cluster)
         self.modelled_covariates = covariates_with_missing(table, data) if missing in ("fiml", "ml") else {}
         if self.modelled_covariates:
-            table = model_table(syntax, self.centering, self.modelled_covariates, self.ordered)
+            table = model_table(syntax, self.centering, self.modelled_covariates, self.ordered, cluster)
             warnings.warn(f"{_covariate_note(self.modelled_covariates)} (see the summary's parameters).",
                           UserWarning, stacklevel=2)
         check_definitions(table.rows)
@@ -134,7 +134,7 @@ class Model:
     def partable(self) -> pd.DataFrame:
         """The parameter table (lavaan's columns), with level names."""
         rows = self.spec.table.rows.copy()
-        rows["level"] = [level_name(v) for v in rows.level]
+        rows["level"] = [self.spec.table.level_name(v) for v in rows.level]
         return rows
 
     def priors(self) -> pd.DataFrame:
@@ -163,7 +163,8 @@ class Model:
         if progressbar and self.spec.layout.multilevel:
             print("Drawing each cluster's effects for every posterior draw...", file=sys.stderr)
         effects = engine.cluster_effects(self.spec, raw.posterior, random_seed)
-        posterior = build_posterior(self.spec.table.rows, raw.posterior["parameters"], effects)
+        posterior = build_posterior(self.spec.table.rows, raw.posterior["parameters"], effects,
+                                    self.spec.table.level_names)
         idata = raw.copy()
         del idata.posterior
         idata.add_groups(posterior=posterior, log_prior=self._log_prior(raw.posterior["parameters"]))
@@ -177,6 +178,7 @@ class Model:
             "modelled_covariates": _covariate_note(self.modelled_covariates) if self.modelled_covariates else "",
             "covariates_brought_in": list(self.modelled_covariates),
             "cluster": self.spec.cluster,
+            "level_names": list(self.spec.table.level_names),
             "cluster_labels": [str(c) for c in data.cluster_labels], "cluster_sizes": data.cluster_sizes.tolist(),
             "chains": chains, "draws": draws, "tune": tune, "random_seed": random_seed,
             "target_accept": target_accept, "model_text": self.syntax, "centering": self.centering,

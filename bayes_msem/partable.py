@@ -23,6 +23,7 @@ Example
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from itertools import combinations
 
@@ -43,8 +44,12 @@ CENTERING = ("latent", "cluster-mean", "none")
 DERIVED_SUFFIXES = {".cwc": "deviation from the cluster mean", ".cm": "observed cluster mean", ".raw": "raw value"}
 
 
-def level_name(level: int) -> str:
-    """``within``, ``between`` or empty for a single-level model."""
+def level_name(level: int, names: Sequence[str] = ()) -> str:
+    """The name of level ``level`` (1 the rows): ``names[level - 1]`` where
+    given (a three-level model's ``within`` and cluster columns), else
+    ``within``, ``between``, ``level 3``; empty for a single-level model (0)."""
+    if names and 0 < level <= len(names):
+        return names[level - 1]
     return LEVEL_NAMES.get(level, "")
 
 
@@ -99,6 +104,11 @@ class ParameterTable:
     centering: tuple[tuple[str, str], ...] = ()  # (variable, centering) the user chose
     slopes: tuple[str, ...] = ()  # random slopes: level-2 latent variables
     ordered: tuple[tuple[str, int], ...] = ()  # ordinal variables and their numbers of categories
+    level_names: tuple[str, ...] = ()  # a three-level model's level names (ParsedModel.level_names)
+
+    def level_name(self, level: int) -> str:
+        """The name results give level ``level`` (:func:`level_name`)."""
+        return level_name(level, self.level_names)
 
     @property
     def ordinal(self) -> tuple[str, ...]:
@@ -532,16 +542,17 @@ def with_covariates_modelled(parsed: ParsedModel, table: ParameterTable, names: 
     return replace(parsed, rows=tuple(parsed.rows) + tuple(added))
 
 
-def model_table(syntax: str, centering: dict[str, str] | None = None,
-                modelled_covariates=(), ordered: dict[str, int] | None = None) -> ParameterTable:
+def model_table(syntax: str, centering: dict[str, str] | None = None, modelled_covariates=(),
+                ordered: dict[str, int] | None = None, cluster: str | Sequence[str] | None = None) -> ParameterTable:
     """The parameter table of a fitted model: ``syntax`` with the covariates in
     ``modelled_covariates`` brought into the model (:func:`with_covariates_modelled`).
     :class:`~bayes_msem.model.Model` and a result's ``parameter_table()`` both build it
-    here, so the variable roles always match the fitted rows."""
-    table = build_partable(syntax, centering=centering, ordered=ordered)
+    here, so the variable roles always match the fitted rows. ``cluster``:
+    see :func:`~bayes_msem.syntax.parse_model`."""
+    table = build_partable(syntax, centering=centering, ordered=ordered, cluster=cluster)
     if not modelled_covariates:
         return table
-    return build_partable(with_covariates_modelled(parse_model(syntax), table, set(modelled_covariates)),
+    return build_partable(with_covariates_modelled(parse_model(syntax, cluster), table, set(modelled_covariates)),
                           centering=centering, ordered=ordered)
 
 
@@ -603,7 +614,7 @@ def _own_level(name: str, roles: list[LevelRoles]) -> int:
 
 
 def build_partable(parsed: ParsedModel | str, centering: dict[str, str] | None = None,
-                   ordered: dict[str, int] | None = None) -> ParameterTable:
+                   ordered: dict[str, int] | None = None, cluster: str | Sequence[str] | None = None) -> ParameterTable:
     """Build the parameter table (with lavaan's defaults) from parsed model text.
 
     Parameters
@@ -616,6 +627,9 @@ def build_partable(parsed: ParsedModel | str, centering: dict[str, str] | None =
     ordered
         Ordinal (probit) variables and their numbers of categories: their
         thresholds are added, and their latent responses' scale and location fixed.
+    cluster
+        The cluster column(s), level 2 first, where ``parsed`` is text
+        (see :func:`~bayes_msem.syntax.parse_model`).
 
     Examples
     --------
@@ -624,7 +638,7 @@ def build_partable(parsed: ParsedModel | str, centering: dict[str, str] | None =
     ('y1', 'y2')
     """
     if isinstance(parsed, str):
-        parsed = parse_model(parsed)
+        parsed = parse_model(parsed, cluster)
     ordered = dict(ordered or {})
     levels = parsed.levels
     user_rows = _threshold_rows(_apply_centering(list(parsed.rows), centering, len(levels) == 2), ordered, levels[0])
@@ -682,5 +696,5 @@ def build_partable(parsed: ParsedModel | str, centering: dict[str, str] | None =
     _check_labels_and_priors(table, labels, roles)
     return ParameterTable(rows=table[COLUMNS], levels=tuple(roles), both_level=both_level,
                           source_lines=parsed.source_lines, centering=tuple((centering or {}).items()),
-                          slopes=slopes, ordered=tuple(ordered.items()))
+                          slopes=slopes, ordered=tuple(ordered.items()), level_names=parsed.level_names)
 

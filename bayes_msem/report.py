@@ -90,8 +90,12 @@ def _prior_line(result, shown: int = 4) -> str:
     return "; ".join(parts) if parts else "defaults"
 
 
-def level_title(level: str) -> str:
-    """A level's heading, as lavaan prints it."""
+def level_title(level: str, names: tuple[str, ...] = ()) -> str:
+    """A level's heading, as lavaan prints it: ``Level 2 [between]``; in a
+    three-level model named by its cluster column (``names``, lowest first),
+    ``Level 3 [school]``."""
+    if level in names:
+        return f"Level {names.index(level) + 1} [{level}]"
     return {"within": "Level 1 [within]", "between": "Level 2 [between]", "level 3": "Level 3"}.get(level, level or "Parameters")
 
 
@@ -147,7 +151,7 @@ def summary_text(result) -> str:
     model_rows = summary[summary.op != ":="]
     for level in dict.fromkeys(model_rows.level):
         lines.append("")
-        lines.append(f"{level_title(level)}:")
+        lines.append(f"{level_title(level, table.level_names)}:")
         lines += _block(model_rows[model_rows.level == level])
         if level == "within" and table.slopes:
             lines.append("  Random slopes (their means and variances are at level 2):")

@@ -47,8 +47,10 @@ def _posterior_name(row) -> str:
     return row.lhs if row.op == ":=" else f"{row.lhs}{row.op}{row.rhs}"
 
 
-def build_posterior(table: pd.DataFrame, theta: xr.DataArray, cluster_effects: xr.DataArray | dict | None) -> xr.Dataset:
-    """Turn draws of the free-parameter vector into lavaan-named variables."""
+def build_posterior(table: pd.DataFrame, theta: xr.DataArray, cluster_effects: xr.DataArray | dict | None,
+                    level_names: tuple[str, ...] = ()) -> xr.Dataset:
+    """Turn draws of the free-parameter vector into lavaan-named variables
+    (levels named by :func:`~bayes_msem.partable.level_name`)."""
     chains, draws = theta.sizes["chain"], theta.sizes["draw"]
     values = parameter_values(table, theta.values)
     coords = {"chain": theta["chain"].values, "draw": theta["draw"].values}
@@ -57,13 +59,13 @@ def build_posterior(table: pd.DataFrame, theta: xr.DataArray, cluster_effects: x
     two_level = bool((table.level > 0).any())
     for name, group in free.groupby(free.apply(_posterior_name, axis=1), sort=False):
         if len(group) > 1:
-            levels = [level_name(v) for v in group.level]
+            levels = [level_name(v, level_names) for v in group.level]
             data = np.stack([values[..., i] for i in group.index], axis=-1)
             variables[name] = xr.DataArray(data, dims=("chain", "draw", "level"), coords={**coords, "level": levels})
         else:
             row = group.iloc[0]
             variables[name] = xr.DataArray(values[..., group.index[0]], dims=("chain", "draw"), coords=coords,
-                                           attrs={"level": level_name(row.level)} if two_level else {})
+                                           attrs={"level": level_name(row.level, level_names)} if two_level else {})
     defined = table[table.op == ":="]
     if len(defined):
         labelled = table[(table.op != ":=") & table.label.notna()]
@@ -143,7 +145,7 @@ class FitResult:
             if getattr(row, "random", None):  # the coefficient is the level-2 slope variable (its own rows)
                 continue
             record = dict(lhs=row.lhs, op=row.op, rhs=row.rhs if row.op != "~1" else "",
-                          level=level_name(row.level), label=row.label or "",
+                          level=self.level_name(row.level), label=row.label or "",
                           free=bool(row.free > 0 or row.op == ":="))
             if record["free"]:
                 draws = self.parameter_draws(row)
@@ -166,7 +168,7 @@ class FitResult:
         (a row of :attr:`table`, or any object with lhs, op, rhs and level)."""
         variable = self.idata.posterior[_posterior_name(row)]
         if "level" in variable.dims:
-            variable = variable.sel(level=level_name(row.level))
+            variable = variable.sel(level=self.level_name(row.level))
         return np.asarray(variable.values, dtype=float)
 
     def theta_draws(self) -> np.ndarray:
@@ -179,6 +181,17 @@ class FitResult:
 
         return level_structures(self.parameter_table())
 
+    @property
+    def cluster_columns(self) -> tuple[str, ...]:
+        """The cluster columns of the levels above the rows, level 2 first (none in a single-level model)."""
+        columns = [self.info.get("cluster")] + [upper["column"] for upper in self.info.get("upper_levels", [])]
+        return tuple(str(c) for c in columns if c is not None)
+
+    def level_name(self, level: int) -> str:
+        """How the results name level ``level`` (1 the rows): ``within``,
+        ``between``; in a three-level model ``within`` and the cluster columns."""
+        return level_name(level, tuple(self.info.get("level_names") or ()))
+
     def parameter_table(self):
         """The :class:`~bayes_msem.partable.ParameterTable` (rows and variable roles) of the fitted model."""
         from dataclasses import replace
@@ -186,7 +199,7 @@ class FitResult:
         from bayes_msem.partable import model_table
 
         table = model_table(self.info["model_text"], self.info.get("centering") or None,
-                            self.info.get("covariates_brought_in") or ())
+                            self.info.get("covariates_brought_in") or (), cluster=self.cluster_columns)
         return replace(table, rows=self.table)
 
     def standardized(self) -> pd.DataFrame:
@@ -201,7 +214,7 @@ class FitResult:
         std = standardized_draws(self.table, self._level_structures(), theta, parameter_values(self.table, theta))
         rows = self.table[self.table.op != ":="]
         frame = rows[["lhs", "op", "rhs"]].copy()
-        frame["level"] = [level_name(v) for v in rows.level]
+        frame["level"] = [self.level_name(v) for v in rows.level]
         return frame.join(_describe(std[:, rows.index])).reset_index(drop=True)
 
     def r_squared(self) -> pd.DataFrame:
@@ -211,7 +224,7 @@ class FitResult:
 
         self._warn_slope_dependent("R-squared")
         draws = r_squared_draws(self._level_structures(), self.table, self.theta_draws())
-        frame = pd.DataFrame({"level": [level_name(level) for level, _ in draws],
+        frame = pd.DataFrame({"level": [self.level_name(level) for level, _ in draws],
                               "variable": [name for _, name in draws]})
         return frame.join(_describe(np.stack(list(draws.values()), axis=1)))
 
@@ -223,7 +236,7 @@ class FitResult:
         for structure in self._level_structures():
             names = sorted(slope_dependent(structure))
             if names:
-                warnings.warn(f"{what} involving {', '.join(names)} at level {level_name(structure.level)} are not "
+                warnings.warn(f"{what} involving {', '.join(names)} at level {self.level_name(structure.level)} are not "
                               "given (NaN): with random slopes their variance differs between clusters and includes "
                               "the slope variance, which needs a multilevel decomposition (Rights & Sterba 2019) "
                               "that is not built yet.", UserWarning, stacklevel=3)
@@ -244,8 +257,8 @@ class FitResult:
         if table.n_levels == 2:
             return pd.DataFrame({"variable": split}).join(_describe(draws[:, 0]))
         # three levels: per variable, the ICC of each level above the rows (rows in the same unit of it)
-        columns = [self.info.get("cluster")] + [upper["column"] for upper in self.info.get("upper_levels", [])]
-        frames = [pd.DataFrame({"variable": split, "level": columns[k] or level_name(k + 2)}).join(_describe(draws[:, k]))
+        columns = self.cluster_columns
+        frames = [pd.DataFrame({"variable": split, "level": columns[k]}).join(_describe(draws[:, k]))
                   for k in range(draws.shape[1])]
         return pd.concat(frames, ignore_index=True).sort_values("variable", kind="stable").reset_index(drop=True)
 
@@ -471,7 +484,7 @@ class FitResult:
             unit = units.get(int(row.free), (0.0, np.nan))[1]
             sd = np.sqrt(np.median(self.parameter_draws(row)))
             if sd < NEAR_ZERO_SD * unit:
-                near_zero.append(f"{_row_name(row._replace(level=level_name(row.level)))} (SD {sd:.2g}, against "
+                near_zero.append(f"{_row_name(row._replace(level=self.level_name(row.level)))} (SD {sd:.2g}, against "
                                  f"{unit:.2g} for the variable)")
         if near_zero:
             causes.append(f"a variance near zero: {_some(near_zero, 3)}. A variance at its boundary makes a funnel "
@@ -486,7 +499,7 @@ class FitResult:
                 for b in names[i + 1:]:
                     r = np.corrcoef(draws[a], draws[b])[0, 1]
                     if abs(r) > COLLINEAR_CORRELATION:
-                        collinear.append(f"{a} and {b} in {lhs} ~ {a} + {b}" + (f" ({level_name(level)})" if level
+                        collinear.append(f"{a} and {b} in {lhs} ~ {a} + {b}" + (f" ({self.level_name(level)})" if level
                                                                                  else "") + f" (r = {r:.2f})")
         if collinear:
             causes.append(f"predictors the data barely tell apart (the posterior correlation of their weights): "

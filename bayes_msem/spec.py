@@ -22,7 +22,7 @@ from bayes_msem.data import ClusterData, cluster_column, cluster_columns, covari
 from bayes_msem.errors import ModelSpecificationError
 from bayes_msem.layout import ModelLayout, build_layout
 from bayes_msem.matrices import LevelStructure, level_structures
-from bayes_msem.partable import ParameterTable, build_partable, level_name
+from bayes_msem.partable import ParameterTable, build_partable
 from bayes_msem.priors import DefaultPriors, PriorSpec, parse_prior
 
 __all__ = ["ModelSpec", "build_spec", "CovarianceBlock"]
@@ -108,7 +108,7 @@ class ModelSpec:
         free = self.table.free_rows()
         return pd.DataFrame({
             "lhs": free["lhs"].to_numpy(), "op": free["op"].to_numpy(), "rhs": free["rhs"].to_numpy(),
-            "level": [level_name(v) for v in free["level"]], "label": free["label"].fillna("").to_numpy(),
+            "level": [self.table.level_name(v) for v in free["level"]], "label": free["label"].fillna("").to_numpy(),
             "prior": self._prior_texts(),
             "source": ["user" if p is not None else "default" for p in free["prior"]],
         })
@@ -358,7 +358,7 @@ def build_spec(model: str | ParameterTable, data: pd.DataFrame, cluster: str | l
                missing: str = "fiml", priors: DefaultPriors | dict | None = None,
                centering: dict[str, str] | None = None) -> ModelSpec:
     """Parse (if needed), check the data, and complete the parameter table."""
-    table = build_partable(model, centering=centering) if isinstance(model, str) else model
+    table = build_partable(model, centering=centering, cluster=cluster) if isinstance(model, str) else model
     cluster_data = prepare_data(table, data, cluster=cluster, missing=missing)
     units = cluster_columns(cluster, table.n_levels)
     cluster = cluster_column(cluster)

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import ast
 import re
+from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 
 from bayes_msem.errors import ModelSyntaxError
@@ -25,7 +26,8 @@ __all__ = ["SyntaxRow", "ParsedModel", "parse_model", "LEVEL_NAMES"]
 
 LEVEL_NAMES = {1: "within", 2: "between", 3: "level 3"}
 _LEVEL_WORDS = {"1": 1, "within": 1, "2": 2, "between": 2, "3": 3}
-_LEVELS_HINT = "levels are 1 (or within), 2 (or between) and, in a three-level model, 3"
+_LEVELS_HINT = ("levels are 1 (or within), 2 (or between) and, in a three-level model, 3; or the name of a "
+                "level's cluster column (level: class with cluster=[\"class\", \"school\"])")
 
 # Longest operators first so that "=~" is not read as "=" then "~".
 _TOKEN_RE = re.compile(
@@ -92,6 +94,16 @@ class ParsedModel:
     has_levels: bool
     source_lines: tuple[str, ...] = field(default=(), repr=False)
     n_levels: int = 0  # the number of level blocks (0 without blocks)
+    cluster_columns: tuple[str, ...] = ()  # the columns naming the units of levels 2, 3, ... (parse_model's cluster)
+
+    @property
+    def level_names(self) -> tuple[str, ...]:
+        """How results name each level, lowest first: within and a cluster
+        column per higher level in a model of more than two levels whose
+        columns are known; empty otherwise (then :data:`LEVEL_NAMES`)."""
+        if self.n_levels > 2 and len(self.cluster_columns) == self.n_levels - 1:
+            return ("within",) + self.cluster_columns
+        return ()
 
     @property
     def levels(self) -> tuple[int, ...]:
@@ -428,8 +440,9 @@ def check_expression(expression: str, token: Token) -> ast.Expression:
     return tree
 
 
-def _level_directive(tokens: list[Token]) -> int | None:
-    """Return the level of a ``level: N`` line, or None if the statement is not one."""
+def _level_directive(tokens: list[Token], columns: tuple[str, ...] = ()) -> int | None:
+    """Return the level of a ``level: N`` line, or None if the statement is not
+    one; ``columns`` name the levels from 2 upwards (``level: class``)."""
     first = tokens[0]
     if first.kind != "name" or first.text.lower() not in ("level", "group", "block"):
         return None
@@ -440,9 +453,12 @@ def _level_directive(tokens: list[Token]) -> int | None:
     if len(tokens) != 3:
         raise _error(tokens[-1] if len(tokens) > 3 else tokens[1], "expected `level: 1` or `level: 2`", _LEVELS_HINT)
     word = tokens[2].text.lower()
-    if word not in _LEVEL_WORDS:
-        raise _error(tokens[2], f"unknown level {tokens[2].text!r}", _LEVELS_HINT)
-    return _LEVEL_WORDS[word]
+    if word in _LEVEL_WORDS:
+        return _LEVEL_WORDS[word]
+    if tokens[2].text in columns:
+        return 2 + columns.index(tokens[2].text)
+    named = f"; the cluster columns here are {', '.join(columns)}" if columns else ""
+    raise _error(tokens[2], f"unknown level {tokens[2].text!r}{named}", _LEVELS_HINT)
 
 
 def _tokenize(text: str) -> list[list[Token]]:
@@ -471,13 +487,17 @@ def _tokenize(text: str) -> list[list[Token]]:
     return statements
 
 
-def parse_model(text: str) -> ParsedModel:
+def parse_model(text: str, cluster: str | Sequence[str] | None = None) -> ParsedModel:
     """Parse lavaan-style model text into rows.
 
     Parameters
     ----------
     text
         The model, statements separated by new lines or ``;``.
+    cluster
+        The cluster column(s), level 2 first: a level block may be named by
+        its column (``level: class``), and a model of three levels names its
+        levels by them in the results.
 
     Raises
     ------
@@ -494,8 +514,9 @@ def parse_model(text: str) -> ParsedModel:
     rows: list[SyntaxRow] = []
     level = 0
     seen_levels: list[int] = []
+    columns = cluster_names(cluster)
     for tokens in _tokenize(text):
-        directive = _level_directive(tokens)
+        directive = _level_directive(tokens, columns)
         if directive is not None:
             if directive in seen_levels:
                 raise _error(tokens[0], f"level {directive} appears twice", "put all statements of a level in one block")
@@ -521,5 +542,12 @@ def parse_model(text: str) -> ParsedModel:
         raise ModelSyntaxError("the model is empty", line=1, column=1, text=text.splitlines()[0] if text.strip() else "",
                                hint="write at least one statement, as in f =~ y1 + y2 + y3")
     return ParsedModel(rows=tuple(rows), has_levels=bool(seen_levels), source_lines=tuple(text.splitlines()),
-                       n_levels=len(seen_levels))
+                       n_levels=len(seen_levels), cluster_columns=columns)
+
+
+def cluster_names(cluster: str | Sequence[str] | None) -> tuple[str, ...]:
+    """The cluster column(s) as a tuple, level 2 first (none: ``()``)."""
+    if cluster is None:
+        return ()
+    return (cluster,) if isinstance(cluster, str) else tuple(str(c) for c in cluster)
 

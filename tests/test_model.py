@@ -58,6 +58,8 @@ def test_model_repr_says_what_it_holds():
                      cluster=["class", "school"])
     assert repr(three) == ("<bayes_msem.Model: three-level, 7 free parameters, 2880 rows, 240 clusters of 'class' in "
                            "60 units of 'school', engine 'collapsed'>")
+    assert list(three.partable().level.unique()) == ["within", "class", "school"]
+    assert list(three.priors().level.unique()) == ["within", "class", "school"]
     with pytest.raises(ValueError, match="engine='latent' does not apply here: the latent engine takes two levels"):
         bm.Model(bm.example_model("three_level_sim"), bm.example_data("three_level_sim"), cluster=["class", "school"],
                  engine="latent")

@@ -70,11 +70,9 @@ def median_mcse(result, row) -> float:
     """Monte Carlo standard error of a parameter's posterior median (ArviZ)."""
     import arviz as az
 
-    from bayes_msem.partable import level_name
-
     table = result.table
     match = table[(table.lhs == row.lhs) & (table.op == row.op) & (table.rhs.fillna("") == row.rhs)
-                  & (table.level.map(level_name) == row.level)]
+                  & (table.level.map(result.level_name) == row.level)]
     draws = result.parameter_draws(match.iloc[0])
     return float(az.mcse(draws, method="quantile", prob=0.5))
 

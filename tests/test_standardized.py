@@ -58,7 +58,7 @@ def test_three_level_iccs_are_the_shares_of_variance_at_each_level_and_above():
 
     spec = build_spec(bm.example_model("three_level_sim"), bm.example_data("three_level_sim"),
                       cluster=["class", "school"])
-    names = ["y~x|within", "y~~y|within", "y~z|between", "y~~y|between", "y~w|level 3", "y~~y|level 3", "y~1|level 3"]
+    names = ["y~x|within", "y~~y|within", "y~z|class", "y~~y|class", "y~w|school", "y~~y|school", "y~1|school"]
     assert parameter_names(spec) == names
     theta = np.array([[0.5, 1.0, 0.3, 0.5, 0.6, 0.25, 0.9]])
     rows = spec.table.rows

@@ -167,3 +167,18 @@ def test_unknown_modifier_is_named():
 def test_names_may_use_letters_of_any_script():
     rows = parse_model("größe ~ ålder + año").rows
     assert [(r.lhs, r.rhs) for r in rows] == [("größe", "ålder"), ("größe", "año")]
+
+
+def test_level_blocks_named_by_their_cluster_columns():
+    """``level: class`` is level 2 when class is the first cluster column; a model
+    of three levels is then named within, class, school in its results."""
+    text = "level: within\n y ~ x\nlevel: class\n y ~ z\nlevel: school\n y ~ w"
+    parsed = parse_model(text, ["class", "school"])
+    assert [(r.rhs, r.level) for r in parsed.rows] == [("x", 1), ("z", 2), ("w", 3)]
+    assert parsed.level_names == ("within", "class", "school")
+    assert parse_model("level: 1\n y ~ x\nlevel: 2\n y ~ z", "class").level_names == ()  # two levels keep between
+    with pytest.raises(ModelSyntaxError, match="unknown level 'class'") as error:
+        parse_model(text)
+    assert error.value.line == 3
+    with pytest.raises(ModelSyntaxError, match="unknown level 'room'; the cluster columns here are class, school"):
+        parse_model(text.replace("level: class", "level: room"), ["class", "school"])

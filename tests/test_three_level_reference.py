@@ -30,7 +30,7 @@ import bayes_msem as bm
 
 pytestmark = pytest.mark.slow
 
-LEVELS = {1: "within", 2: "between", 3: "level 3"}
+LEVELS = {1: "within", 2: "class", 3: "school"}
 TOLERANCE = {"~": 0.35, "~1": 0.35, "~~": 0.8}
 
 
@@ -67,6 +67,7 @@ def test_three_level_fit_matches_lme4(three_level_fit):
         ["lhs", "op", "rhs", "level", "est", "median", "distance", "allowed"]]
     check_convergence(fit, 1.01 if order == "as shipped" else 1.05)  # the copy runs 500 draws
     assert "Level-3 units 60 (school), holding 4 to 4 clusters each" in str(fit)
+    assert all(f"{title}:" in str(fit) for title in ("Level 1 [within]", "Level 2 [class]", "Level 3 [school]"))
 
 
 def test_three_level_results_name_each_level_and_unit(three_level_fit):
@@ -85,14 +86,14 @@ def test_three_level_results_name_each_level_and_unit(three_level_fit):
     assert icc["class"] > icc["school"] > 0  # pupils of one class share their school too
 
 
-THREE_LEVEL_SLOPE = """level: 1
+THREE_LEVEL_SLOPE = """level: within
   s | y ~ x
-level: 2
+level: class
   y ~ z
   y ~~ s
-level: 3
+level: school
   y ~ w
-"""
+"""  # the blocks named by their cluster columns
 
 
 @pytest.fixture(scope="module")

@@ -16,7 +16,7 @@ import pymc as pm
 import pytensor.tensor as pt
 from pymc.logprob.transforms import Transform
 
-from bayes_msem.partable import level_name, parameter_key
+from bayes_msem.partable import parameter_key
 from bayes_msem.priors import PATTERN_T_DF, PATTERN_T_SCALE, PriorSpec, constrained_correlation, patterned_correlation
 from bayes_msem.spec import ModelSpec
 
@@ -26,7 +26,7 @@ __all__ = ["free_parameter_vector", "parameter_names", "Standardized", "sampling
 def parameter_names(spec: ModelSpec) -> list[str]:
     """lavaan-style name of each free parameter, with the level where needed:
     ``fw=~y2``, ``y1~~y1|between``."""
-    return [parameter_key(row.lhs, row.op, row.rhs, level_name(row.level))
+    return [parameter_key(row.lhs, row.op, row.rhs, spec.table.level_name(row.level))
             for row in spec.table.free_rows().itertuples()]
 
 
@@ -122,7 +122,7 @@ def free_parameter_vector(spec: ModelSpec) -> pt.TensorVariable:
         structure = spec.structure(block.level)
         variances = pt.diag(structure.S.fill(_partial_vector(values, structure)))
         n = len(block.nodes)
-        name = f"corr[block{b}|{level_name(block.level) or 'single'}]"
+        name = f"corr[block{b}|{spec.table.level_name(block.level) or 'single'}]"
         sds = [pt.sqrt(variances[node]) for node in block.nodes]
         if block.constrained:
             corr = constrained_correlation_rv(name, block, sds, values)
