@@ -53,18 +53,23 @@ def three_level_fit(request):
     return model.fit(**(FULL_RUN if request.param == "as shipped" else SHUFFLED_RUN)), data, request.param
 
 
-def test_three_level_fit_matches_lme4(three_level_fit):
-    fit, _, order = three_level_fit
-    reference = pd.read_csv(DATA / "three_level_sim_lme4.csv")
+def assert_matches_lme4(fit, reference_file: str, n_parameters: int) -> None:
+    """Every parameter of the lme4 reference within tolerance (module docstring)."""
+    reference = pd.read_csv(DATA / reference_file)
     reference["rhs"] = reference["rhs"].fillna("")
     reference["level"] = reference["level"].map(LEVELS)
     merged = reference.merge(fit.summary(), on=["lhs", "op", "rhs", "level"], how="left", validate="one_to_one")
-    assert merged["median"].notna().all() and len(merged) == 7
+    assert merged["median"].notna().all() and len(merged) == n_parameters
     mcse = np.array([median_mcse(fit, row) for row in merged.itertuples()])
     distance = (merged["median"] - merged["est"]).abs() / merged["se"]
     allowed = merged["op"].map(TOLERANCE) + 3 * mcse / merged["se"]
     assert (distance <= allowed).all(), merged.assign(distance=distance, allowed=allowed)[
         ["lhs", "op", "rhs", "level", "est", "median", "distance", "allowed"]]
+
+
+def test_three_level_fit_matches_lme4(three_level_fit):
+    fit, _, order = three_level_fit
+    assert_matches_lme4(fit, "three_level_sim_lme4.csv", 7)
     check_convergence(fit, 1.01 if order == "as shipped" else 1.05)  # the copy runs 500 draws
     assert "Level-3 units 60 (school), holding 4 to 4 clusters each" in str(fit)
     assert all(f"{title}:" in str(fit) for title in ("Level 1 [within]", "Level 2 [class]", "Level 3 [school]"))
@@ -124,16 +129,7 @@ def test_three_level_random_slope_matches_lme4(slope_fit):
         se_var <- function(name) (pr[name, 2]^2 - pr[name, 1]^2) / (2 * qnorm(0.975))
     """
     fit, _ = slope_fit
-    reference = pd.read_csv(DATA / "three_level_slope_sim_lme4.csv")
-    reference["rhs"] = reference["rhs"].fillna("")
-    reference["level"] = reference["level"].map(LEVELS)
-    merged = reference.merge(fit.summary(), on=["lhs", "op", "rhs", "level"], how="left", validate="one_to_one")
-    assert merged["median"].notna().all() and len(merged) == 9
-    mcse = np.array([median_mcse(fit, row) for row in merged.itertuples()])
-    distance = (merged["median"] - merged["est"]).abs() / merged["se"]
-    allowed = merged["op"].map(TOLERANCE) + 3 * mcse / merged["se"]
-    assert (distance <= allowed).all(), merged.assign(distance=distance, allowed=allowed)[
-        ["lhs", "op", "rhs", "level", "est", "median", "distance", "allowed"]]
+    assert_matches_lme4(fit, "three_level_slope_sim_lme4.csv", 9)
     check_convergence(fit, 1.01)
 
 

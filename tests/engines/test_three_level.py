@@ -89,11 +89,15 @@ def stacked_logp(spec, theta, data: pd.DataFrame) -> float:
 @given(seed=st.integers(0, 10**6), schools=st.integers(2, 6), max_classes=st.integers(2, 4),
        max_pupils=st.integers(2, 5))
 def test_three_level_density_equals_the_stacked_normal(seed, schools, max_classes, max_pupils):
-    data = three_level_data(seed, schools, max_classes, max_pupils)
+    check_density(THREE_LEVEL, stacked_logp, three_level_data(seed, schools, max_classes, max_pupils), seed)
+
+
+def check_density(syntax: str, stacked, data: pd.DataFrame, seed: int) -> None:
+    """The engine's density of ``syntax`` on ``data`` at random parameters equals ``stacked``'s."""
     with pytest.warns(UserWarning, match="units in 'school'|clusters in 'class'"):
-        spec = build_spec(THREE_LEVEL, data, cluster=["class", "school"])
+        spec = build_spec(syntax, data, cluster=["class", "school"])
     theta = random_theta(spec, seed)
-    assert collapsed_logp(spec, theta, NUMPY_BACKEND) == pytest.approx(stacked_logp(spec, theta, data), rel=1e-9)
+    assert collapsed_logp(spec, theta, NUMPY_BACKEND) == pytest.approx(stacked(spec, theta, data), rel=1e-9)
 
 
 def test_three_level_density_is_the_same_in_jax_and_pytensor():
@@ -175,17 +179,24 @@ def exact_effect_moments(spec, theta, data: pd.DataFrame, school: str):
 
 
 def test_effects_of_classes_and_schools_follow_their_exact_conditional():
-    from bayes_msem.engines.collapsed import draw_three_level_effects
-
     data = three_level_data(5, schools=3, max_classes=3, max_pupils=4)
     with pytest.warns(UserWarning, match="units in 'school'"):
         spec = build_spec(THREE_LEVEL, data, cluster=["class", "school"])
     theta = random_theta(spec, 6)
+    assert_draws_follow(spec, theta, lambda school: exact_effect_moments(spec, theta, data, school))
+
+
+def assert_draws_follow(spec, theta, exact) -> None:
+    """4000 draws of every class's and school's effects at ``theta`` match
+    ``exact(school)``: the mean and covariance of (its classes' effects, its
+    own) and the classes in order; means within 5 Monte Carlo SEs."""
+    from bayes_msem.engines.collapsed import draw_three_level_effects
+
     n_draws = 4000
     middle, top = draw_three_level_effects(spec, np.broadcast_to(theta, (1, n_draws, len(theta))), seed=7)
     class_at = {str(label): k for k, label in enumerate(spec.data.cluster_labels)}
     for s, school in enumerate(map(str, spec.data.upper_levels[0].labels)):
-        mean, cov, classes = exact_effect_moments(spec, theta, data, school)
+        mean, cov, classes = exact(school)
         drawn = np.concatenate([middle[0][:, class_at[label]] for label in classes] + [top[0][:, s]], axis=1)
         sd = np.sqrt(np.diag(cov))
         assert np.all(np.abs(drawn.mean(0) - mean) < 5 * sd / np.sqrt(n_draws) + 1e-12)
@@ -277,12 +288,7 @@ def stacked_slope_logp(spec, theta, data: pd.DataFrame) -> float:
 @given(seed=st.integers(0, 10**6), schools=st.integers(2, 5), max_classes=st.integers(2, 4),
        max_pupils=st.integers(2, 5))
 def test_three_level_density_with_a_random_slope_equals_the_stacked_normal(seed, schools, max_classes, max_pupils):
-    data = three_level_data(seed, schools, max_classes, max_pupils)
-    with pytest.warns(UserWarning, match="units in 'school'|clusters in 'class'"):
-        spec = build_spec(THREE_LEVEL_SLOPE, data, cluster=["class", "school"])
-    theta = random_theta(spec, seed)
-    expected = stacked_slope_logp(spec, theta, data)
-    assert collapsed_logp(spec, theta, NUMPY_BACKEND) == pytest.approx(expected, rel=1e-9)
+    check_density(THREE_LEVEL_SLOPE, stacked_slope_logp, three_level_data(seed, schools, max_classes, max_pupils), seed)
 
 
 def test_three_level_slope_density_per_school_and_in_jax_and_pytensor():
@@ -310,25 +316,18 @@ def test_three_level_slope_density_per_school_and_in_jax_and_pytensor():
 
 
 def test_effects_with_a_random_slope_follow_their_exact_conditional():
-    from bayes_msem.engines.collapsed import draw_three_level_effects
-
     data = three_level_data(5, schools=3, max_classes=3, max_pupils=4)
     with pytest.warns(UserWarning, match="units in 'school'"):
         spec = build_spec(THREE_LEVEL_SLOPE, data, cluster=["class", "school"])
     theta = random_theta(spec, 6)
-    n_draws = 4000
-    middle, top = draw_three_level_effects(spec, np.broadcast_to(theta, (1, n_draws, len(theta))), seed=7)
     levels = spec.layout.levels
     assert list(levels[1].effects) == list(levels[1].nodes) and list(levels[2].effects) == list(levels[2].nodes)
-    class_at = {str(label): k for k, label in enumerate(spec.data.cluster_labels)}
     names = list(spec.within.observed)
-    for s, label in enumerate(map(str, spec.data.upper_levels[0].labels)):
+
+    def exact(label):
         school = data[data.school == label]
         mean, cov, classes, joint_mean, joint_cov, cross = slope_school_moments(spec, theta, school)
         gain = np.linalg.solve(cov, cross).T
-        exact_mean = joint_mean + gain @ (school[names].to_numpy().ravel() - mean)
-        exact_cov = joint_cov - gain @ cross
-        drawn = np.concatenate([middle[0][:, class_at[c]] for c in classes] + [top[0][:, s]], axis=1)
-        sd = np.sqrt(np.diag(exact_cov))
-        assert np.all(np.abs(drawn.mean(0) - exact_mean) < 5 * sd / np.sqrt(n_draws) + 1e-12)
-        np.testing.assert_allclose(np.cov(drawn.T), exact_cov, atol=0.1 * sd.max() ** 2)
+        return joint_mean + gain @ (school[names].to_numpy().ravel() - mean), joint_cov - gain @ cross, classes
+
+    assert_draws_follow(spec, theta, exact)
