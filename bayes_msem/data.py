@@ -38,13 +38,21 @@ MISSING_OPTIONS = ("fiml", "ml", "listwise", "error")  # "ml" is lavaan's name f
 
 @dataclass(frozen=True)
 class UnitLevel:
-    """A level above the clusters (level 3 of a three-level model): which of
-    its units each cluster sits in, the units' labels and covariates."""
+    """A level above the rows besides the clusters: level 3 of a three-level
+    model (each cluster sits in one of its units), or the second
+    classification of a cross-classified model (its units cross the
+    clusters); the units' labels and covariates."""
 
     column: str  # the data column naming the units
-    parent_index: np.ndarray  # (clusters,) int: the unit each level-2 cluster belongs to
+    parent_index: np.ndarray | None  # (clusters,) int: the unit each level-2 cluster belongs to; None where crossed
     labels: np.ndarray  # (units,)
     covariates: np.ndarray  # (units, q)
+    row_index: np.ndarray | None = None  # (rows,) int: the unit of each row
+
+    @property
+    def crossed(self) -> bool:
+        """Whether the units cross the clusters instead of holding them."""
+        return self.parent_index is None
 
     @property
     def n_units(self) -> int:
@@ -86,6 +94,11 @@ class ClusterData:
     @property
     def cluster_sizes(self) -> np.ndarray:
         return np.bincount(self.cluster_index, minlength=self.n_clusters)
+
+    @property
+    def crossed(self) -> bool:
+        """Whether the model is cross-classified: a second classification crosses the clusters."""
+        return any(upper.crossed for upper in self.upper_levels)
 
     @property
     def has_missing(self) -> bool:
@@ -311,8 +324,8 @@ def cluster_columns(cluster, n_levels: int) -> tuple[str, ...]:
     if len(columns) != max(n_levels - 1, 0):
         shown = ", ".join(repr(c) for c in columns)
         raise DataError(f"cluster=[{shown}] names {len(columns)} column(s), one per level above the rows, but the "
-                        f"model has {n_levels} level blocks: give {n_levels - 1} column(s), from level 2 upwards, or "
-                        "write a block per level (cross-classified models are not supported yet).")
+                        f"model has {n_levels} level blocks: give {n_levels - 1} column(s), from level 2 upwards "
+                        "(or both classifications of a cross-classified model), or write a block per level.")
     return columns
 
 
@@ -323,39 +336,50 @@ def cluster_column(cluster) -> str | None:
     return cluster
 
 
-def _check_nesting(data: pd.DataFrame, inner: str, outer: str) -> None:
-    """Every unit of ``inner`` lies within one unit of ``outer``."""
+def _crossing(data: pd.DataFrame, inner: str, outer: str) -> str | None:
+    """None where every unit of ``inner`` lies within one unit of ``outer``;
+    else the announcement of a cross-classified model, naming a unit that
+    crosses and what to do where the ids restart in every unit of ``outer``."""
     counts = data.groupby(inner, sort=False, observed=True)[outer].nunique()
     broken = counts.index[counts > 1]
-    if len(broken):
-        unit = broken[0]
-        where = sorted(map(str, data.loc[data[inner] == unit, outer].unique()))[:3]
-        raise DataError(f"{inner!r} is not nested in {outer!r}: {len(broken)} unit(s) of {inner!r} appear in several "
-                        f"units of {outer!r}, e.g. {unit!r} in {', '.join(repr(w) for w in where)}. Where ids restart "
-                        f"in every {outer}, make them unique, e.g. df[{inner!r}] = df[{outer!r}].astype(str) + '/' + "
-                        f"df[{inner!r}].astype(str); crossed classifications are not supported yet.")
+    if not len(broken):
+        return None
+    unit = broken[0]
+    where = sorted(map(str, data.loc[data[inner] == unit, outer].unique()))[:3]
+    return (f"{inner!r} is not nested in {outer!r}: {len(broken)} unit(s) of {inner!r} appear in several units of "
+            f"{outer!r}, e.g. {unit!r} in {', '.join(repr(w) for w in where)}, so the model is fitted as "
+            f"cross-classified ({inner} x {outer}). If {inner} ids restart in every {outer}, make them unique "
+            f"instead, e.g. df[{inner!r}] = df[{outer!r}].astype(str) + '/' + df[{inner!r}].astype(str).")
 
 
 def _level_three(table: ParameterTable, data: pd.DataFrame, cluster: str, column: str,
                  cluster_index: np.ndarray) -> UnitLevel:
     """Level 3 of a three-level model: the unit of ``column`` each cluster of
-    ``cluster`` sits in (nesting checked) and the units' covariates."""
-    _check_nesting(data, cluster, column)
+    ``cluster`` sits in and the units' covariates; or, where the clusters are
+    not nested in those units, the second classification of a cross-classified
+    model (announced in a warning)."""
+    crossing = _crossing(data, cluster, column)
     codes, labels = _cluster_codes(data[column], column)
     sizes = np.bincount(np.unique(np.stack([codes, cluster_index]), axis=1)[0], minlength=len(labels))
     if len(labels) < FEW_CLUSTERS:
         warnings.warn(f"only {len(labels)} units in {column!r}: level-3 variances and effects rest on "
                       f"{len(labels)} values and will lean on the priors.", UserWarning, stacklevel=5)
+    covariates = table.level_roles(3).covariates
+    first = np.unique(codes, return_index=True)[1]
+    covariate_values = data.iloc[first][list(covariates)].to_numpy(dtype=float).reshape(len(first), -1)
+    if crossing:
+        warnings.warn(crossing, UserWarning, stacklevel=5)
+        _check_between_constant(data, covariates, column, level=3)
+        return UnitLevel(column=column, parent_index=None, labels=np.asarray(labels), covariates=covariate_values,
+                         row_index=codes)
     if sizes.max() == 1:
         raise DataError(f"every unit of {column!r} holds one unit of {cluster!r}, so level 2 and level 3 cannot be "
                         f"told apart. Check the columns, or fit a two-level model with cluster={column!r}.")
-    covariates = table.level_roles(3).covariates
     _check_between_constant(data, covariates, column, level=3)
     parent_index = np.zeros(int(cluster_index.max()) + 1, dtype=int)
     parent_index[cluster_index] = codes
-    first = np.unique(codes, return_index=True)[1]
-    return UnitLevel(column=column, parent_index=parent_index, labels=np.asarray(labels),
-                     covariates=data.iloc[first][list(covariates)].to_numpy(dtype=float).reshape(len(first), -1))
+    return UnitLevel(column=column, parent_index=parent_index, labels=np.asarray(labels), covariates=covariate_values,
+                     row_index=codes)
 
 
 def prepare_data(table: ParameterTable, data: pd.DataFrame, cluster: str | list[str] | None = None,
@@ -454,15 +478,18 @@ def prepare_data(table: ParameterTable, data: pd.DataFrame, cluster: str | list[
     return result
 
 
-def within_cross_products(data: ClusterData) -> dict[str, np.ndarray]:
+def within_cross_products(data: ClusterData, index: np.ndarray | None = None) -> dict[str, np.ndarray]:
     """Cross-products of the level-1 data, computed once.
 
     With Y the outcomes, X the covariates and Z the row-to-cluster indicator,
     these are Y'Y, Y'X, X'X, Z'Y and Z'X: enough to evaluate the within-level
     normal likelihood for any cluster means and regression weights in
-    O(clusters * p^2) instead of O(rows * p^2).
+    O(clusters * p^2) instead of O(rows * p^2). ``index`` (rows,) groups the
+    rows otherwise than by cluster (a cross-classified model's cells).
     """
-    y, x, index, clusters = data.within_outcomes, data.within_covariates, data.cluster_index, data.n_clusters
+    y, x = data.within_outcomes, data.within_covariates
+    index = data.cluster_index if index is None else index
+    clusters = int(index.max()) + 1
     sum_y = np.zeros((clusters, y.shape[1]))
     np.add.at(sum_y, index, y)
     sum_x = np.zeros((clusters, x.shape[1]))

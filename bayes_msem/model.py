@@ -51,13 +51,19 @@ def _modelled_variables(syntax: str, centering: dict[str, str], cluster) -> tupl
 MODEL_KINDS = {1: "single-level", 2: "two-level", 3: "three-level"}
 
 
-def _unit_counts(upper, cluster_sizes: np.ndarray) -> dict:
+def model_kind(spec: ModelSpec) -> str:
+    """``single-level``, ``two-level``, ``three-level`` or ``cross-classified``."""
+    return "cross-classified" if spec.data.crossed else MODEL_KINDS[len(spec.layout.levels)]
+
+
+def _unit_counts(upper, cluster_index: np.ndarray) -> dict:
     """What the results say of a level above the clusters: its units, how many
-    clusters each holds (fewest, most) and its rows per unit."""
-    held = np.bincount(upper.parent_index, minlength=upper.n_units)
-    rows = np.bincount(upper.parent_index, weights=cluster_sizes, minlength=upper.n_units)
+    clusters each holds or meets where crossed (fewest, most), its rows per
+    unit, and whether it crosses the clusters."""
+    held = np.bincount(np.unique(np.stack([upper.row_index, cluster_index]), axis=1)[0], minlength=upper.n_units)
+    rows = np.bincount(upper.row_index, minlength=upper.n_units)
     return {"column": upper.column, "units": upper.n_units, "fewest": int(held.min()), "most": int(held.max()),
-            "labels": [str(label) for label in upper.labels], "sizes": rows.astype(int).tolist()}
+            "labels": [str(label) for label in upper.labels], "sizes": rows.tolist(), "crossed": upper.crossed}
 
 
 def check_seed(seed) -> None:
@@ -125,9 +131,10 @@ class Model:
 
     def __repr__(self) -> str:
         data = self.spec.data
-        kind = MODEL_KINDS[len(self.spec.layout.levels)]
+        kind = model_kind(self.spec)
         clusters = f", {data.n_clusters} clusters of {self.spec.cluster!r}" if self.spec.layout.multilevel else ""
-        clusters += "".join(f" in {upper.n_units} units of {upper.column!r}" for upper in data.upper_levels)
+        clusters += "".join(f" {'crossed with' if upper.crossed else 'in'} {upper.n_units} units of {upper.column!r}"
+                            for upper in data.upper_levels)
         return (f"<bayes_msem.Model: {kind}, {len(self.spec.priors)} free parameters, {data.n_rows} rows{clusters}, "
                 f"engine {self.engine!r}>")
 
@@ -171,8 +178,8 @@ class Model:
         data = self.spec.data
         info = {
             "version": __version__, "engine": self.engine, "engine_reason": self.engine_reason, "sampler": backend,
-            "model_type": f"{MODEL_KINDS[len(self.spec.layout.levels)]} SEM",
-            "upper_levels": [_unit_counts(upper, data.cluster_sizes) for upper in data.upper_levels],
+            "model_type": f"{model_kind(self.spec)} SEM",
+            "upper_levels": [_unit_counts(upper, data.cluster_index) for upper in data.upper_levels],
             "n_rows": data.n_rows, "n_dropped": data.n_dropped, "dropped_reason": data.dropped_reason,
             "missing": describe_missing(data, self.spec.within.observed, self.spec.table.between_outcomes),
             "modelled_covariates": _covariate_note(self.modelled_covariates) if self.modelled_covariates else "",

@@ -133,8 +133,12 @@ def summary_text(result) -> str:
         sizes = info["cluster_sizes"]
         lines.append(f"  Clusters {len(sizes)} ({info['cluster']}), sizes {min(sizes)} to {max(sizes)}")
         for upper in info.get("upper_levels", []):
-            lines.append(f"  Level-3 units {upper['units']} ({upper['column']}), holding {upper['fewest']} to "
-                         f"{upper['most']} clusters each")
+            if upper.get("crossed"):
+                lines.append(f"  Crossed with {upper['units']} units ({upper['column']}), each meeting "
+                             f"{upper['fewest']} to {upper['most']} clusters: cross-classified")
+            else:
+                lines.append(f"  Level-3 units {upper['units']} ({upper['column']}), holding {upper['fewest']} to "
+                             f"{upper['most']} clusters each")
     lines += [
         f"  Chains {info['chains']} x {info['draws']} draws after {info['tune']} warm-up; seed {info['random_seed']}",
         f"  Priors: {_prior_line(result)} (result.priors() lists them)",

@@ -246,14 +246,16 @@ class FitResult:
         levels, per draw: between variance / (within + between variance). In a
         three-level model one row per variable and level above the rows (named
         by its cluster column): the share of variance at that level and above,
-        the correlation of two rows in the same class, in the same school."""
+        the correlation of two rows in the same class, in the same school; in
+        a cross-classified model each classification's own share."""
         from bayes_msem.standardized import icc_draws
 
         table = self.parameter_table()
         split = [name for name in table.levels[0].observed if any(name in roles.observed for roles in table.levels[1:])]
         if table.n_levels < 2 or not split:
             raise ValueError("ICCs need a two-level model with variables named at both levels")
-        draws = icc_draws(self._level_structures(), self.table, self.theta_draws(), split)
+        crossed = any(upper.get("crossed") for upper in self.info.get("upper_levels", []))
+        draws = icc_draws(self._level_structures(), self.table, self.theta_draws(), split, crossed)
         if table.n_levels == 2:
             return pd.DataFrame({"variable": split}).join(_describe(draws[:, 0]))
         # three levels: per variable, the ICC of each level above the rows (rows in the same unit of it)

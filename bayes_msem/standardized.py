@@ -119,13 +119,16 @@ def r_squared_draws(structures: list[LevelStructure], rows: pd.DataFrame, theta:
     return result
 
 
-def icc_draws(structures: list[LevelStructure], rows: pd.DataFrame, theta: np.ndarray, names) -> np.ndarray:
+def icc_draws(structures: list[LevelStructure], rows: pd.DataFrame, theta: np.ndarray, names,
+              crossed: bool = False) -> np.ndarray:
     """Model-based intraclass correlation of each variable in ``names`` (split
     over levels) per draw: at each level above the rows, the share of the
     variable's total variance (covariates' variance included, random slopes'
     contribution not) that lies at that level and above, the correlation of
     two rows in the same unit of that level (two-level: between / (within +
     between); three-level: of pupils in one school, and in one class).
+    In a cross-classified model (``crossed``) each classification's share
+    alone: the correlation of two rows that share its unit but not the other's.
     Returns (draws, levels above the rows, names); a variable without a part at
     a level has variance 0 there."""
     cov = {s.level: _covariate_covariance(rows, s) for s in structures}
@@ -133,6 +136,9 @@ def icc_draws(structures: list[LevelStructure], rows: pd.DataFrame, theta: np.nd
     for d in range(theta.shape[0]):
         parts = np.array([[dict(zip(s.nodes, _level_variances(theta[d], s, cov[s.level])[0])).get(n, 0.0)
                            for n in names] for s in structures])  # (levels, names)
+        if crossed:
+            out[d] = parts[1:] / parts.sum(axis=0)
+            continue
         above = np.cumsum(parts[::-1], axis=0)[::-1]  # variance at each level and the levels above it
         out[d] = above[1:] / above[0]
     return out

@@ -15,6 +15,11 @@ variance SEs (sd^2 profile interval width / 3.92), the covariance's SE from
 the correlation's profile interval times both SDs (Rscript, the script in
 that test's docstring).
 
+A cross-classified model (tests/data/crossed_sim_lme4.csv, the data
+tests/data/crossed_sim.csv: 2000 rows in 339 cells of 40 primary x 30
+secondary units, text ids), lme4 `lmer(y ~ x + z + w + (1 | primary) +
+(1 | secondary), REML = FALSE)`, SEs as above.
+
 Tolerance (the issue): posterior median within 0.35 lme4 standard errors of
 the ML estimate, 0.8 for variance components; plus three Monte Carlo standard
 errors of the median, as the other reference tests.
@@ -53,11 +58,11 @@ def three_level_fit(request):
     return model.fit(**(FULL_RUN if request.param == "as shipped" else SHUFFLED_RUN)), data, request.param
 
 
-def assert_matches_lme4(fit, reference_file: str, n_parameters: int) -> None:
+def assert_matches_lme4(fit, reference_file: str, n_parameters: int, levels: dict[int, str] = LEVELS) -> None:
     """Every parameter of the lme4 reference within tolerance (module docstring)."""
     reference = pd.read_csv(DATA / reference_file)
     reference["rhs"] = reference["rhs"].fillna("")
-    reference["level"] = reference["level"].map(LEVELS)
+    reference["level"] = reference["level"].map(levels)
     merged = reference.merge(fit.summary(), on=["lhs", "op", "rhs", "level"], how="left", validate="one_to_one")
     assert merged["median"].notna().all() and len(merged) == n_parameters
     mcse = np.array([median_mcse(fit, row) for row in merged.itertuples()])
@@ -143,3 +148,38 @@ def test_three_level_random_slopes_per_class_follow_the_data(slope_fit):
     big = data.groupby("class").size() >= 12  # small classes' own slopes are mostly noise
     assert classes.size == 237 and np.corrcoef(classes.loc[own[big].index], own[big])[0, 1] > 0.9  # 0.975 measured
     assert fit.loo().loo_i.sizes["unit"] == 50
+
+
+CROSSED = """level: within
+  y ~ x
+level: primary
+  y ~ z
+level: secondary
+  y ~ w
+"""
+
+
+def test_cross_classified_fit_matches_lme4():
+    """The data came from (Python, numpy 2)::
+
+        rng = np.random.default_rng(2026)
+        u_a = rng.normal(0, np.sqrt(0.4), 40); u_b = rng.normal(0, np.sqrt(0.25), 30)
+        z = rng.normal(size=40); w = rng.normal(size=30)
+        for i in range(2000):
+            a = rng.integers(40); b = min(int(rng.integers(0, 10)) + (a * 30) // 40, 29)
+            x = rng.normal()
+            y = 0.5 + 0.6 * x + 0.3 * z[a] + 0.4 * w[b] + u_a[a] + u_b[b] + rng.normal()
+            rows.append((f"p{(7 * a) % 41}", f"s{(11 * b) % 31}", x, z[a], w[b], y))  # rounded to 4 decimals
+
+    and the reference from lme4 1.1.31 (R 4.2.2), as for the random slope."""
+    data = pd.read_csv(DATA / "crossed_sim.csv")
+    with pytest.warns(UserWarning, match="cross-classified \\(primary x secondary\\)"):
+        model = bm.Model(CROSSED, data, cluster=["primary", "secondary"])
+    fit = model.fit(**FULL_RUN)
+    assert_matches_lme4(fit, "crossed_sim_lme4.csv", 7, {1: "within", 2: "primary", 3: "secondary"})
+    check_convergence(fit, 1.02)
+    assert "Crossed with 30 units (secondary), each meeting" in str(fit)
+    effects = fit.cluster_effects()
+    assert effects.groupby("level").cluster.nunique().to_dict() == {"primary": 40, "secondary": 30}
+    icc = fit.icc().set_index("level")["mean"]  # each classification's own share of the variance
+    assert icc.sum() < 1 and icc["secondary"] > 0.1

@@ -88,7 +88,7 @@ class Engine:
 
             return ordinal_row_log_likelihood(spec, theta_draws)
         if spec.layout.multilevel and not collapsed_supported(spec)[0]:
-            return None
+            return None  # (a cross-classified model among them: its likelihood does not factor over units)
         if len(spec.layout.levels) > 2:  # per level-3 unit
             from bayes_msem.engines.collapsed import three_level_unit_log_likelihood
 
@@ -137,6 +137,10 @@ class LatentEngine(Engine):
         from bayes_msem.engines.latent import outcome_coupling
         from bayes_msem.engines.ordinal import ordinal_unsupported
 
+        if spec.data.crossed:
+            from bayes_msem.engines.crossed import crossed_supported
+
+            return crossed_supported(spec)
         if len(spec.layout.levels) > 2:
             return False, "the latent engine takes two levels; three-level models are fitted by the collapsed engine"
         problem = outcome_coupling(spec) or ordinal_unsupported(spec)
@@ -148,11 +152,14 @@ class LatentEngine(Engine):
         return True, "cluster effects are sampled as random variables"
 
     def build(self, spec, sampler: str):
+        from bayes_msem.engines.crossed import build_crossed_model
         from bayes_msem.engines.latent import build_latent_model
 
-        return build_latent_model(spec)
+        return build_crossed_model(spec) if spec.data.crossed else build_latent_model(spec)
 
     def sampled_variables(self, spec) -> list[str]:
+        if spec.data.crossed:
+            return ["parameters", "cluster_effects", "unit_effects"]
         return ["parameters"] + (["cluster_effects"] if spec.layout.multilevel else [])
 
     def chain_method(self, spec) -> str:
@@ -164,6 +171,8 @@ class LatentEngine(Engine):
         return "parallel" if spec.data.n_rows <= PARALLEL_LATENT_ROWS else "sequential"
 
     def cluster_effects(self, spec, posterior, random_seed: int | None):
+        if spec.data.crossed:
+            return {"cluster_effects": posterior["cluster_effects"], "unit_effects": posterior["unit_effects"]}
         return posterior["cluster_effects"] if spec.layout.multilevel else None
 
 
@@ -224,6 +233,9 @@ ENGINES = {"latent": LatentEngine(), "collapsed": CollapsedEngine()}
 
 def collapsed_supported(spec) -> tuple[bool, str]:
     """Whether the collapsed engine is exact for this model, and why (shown to users)."""
+    if spec.data.crossed:
+        return False, ("cross-classified: the marginal likelihood is not block diagonal (rows of one unit are "
+                       "correlated through units of the other classification), so the effects are sampled")
     if len(spec.layout.levels) > 2:
         return _three_level_supported(spec)
     if spec.table.ordinal:

@@ -144,29 +144,31 @@ def outcome_coupling(spec: ModelSpec) -> str | None:
     return None
 
 
-def innovation_nodes(spec: ModelSpec) -> np.ndarray:
+def innovation_nodes(spec: ModelSpec, level: int = 1) -> np.ndarray:
     """The cluster-effect nodes with a random innovation: the columns of the
-    standardized innovations ``u`` the engine samples per cluster. Nodes whose
-    variance is fixed at zero have none (they would make the Cholesky factor
-    singular, and sqrt(0) has no gradient)."""
-    clusters = spec.layout.levels[1]
+    standardized innovations ``u`` the engine samples per cluster (per unit
+    of ``spec.layout.levels[level]``). Nodes whose variance is fixed at zero
+    have none (they would make the Cholesky factor singular, and sqrt(0) has
+    no gradient)."""
+    clusters = spec.layout.levels[level]
     return np.intersect1d(clusters.effect_nodes, clusters.innovations)
 
 
-def effects_from_innovations(spec: ModelSpec, moments, innovations, backend=PYTENSOR_BACKEND):
+def effects_from_innovations(spec: ModelSpec, moments, innovations, backend=PYTENSOR_BACKEND, level: int = 1):
     """The cluster effects (..., clusters, effects) given the standardized
     innovations ``innovations`` (..., clusters, r) and the between level's
-    moments. One function for the sampler (PyTensor) and for per-cluster LOO
-    (NumPy, JAX)."""
-    clusters = spec.layout.levels[1]
+    moments (the units of ``spec.layout.levels[level]``, level 1 the
+    clusters). One function for the sampler (PyTensor) and for per-cluster
+    LOO (NumPy, JAX)."""
+    clusters = spec.layout.levels[level]
     n_idx = clusters.effect_nodes
-    random = innovation_nodes(spec)
+    random = innovation_nodes(spec, level)
     root = backend.cholesky(moments.S[np.ix_(random, random)])
     placement = np.zeros((len(random), len(n_idx)))
     placement[np.arange(len(random)), [list(n_idx).index(i) for i in random]] = 1.0
     zeta = (innovations @ root.T) @ placement
     total_nn = backend.inv(backend.eye(len(n_idx)) - moments.A[np.ix_(n_idx, n_idx)])
-    return (fixed_drive(spec, moments, backend) + zeta) @ total_nn.T
+    return (fixed_drive(spec, moments, backend, level) + zeta) @ total_nn.T
 
 
 def between_outcomes_logp(spec: ModelSpec, theta, moments, effects, backend=PYTENSOR_BACKEND, erfc=None,
@@ -248,12 +250,15 @@ def _incomplete_outcomes_logp(spec: ModelSpec, moments, drive, backend, per_clus
     return xp.take(per_row, np.argsort(np.concatenate(order)), axis=-1)
 
 
-def fixed_drive(spec: ModelSpec, moments, backend=PYTENSOR_BACKEND):
+def fixed_drive(spec: ModelSpec, moments, backend=PYTENSOR_BACKEND, level: int = 1):
     """What drives the cluster effects besides their innovations (clusters,
-    effects): intercepts, level-2 covariates and level-2 outcomes that predict them."""
-    clusters = spec.layout.levels[1]
+    effects): intercepts, level-2 covariates and level-2 outcomes that predict
+    them; for ``level`` 2 the units of the second classification of a
+    cross-classified model and their covariates (its outcomes are refused)."""
+    clusters = spec.layout.levels[level]
     n_idx, z_idx = clusters.effect_nodes, clusters.outcome_nodes
-    w = backend.asarray(spec.data.between_covariates)
+    covariates = spec.data.between_covariates if level == 1 else spec.data.upper_levels[level - 2].covariates
+    w = backend.asarray(covariates)
     drive = moments.alpha[n_idx][None, :] + w @ moments.A_x[n_idx].T
     if len(z_idx):
         # a missing level-2 outcome predicts no effect (LatentEngine.supports): its 0 meets a 0 in A
