@@ -55,6 +55,8 @@ def compare(results: dict, ic: str = "loo"):
 def _unit(result) -> list:
     if not result.add_log_likelihood():
         raise ValueError("this result has no pointwise log-likelihood: LOO needs the marginal likelihood per "
-                         "cluster, which models with random slopes on latent within variables lack so far")
+                         "cluster, which models with random slopes on latent within variables lack so far, and "
+                         "cross-classified models too (their likelihood does not factor over the units of either "
+                         "classification)")
     loglik = result.idata.log_likelihood["loglik"]
     return list(loglik[loglik.dims[-1]].values)

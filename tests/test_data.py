@@ -216,7 +216,6 @@ def test_three_level_data_pair_every_class_with_its_school():
 
 
 @pytest.mark.parametrize("change, words", [
-    (lambda f: f.assign(**{"class": f["class"].str[:2]}), "'class' is not nested in 'school'.*make them unique"),
     (lambda f: f.assign(w=np.arange(len(f), dtype=float)), "'w' is named only in the level: 3 block but varies"),
     (lambda f: f.assign(school=f["class"]), "every unit of 'school' holds one unit of 'class'"),
     (lambda f: f.assign(school=f["school"].where(f.index != f.index[0])), "no unit id"),
@@ -225,3 +224,17 @@ def test_three_level_data_pair_every_class_with_its_school():
 def test_three_level_data_errors_say_what_to_do(change, words):
     with pytest.raises(DataError, match=words):
         prepare_data(build_partable(THREE_LEVEL), change(three_level_frame()), cluster=["class", "school"])
+
+
+
+def test_class_ids_that_cross_schools_make_a_cross_classified_model_with_a_warning():
+    """Class ids that restart in every school read as crossing: the warning says
+    so and how to make them unique; each row keeps its own school."""
+    frame = three_level_frame()
+    frame = frame.assign(**{"class": frame["class"].str[:2]})  # c1, c10 and c11 become one class across schools
+    frame["z"] = frame.groupby("class")["z"].transform("first")  # the level-2 covariate constant in each new class
+    with pytest.warns(UserWarning, match="'class' is not nested in 'school'.*cross-classified.*make them unique"):
+        data = prepare_data(build_partable(THREE_LEVEL), frame, cluster=["class", "school"])
+    upper = data.upper_levels[0]
+    assert data.crossed and upper.parent_index is None
+    assert [str(upper.labels[k]) for k in upper.row_index] == frame["school"].astype(str).tolist()

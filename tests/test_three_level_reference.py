@@ -183,3 +183,5 @@ def test_cross_classified_fit_matches_lme4():
     assert effects.groupby("level").cluster.nunique().to_dict() == {"primary": 40, "secondary": 30}
     icc = fit.icc().set_index("level")["mean"]  # each classification's own share of the variance
     assert icc.sum() < 1 and icc["secondary"] > 0.1
+    with pytest.raises(ValueError, match="cross-classified models too"):
+        fit.loo()
