@@ -17,8 +17,8 @@ import pandas as pd
 
 from bayes_msem.layout import ModelLayout, build_layout
 from bayes_msem.matrices import level_moments, psd_root
-from bayes_msem.partable import build_partable, level_name, parameter_key
-from bayes_msem.syntax import parse_model
+from bayes_msem.partable import build_partable, parameter_key
+from bayes_msem.syntax import cluster_names, parse_model
 
 __all__ = ["simulate_data", "draw_outcomes", "true_values", "impose_missing", "DEFAULT_VALUES", "categorize",
            "categorize_outcomes", "simulation_table"]
@@ -29,7 +29,7 @@ DEFAULT_VALUES = {"loading": 1.0, "regression": 0.0, "intercept": 0.0, "variance
 
 def _free_values(table, values: dict[str, float]) -> np.ndarray:
     free = table.free_rows()
-    names = [_row_name(r) for r in free.itertuples()]
+    names = [_row_name(table, r) for r in free.itertuples()]
     unknown = set(values) - set(names)
     if unknown:
         raise ValueError(f"no free parameter named {sorted(unknown)}; names look like {names[:3]}")
@@ -39,14 +39,15 @@ def _free_values(table, values: dict[str, float]) -> np.ndarray:
     return np.array([values.get(name, DEFAULT_VALUES.get(kind)) for name, kind in zip(names, free.kind)])
 
 
-def _row_name(row) -> str:
-    return parameter_key(row.lhs, row.op, row.rhs, level_name(row.level))
+def _row_name(table, row) -> str:
+    return parameter_key(row.lhs, row.op, row.rhs, table.level_name(row.level))
 
 
-def simulation_table(syntax: str, values: dict[str, float], ordered=None):
+def simulation_table(syntax: str, values: dict[str, float], ordered=None, cluster=None):
     """The parameter table to simulate from. An ordinal variable has as many
     categories as it has thresholds, given in ``values`` (``"u|t1"``,
-    ``"u|t2"``, ...) or as threshold lines in ``syntax``."""
+    ``"u|t2"``, ...) or as threshold lines in ``syntax``. ``cluster``: the
+    cluster column(s), which name a three-level model's levels."""
     ordered = [ordered] if isinstance(ordered, str) else list(ordered or [])
     counts = {}
     for name in ordered:
@@ -57,7 +58,7 @@ def simulation_table(syntax: str, values: dict[str, float], ordered=None):
             raise ValueError(f"ordinal {name!r} needs its thresholds: give them in values as "
                              f"{{'{name}|t1': -0.5, '{name}|t2': 0.5}} (as many as categories minus one)")
         counts[name] = n + 1
-    return build_partable(syntax, ordered=counts)
+    return build_partable(syntax, ordered=counts, cluster=cluster)
 
 
 def categorize(latent: np.ndarray, table, theta: np.ndarray, observed: tuple[str, ...]) -> np.ndarray:
@@ -86,7 +87,7 @@ def categorize_outcomes(y: np.ndarray, z: np.ndarray, table, layout: ModelLayout
     return y, z
 
 
-def true_values(syntax: str, values: dict[str, float], ordered=None) -> dict[str, float]:
+def true_values(syntax: str, values: dict[str, float], ordered=None, cluster=None) -> dict[str, float]:
     """The value of every parameter of the model that :func:`simulate_data`
     simulates from (free ones from ``values`` or :data:`DEFAULT_VALUES`, fixed
     ones at their fixed value) and of its ``:=`` definitions, keyed by the
@@ -95,11 +96,11 @@ def true_values(syntax: str, values: dict[str, float], ordered=None) -> dict[str
     from bayes_msem.defined import evaluate_definitions
     from bayes_msem.matrices import parameter_values
 
-    table = simulation_table(syntax, values, ordered)
+    table = simulation_table(syntax, values, ordered, cluster)
     rows = table.rows
     row_values = parameter_values(rows, _free_values(table, values))
     modelled = rows[(rows.op != ":=") & ~rows.exo & rows.random.isna()]  # a random slope's rows: its own variable
-    truth = {_row_name(row): float(row_values[i]) for i, row in modelled.iterrows()}
+    truth = {_row_name(table, row): float(row_values[i]) for i, row in modelled.iterrows()}
     defined = rows[rows.op == ":="]
     labels = {row.label: row_values[i] for i, row in modelled.iterrows() if isinstance(row.label, str) and row.label}
     truth.update({name: float(v) for name, v in
@@ -113,9 +114,15 @@ def _draw(rng, mean: np.ndarray, cov: np.ndarray, size: int) -> np.ndarray:
 
 
 def simulate_data(syntax: str, values: dict[str, float], *, n_clusters: int = 1, cluster_size=100,
-                  seed: int | None = None, cluster: str = "cluster", missing: dict | None = None,
-                  ordered=None) -> pd.DataFrame:
+                  seed: int | None = None, cluster: str | list[str] = "cluster", missing: dict | None = None,
+                  ordered=None, n_units: int | None = None, crossed: bool = False) -> pd.DataFrame:
     """Simulate a data set from ``syntax`` with free parameters set by ``values``.
+
+    A model with three level blocks takes ``cluster=["class", "school"]`` and
+    ``n_units`` level-3 units: the ``n_clusters`` clusters are spread evenly
+    over them (nested), or with ``crossed=True`` every row meets a unit drawn
+    at random (a cross-classified design); level-3 covariates are constant
+    within units.
 
     ``cluster_size`` is one size for every cluster or a sequence of
     ``n_clusters`` sizes (unequal clusters). ``missing`` imposes missing
@@ -133,19 +140,24 @@ def simulate_data(syntax: str, values: dict[str, float], *, n_clusters: int = 1,
     giving categories 0..K-1.
     """
     rng = np.random.default_rng(seed)
-    table = simulation_table(syntax, values, ordered)
+    columns_of_units = cluster_names(cluster)
+    table = simulation_table(syntax, values, ordered, cluster)
     theta = _free_values(table, values)
-    layout = build_layout(table, cluster=cluster)
-    layout.refuse_beyond_two_levels("simulate_data")
+    layout = build_layout(table, cluster=list(columns_of_units))
     within = layout.rows.structure
     between = layout.levels[1].structure if layout.multilevel else None
     n_clusters = n_clusters if layout.multilevel else 1
     cluster_index = np.repeat(np.arange(n_clusters), cluster_size)
     w = rng.standard_normal((n_clusters, len(between.covariates) if between else 0))
     x = rng.standard_normal((len(cluster_index), len(within.covariates)))
-    y, z = draw_outcomes(rng, theta, layout, x, w, cluster_index)
+    upper = _upper_units(rng, layout, columns_of_units, n_units, crossed, cluster_index) if len(layout.levels) > 2 else None
+    y, z = draw_outcomes(rng, theta, layout, x, w, cluster_index, upper)
     y, z = categorize_outcomes(y, z, table, layout, theta)
     columns: dict[str, np.ndarray] = {}
+    if upper is not None:
+        unit_rows, v = upper
+        columns[columns_of_units[1]] = unit_rows + 1
+        columns.update({name: v[unit_rows, k] for k, name in enumerate(layout.levels[2].structure.covariates)})
     if between:
         columns.update({name: w[cluster_index, k] for k, name in enumerate(between.covariates)})
         columns.update({name: z[cluster_index, k] for k, name in enumerate(layout.levels[1].outcomes)})
@@ -153,7 +165,7 @@ def simulate_data(syntax: str, values: dict[str, float], *, n_clusters: int = 1,
     columns.update({name: x[:, k] for k, name in enumerate(within.covariates)})
     frame = pd.DataFrame(columns)
     if layout.multilevel:
-        frame.insert(0, cluster, cluster_index + 1)
+        frame.insert(0, columns_of_units[0], cluster_index + 1)
     if missing:
         defaults = {"variables": list(within.observed),
                     "depends_on": within.covariates[0] if within.covariates else None}
@@ -216,19 +228,53 @@ def _logit_offset(z: np.ndarray, rate: float) -> float:
     return 0.5 * (low + high)
 
 
+def _upper_units(rng, layout: ModelLayout, columns: tuple[str, ...], n_units: int | None, crossed: bool,
+                 cluster_index: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Each row's level-3 unit and the units' covariates (standard normal), for
+    :func:`simulate_data`: clusters spread evenly over the units, or units drawn
+    per row where ``crossed``."""
+    if len(columns) != 2 or not n_units or n_units < 2:
+        raise ValueError("a three-level model simulates with cluster=['<level 2 column>', '<level 3 column>'] and "
+                         "n_units=<number of level-3 units> (2 or more)")
+    top = layout.levels[2]
+    if top.outcomes or layout.levels[1].outcomes:
+        raise ValueError(f"simulate_data: {', '.join(top.outcomes + layout.levels[1].outcomes)} observed only above "
+                         "level 1; three-level models take variables of the rows and covariates at every level, so far")
+    n_clusters = int(cluster_index.max()) + 1
+    if crossed:
+        unit_rows = rng.integers(0, n_units, size=len(cluster_index))
+    else:
+        if n_clusters < n_units:
+            raise ValueError(f"n_clusters={n_clusters} cannot fill n_units={n_units} units: give at least one "
+                             "cluster per unit")
+        unit_rows = (np.arange(n_clusters) * n_units // n_clusters)[cluster_index]
+    return unit_rows, rng.standard_normal((n_units, len(top.structure.covariates)))
+
+
 def draw_outcomes(rng: np.random.Generator, theta: np.ndarray, layout: ModelLayout, x: np.ndarray, w: np.ndarray,
-                  cluster_index: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+                  cluster_index: np.ndarray, upper: tuple[np.ndarray, np.ndarray] | None = None,
+                  ) -> tuple[np.ndarray, np.ndarray]:
     """Level-1 outcomes (rows, p) and level-2 outcomes (clusters, p_z) of the
     model at free parameters ``theta``, given the covariates ``x`` (rows) and
     ``w`` (clusters).
     Each cluster's between variables, random slopes included, are drawn first;
     the rows follow from the within level's moments at the cluster's slopes.
+    In a model of three levels ``upper`` gives each row's level-3 unit and the
+    units' covariates; each unit's parts are added to its rows.
     Used by :func:`simulate_data`, the posterior predictive checks and prior
     predictive sampling."""
     within = layout.rows.structure
     between = layout.levels[1].structure if layout.multilevel else None
     b_b, z_b, place = layout.placement
     n_clusters = w.shape[0]
+    top_part = 0.0
+    if upper is not None:  # each level-3 unit's parts, added to its rows
+        unit_rows, v = upper
+        top = layout.levels[2]
+        moments = level_moments(theta, top.structure)
+        nodes = (moments.alpha[None, :] + v @ moments.A_x.T
+                 + _draw(rng, np.zeros(len(top.nodes)), moments.S, len(v))) @ moments.total.T
+        top_part = (nodes[:, top.placement.split_at] @ top.placement.place.T)[unit_rows]
     cluster_part = np.zeros((n_clusters, place.shape[0]))
     z = np.zeros((n_clusters, len(z_b)))
     slope_values = None
@@ -243,7 +289,7 @@ def draw_outcomes(rng: np.random.Generator, theta: np.ndarray, layout: ModelLayo
     moments = level_moments(theta, within, slope_values=slope_values)
     if slope_values is None:
         rows = _draw(rng, moments.mean[None, :] + x @ moments.Pi.T, moments.Sigma, len(cluster_index))
-        return rows + cluster_part[cluster_index], z
+        return rows + cluster_part[cluster_index] + top_part, z
     # each cluster has its own regression weights (and, for slopes on modelled variables, covariance)
     cluster_mean = np.broadcast_to(moments.mean, (n_clusters, moments.mean.shape[-1]))
     cluster_Pi = np.broadcast_to(moments.Pi, (n_clusters,) + moments.Pi.shape[-2:])
@@ -251,4 +297,4 @@ def draw_outcomes(rng: np.random.Generator, theta: np.ndarray, layout: ModelLayo
     root = psd_root(moments.Sigma)  # one per cluster where a slope sits on a modelled variable
     root = root[cluster_index] if root.ndim == 3 else root[None]
     noise = np.einsum("ipk,ik->ip", root, rng.standard_normal((len(cluster_index), root.shape[-1])))
-    return mean + noise + cluster_part[cluster_index], z
+    return mean + noise + cluster_part[cluster_index] + top_part, z

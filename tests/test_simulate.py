@@ -127,3 +127,45 @@ def test_simulated_missing_values_follow_their_mechanism():
     assert mar.y2[high].isna().mean() > 2 * mar.y2[~high].isna().mean()  # depends on x, observed
     with pytest.raises(ValueError, match="needs depends_on"):
         simulate_data("y1 ~~ y2", {}, missing={"rate": 0.3, "mechanism": "MAR"})
+
+
+THREE_LEVEL_VALUES = {"y~x|within": 0.5, "y~~y|within": 1.0, "y~z|class": 0.3, "y~~y|class": 0.4, "y~w|school": 0.6,
+                      "y~~y|school": 0.5, "y~1|school": 1.0}
+
+
+def test_three_level_data_have_their_variance_at_each_level():
+    """Pupils in classes in schools: the residuals' pooled within-class variance,
+    the class means' variance around their school's and the school means'
+    variance match sigma_1^2, sigma_2^2 + sigma_1^2/n and sigma_3^2 +
+    (sigma_2^2 + sigma_1^2/n)/m (within 4 standard errors)."""
+    from bayes_msem.simulate import true_values
+
+    syntax = "level: 1\n y ~ x\nlevel: class\n y ~ z\nlevel: school\n y ~ w"
+    assert true_values(syntax, THREE_LEVEL_VALUES, cluster=["class", "school"])["y~~y|school"] == 0.5
+    data = simulate_data(syntax, THREE_LEVEL_VALUES, n_clusters=2000, cluster_size=4, n_units=400,
+                         cluster=["class", "school"], seed=3)
+    assert data.groupby("class")["school"].nunique().max() == 1 and data.groupby("school")["class"].nunique().min() == 5
+    assert data.groupby("school")["w"].nunique().max() == 1
+    r = data.y - 0.5 * data.x - 0.3 * data.z - 0.6 * data.w - 1.0
+    class_mean = r.groupby(data["class"]).mean()
+    school_of = data.groupby("class")["school"].first()
+    within = ((r - r.groupby(data["class"]).transform("mean")) ** 2).sum() / (len(data) - 2000)
+    classes = ((class_mean - class_mean.groupby(school_of).transform("mean")) ** 2).sum() / (2000 - 400)
+    schools = class_mean.groupby(school_of).mean().var()
+    for estimate, expected, df in ((within, 1.0, 6000), (classes, 0.4 + 1 / 4, 1600), (schools, 0.5 + 0.65 / 5, 399)):
+        assert abs(estimate - expected) < 4 * expected * np.sqrt(2 / df)
+
+
+def test_cross_classified_data_cross_and_have_their_variances():
+    """Rows meet a secondary unit at random; with small primary and within
+    variances, the secondary units' means vary by sigma_secondary^2."""
+    syntax = "level: within\n y ~ x\nlevel: primary\n y ~ z\nlevel: secondary\n y ~ w"
+    values = {"y~x|within": 0.5, "y~~y|within": 0.01, "y~z|primary": 0.3, "y~~y|primary": 0.01,
+              "y~w|secondary": 0.6, "y~~y|secondary": 0.5}
+    data = simulate_data(syntax, values, n_clusters=100, cluster_size=30, n_units=300, cluster=["primary", "secondary"],
+                         crossed=True, seed=4)
+    assert data.groupby("primary")["secondary"].nunique().min() > 20 and data.groupby("secondary")["w"].nunique().max() == 1
+    r = data.y - 0.5 * data.x - 0.3 * data.z - 0.6 * data.w
+    assert abs(r.groupby(data["secondary"]).mean().var() - 0.5) < 4 * 0.5 * np.sqrt(2 / 299)
+    with pytest.raises(ValueError, match="n_units=<number of level-3 units>"):
+        simulate_data(syntax, values, n_clusters=100, cluster=["primary", "secondary"])
