@@ -285,7 +285,7 @@ class FitResult:
 
     def _between_covariate_moments(self, table) -> tuple[np.ndarray, np.ndarray]:
         """Sample mean and covariance of the level-2 covariates (lavaan's fixed.x values)."""
-        if not table.two_level:
+        if table.n_levels < 2:
             return np.zeros(0), np.zeros((0, 0))
         names = table.level_roles(2).covariates
         rows = self.table[(self.table.level == 2) & self.table.exo]

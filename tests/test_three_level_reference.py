@@ -150,6 +150,15 @@ def test_three_level_random_slopes_per_class_follow_the_data(slope_fit):
     assert fit.loo().loo_i.sizes["unit"] == 50
 
 
+def test_three_level_report_draws_a_path_diagram_per_level(slope_fit, tmp_path):
+    fit, _ = slope_fit
+    assert fit.effects().empty  # no indirect paths; the level-2 covariates' moments are read at three levels too
+    fit.report(tmp_path / "report.html")
+    page = (tmp_path / "report.html").read_text()
+    assert all(f"path diagram {level}" in page for level in ("within", "class", "school"))
+    assert "Level 3 [school]" in page
+
+
 CROSSED = """level: within
   y ~ x
 level: primary
