@@ -11,6 +11,12 @@ its Stan compilation too). brms runs where `Rscript` with brms is installed
 
     python benchmarks/three_level.py            # both, where R is there
     python benchmarks/three_level.py --no-brms  # bayes-msem alone
+
+``--random-slope`` adds a slope of x that varies over classes (variance 0.1,
+covariance 0.05 with the class intercept; brms ``(1 + x | school:class) +
+(1 | school)``); ``--crossed`` makes the two id columns cross instead of nest
+(every pupil meets a random secondary school; brms ``(1 | class) + (1 |
+school)``), fitted by the latent engine.
 """
 
 from __future__ import annotations
@@ -52,35 +58,54 @@ print(fixef(fit)); print(VarCorr(fit))
 """
 
 
-def simulate_three_level(schools: int = 100, classes: int = 10, pupils: int = 20, seed: int = 1) -> pd.DataFrame:
+SLOPE_MODEL = """level: 1
+  s | y ~ x
+level: 2
+  y ~ z
+  y ~~ s
+level: 3
+  y ~ w
+"""
+
+BRMS_FORMULAS = {"nested": "y ~ x + z + w + (1 | school/class)",
+                 "slope": "y ~ x + z + w + (1 + x | school:class) + (1 | school)",
+                 "crossed": "y ~ x + z + w + (1 | class) + (1 | school)"}
+
+
+def simulate_three_level(schools: int = 100, classes: int = 10, pupils: int = 20, seed: int = 1,
+                         design: str = "nested") -> pd.DataFrame:
     """The data described in the module docstring, class ids unique across schools."""
     rng = np.random.default_rng(seed)
     school = np.repeat(np.arange(schools), classes * pupils)
     klass = np.repeat(np.arange(schools * classes), pupils)
+    if design == "crossed":
+        school = rng.integers(0, schools, len(school))
     w = rng.standard_normal(schools)
     z = rng.standard_normal(schools * classes)
     x = rng.standard_normal(len(school))
+    u = rng.multivariate_normal([0, 0], [[0.5, 0.05], [0.05, 0.1 if design == "slope" else 0.0]], schools * classes)
     y = (1 + 0.5 * x + 0.3 * z[klass] + 0.4 * w[school] + rng.normal(0, np.sqrt(0.3), schools)[school]
-         + rng.normal(0, np.sqrt(0.5), schools * classes)[klass] + rng.standard_normal(len(school)))
+         + u[klass, 0] + u[klass, 1] * x + rng.standard_normal(len(school)))
     return pd.DataFrame({"school": school, "class": klass, "x": x, "z": z[klass], "w": w[school], "y": y})
 
 
-def fit_bayes_msem(data: pd.DataFrame) -> dict:
+def fit_bayes_msem(data: pd.DataFrame, design: str = "nested") -> dict:
     import bayes_msem as bm
 
     start = time.perf_counter()
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        fit = bm.Model(MODEL, data, cluster=["class", "school"]).fit(1000, tune=1000, random_seed=1, progressbar=False)
+        model = bm.Model(SLOPE_MODEL if design == "slope" else MODEL, data, cluster=["class", "school"])
+        fit = model.fit(1000, tune=1000, random_seed=1, progressbar=False)
         summary = fit.summary()
     wall = time.perf_counter() - start
     print(summary[["lhs", "op", "rhs", "level", "median", "sd", "r_hat", "ess_bulk"]].to_string())
-    return {"wall_s": wall, "min_ess_bulk": float(summary[summary.free].ess_bulk.min()),
+    return {"engine": model.engine, "wall_s": wall, "min_ess_bulk": float(summary[summary.free].ess_bulk.min()),
             "divergences": fit.diagnostics()["divergences"],
             "peak_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}
 
 
-def fit_brms(data: pd.DataFrame) -> dict | None:
+def fit_brms(data: pd.DataFrame, design: str = "nested") -> dict | None:
     if shutil.which("Rscript") is None:
         print("Rscript not found: brms skipped")
         return None
@@ -88,7 +113,7 @@ def fit_brms(data: pd.DataFrame) -> dict | None:
         path = Path(folder) / "data.csv"
         data.to_csv(path, index=False)
         script = Path(folder) / "fit.R"
-        script.write_text(BRMS)
+        script.write_text(BRMS.replace(BRMS_FORMULAS["nested"], BRMS_FORMULAS[design]))
         output = subprocess.run(["Rscript", str(script), str(path)], capture_output=True, text=True, check=True)
     print(output.stdout)
     return json.loads(next(line for line in output.stdout.splitlines() if line.startswith("{")))
@@ -100,11 +125,15 @@ def main() -> None:
     parser.add_argument("--classes", type=int, default=10)
     parser.add_argument("--pupils", type=int, default=20)
     parser.add_argument("--no-brms", action="store_true")
+    parser.add_argument("--random-slope", action="store_true")
+    parser.add_argument("--crossed", action="store_true")
     args = parser.parse_args()
-    data = simulate_three_level(args.schools, args.classes, args.pupils)
-    rows = {"bayes-msem (collapsed, numpyro)": fit_bayes_msem(data)}
+    design = "crossed" if args.crossed else "slope" if args.random_slope else "nested"
+    data = simulate_three_level(args.schools, args.classes, args.pupils, design=design)
+    ours = fit_bayes_msem(data, design)
+    rows = {f"bayes-msem ({ours['engine']}, numpyro)": ours}
     if not args.no_brms:
-        rows["brms (Stan), y ~ x + z + w + (1 \\| school/class)"] = fit_brms(data)
+        rows[f"brms (Stan), {BRMS_FORMULAS[design]}".replace("|", "\\|")] = fit_brms(data, design)
     print(f"\n{args.schools} schools x {args.classes} classes x {args.pupils} pupils ({len(data)} rows), "
           "4 chains x 1000 draws + 1000 warm-up\n")
     print("| fit | wall s | min ESS bulk | min ESS / s | divergences |\n| --- | ---: | ---: | ---: | ---: |")

@@ -170,7 +170,7 @@ def three_level_logp(data, stats, within, middle, top, layouts: tuple[Placement,
     level-3 parts into o_j). Integrating c_s out (Woodbury, with
     Sigma_3 = L L' so that no inverse of Sigma_3 is needed):
 
-        log p(o_s) = sum_j log N(r_j; 0, V_j) - 1/2 log|B_s| + 1/2 |B_s^-1/2 L' g_s|^2,
+        log p(o_s) = sum_j log N(r_j; 0, V_j) - 1/2 log det B_s + 1/2 norm(B_s^-1/2 L' g_s)^2,
         M_s = sum_j Q' V_j^-1 Q,  B_s = I + L' M_s L,  g_s = sum_j Q' V_j^-1 r_j,
 
     r_j the residual from the mean with c_s at its mean. V_j depends on the

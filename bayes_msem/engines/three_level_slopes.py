@@ -20,7 +20,7 @@ v_j = C_j^-1 L' g_j, W_j = C_j^-1 L' N_j in the whitened posterior of the
 class's effects (C_j its Cholesky factor). Summing over the unit's classes
 and integrating c~ ~ N(0, L3 L3') as in :func:`~bayes_msem.engines.collapsed.three_level_logp`:
 
-    log p(Y_s) = sum_j log p(Y_j | E c_s) - 1/2 log|B_s| + 1/2 |chol(B_s)^-1 L3' a_s|^2,
+    log p(Y_s) = sum_j log p(Y_j given E c_s) - 1/2 log det B_s + 1/2 norm(chol(B_s)^-1 L3' a_s)^2,
     B_s = I + L3' A_s L3,  a_s = sum_j a_j,  A_s = sum_j A_j.
 
 A gradient costs O(classes r^3 + units k^3), r random effects per class and
