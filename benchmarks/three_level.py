@@ -83,7 +83,8 @@ def simulate_three_level(schools: int = 100, classes: int = 10, pupils: int = 20
     w = rng.standard_normal(schools)
     z = rng.standard_normal(schools * classes)
     x = rng.standard_normal(len(school))
-    u = rng.multivariate_normal([0, 0], [[0.5, 0.05], [0.05, 0.1 if design == "slope" else 0.0]], schools * classes)
+    u_cov = [[0.5, 0.05], [0.05, 0.1]] if design == "slope" else [[0.5, 0.0], [0.0, 0.0]]  # no slope: intercepts alone
+    u = rng.multivariate_normal([0, 0], u_cov, schools * classes)
     y = (1 + 0.5 * x + 0.3 * z[klass] + 0.4 * w[school] + rng.normal(0, np.sqrt(0.3), schools)[school]
          + u[klass, 0] + u[klass, 1] * x + rng.standard_normal(len(school)))
     return pd.DataFrame({"school": school, "class": klass, "x": x, "z": z[klass], "w": w[school], "y": y})
