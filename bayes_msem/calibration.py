@@ -93,7 +93,7 @@ def run_calibration_unit(unit: _CalibrationUnit) -> pd.DataFrame:
     try:
         template = _template(unit.syntax, unit.design)
         truth = prior_draws(template.spec, 1, np.random.default_rng(parameter_seed))[0]
-        names = [_row_name(r) for r in template.spec.table.free_rows().itertuples()]
+        names = [_row_name(template.spec.table, r) for r in template.spec.table.free_rows().itertuples()]
         data = simulate_data(unit.syntax, dict(zip(names, truth)), n_clusters=int(unit.design["clusters"]),
                              cluster_size=_cluster_sizes(unit.design, data_seed), seed=data_seed)
         with warnings.catch_warnings():
