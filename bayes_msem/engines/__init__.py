@@ -263,12 +263,21 @@ def _three_level_supported(spec) -> tuple[bool, str]:
     if spec.within.slopes_on_nodes:
         return False, ("a random slope on a modelled within variable (a latent within part or a factor): "
                        "three-level models take random slopes on observed covariates, so far")
-    own = [name for level in spec.layout.levels[1:] for name in level.outcomes]
-    if own:
-        return False, (f"{', '.join(own)} observed only above level 1: three-level models take variables of "
-                       "the rows (split into a part per level) and covariates at every level, so far")
+    problem = outcomes_above_rows(spec, "three-level models", "level")
+    if problem:
+        return False, problem
     return True, ("three levels: the level-2 and level-3 effects are conditionally Gaussian, so they are "
                   "integrated out exactly, level by level")
+
+
+def outcomes_above_rows(spec, models: str, part: str) -> str | None:
+    """Why ``models`` (three-level, cross-classified) cannot take this model's
+    variables observed only above the rows, or None where it has none."""
+    own = [name for level in spec.layout.levels[1:] for name in level.outcomes]
+    if not own:
+        return None
+    return (f"{', '.join(own)} observed only above level 1: {models} take variables of the rows (split into a part "
+            f"per {part}) and covariates at every level, so far")
 
 
 def get_engine(name: str) -> Engine:

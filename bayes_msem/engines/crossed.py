@@ -24,6 +24,7 @@ import pymc as pm
 import pytensor.tensor as pt
 
 from bayes_msem.data import within_cross_products
+from bayes_msem.engines import outcomes_above_rows
 from bayes_msem.engines.latent import PYTENSOR_BACKEND, effects_from_innovations, innovation_nodes, within_logp
 from bayes_msem.engines.parameters import free_parameter_vector, parameter_names
 from bayes_msem.matrices import level_moments
@@ -42,10 +43,9 @@ def crossed_supported(spec: ModelSpec) -> tuple[bool, str]:
         return False, "ordinal variables: cross-classified models take continuous variables so far"
     if spec.within.slopes:
         return False, "random slopes: cross-classified models take random intercepts so far"
-    own = [name for level in spec.layout.levels[1:] for name in level.outcomes]
-    if own:
-        return False, (f"{', '.join(own)} observed only above level 1: cross-classified models take variables of "
-                       "the rows (split into a part per classification) and covariates of each classification, so far")
+    problem = outcomes_above_rows(spec, "cross-classified models", "classification")
+    if problem:
+        return False, problem
     return True, ("cross-classified: the effects of both classifications are sampled (the marginal likelihood is not "
                   "block diagonal, so the collapsed engine does not apply)")
 
