@@ -39,8 +39,11 @@ from bayes_msem.engines.parameters import free_parameter_vector, parameter_names
 from bayes_msem.engines.three_level_slopes import (
     draw_three_level_slope_effects,
     draw_unit_deviations,
+    integrate_unit_parts,
     three_level_slopes_logp,
+    unit_log_terms,
     unit_membership,
+    unit_parts_mean,
 )
 from bayes_msem.layout import Placement
 from bayes_msem.matrices import NUMPY_BACKEND, LevelMoments, jax_backend, level_moments, psd_root
@@ -184,14 +187,14 @@ def three_level_logp(data, stats, within, middle, top, layouts: tuple[Placement,
     inv_chol_v, logdet_v, residual = _cluster_observations(data, stats, within, middle, layouts[0], backend)
     terms = _unit_terms(data, stats, inv_chol_v, residual, top, layouts, backend)
     k = terms.Q.shape[0]
-    logdet_b = 2.0 * xp.sum(xp.log(xp.diagonal(terms.chol_b, axis1=1, axis2=2)), axis=1)  # (S,)
+    integrated = unit_log_terms(terms.chol_b, terms.u, xp)  # (S,)
     if per_unit:
         by_cluster = k * np.log(2 * np.pi) + logdet_v[stats["size_index"]] + xp.sum(terms.whitened**2, axis=1)
-        between_parts = -0.5 * (terms.membership @ by_cluster + logdet_b - xp.sum(terms.u**2, axis=1))
+        between_parts = -0.5 * terms.membership @ by_cluster + integrated
         return terms.membership @ _within_part_per_cluster(data, stats, within, p, backend) + between_parts
-    logdet = xp.sum(stats["clusters_per_size"] * logdet_v) + xp.sum(logdet_b)
-    between_part = -0.5 * (data.n_clusters * k * np.log(2 * np.pi) + logdet + xp.sum(terms.whitened**2)
-                           - xp.sum(terms.u**2))
+    logdet = xp.sum(stats["clusters_per_size"] * logdet_v)
+    between_part = (-0.5 * (data.n_clusters * k * np.log(2 * np.pi) + logdet + xp.sum(terms.whitened**2))
+                    + xp.sum(integrated))
     return _within_part(data, stats, within, p, backend) + between_part
 
 
@@ -218,7 +221,7 @@ def _unit_terms(data, stats, inv_chol_v, residual, top, layouts: tuple[Placement
     split = top_layout.place.shape[1]
     # Q: the level-3 parts into (dbar, z); level-2 outcomes take none (refused where they have a level-3 part)
     Q = np.concatenate([top_layout.place, np.zeros((len(middle_layout.outcomes_at), split))], axis=0)
-    top_mean = (top.mean[None, :] + upper.covariates @ top.Pi.T)[:, top_layout.split_at]  # (S, split)
+    top_mean = unit_parts_mean(top, upper, top_layout.split_at)  # (S, split)
     residual = residual - (top_mean @ Q.T)[upper.parent_index]
     whitened = xp.einsum("jab,jb->ja", inv_chol_v[stats["size_index"]], residual)  # V_j^-1/2 r_j
     U = xp.einsum("gab,bc->gac", inv_chol_v, Q)  # V_g^-1/2 Q
@@ -227,9 +230,7 @@ def _unit_terms(data, stats, inv_chol_v, residual, top, layouts: tuple[Placement
     sizes_per_unit = membership @ np.eye(len(stats["sizes"]))[stats["size_index"]]  # (S, G) clusters of each size
     M = xp.einsum("sg,gac,gad->scd", sizes_per_unit, U, U)  # sum_j Q' V_j^-1 Q
     g = membership @ h  # (S, split)
-    L = backend.cholesky(top.Sigma[top_layout.split_at][:, top_layout.split_at])
-    chol_b = backend.cholesky(xp.eye(split)[None] + xp.einsum("ab,sbc,cd->sad", L.T, M, L))
-    u = backend.solve_lower(chol_b, xp.einsum("ab,sb->sa", L.T, g)[:, :, None])[:, :, 0]
+    L, chol_b, u = integrate_unit_parts(top, top_layout.split_at, M, g, backend)
     return _UnitTerms(residual, whitened, membership, Q, L, chol_b, u)
 
 

@@ -42,7 +42,8 @@ from bayes_msem.engines.collapsed_slopes import (
 from bayes_msem.matrices import NUMPY_BACKEND, level_moments
 from bayes_msem.spec import ModelSpec
 
-__all__ = ["three_level_slopes_logp", "draw_three_level_slope_effects", "unit_membership", "draw_unit_deviations"]
+__all__ = ["three_level_slopes_logp", "draw_three_level_slope_effects", "unit_membership", "draw_unit_deviations",
+           "integrate_unit_parts", "unit_log_terms", "unit_parts_mean"]
 
 
 class _UnitSlopeTerms(NamedTuple):
@@ -64,6 +65,30 @@ def unit_membership(data) -> np.ndarray:
     return membership
 
 
+def unit_parts_mean(top, upper, split: np.ndarray):
+    """E c_s, the mean of every level-3 unit's split parts (units, k), from the
+    level's moments ``top`` and the units' covariates."""
+    return (top.mean[None, :] + upper.covariates @ top.Pi.T)[:, split]
+
+
+def integrate_unit_parts(top, split: np.ndarray, precision, score, backend):
+    """The Woodbury step that integrates each level-3 unit's parts c~ ~ N(0,
+    Sigma_3) out of exp(c~'score_s - 1/2 c~'precision_s c~): Sigma_3 = L L'
+    (no inverse of Sigma_3 needed), chol(B_s) of B_s = I + L' precision_s L
+    and u_s = chol(B_s)^-1 L' score_s. Returns (L, chol_b, u)."""
+    xp = backend.xp
+    L = backend.cholesky(top.Sigma[split][:, split])
+    chol_b = backend.cholesky(xp.eye(len(split))[None] + xp.einsum("ab,sbc,cd->sad", L.T, precision, L))
+    u = backend.solve_lower(chol_b, xp.einsum("ab,sb->sa", L.T, score)[:, :, None])[:, :, 0]
+    return L, chol_b, u
+
+
+def unit_log_terms(chol_b, u, xp):
+    """What integrating each unit's parts out adds to its log density:
+    1/2 norm(u_s)^2 - 1/2 log det B_s, (units,)."""
+    return 0.5 * (xp.sum(u**2, axis=1) - 2.0 * xp.sum(xp.log(xp.diagonal(chol_b, axis1=1, axis2=2)), axis=1))
+
+
 def _unit_slope_terms(spec: ModelSpec, stats: dict, theta, backend) -> _UnitSlopeTerms:
     xp = backend.xp
     levels, upper = spec.layout.levels, spec.data.upper_levels[0]
@@ -72,7 +97,7 @@ def _unit_slope_terms(spec: ModelSpec, stats: dict, theta, backend) -> _UnitSlop
     top = level_moments(theta, levels[2].structure, backend)
     split, P = levels[2].placement.split_at, levels[2].placement.place  # P: (p, k)
     k = len(split)
-    top_mean = (top.mean[None, :] + upper.covariates @ top.Pi.T)[:, split]  # (S, k)
+    top_mean = unit_parts_mean(top, upper, split)  # (S, k)
     row_means = within.mean[None, :] + (top_mean @ P.T)[upper.parent_index]  # (J, p)
     base, terms, factor, v = cluster_marginal(spec, stats, within, between, backend, row_means=row_means)
     SP = backend.inv(within.Sigma) @ P  # Sigma_W^-1 P
@@ -85,10 +110,7 @@ def _unit_slope_terms(spec: ModelSpec, stats: dict, theta, backend) -> _UnitSlop
     a = sums @ SP - xp.einsum("jek,je->jk", N, terms.m) - xp.einsum("jrk,jr->jk", W, xp.stack(v, axis=1))
     A = stats["n"][:, None, None] * (P.T @ SP)[None] - xp.einsum("jrk,jrl->jkl", W, W)
     membership = unit_membership(spec.data)
-    L3 = backend.cholesky(top.Sigma[split][:, split])
-    chol_b = backend.cholesky(xp.eye(k)[None] + xp.einsum("ab,sbc,cd->sad", L3.T, xp.einsum("sj,jkl->skl",
-                                                                                            membership, A), L3))
-    u = backend.solve_lower(chol_b, ((membership @ a) @ L3)[:, :, None])[:, :, 0]
+    L3, chol_b, u = integrate_unit_parts(top, split, xp.einsum("sj,jkl->skl", membership, A), membership @ a, backend)
     return _UnitSlopeTerms(base, top_mean, chol_b, u, L3)
 
 
@@ -99,8 +121,7 @@ def three_level_slopes_logp(spec: ModelSpec, stats: dict, theta, backend, per_un
     LOO. ``stats``: :func:`~bayes_msem.engines.collapsed_slopes.marginal_statistics`."""
     xp = backend.xp
     terms = _unit_slope_terms(spec, stats, theta, backend)
-    logdet_b = 2.0 * xp.sum(xp.log(xp.diagonal(terms.chol_b, axis1=1, axis2=2)), axis=1)
-    per_school = 0.5 * (xp.sum(terms.u**2, axis=1) - logdet_b)
+    per_school = unit_log_terms(terms.chol_b, terms.u, xp)
     if per_unit:
         return unit_membership(spec.data) @ terms.base + per_school
     return xp.sum(terms.base) + xp.sum(per_school)
