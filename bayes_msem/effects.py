@@ -174,24 +174,35 @@ def effects_table(table: ParameterTable, structures: list[LevelStructure], theta
 
 
 def _contextual(table: ParameterTable, values: np.ndarray) -> list[dict]:
-    """Between minus within coefficient of the same predictor on the same outcome
-    (fixed within coefficients only: a random slope's mean is its ``~1`` row)."""
-    if not table.two_level:
-        return []
-    within = {(e.source, e.target): e for e in regression_edges(table, 1)}
+    """Contextual effects: for a predictor of the same outcome at two levels,
+    the coefficient at a level above minus the one at the nearest level below
+    that has it ("between - within" in a two-level model; "class - within"
+    and "school - class" in a three-level one). With latent decomposition
+    these are the effects of the units' composition beyond the level below:
+    y = g1 x + g2 xbar_class + g3 xbar_school gives b1 = g1, b2 = g1 + g2,
+    b3 = g1 + g2 + g3, so g2 = b2 - b1 and g3 = b3 - b2. Only outcomes with a
+    part at both levels count; a random slope enters by its mean."""
+    by_level = {level: {(e.source, e.target): e for e in regression_edges(table, level)}
+                for level in range(1, table.n_levels + 1)}
     records = []
-    for edge in regression_edges(table, 2):
-        key = (edge.source, edge.target)
-        if key not in within or edge.target not in table.both_level:
-            continue
-        w_edge = within[key]
-        if w_edge.slope:
-            rows = table.rows
-            mean_row = rows[(rows.level == 2) & (rows.op == "~1") & (rows.lhs == w_edge.slope)].index[0]
-            within_draws = values[:, mean_row]
-        else:
-            within_draws = values[:, w_edge.row]
-        draws = values[:, edge.row] - within_draws
-        records.append(dict(effect=f"{key[0]} -> {key[1]} (between - within)", level="", type="contextual",
-                            source=key[0], target=key[1], **describe(draws)))
+    for level in range(2, table.n_levels + 1):
+        split = set(table.split_at(level))
+        for key, edge in by_level[level].items():
+            lower = next((k for k in range(level - 1, 0, -1) if key in by_level[k]), None)
+            if lower is None or edge.target not in split:
+                continue
+            draws = values[:, edge.row] - _coefficient_draws(table, values, by_level[lower][key])
+            names = f"{table.level_name(level)} - {table.level_name(lower)}"
+            records.append(dict(effect=f"{key[0]} -> {key[1]} ({names})", level="", type="contextual",
+                                source=key[0], target=key[1], **describe(draws)))
     return records
+
+
+def _coefficient_draws(table: ParameterTable, values: np.ndarray, edge: Edge) -> np.ndarray:
+    """A regression's draws; for a random slope, its mean's (the slope's ``~1``
+    row, at the highest level that has one)."""
+    if not edge.slope:
+        return values[:, edge.row]
+    rows = table.rows
+    means = rows[(rows.op == "~1") & (rows.lhs == edge.slope) & (rows.level > 1)]
+    return values[:, means.level.idxmax()]

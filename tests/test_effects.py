@@ -6,7 +6,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from bayes_msem.effects import _gaussian_product_mean, path_name, paths, regression_edges
+from bayes_msem.effects import _contextual, _gaussian_product_mean, path_name, paths, regression_edges
 from bayes_msem.partable import build_partable
 
 MODELS = Path(__file__).parents[1] / "models"
@@ -42,3 +42,52 @@ def test_gaussian_product_mean_matches_monte_carlo(k):
     assert exact == pytest.approx(monte_carlo.mean(), abs=4 * monte_carlo.std() / np.sqrt(len(draws)))
     if k == 2:
         assert exact == pytest.approx(mean[0] * mean[1] + cov[0, 1])  # Bauer, Preacher & Gil (2006)
+
+
+def _contextual_means(text: str, cluster=None) -> tuple[dict, object]:
+    """Contextual effects of ``text`` (effect -> (mean, the draws of every table
+    row)) where each row's draws are its row number plus noise, and the table."""
+    table = build_partable(text, cluster=cluster)
+    rng = np.random.default_rng(0)
+    values = np.arange(len(table.rows))[None, :] + rng.normal(scale=0.01, size=(200, len(table.rows)))
+    return {r["effect"]: (r["mean"], values) for r in _contextual(table, values)}, table
+
+
+def _row(table, lhs, rhs, level) -> int:
+    rows = table.rows
+    return rows[(rows.lhs == lhs) & (rows.op == "~") & (rows.rhs == rhs) & (rows.level == level)].index[0]
+
+
+def test_contextual_effect_is_between_minus_within():
+    found, table = _contextual_means("level: 1\n  y ~ x\nlevel: 2\n  y ~ x + w")
+    assert list(found) == ["x -> y (between - within)"]  # w has no within coefficient
+    mean, values = found["x -> y (between - within)"]
+    expected = values[:, _row(table, "y", "x", 2)] - values[:, _row(table, "y", "x", 1)]
+    assert mean == pytest.approx(expected.mean())
+    assert _contextual_means("level: 1\n  y ~ x\nlevel: 2\n  w ~ x")[0] == {}  # no between part of y
+
+
+def test_contextual_effects_of_three_levels_step_down_to_the_nearest_level():
+    """b2 - b1 and b3 - b2; where the class level lacks the coefficient, b3 - b1."""
+    found, table = _contextual_means("level: 1\n  y ~ x\nlevel: 2\n  y ~ x\nlevel: 3\n  y ~ x",
+                                     cluster=["class", "school"])
+    assert sorted(found) == ["x -> y (class - within)", "x -> y (school - class)"]
+    beta = {level: _row(table, "y", "x", level) for level in (1, 2, 3)}
+    mean, values = found["x -> y (school - class)"]
+    assert mean == pytest.approx((values[:, beta[3]] - values[:, beta[2]]).mean())
+    mean, values = found["x -> y (class - within)"]
+    assert mean == pytest.approx((values[:, beta[2]] - values[:, beta[1]]).mean())
+    skipped, table = _contextual_means("level: 1\n  y ~ x\nlevel: 2\n  y ~ z\nlevel: 3\n  y ~ x",
+                                       cluster=["class", "school"])
+    assert list(skipped) == ["x -> y (school - within)"]
+    mean, values = skipped["x -> y (school - within)"]
+    assert mean == pytest.approx((values[:, _row(table, "y", "x", 3)] - values[:, _row(table, "y", "x", 1)]).mean())
+
+
+def test_contextual_effect_of_a_random_slope_uses_its_mean():
+    text = "level: 1\n  s | y ~ x\nlevel: 2\n  y ~ x\n  s ~ 1"
+    found, table = _contextual_means(text)
+    mean, values = found["x -> y (between - within)"]
+    rows = table.rows
+    slope_mean = rows[(rows.lhs == "s") & (rows.op == "~1")].index[0]
+    assert mean == pytest.approx((values[:, _row(table, "y", "x", 2)] - values[:, slope_mean]).mean())
