@@ -125,12 +125,13 @@ def sample_prior_predictive(spec, draws: int = 500, seed: int | None = None):
 
     from bayes_msem.results import _import_arviz, build_posterior
 
-    spec.layout.refuse_beyond_two_levels("sampling the prior predictive distribution")
     rng = np.random.default_rng(seed)
     theta = prior_draws(spec, draws, rng)
     data = spec.data
+    # in a three-level or cross-classified model each row's level-3 unit, and the units' covariates
+    upper = next(((level.row_index, level.covariates) for level in data.upper_levels), None)
     outcomes = [draw_outcomes(rng, t, spec.layout, data.within_covariates, data.between_covariates,
-                              data.cluster_index) for t in theta]
+                              data.cluster_index, upper) for t in theta]
     outcomes = [categorize_outcomes(y, z, spec.table, spec.layout, t) for (y, z), t in zip(outcomes, theta)]
     chain_draw = {"chain": [0], "draw": np.arange(draws)}
     parameters = xr.DataArray(theta[None], dims=("chain", "draw", "parameter"), coords=chain_draw)
@@ -142,7 +143,7 @@ def sample_prior_predictive(spec, draws: int = 500, seed: int | None = None):
         predicted[name] = (("chain", "draw", "cluster"), np.stack([z[:, k] for _, z in outcomes])[None])
         observed[name] = ("cluster", data.between_outcomes[:, k])
     az = _import_arviz()
-    return az.InferenceData(prior=build_posterior(spec.table.rows, parameters, None),
+    return az.InferenceData(prior=build_posterior(spec.table.rows, parameters, None, spec.table.level_names),
                             prior_predictive=xr.Dataset(predicted, coords=chain_draw),
                             observed_data=xr.Dataset(observed))
 

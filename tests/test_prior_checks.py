@@ -144,3 +144,18 @@ def test_prior_draws_keep_given_covariances_and_positive_definiteness():
     cov[:, 0, 2] = cov[:, 2, 0] = 0.2
     assert np.linalg.eigvalsh(cov).min() > 0  # draws outside the positive definite region were redrawn
     assert np.isfinite(log_prior(spec, theta)).all()
+
+
+def test_prior_predictive_of_a_three_level_model_adds_each_schools_part():
+    """The school means of the replicated rows vary with the drawn school variance
+    (without the schools' parts they would not depend on it at all)."""
+    data = bm.example_data("three_level_sim")
+    model = bm.Model("level: 1\n  y ~~ y\nlevel: 2\n  y ~~ y\nlevel: 3\n  y ~~ y", data, cluster=["class", "school"])
+    idata = model.sample_prior_predictive(draws=200, random_seed=3)
+    y = idata.prior_predictive["y"].values[0]  # (draws, rows)
+    school = model.spec.data.upper_levels[0].row_index
+    means = np.stack([np.bincount(school, weights=row) / np.bincount(school) for row in y])
+    school_variance = idata.prior["y~~y"].sel(level="school").values[0]  # levels named as in the posterior
+    class_variance = idata.prior["y~~y"].sel(level="class").values[0]
+    assert np.corrcoef(np.log(means.var(axis=1)), np.log(school_variance))[0, 1] > 0.6
+    assert np.corrcoef(np.log(means.var(axis=1)), np.log(class_variance))[0, 1] < 0.5
