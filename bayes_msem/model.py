@@ -149,11 +149,16 @@ class Model:
         return self.spec.prior_table()
 
     def fit(self, draws: int = 1000, *, tune: int = 1000, chains: int = 4, random_seed: int | None = None,
-            sampler: str = "auto", target_accept: float = 0.8, progressbar: bool = True):
+            sampler: str = "auto", target_accept: float = 0.8, progressbar: bool = True,
+            reuse_compiled: bool = False):
         """Sample the posterior with NUTS and return a :class:`~bayes_msem.results.FitResult`.
 
         The same ``random_seed`` gives the same draws. Diagnostics that fail
         (divergences, R-hat > 1.01, low ESS) are raised as warnings with advice.
+        ``reuse_compiled=True`` (numpyro): the sampler is compiled with the
+        data as arguments and kept, so a later fit of a model of the same
+        shape on other data (a Monte Carlo replication) skips compilation;
+        no progress bar while sampling.
         """
         from bayes_msem.results import FitResult, build_posterior
         from bayes_msem.sampling import choose_sampler, run_nuts
@@ -166,7 +171,7 @@ class Model:
         raw = run_nuts(engine.build(self.spec, backend), draws=draws, tune=tune, chains=chains,
                        random_seed=random_seed, sampler=backend, target_accept=target_accept, progressbar=progressbar,
                        var_names=engine.sampled_variables(self.spec), chain_method=engine.chain_method(self.spec),
-                       n_clusters=self.spec.data.n_clusters)
+                       n_clusters=self.spec.data.n_clusters, reuse_compiled=reuse_compiled)
         if progressbar and self.spec.layout.multilevel:
             print("Drawing each cluster's effects for every posterior draw...", file=sys.stderr)
         effects = engine.cluster_effects(self.spec, raw.posterior, random_seed)

@@ -66,7 +66,7 @@ CHAIN_METHODS = ("vectorized", "sequential", "parallel")
 
 def run_nuts(model, *, draws: int, tune: int, chains: int, random_seed: int | None, sampler: str,
              target_accept: float, progressbar: bool, var_names: list[str], chain_method: str = "parallel",
-             n_clusters: int = 0):
+             n_clusters: int = 0, reuse_compiled: bool = False):
     """Run NUTS on ``model`` and return ArviZ InferenceData with ``var_names`` in the posterior.
 
     ``chain_method`` (numpyro only; the engine says which suits it,
@@ -80,7 +80,12 @@ def run_nuts(model, *, draws: int, tune: int, chains: int, random_seed: int | No
     - ``"parallel"``: the chains spread over several JAX devices, one per
       core (:func:`parallel_layout`), each device running its share one
       after another: the engines' choice. ``n_clusters`` sizes the memory
-      parallel chains take (:func:`spare_device`)."""
+      parallel chains take (:func:`spare_device`).
+
+    ``reuse_compiled`` (numpyro only): the sampler is compiled with the data
+    as arguments and kept in this process, so that a later fit of a model of
+    the same shape on other data skips compilation
+    (:mod:`bayes_msem.reused_sampler`; Monte Carlo studies use it)."""
     if chain_method not in CHAIN_METHODS:
         raise ValueError(f"chain_method={chain_method!r} is not one of {CHAIN_METHODS}")
     import pymc as pm
@@ -100,22 +105,37 @@ def run_nuts(model, *, draws: int, tune: int, chains: int, random_seed: int | No
                     else "sequential"
             return _numpyro(model, draws=draws, tune=tune, chains=chains, random_seed=random_seed,
                             target_accept=target_accept, progressbar=progressbar, var_names=var_names,
-                            chain_method=method, starts=jittered_starts(model, chains, random_seed))
+                            chain_method=method, starts=jittered_starts(model, chains, random_seed),
+                            reuse_compiled=reuse_compiled)
         if backend == "nutpie":
             return pm.sample(nuts_sampler="nutpie", **kwargs)
         return pm.sample(cores=min(chains, os.cpu_count() or 1), **kwargs)
 
 
-def free_compiled_programs() -> None:
+_calls_since_freed = 0
+
+
+def free_compiled_programs(every: int = 1) -> None:
     """Drop JAX's compiled programs held in memory (and collect garbage).
     Each holds a few memory maps, and a process that fits model after model
     reaches the kernel's limit of 65530 maps: XLA then aborts ("LLVM ERROR:
     Unable to allocate section memory"), as the test suite did after
     thousands of programs and each Monte Carlo worker did after about 45
     replications (session 8). A later fit compiles what it needs again (or
-    reads it from the compilation cache)."""
+    reads it from the compilation cache). Samplers kept for reuse
+    (:mod:`bayes_msem.reused_sampler`) stay.
+
+    With ``every`` > 1, only every ``every``-th call frees: a Monte Carlo
+    worker whose fits reuse their sampler compiles one or two small programs
+    per fit, and freeing (0.4 s, mostly garbage collection) was a sixth of
+    such a fit."""
     import gc
 
+    global _calls_since_freed
+    _calls_since_freed += 1
+    if _calls_since_freed < every:
+        return
+    _calls_since_freed = 0
     if "jax" in sys.modules:
         import jax
 
@@ -163,11 +183,19 @@ def _use_compilation_cache() -> str | None:
     return directory
 
 
-def _numpyro(model, *, draws, tune, chains, random_seed, target_accept, progressbar, var_names, chain_method, starts):
+def _numpyro(model, *, draws, tune, chains, random_seed, target_accept, progressbar, var_names, chain_method, starts,
+             reuse_compiled=False):
     # Called directly rather than through pm.sample, which first builds PyMC's
     # own step methods (compiling C gradients: 39 s of a 99 s random-slope fit)
     # and then discards them.
     from pymc.sampling.jax import sample_numpyro_nuts
+
+    if reuse_compiled:
+        with _reused_sampler():
+            return sample_numpyro_nuts(draws=draws, tune=tune, chains=chains, target_accept=target_accept,
+                                       random_seed=random_seed, model=model, var_names=var_names, initvals=starts,
+                                       jitter=False, progressbar=False, chain_method=chain_method,
+                                       compute_convergence_checks=False, idata_kwargs={"log_likelihood": False})
 
     directory = _use_compilation_cache()
     # Progress bars only where someone watches (a terminal or a notebook): the
@@ -183,6 +211,23 @@ def _numpyro(model, *, draws, tune, chains, random_seed, target_accept, progress
                                    random_seed=random_seed, model=model, var_names=var_names, initvals=starts,
                                    jitter=False, progressbar=bars, chain_method=chain_method,
                                    compute_convergence_checks=False, idata_kwargs={"log_likelihood": False})
+
+
+@contextlib.contextmanager
+def _reused_sampler():
+    """While PyMC samples here, its numpyro step runs through
+    :func:`bayes_msem.reused_sampler.lifted_numpyro_nuts` (same arguments and
+    returns), whose compiled program takes the data as arguments."""
+    import pymc.sampling.jax as pymc_jax
+
+    from bayes_msem.reused_sampler import lifted_numpyro_nuts
+
+    original = pymc_jax._sample_numpyro_nuts
+    pymc_jax._sample_numpyro_nuts = lifted_numpyro_nuts
+    try:
+        yield
+    finally:
+        pymc_jax._sample_numpyro_nuts = original
 
 
 PROGRESS_UPDATES = 40  # progress bar updates per chain: each is a call from the compiled loop to Python
@@ -290,4 +335,5 @@ def chains_per_device(devices: int):
 
         return run
 
+    chain_method.devices = devices  # read by the reused sampler (bayes_msem.reused_sampler)
     return chain_method

@@ -45,6 +45,10 @@ ESTIMATE_COLUMNS = ["mean", "sd", "median", "q2.5", "q97.5", "r_hat", "ess_bulk"
 CONVERGED_R_HAT = 1.01
 # each worker process: one JAX device, no extra compute threads (the workers are the parallelism)
 WORKER_XLA_FLAGS = "--xla_force_host_platform_device_count=1 --xla_cpu_multi_thread_eigen=false"
+# a worker frees JAX's compiled programs after every so many replications (sampling.free_compiled_programs):
+# about 45 replications that each compiled their sampler exhausted a process's memory maps; with the sampler
+# reused, a replication compiles one or two small programs
+FREE_EVERY = 5
 
 
 def design_grid(designs: dict | list[dict]) -> list[dict]:
@@ -174,13 +178,13 @@ def run_unit(unit: _Unit) -> pd.DataFrame:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # diagnostics are recorded per replication instead
             result = Model(unit.analysis, data, cluster=cluster, **unit.model_kwargs).fit(
-                random_seed=fit_seed, progressbar=False, **unit.fit_kwargs)
+                random_seed=fit_seed, progressbar=False, **{"reuse_compiled": True, **unit.fit_kwargs})
         summary = result.summary()
         diagnostics = result.diagnostics()
     except Exception as error:  # noqa: BLE001 - a failed replication is a result of the study
         return failed_unit(base, error, start)
     finally:  # a worker fits replication after replication: without this XLA aborts after about 45
-        free_compiled_programs()
+        free_compiled_programs(every=FREE_EVERY)
     summary = summary[summary.free]
     truth = true_values(unit.population, values, ordered=unit.model_kwargs.get("ordered"))
     names = [parameter_key(r.lhs, r.op, r.rhs, r.level) if r.op != ":=" else r.lhs for r in summary.itertuples()]

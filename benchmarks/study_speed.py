@@ -1,8 +1,10 @@
 """Speed of Monte Carlo studies (bm.simulation_study): replications per minute
 with 1 and with 2 local Dask workers, and where the time of one replication
-goes (compilation and setup against sampling).
+goes (the first fit in a worker compiles the sampler; later fits of the design
+reuse it, bayes_msem.reused_sampler).
 
-    python benchmarks/study_speed.py            # prints two markdown tables
+    python benchmarks/study_speed.py [--replications N]   # two markdown tables (default 48)
+    python benchmarks/study_speed.py --split-only          # the second table only
 
 The model is a two-level regression with a covariate at each level (30
 clusters of 10 rows), fitted with 2 chains x 500 draws after 500 warm-up.
@@ -12,6 +14,7 @@ from __future__ import annotations
 
 import os
 import platform
+import sys
 import time
 import warnings
 
@@ -19,59 +22,62 @@ POPULATION = "level: 1\n  y ~ x\nlevel: 2\n  y ~ w"
 VALUES = {"y~x|within": 0.3, "y~w|between": 0.4}
 DESIGN = {"clusters": [30], "cluster_size": [10]}
 FIT = {"draws": 500, "tune": 500, "chains": 2}
-REPLICATIONS = 12
 
 
-def _throughput() -> list[str]:
+def _throughput(replications: int) -> list[str]:
     import bayes_msem as bm
 
     rows = []
     rates = {}
     for workers in (1, 2):
         start = time.perf_counter()
-        study = bm.simulation_study(POPULATION, VALUES, DESIGN, REPLICATIONS, fit_kwargs=FIT, workers=workers,
+        study = bm.simulation_study(POPULATION, VALUES, DESIGN, replications, fit_kwargs=FIT, workers=workers,
                                     random_seed=1, progressbar=False)
         seconds = time.perf_counter() - start
-        rates[workers] = REPLICATIONS / seconds * 60
+        rates[workers] = replications / seconds * 60
         per_fit = study.replications.groupby("replication").seconds.first().mean()
-        rows.append(f"| {workers} | {REPLICATIONS} | {seconds:.1f} | {rates[workers]:.2f} | {per_fit:.1f} | "
+        rows.append(f"| {workers} | {replications} | {seconds:.1f} | {rates[workers]:.2f} | {per_fit:.1f} | "
                     f"{rates[workers] / (workers * rates[1]):.0%} |")
     return rows
 
 
 def _time_split() -> str:
-    """One replication in this process (after a first fit that pays for the
-    imports): a fit with 10 draws and 10 warm-up iterations is almost all
-    compilation and setup; the full fit adds sampling."""
+    """Fits in this process, after one that pays for the imports and JAX's
+    start: with ``reuse_compiled`` the first fit of the design (compiles) and
+    the next ones (reuse), and for comparison a fit that compiles as a
+    single fit does."""
     import bayes_msem as bm
 
-    data = bm.simulate_data(POPULATION, VALUES, n_clusters=30, cluster_size=10, seed=1)
-    timings = {}
-    short = {"draws": 10, "tune": 10, "chains": 2}
-    # the first fit in a process also pays for imports and JAX's start: not part of a replication
-    for label, options in (("warm-up", short), ("short", short), ("full", FIT)):
+    def fit(seed: int, reuse: bool) -> float:
+        data = bm.simulate_data(POPULATION, VALUES, n_clusters=30, cluster_size=10, seed=seed)
         model = bm.Model(POPULATION, data, cluster="cluster")
         start = time.perf_counter()
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
-            model.fit(random_seed=1, progressbar=False, **options)
-        timings[label] = time.perf_counter() - start
-    setup = timings["short"]
-    return (f"| {timings['full']:.1f} | {setup:.1f} ({setup / timings['full']:.0%}) | "
-            f"{timings['full'] - setup:.1f} ({1 - setup / timings['full']:.0%}) |")
+            model.fit(random_seed=1, progressbar=False, reuse_compiled=reuse, **{**FIT, "draws": 10, "tune": 10}
+                      if seed == 0 else FIT)
+        return time.perf_counter() - start
+
+    fit(0, False)  # imports, JAX's start
+    single = fit(1, False)
+    first = fit(2, True)
+    reused = sum(fit(seed, True) for seed in (3, 4, 5)) / 3
+    return f"| {single:.1f} | {first:.1f} | {reused:.1f} |"
 
 
 if __name__ == "__main__":
-    import sys
-
+    os.environ.setdefault("BAYES_MSEM_CACHE_DIR", "off")  # every compilation counted, none read from disk
+    split = "| single fit, compiles, s | first fit with reuse_compiled, s | later fits, s |\n| ---: | ---: | ---: |"
     if "--split-only" in sys.argv:
+        print(split)
         print(_time_split())
         sys.exit()
+    replications = int(sys.argv[sys.argv.index("--replications") + 1]) if "--replications" in sys.argv else 48
     print(f"Machine: {platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}; "
           f"{POPULATION!r}, 30 clusters x 10 rows, 2 chains x 500 draws + 500 warm-up\n")
     print("| workers | replications | wall s | replications / min | s per fit | parallel efficiency |")
     print("| ---: | ---: | ---: | ---: | ---: | ---: |")
-    print("\n".join(_throughput()))
-    print("\n| one fit, s | compilation and setup, s | sampling, s |")
-    print("| ---: | ---: | ---: |")
+    print("\n".join(_throughput(replications)))
+    print()
+    print(split)
     print(_time_split())
