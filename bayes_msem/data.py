@@ -418,9 +418,6 @@ def prepare_data(table: ParameterTable, data: pd.DataFrame, cluster: str | list[
     if len(clusters) > 1 and data[list(clusters)].isna().any().any():
         raise DataError(f"some rows have no unit id in {', '.join(map(repr, clusters))}: in a three-level model "
                         "every row must name its units at every level. Fill in the ids or drop those rows.")
-    if len(clusters) > 1 and missing != "listwise" and data[list(table.data_columns())].isna().any().any():
-        raise DataError("a three-level model takes complete data so far: some columns it uses have missing values. "
-                        "Pass missing='listwise' to drop those rows (the summary reports how many).")
     data, n_dropped, dropped_reason = _handle_missing(data, table, cluster, missing)
     row_labels = data.index.to_numpy() if pd.api.types.is_integer_dtype(data.index) else data.index.astype(str).to_numpy()
     data = data.reset_index(drop=True)  # row positions are the only index used from here on
@@ -441,6 +438,9 @@ def prepare_data(table: ParameterTable, data: pd.DataFrame, cluster: str | list[
         _check_slopes_vary_within(table, data, cluster)
     # nesting first: a class id repeated in several schools would otherwise read as a varying level-2 value
     upper_levels = tuple(_level_three(table, data, cluster, column, cluster_index) for column in clusters[1:])
+    if any(level.crossed for level in upper_levels) and data[list(table.data_columns())].isna().any().any():
+        raise DataError("a cross-classified model takes complete data so far: some columns it uses have missing "
+                        "values. Pass missing='listwise' to drop those rows (the summary reports how many).")
     within = table.levels[0]
     _warn_discrete_outcomes(data, [n for n in within.observed + table.between_outcomes
                                    if n not in table.derived and n not in table.ordinal])

@@ -17,6 +17,11 @@ so PyMC turns it into InferenceData as usual (:func:`lifted_numpyro_nuts` takes
 that function's place, see :func:`bayes_msem.sampling.run_nuts`'s
 ``reuse_compiled``). Draws differ from PyMC's path (other random keys) but
 follow the same target; a test checks both on one model.
+
+What the key cannot see: a custom derivative rule (``jax.custom_jvp``) keeps
+the function it was traced with, so one that closed over data would carry the
+first data set's values into later fits. None of the library's densities
+defines one; JAX's own (``log_ndtr`` in the probit models) close over nothing.
 """
 
 from __future__ import annotations

@@ -219,7 +219,6 @@ def test_three_level_data_pair_every_class_with_its_school():
     (lambda f: f.assign(w=np.arange(len(f), dtype=float)), "'w' is named only in the level: 3 block but varies"),
     (lambda f: f.assign(school=f["class"]), "every unit of 'school' holds one unit of 'class'"),
     (lambda f: f.assign(school=f["school"].where(f.index != f.index[0])), "no unit id"),
-    (lambda f: f.assign(y=f["y"].where(f.index != f.index[0])), "complete data so far.*missing='listwise'"),
 ])
 def test_three_level_data_errors_say_what_to_do(change, words):
     with pytest.raises(DataError, match=words):
@@ -238,3 +237,16 @@ def test_class_ids_that_cross_schools_make_a_cross_classified_model_with_a_warni
     upper = data.upper_levels[0]
     assert data.crossed and upper.parent_index is None
     assert [str(upper.labels[k]) for k in upper.row_index] == frame["school"].astype(str).tolist()
+    holes = frame.assign(y=frame["y"].where(frame.index != frame.index[0]))
+    with pytest.warns(UserWarning, match="cross-classified"), \
+            pytest.raises(DataError, match="cross-classified model takes complete data so far.*missing='listwise'"):
+        prepare_data(build_partable(THREE_LEVEL), holes, cluster=["class", "school"])
+
+
+def test_three_level_data_keep_missing_values_for_full_information():
+    """A nested three-level model keeps every row; the holes stay NaN for the engine."""
+    frame = three_level_frame()
+    frame.loc[frame.index[:3], "y"] = np.nan
+    data = prepare_data(build_partable(THREE_LEVEL), frame, cluster=["class", "school"])
+    assert data.n_rows == len(frame) and data.n_dropped == 0 and data.has_missing
+    assert np.isnan(data.within_outcomes).sum() == 3

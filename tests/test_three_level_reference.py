@@ -15,6 +15,9 @@ variance SEs (sd^2 profile interval width / 3.92), the covariance's SE from
 the correlation's profile interval times both SDs (Rscript, the script in
 that test's docstring).
 
+The same data with y missing where x > 1, fitted by full information, against
+lme4 on the complete cases (tests/data/three_level_slope_sim_holes_lme4.csv).
+
 A cross-classified model (tests/data/crossed_sim_lme4.csv, the data
 tests/data/crossed_sim.csv: 2000 rows in 339 cells of 40 primary x 30
 secondary units, text ids), lme4 `lmer(y ~ x + z + w + (1 | primary) +
@@ -147,6 +150,28 @@ def test_three_level_random_slopes_per_class_follow_the_data(slope_fit):
     own = data.groupby("class")[["x", "y"]].apply(lambda rows: np.polyfit(rows.x, rows.y, 1)[0])
     big = data.groupby("class").size() >= 12  # small classes' own slopes are mostly noise
     assert classes.size == 237 and np.corrcoef(classes.loc[own[big].index], own[big])[0, 1] > 0.9  # 0.975 measured
+    assert fit.loo().loo_i.sizes["unit"] == 50
+
+
+def test_three_level_random_slope_with_missing_values_matches_lme4_on_the_complete_cases(tmp_path):
+    """The random-slope data with y missing wherever x > 1 (400 of 2492 rows,
+    MAR given x), fitted by full information. With one outcome and complete
+    covariates the rows without y add nothing to the likelihood, so lme4 on
+    the complete cases is the same ML fit (tests/data/three_level_slope_sim_holes_lme4.csv,
+    lme4 1.1.31, R 4.2.2)::
+
+        d$y[d$x > 1] <- NA
+        m <- lmer(y ~ x + z + w + (1 + x | class) + (1 | school), data = d, REML = FALSE)
+        # SEs as in test_three_level_random_slope_matches_lme4
+
+    The rows without y stay in the data and in the summary's count."""
+    data = pd.read_csv(DATA / "three_level_slope_sim.csv")
+    data.loc[data.x > 1, "y"] = np.nan
+    fit = bm.Model(THREE_LEVEL_SLOPE, data, cluster=["class", "school"]).fit(**SHUFFLED_RUN)
+    assert_matches_lme4(fit, "three_level_slope_sim_holes_lme4.csv", 9)
+    check_convergence(fit, 1.02)
+    assert fit.info["n_rows"] == 2492 and fit.info["n_dropped"] == 0 and fit.info["missing"]["counts"] == {"y": 400}
+    assert fit.cluster_effects().query("level == 'class' and variable == 's'").shape[0] == 237
     assert fit.loo().loo_i.sizes["unit"] == 50
 
 

@@ -34,8 +34,9 @@ from bayes_msem.data import cluster_cross_products, cluster_mean_statistics
 from bayes_msem.engines import collapsed_supported
 from bayes_msem.engines.collapsed_slopes import draw_slope_cluster_effects, marginal_statistics, slopes_logp
 from bayes_msem.engines.latent import PYTENSOR_BACKEND, cluster_scatter, mvn_logp_from_scatter
-from bayes_msem.engines.missing import missing_logp
+from bayes_msem.engines.missing import missing_logp, missing_statistics
 from bayes_msem.engines.parameters import free_parameter_vector, parameter_names
+from bayes_msem.engines.three_level_missing import draw_three_level_missing_effects, three_level_missing_logp
 from bayes_msem.engines.three_level_slopes import (
     draw_three_level_slope_effects,
     draw_unit_deviations,
@@ -109,6 +110,8 @@ def collapsed_logp(spec: ModelSpec, theta, backend):
     """log p(Y, z | theta) with every cluster effect integrated out, in
     ``backend``: by cluster sizes without random slopes, by clusters with them,
     by clusters and missing-data patterns where values are missing."""
+    if spec.data.has_missing and len(spec.layout.levels) == 3:
+        return three_level_missing_logp(spec, missing_statistics(spec), theta, backend)
     if spec.data.has_missing:
         return missing_logp(spec, theta, backend)
     if len(spec.layout.levels) == 3:
@@ -286,8 +289,12 @@ def three_level_unit_log_likelihood(spec: ModelSpec, theta_draws: np.ndarray) ->
     from bayes_msem.engines.collapsed_slopes import _in_chunks
 
     backend = jax_backend()
-    stats = three_level_statistics(spec, per_unit=True)
-    per_draw = jax.jit(jax.vmap(lambda theta: _spec_three_level_logp(spec, stats, theta, backend, per_unit=True)))
+    if spec.data.has_missing:
+        stats = missing_statistics(spec)
+        logp = three_level_missing_logp
+    else:
+        stats, logp = three_level_statistics(spec, per_unit=True), _spec_three_level_logp
+    per_draw = jax.jit(jax.vmap(lambda theta: logp(spec, stats, theta, backend, per_unit=True)))
     units = spec.data.upper_levels[0].n_units
     return np.stack([_in_chunks(lambda rows: per_draw(jnp.asarray(rows)), chain, units) for chain in theta_draws])
 
@@ -361,6 +368,8 @@ def draw_three_level_effects(spec: ModelSpec, theta_draws: np.ndarray,
         return (node_mean[:, top.effect_nodes] + deviations @ gain.T
                 + rng.standard_normal((upper.n_units, len(top.effects))) @ psd_root(cond_cov).T)
 
+    if spec.data.has_missing:
+        return draw_three_level_missing_effects(spec, theta_draws, rng, unit_effects)
     if spec.within.slopes:
         return draw_three_level_slope_effects(spec, theta_draws, rng, unit_effects)
     stats = cluster_mean_statistics(data)

@@ -64,20 +64,30 @@ def masked_inverse(Sigma, masks: np.ndarray, backend=NUMPY_BACKEND):
 
 
 def cluster_terms(stats: dict, within: LevelMoments, between: LevelMoments | None, level: LevelLayout | None,
-                  w: np.ndarray, backend=NUMPY_BACKEND, per_unit: bool = False, with_loglik: bool = True) -> dict:
+                  w: np.ndarray, backend=NUMPY_BACKEND, per_unit: bool = False, with_loglik: bool = True,
+                  row_means=None) -> dict:
     """The pieces of the module docstring's formula: ``loglik``, summed over
     units (or per unit, ``per_unit``; left out with ``with_loglik=False``), and
     where there are random effects ``mu_u``, ``L``, ``chol_M`` and ``h`` per unit
     (what drawing them needs). ``level`` is the layout's level 2 (None in a
     single-level model).
 
+    ``row_means`` (units, p) replaces the within level's mean per unit (a
+    three-level model's clusters, moved by their level-3 unit's parts); the
+    terms then also hold how each unit's log density changes when its row
+    means move by s: ``shift_score`` a_j and ``shift_precision`` A_j in
+    log p(Y_j | means + s) = loglik_j + s'a_j - 1/2 s'A_j s, exact because
+    the density is Gaussian in s (:mod:`bayes_msem.engines.three_level_missing`).
+
     No array is indexed by pattern inside: sums over patterns are products
     with the (units x G) counts, whose gradients stay matrix products (a
     gather by pattern and its scatter-add gradient took twice as long under JAX)."""
     xp = backend.xp
     units, p = stats["n"].shape[0], stats["patterns"].shape[1]
-    rows = _row_pieces(stats, within, xp.zeros((units, p)) + within.mean[None, :], backend)
+    means = xp.zeros((units, p)) + within.mean[None, :] if row_means is None else row_means
+    rows = _row_pieces(stats, within, means, backend)
     loglik = rows["partial"]
+    shifts = row_means is not None
 
     def total(loglik):  # the rows' quadratic form in y - Pi x: per unit, or pooled over patterns
         if not with_loglik:
@@ -86,14 +96,16 @@ def cluster_terms(stats: dict, within: LevelMoments, between: LevelMoments | Non
             return loglik - 0.5 * _row_quadratic(stats, rows["K"], within.Pi, xp, units)
         return xp.sum(loglik) - 0.5 * _pooled_quadratic(stats, rows["K"], within.Pi, xp)
 
+    # moving the row means by s adds s'(Ke - N m) - 1/2 s'N s to the rows' part
+    score, precision = (rows["Ke"] - rows["Nc"], rows["N"]) if shifts else (None, None)
     if between is None:
         return {"loglik": total(loglik)}
     prior, z_loglik = _effects_prior(stats, between, level, w, backend)
     loglik = loglik + z_loglik
     e = len(level.random_effect_nodes)
     if e == 0:
-        return {"loglik": total(loglik)}
-    A, g0 = _effects_data(stats, within, rows["K"], level, backend)
+        return {"loglik": total(loglik), "shift_score": score, "shift_precision": precision}
+    A, g0 = _effects_data(stats, within, rows["K"], level, backend, means)
     mu_u, Sigma_u = prior
     # the rows' density above is at the effects' value 0; shift it to their prior mean mu_u
     Am = xp.einsum("jkl,jl->jk", A, mu_u)
@@ -110,7 +122,18 @@ def cluster_terms(stats: dict, within: LevelMoments, between: LevelMoments | Non
     else:  # elementwise over clusters: 2.5x faster than batched LAPACK calls under JAX for small e
         chol_M, (half_logdet, v) = None, small_cholesky_solve(M, h, e, xp)
     loglik = loglik - half_logdet + 0.5 * xp.sum(v**2, axis=1)
-    return {"loglik": total(loglik), "mu_u": mu_u, "L": L, "chol_M": chol_M, "h": h}
+    terms = {"loglik": total(loglik), "mu_u": mu_u, "L": L, "chol_M": chol_M, "h": h}
+    if shifts:
+        # the score g moves by -F s (F = sum_i Z_i' K_o), so v = C^-1 L' g moves by -H s, H = C^-1 L' F
+        F = _effects_row_sums(stats, rows["K"], level, within, backend)  # (J, e, p)
+        LtF = xp.einsum("ab,jap->jpb", L, F) if L.ndim == 2 else xp.einsum("jab,jap->jpb", L, F)
+        if xp is np:
+            Ht = np.swapaxes(np.linalg.solve(chol_M, np.swapaxes(LtF, 1, 2)), 1, 2)  # (J, p, e)
+        else:
+            Ht = small_cholesky_solve(M[:, None], LtF, e, xp)[1]
+        terms["shift_score"] = (score - xp.einsum("jep,je->jp", F, mu_u) - xp.einsum("jpe,je->jp", Ht, v))
+        terms["shift_precision"] = precision - xp.einsum("jpe,jqe->jpq", Ht, Ht)
+    return terms
 
 
 def _effects_prior(stats: dict, between: LevelMoments, level: LevelLayout, w, backend):
@@ -131,7 +154,7 @@ def _effects_prior(stats: dict, between: LevelMoments, level: LevelLayout, w, ba
     return (mu_u + xp.einsum("jaz,jz->ja", gain, dz), Sigma_u - gain @ node_cov[z_nodes][:, effects]), z_loglik
 
 
-def _effects_data(stats: dict, within: LevelMoments, K, level: LevelLayout, backend):
+def _effects_data(stats: dict, within: LevelMoments, K, level: LevelLayout, backend, means=None):
     """What each unit's rows say about its random effects u_j, at u_j = 0:
     A_j = sum_i Z_i' K_o Z_i and g_j = sum_i Z_i' K_o (y_i - mu - Pi x_i), with
     Z_i = D diag(x~_i[columns]), from the per-(unit, pattern) cross-products.
@@ -148,9 +171,10 @@ def _effects_data(stats: dict, within: LevelMoments, K, level: LevelLayout, back
     DKD = xp.einsum("pk,gpl->gkl", D, KD)
     x_eff, y_eff = stats["x_effects"], stats["y_effects"]  # (J, G, q+1, C), (J, G, p, C)
     blocks = _column_blocks(level.random_effect_columns)
+    mean = within.mean[None, None, :] if means is None else means[:, None, :]  # one for all units, or each its own
     A_rows, g_parts = [], []
     for c, (_, members) in enumerate(blocks):
-        residual = (y_eff[..., c] - within.mean[None, None, :] * x_eff[:, :, 0, c][..., None]
+        residual = (y_eff[..., c] - mean * x_eff[:, :, 0, c][..., None]
                     - x_eff[:, :, 1:, c] @ within.Pi.T)  # (J, G, p): sums of x~[c-th column] (y - mu - Pi x)
         g_parts.append(residual.reshape((units, G * p)) @ KD[:, :, members].reshape((G * p, len(members))))
         A_rows.append(xp.concatenate([
@@ -159,6 +183,18 @@ def _effects_data(stats: dict, within: LevelMoments, K, level: LevelLayout, back
     order = np.argsort(np.concatenate([members for _, members in blocks]))  # back to the layout's order
     A = xp.concatenate(A_rows, axis=1)[:, order][:, :, order]
     return A, xp.concatenate(g_parts, axis=1)[:, order]
+
+
+def _effects_row_sums(stats: dict, K, level: LevelLayout, within: LevelMoments, backend):
+    """F_j = sum_i Z_i' K_o (units, e, p): how each unit's effects score moves
+    when its row means move (Z_i = D diag(x~_i[columns]), so the sums of the
+    entries of x~ each effect multiplies, per pattern, times K_o D)."""
+    xp = backend.xp
+    KD = K @ level.effect_design(within.total, backend)  # (G, p, e)
+    parts = [xp.einsum("jg,gpm->jmp", stats["x_effects"][:, :, 0, c], KD[:, :, members])
+             for c, (_, members) in enumerate(_column_blocks(level.random_effect_columns))]
+    order = np.argsort(np.concatenate([members for _, members in _column_blocks(level.random_effect_columns)]))
+    return xp.concatenate(parts, axis=1)[:, order]
 
 
 def _column_blocks(columns: np.ndarray) -> list[tuple[int, np.ndarray]]:
@@ -226,7 +262,11 @@ def _row_quadratic(stats: dict, K, Pi, xp, units: int):
     """(y - Pi x)' K_o (y - Pi x) summed per unit, from the rows (for per-unit log-likelihoods)."""
     d = stats["y"] - stats["x"] @ Pi.T
     per_row = xp.einsum("ip,ipq,iq->i", d, K[stats["row_pattern"]], d)
-    return np.bincount(stats["groups"], weights=per_row, minlength=units)
+    if xp is np:
+        return np.bincount(stats["groups"], weights=per_row, minlength=units)
+    import jax
+
+    return jax.ops.segment_sum(per_row, stats["groups"], num_segments=units)  # traced: no bincount
 
 
 def small_cholesky_solve(M, h, r: int, xp):
@@ -297,13 +337,16 @@ def missing_unit_log_likelihood(spec, theta_draws: np.ndarray) -> np.ndarray:
     return out
 
 
-def draw_missing_cluster_effects(spec, theta_draws: np.ndarray, seed: int | None) -> np.ndarray:
+def draw_missing_cluster_effects(spec, theta_draws: np.ndarray, seed: int | None,
+                                 row_shifts: np.ndarray | None = None) -> np.ndarray:
     """Every cluster's between effects drawn from their exact conditional given
     the cluster's observed values, once per posterior draw: (chains, draws,
     clusters, cluster variables). First the random effects u_j (the split
     variables' between parts and the random slopes) given everything observed
     (Gaussian with precision Sigma_u^-1 + A_j), then the other cluster effects
-    given u_j and the observed level-2 outcomes."""
+    given u_j and the observed level-2 outcomes. ``row_shifts`` (chains,
+    draws, clusters, p) moves each cluster's row means (a three-level model:
+    its level-3 unit's parts in that draw)."""
     rng = np.random.default_rng(seed)
     stats = missing_statistics(spec)
     clusters = spec.layout.levels[1]
@@ -322,7 +365,9 @@ def draw_missing_cluster_effects(spec, theta_draws: np.ndarray, seed: int | None
     for c in range(chains):
         for d in range(draws):
             within, between = _moments(spec, theta_draws[c, d])
-            terms = cluster_terms(stats, within, between, clusters, w, per_unit=True, with_loglik=False)
+            means = None if row_shifts is None else within.mean[None, :] + row_shifts[c, d]
+            terms = cluster_terms(stats, within, between, clusters, w, per_unit=True, with_loglik=False,
+                                  row_means=means)
             u = _draw_random_effects(rng, terms, r, len(w))
             node_mean, node_cov = between.node_moments(w)  # (J, nodes), (nodes, nodes)
             values = np.concatenate([u, stats["z"]], axis=1) if len(z_nodes) else u

@@ -43,6 +43,7 @@ from bayes_msem.matrices import NUMPY_BACKEND, level_moments
 from bayes_msem.spec import ModelSpec
 
 __all__ = ["three_level_slopes_logp", "draw_three_level_slope_effects", "unit_membership", "draw_unit_deviations",
+           "draw_units_and_shifts", "LevelPoint", "level_point",
            "integrate_unit_parts", "unit_log_terms", "unit_parts_mean"]
 
 
@@ -89,16 +90,36 @@ def unit_log_terms(chol_b, u, xp):
     return 0.5 * (xp.sum(u**2, axis=1) - 2.0 * xp.sum(xp.log(xp.diagonal(chol_b, axis1=1, axis2=2)), axis=1))
 
 
-def _unit_slope_terms(spec: ModelSpec, stats: dict, theta, backend) -> _UnitSlopeTerms:
-    xp = backend.xp
+class LevelPoint(NamedTuple):
+    """A three-level model at parameters theta: each level's moments, which
+    parts level 3 has (``split``) and where they go in the rows (``P``,
+    (p, k)), each level-3 unit's mean parts E c_s (units, k) and each class's
+    row means at those (clusters, p)."""
+
+    within: object
+    between: object
+    top: object
+    split: np.ndarray
+    P: np.ndarray
+    top_mean: object
+    row_means: object
+
+
+def level_point(spec: ModelSpec, theta, backend) -> LevelPoint:
+    """The :class:`LevelPoint` of ``spec``'s three-level model at ``theta``."""
     levels, upper = spec.layout.levels, spec.data.upper_levels[0]
     within = level_moments(theta, spec.within, backend)
-    between = level_moments(theta, levels[1].structure, backend)
     top = level_moments(theta, levels[2].structure, backend)
-    split, P = levels[2].placement.split_at, levels[2].placement.place  # P: (p, k)
+    split, P = levels[2].placement.split_at, levels[2].placement.place
+    top_mean = unit_parts_mean(top, upper, split)
+    return LevelPoint(within, level_moments(theta, levels[1].structure, backend), top, split, P, top_mean,
+                      within.mean[None, :] + (top_mean @ P.T)[upper.parent_index])
+
+
+def _unit_slope_terms(spec: ModelSpec, stats: dict, theta, backend) -> _UnitSlopeTerms:
+    xp = backend.xp
+    within, between, top, split, P, top_mean, row_means = level_point(spec, theta, backend)
     k = len(split)
-    top_mean = unit_parts_mean(top, upper, split)  # (S, k)
-    row_means = within.mean[None, :] + (top_mean @ P.T)[upper.parent_index]  # (J, p)
     base, terms, factor, v = cluster_marginal(spec, stats, within, between, backend, row_means=row_means)
     SP = backend.inv(within.Sigma) @ P  # Sigma_W^-1 P
     sums = stats["sum_y"] - stats["n"][:, None] * row_means - stats["sum_x"] @ within.Pi.T  # s_j
@@ -137,25 +158,36 @@ def draw_unit_deviations(rng: np.random.Generator, chol_b, u, L) -> np.ndarray:
 def draw_three_level_slope_effects(spec: ModelSpec, theta_draws: np.ndarray, rng: np.random.Generator,
                                    unit_effects) -> tuple[np.ndarray, np.ndarray]:
     """Every level-3 unit's and class's effects from their exact conditional,
-    once per posterior draw: a unit's parts c_s from N(E c_s + L3 chol(B_s)^-T
-    u_s, L3 B_s^-1 L3'), its other effects by ``unit_effects(theta,
-    deviations)`` given the parts' deviations from their mean, then each
-    class's effects given its rows moved by P c_s
+    once per posterior draw (:func:`draw_units_and_shifts`), each class's
+    effects given its rows moved by P c_s
     (:func:`~bayes_msem.engines.collapsed_slopes.draw_slope_cluster_effects`).
     Returns (chains, draws, clusters, level-2 effects) and (chains, draws,
     units, level-3 effects)."""
-    levels, upper = spec.layout.levels, spec.data.upper_levels[0]
     stats = marginal_statistics(spec)
+    top_out, shifts = draw_units_and_shifts(
+        spec, theta_draws, rng, unit_effects, lambda theta: _unit_slope_terms(spec, stats, theta, NUMPY_BACKEND))
+    middle_out = draw_slope_cluster_effects(spec, theta_draws, int(rng.integers(2**32)),
+                                            spec.layout.levels[1].effect_nodes, row_shifts=shifts)
+    return middle_out, top_out
+
+
+def draw_units_and_shifts(spec: ModelSpec, theta_draws: np.ndarray, rng: np.random.Generator, unit_effects,
+                          unit_terms) -> tuple[np.ndarray, np.ndarray]:
+    """Per posterior draw, every level-3 unit's parts c_s from N(E c_s + L3
+    chol(B_s)^-T u_s, L3 B_s^-1 L3') (the Woodbury terms ``unit_terms(theta)``
+    gives), its other effects by ``unit_effects(theta, deviations)`` given the
+    parts' deviations from their mean, and how the parts move each class's
+    rows (P c_s). Returns the units' effects (chains, draws, units, level-3
+    effects) and the moves (chains, draws, clusters, p)."""
+    levels, upper = spec.layout.levels, spec.data.upper_levels[0]
     chains, draws, _ = theta_draws.shape
     P = levels[2].placement.place
     top_out = np.empty((chains, draws, upper.n_units, len(levels[2].effects)))
     shifts = np.empty((chains, draws, spec.data.n_clusters, P.shape[0]))
     for c in range(chains):
         for d in range(draws):
-            terms = _unit_slope_terms(spec, stats, theta_draws[c, d], NUMPY_BACKEND)
+            terms = unit_terms(theta_draws[c, d])
             deviations = draw_unit_deviations(rng, terms.chol_b, terms.u, terms.L3)
             top_out[c, d] = unit_effects(theta_draws[c, d], deviations)
             shifts[c, d] = ((terms.top_mean + deviations) @ P.T)[upper.parent_index]
-    middle_out = draw_slope_cluster_effects(spec, theta_draws, int(rng.integers(2**32)), levels[1].effect_nodes,
-                                            row_shifts=shifts)
-    return middle_out, top_out
+    return top_out, shifts
