@@ -84,7 +84,7 @@ def run_calibration_unit(unit: _CalibrationUnit) -> pd.DataFrame:
     from bayes_msem.prior_checks import prior_draws
     from bayes_msem.sampling import free_compiled_programs
     from bayes_msem.simulate import _row_name, simulate_data
-    from bayes_msem.study import FREE_EVERY, _cluster_sizes, _pin_threads, failed_unit, finished_unit
+    from bayes_msem.study import FREE_EVERY, _cluster_sizes, _pin_threads, failed_unit, finished_unit, reuses_sampler
 
     _pin_threads()
     parameter_seed, data_seed, fit_seed = unit.seeds()
@@ -99,7 +99,8 @@ def run_calibration_unit(unit: _CalibrationUnit) -> pd.DataFrame:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # diagnostics are recorded per replication instead
             model = frozen_prior_model(unit.syntax, data, template.spec.cluster, template)
-            result = model.fit(random_seed=fit_seed, progressbar=False, **{"reuse_compiled": True, **unit.fit_kwargs})
+            result = model.fit(random_seed=fit_seed, progressbar=False,
+                               **{"reuse_compiled": reuses_sampler(unit.design), **unit.fit_kwargs})
         draws = result.theta_draws()
         diagnostics = result.diagnostics()
     except Exception as error:  # noqa: BLE001 - a failed replication is a result of the check

@@ -90,6 +90,16 @@ def _missing(design: dict) -> dict | None:
     return {"rate": float(design["missing_rate"]), "mechanism": design.get("missing_mechanism", "MCAR")}
 
 
+def reuses_sampler(design: dict) -> bool:
+    """Whether a design's replications share one shape, so that a worker
+    compiles its sampler once (``fit(reuse_compiled=True)``): equal clusters
+    and no missing values. Unequal clusters (``size_spread``) or missing-data
+    patterns change the shape from one replication to the next, and the
+    reusable program takes longer to compile than a one-off (12.7 s against
+    8.2 s, benchmarks/README.md)."""
+    return not design.get("size_spread") and _missing(design) is None
+
+
 @dataclass(frozen=True)
 class _Unit:
     """One (design, replication) work unit, with everything a worker needs."""
@@ -178,7 +188,7 @@ def run_unit(unit: _Unit) -> pd.DataFrame:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # diagnostics are recorded per replication instead
             result = Model(unit.analysis, data, cluster=cluster, **unit.model_kwargs).fit(
-                random_seed=fit_seed, progressbar=False, **{"reuse_compiled": True, **unit.fit_kwargs})
+                random_seed=fit_seed, progressbar=False, **{"reuse_compiled": reuses_sampler(design), **unit.fit_kwargs})
         summary = result.summary()
         diagnostics = result.diagnostics()
     except Exception as error:  # noqa: BLE001 - a failed replication is a result of the study

@@ -62,6 +62,14 @@ def test_a_replication_with_missing_values_fits_them_by_full_information():
     assert rows.error.isna().all() and "y~x|within" in set(rows.parameter)
 
 
+def test_only_designs_of_one_shape_reuse_their_sampler():
+    from bayes_msem.study import reuses_sampler
+
+    equal, spread, holes = design_grid([{"clusters": 30}, {"clusters": 30, "size_spread": 0.3},
+                                        {"clusters": 30, "missing_rate": 0.2}])
+    assert reuses_sampler(equal) and not reuses_sampler(spread) and not reuses_sampler(holes)
+
+
 def test_seeds_depend_on_the_unit_only():
     def unit(design, replication, seed=7):
         return _Unit(design, replication, {}, "", "", {}, {}, seed)
