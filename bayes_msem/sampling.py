@@ -190,23 +190,19 @@ def _numpyro(model, *, draws, tune, chains, random_seed, target_accept, progress
     # and then discards them.
     from pymc.sampling.jax import sample_numpyro_nuts
 
-    if reuse_compiled:
-        with _reused_sampler():
-            return sample_numpyro_nuts(draws=draws, tune=tune, chains=chains, target_accept=target_accept,
-                                       random_seed=random_seed, model=model, var_names=var_names, initvals=starts,
-                                       jitter=False, progressbar=False, chain_method=chain_method,
-                                       compute_convergence_checks=False, idata_kwargs={"log_likelihood": False})
-
-    directory = _use_compilation_cache()
-    # Progress bars only where someone watches (a terminal or a notebook): the
-    # bars' calls back to Python keep JAX from caching the sampling loop, which
-    # costs a repeated Demo.twolevel run 5 s (benchmarks/README.md).
-    bars = progressbar and (sys.stderr.isatty() or "ipykernel" in sys.modules)
-    if progressbar:
-        where = f"; a repeated run reads it from {directory}" if directory and not bars else ""
-        print(f"Compiling the sampler (5-30 s{where})...", file=sys.stderr)
-
-    with _bars_for_chains_per_device(bars and callable(chain_method), draws + tune):
+    if reuse_compiled:  # no bars: the compiled program is called as one
+        bars, context = False, _reused_sampler()
+    else:
+        directory = _use_compilation_cache()
+        # Progress bars only where someone watches (a terminal or a notebook): the
+        # bars' calls back to Python keep JAX from caching the sampling loop, which
+        # costs a repeated Demo.twolevel run 5 s (benchmarks/README.md).
+        bars = progressbar and (sys.stderr.isatty() or "ipykernel" in sys.modules)
+        if progressbar:
+            where = f"; a repeated run reads it from {directory}" if directory and not bars else ""
+            print(f"Compiling the sampler (5-30 s{where})...", file=sys.stderr)
+        context = _bars_for_chains_per_device(bars and callable(chain_method), draws + tune)
+    with context:
         return sample_numpyro_nuts(draws=draws, tune=tune, chains=chains, target_accept=target_accept,
                                    random_seed=random_seed, model=model, var_names=var_names, initvals=starts,
                                    jitter=False, progressbar=bars, chain_method=chain_method,

@@ -187,8 +187,9 @@ def run_unit(unit: _Unit) -> pd.DataFrame:
         cluster = "cluster" if build_partable(unit.analysis).two_level else None
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # diagnostics are recorded per replication instead
+            fit_kwargs = {"reuse_compiled": reuses_sampler(design), **unit.fit_kwargs}
             result = Model(unit.analysis, data, cluster=cluster, **unit.model_kwargs).fit(
-                random_seed=fit_seed, progressbar=False, **{"reuse_compiled": reuses_sampler(design), **unit.fit_kwargs})
+                random_seed=fit_seed, progressbar=False, **fit_kwargs)
         summary = result.summary()
         diagnostics = result.diagnostics()
     except Exception as error:  # noqa: BLE001 - a failed replication is a result of the study

@@ -105,7 +105,7 @@ def cluster_terms(stats: dict, within: LevelMoments, between: LevelMoments | Non
     e = len(level.random_effect_nodes)
     if e == 0:
         return {"loglik": total(loglik), "shift_score": score, "shift_precision": precision}
-    A, g0 = _effects_data(stats, within, rows["K"], level, backend, means)
+    A, g0, F = _effects_data(stats, within, rows["K"], level, backend, means, row_sums=shifts)
     mu_u, Sigma_u = prior
     # the rows' density above is at the effects' value 0; shift it to their prior mean mu_u
     Am = xp.einsum("jkl,jl->jk", A, mu_u)
@@ -125,7 +125,6 @@ def cluster_terms(stats: dict, within: LevelMoments, between: LevelMoments | Non
     terms = {"loglik": total(loglik), "mu_u": mu_u, "L": L, "chol_M": chol_M, "h": h}
     if shifts:
         # the score g moves by -F s (F = sum_i Z_i' K_o), so v = C^-1 L' g moves by -H s, H = C^-1 L' F
-        F = _effects_row_sums(stats, rows["K"], level, within, backend)  # (J, e, p)
         LtF = xp.einsum("ab,jap->jpb", L, F) if L.ndim == 2 else xp.einsum("jab,jap->jpb", L, F)
         if xp is np:
             Ht = np.swapaxes(np.linalg.solve(chol_M, np.swapaxes(LtF, 1, 2)), 1, 2)  # (J, p, e)
@@ -154,7 +153,8 @@ def _effects_prior(stats: dict, between: LevelMoments, level: LevelLayout, w, ba
     return (mu_u + xp.einsum("jaz,jz->ja", gain, dz), Sigma_u - gain @ node_cov[z_nodes][:, effects]), z_loglik
 
 
-def _effects_data(stats: dict, within: LevelMoments, K, level: LevelLayout, backend, means=None):
+def _effects_data(stats: dict, within: LevelMoments, K, level: LevelLayout, backend, means=None,
+                  row_sums: bool = False):
     """What each unit's rows say about its random effects u_j, at u_j = 0:
     A_j = sum_i Z_i' K_o Z_i and g_j = sum_i Z_i' K_o (y_i - mu - Pi x_i), with
     Z_i = D diag(x~_i[columns]), from the per-(unit, pattern) cross-products.
@@ -162,7 +162,11 @@ def _effects_data(stats: dict, within: LevelMoments, K, level: LevelLayout, back
     Effects that multiply the same entry c of x~ (every between part: c = 0)
     form a block, and each block of A and g is one matrix product over
     (pattern, outcome): elementwise products over (unit, pattern, outcome,
-    effect) arrays made the gradient 1.8x slower (Demo.twolevel with MAR holes)."""
+    effect) arrays made the gradient 1.8x slower (Demo.twolevel with MAR holes).
+
+    ``means`` (units, p) replaces the within mean per unit; with ``row_sums``
+    also F_j = sum_i Z_i' K_o (units, e, p), how the score moves when the row
+    means move (three-level models with missing values)."""
     xp = backend.xp
     G, p = K.shape[0], K.shape[1]
     units = stats["n"].shape[0]
@@ -172,8 +176,10 @@ def _effects_data(stats: dict, within: LevelMoments, K, level: LevelLayout, back
     x_eff, y_eff = stats["x_effects"], stats["y_effects"]  # (J, G, q+1, C), (J, G, p, C)
     blocks = _column_blocks(level.random_effect_columns)
     mean = within.mean[None, None, :] if means is None else means[:, None, :]  # one for all units, or each its own
-    A_rows, g_parts = [], []
+    A_rows, g_parts, F_parts = [], [], []
     for c, (_, members) in enumerate(blocks):
+        if row_sums:  # sums of x~[c-th column] per pattern, times K_o D
+            F_parts.append(xp.einsum("jg,gpm->jmp", x_eff[:, :, 0, c], KD[:, :, members]))
         residual = (y_eff[..., c] - mean * x_eff[:, :, 0, c][..., None]
                     - x_eff[:, :, 1:, c] @ within.Pi.T)  # (J, G, p): sums of x~[c-th column] (y - mu - Pi x)
         g_parts.append(residual.reshape((units, G * p)) @ KD[:, :, members].reshape((G * p, len(members))))
@@ -182,19 +188,8 @@ def _effects_data(stats: dict, within: LevelMoments, K, level: LevelLayout, back
             .reshape((units, len(members), len(others))) for other, others in blocks], axis=2))
     order = np.argsort(np.concatenate([members for _, members in blocks]))  # back to the layout's order
     A = xp.concatenate(A_rows, axis=1)[:, order][:, :, order]
-    return A, xp.concatenate(g_parts, axis=1)[:, order]
-
-
-def _effects_row_sums(stats: dict, K, level: LevelLayout, within: LevelMoments, backend):
-    """F_j = sum_i Z_i' K_o (units, e, p): how each unit's effects score moves
-    when its row means move (Z_i = D diag(x~_i[columns]), so the sums of the
-    entries of x~ each effect multiplies, per pattern, times K_o D)."""
-    xp = backend.xp
-    KD = K @ level.effect_design(within.total, backend)  # (G, p, e)
-    parts = [xp.einsum("jg,gpm->jmp", stats["x_effects"][:, :, 0, c], KD[:, :, members])
-             for c, (_, members) in enumerate(_column_blocks(level.random_effect_columns))]
-    order = np.argsort(np.concatenate([members for _, members in _column_blocks(level.random_effect_columns)]))
-    return xp.concatenate(parts, axis=1)[:, order]
+    F = xp.concatenate(F_parts, axis=1)[:, order] if row_sums else None
+    return A, xp.concatenate(g_parts, axis=1)[:, order], F
 
 
 def _column_blocks(columns: np.ndarray) -> list[tuple[int, np.ndarray]]:

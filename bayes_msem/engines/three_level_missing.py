@@ -29,7 +29,7 @@ import numpy as np
 
 from bayes_msem.engines.missing import cluster_terms, draw_missing_cluster_effects, missing_statistics
 from bayes_msem.engines.three_level_slopes import (
-    _UnitSlopeTerms,
+    UnitPartsTerms,
     draw_units_and_shifts,
     integrate_unit_parts,
     level_point,
@@ -42,7 +42,7 @@ from bayes_msem.spec import ModelSpec
 __all__ = ["three_level_missing_logp", "draw_three_level_missing_effects"]
 
 
-def _unit_missing_terms(spec: ModelSpec, stats: dict, theta, backend, per_unit: bool) -> _UnitSlopeTerms:
+def _unit_missing_terms(spec: ModelSpec, stats: dict, theta, backend, per_unit: bool) -> UnitPartsTerms:
     xp = backend.xp
     within, between, top, split, P, top_mean, row_means = level_point(spec, theta, backend)
     terms = cluster_terms(stats, within, between, spec.layout.levels[1], spec.data.between_covariates, backend,
@@ -50,7 +50,7 @@ def _unit_missing_terms(spec: ModelSpec, stats: dict, theta, backend, per_unit: 
     membership = unit_membership(spec.data)
     precision = xp.einsum("sj,pa,jpq,qb->sab", membership, P, terms["shift_precision"], P)
     L3, chol_b, u = integrate_unit_parts(top, split, precision, membership @ (terms["shift_score"] @ P), backend)
-    return _UnitSlopeTerms(terms["loglik"], top_mean, chol_b, u, L3)
+    return UnitPartsTerms(terms["loglik"], top_mean, chol_b, u, L3)
 
 
 def three_level_missing_logp(spec: ModelSpec, stats: dict, theta, backend, per_unit: bool = False):

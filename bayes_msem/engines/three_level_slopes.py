@@ -43,11 +43,11 @@ from bayes_msem.matrices import NUMPY_BACKEND, level_moments
 from bayes_msem.spec import ModelSpec
 
 __all__ = ["three_level_slopes_logp", "draw_three_level_slope_effects", "unit_membership", "draw_unit_deviations",
-           "draw_units_and_shifts", "LevelPoint", "level_point",
+           "draw_units_and_shifts", "LevelPoint", "level_point", "UnitPartsTerms",
            "integrate_unit_parts", "unit_log_terms", "unit_parts_mean"]
 
 
-class _UnitSlopeTerms(NamedTuple):
+class UnitPartsTerms(NamedTuple):
     """Per class, log p(Y_j | E c_s) (``base``); per level-3 unit, the mean of
     its parts (``top_mean``), chol(B_s) and u_s = chol(B_s)^-1 L3' a_s; and L3."""
 
@@ -116,7 +116,7 @@ def level_point(spec: ModelSpec, theta, backend) -> LevelPoint:
                       within.mean[None, :] + (top_mean @ P.T)[upper.parent_index])
 
 
-def _unit_slope_terms(spec: ModelSpec, stats: dict, theta, backend) -> _UnitSlopeTerms:
+def _unit_slope_terms(spec: ModelSpec, stats: dict, theta, backend) -> UnitPartsTerms:
     xp = backend.xp
     within, between, top, split, P, top_mean, row_means = level_point(spec, theta, backend)
     k = len(split)
@@ -132,7 +132,7 @@ def _unit_slope_terms(spec: ModelSpec, stats: dict, theta, backend) -> _UnitSlop
     A = stats["n"][:, None, None] * (P.T @ SP)[None] - xp.einsum("jrk,jrl->jkl", W, W)
     membership = unit_membership(spec.data)
     L3, chol_b, u = integrate_unit_parts(top, split, xp.einsum("sj,jkl->skl", membership, A), membership @ a, backend)
-    return _UnitSlopeTerms(base, top_mean, chol_b, u, L3)
+    return UnitPartsTerms(base, top_mean, chol_b, u, L3)
 
 
 def three_level_slopes_logp(spec: ModelSpec, stats: dict, theta, backend, per_unit: bool = False):
