@@ -9,14 +9,17 @@ mean mu_W + Pi_j x_i + P b_j (Pi_j with the cluster's random slopes) and
 covariance Sigma_W (Sigma_W,j where a random slope sits on a modelled variable); the missing part is drawn
 from its conditional given the row's observed part. Missing level-2 outcomes are
 drawn from their conditional given the cluster effects and the cluster's
-observed level-2 outcomes. With ordinal variables the observed categories
-only bound their latent responses, so missing values are drawn by Gibbs
-sampling of a truncated normal (:func:`_draw_with_ordinal`) and missing
-categories are their latent responses cut at the thresholds; completed data
-sets hold the user's categories.
+observed level-2 outcomes. With ordinal variables (at either level) the
+observed categories only bound their latent responses, so missing values are
+drawn by Gibbs sampling of a truncated normal (:func:`_draw_with_ordinal`,
+over rows or over clusters) and missing categories are their latent
+responses cut at the thresholds; completed data sets hold the user's
+categories.
 """
 
 from __future__ import annotations
+
+from dataclasses import replace
 
 import numpy as np
 import pandas as pd
@@ -126,9 +129,10 @@ GIBBS_SWEEPS = 100  # sweeps per completed data set, started at the rows' means 
 
 
 def _draw_with_ordinal(spec, layout, theta: np.ndarray, mean: np.ndarray, cov: np.ndarray, values: np.ndarray,
-                       rng: np.random.Generator) -> np.ndarray:
+                       rng: np.random.Generator, names: tuple[str, ...] | None = None) -> np.ndarray:
     """Rows with ordinal variables: missing values drawn given the observed
-    ones, categories included (coded 0..K-1 in and out).
+    ones, categories included (coded 0..K-1 in and out). ``names``: the
+    columns' variables (by default the lowest level's observed ones).
 
     An observed category says only that its latent response lies in its cell,
     so the conditional of the missing values is not normal: the latent
@@ -169,19 +173,33 @@ def _draw_with_ordinal(spec, layout, theta: np.ndarray, mean: np.ndarray, cov: n
                 x[rows, j] = truncnorm.rvs(a, b, loc=cond_mean, scale=sd, random_state=rng)
             else:
                 x[rows, j] = cond_mean + sd * rng.standard_normal(rows.sum())
-    x[:, U] = np.where(seen, codes, categorize(x, spec.table, theta, spec.within.observed)[:, U])
+    names = spec.within.observed if names is None else names
+    x[:, U] = np.where(seen, codes, categorize(x, spec.table, theta, names)[:, U])
     out = values.copy()
     out[incomplete] = x
     return out
 
 
 def _draw_level_2_outcomes(spec, theta, effects, z, rng) -> np.ndarray:
-    """Missing level-2 outcomes given the cluster effects and the observed level-2 outcomes."""
+    """Missing level-2 outcomes given the cluster effects and the observed
+    level-2 outcomes; with level-2 ordinal variables by the Gibbs sampler of
+    :func:`_draw_with_ordinal` over the clusters (an observed category bounds
+    its latent response)."""
     clusters = spec.layout.levels[1]
     between = level_moments(theta, clusters.structure)
     node_mean, node_cov = between.node_moments(spec.data.between_covariates)
     nodes = np.concatenate([clusters.effect_nodes, clusters.outcome_nodes])
     values = np.concatenate([effects, z], axis=1)
+    if spec.table.between_ordinal:
+        from bayes_msem.engines.ordinal import between_ordinal_layout
+
+        layout = between_ordinal_layout(spec)
+        n_effects = len(clusters.effect_nodes)
+        layout = replace(layout, ordinal=layout.ordinal + n_effects)  # positions among (effects, outcomes)
+        names = tuple(clusters.effects) + tuple(clusters.outcomes)
+        completed = _draw_with_ordinal(spec, layout, theta, node_mean[:, nodes], node_cov[np.ix_(nodes, nodes)],
+                                       values, rng, names)
+        return completed[:, n_effects:]
     completed = np.empty_like(values)
     for j in range(len(values)):  # clusters differ in which outcomes they miss; few clusters miss any
         completed[j] = _draw_conditional(node_mean[j, nodes][None], node_cov[np.ix_(nodes, nodes)],

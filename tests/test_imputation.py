@@ -11,12 +11,13 @@ import pytest
 from conftest import DATA, reference_fit
 from engines.test_latent import TWO_LEVEL, simulate_two_level
 from engines.test_missing import with_holes
+from engines.test_ordinal_level_two import WITH_CONTINUOUS, random_values, user_data
 from scipy import stats
 
 import bayes_msem as bm
 from bayes_msem.engines.ordinal import ordinal_layout
 from bayes_msem.engines.parameters import parameter_names
-from bayes_msem.imputation import _completed, _draw_conditional
+from bayes_msem.imputation import _completed, _draw_conditional, _draw_level_2_outcomes
 
 
 def test_missing_entries_follow_their_conditional_normal():
@@ -190,6 +191,50 @@ def test_missing_values_next_to_categories_follow_their_exact_conditional():
     shares = np.bincount(y[n:2 * n, u_at].astype(int), minlength=3) / n
     np.testing.assert_allclose(shares, expected, atol=4 * np.sqrt(0.25 / n))
     np.testing.assert_array_equal(y[2 * n:], spec.data.within_outcomes[2 * n:])  # complete rows stay as they are
+
+
+def test_missing_level_two_categories_and_values_follow_their_exact_conditional():
+    """Given the school effects y_j at random parameters: v = a_v + b_vw w_j +
+    e_v, z* = b_zy y_j + b_zw w_j + e_z (var 1, cov(e_z, e_v) = c), z cut at
+    t1, t2; 1000 schools, 40% missing z and (apart) 40% missing v. A missing
+    category has the probit probabilities of z* given v (or alone where v is
+    missing too); a missing v next to a category has the mean of v given z* in
+    its cell. Each summed over the schools it concerns, in standard errors."""
+    frame = user_data(7, 1000, max_size=2, holes=0.4)  # (at most 1009 labels)
+    spec = bm.Model(WITH_CONTINUOUS, frame, cluster="cluster", ordered=["z"]).spec
+    rng = np.random.default_rng(7)
+    p = random_values(spec, rng)
+    clusters = spec.layout.levels[1]
+    effects = rng.normal(size=(spec.data.n_clusters, len(clusters.effects)))
+    observed = spec.data.between_outcomes
+    completed = _draw_level_2_outcomes(spec, np.array([p[n] for n in parameter_names(spec)]), effects,
+                                       observed.copy(), rng)
+
+    z_at, v_at = list(clusters.outcomes).index("z"), list(clusters.outcomes).index("v")
+    w = spec.data.between_covariates[:, list(clusters.structure.covariates).index("w")]
+    mean_v = p["v~1|between"] + p["v~w|between"] * w
+    mean_z = p["z~y|between"] * effects[:, list(clusters.effects).index("y")] + p["z~w|between"] * w
+    c, s_v = p["z~~v|between"], p["v~~v|between"]
+    cuts = np.array([-np.inf, p["z|t1"], p["z|t2"], np.inf])
+    z, v = observed[:, z_at], observed[:, v_at]
+    seen = ~np.isnan(observed)
+    np.testing.assert_array_equal(completed[seen], observed[seen])
+    assert not np.isnan(completed).any()
+
+    no_z = ~seen[:, z_at]  # z* | v (or z* alone): normal, so the category shares are probit cells
+    given_v = np.where(seen[:, v_at], c / s_v * (np.nan_to_num(v) - mean_v), 0.0)
+    sd = np.where(seen[:, v_at], np.sqrt(1 - c**2 / s_v), 1.0)
+    shares = np.diff(stats.norm.cdf((cuts[None, :] - (mean_z + given_v)[:, None]) / sd[:, None]), axis=1)[no_z]
+    drawn = np.eye(3)[completed[no_z, z_at].astype(int)]
+    gaps = (drawn - shares).sum(axis=0) / np.sqrt((shares * (1 - shares)).sum(axis=0))
+    assert np.all(np.abs(gaps) < 4.5), gaps
+
+    no_v = seen[:, z_at] & ~seen[:, v_at]  # v | z* in its cell: a truncated normal through the regression on z*
+    k = z[no_v].astype(int)
+    cell = stats.truncnorm(cuts[k] - mean_z[no_v], cuts[k + 1] - mean_z[no_v])
+    expected, variance = mean_v[no_v] + c * cell.mean(), s_v - c**2 + c**2 * cell.var()
+    gap = (completed[no_v, v_at] - expected).sum() / np.sqrt(variance.sum())
+    assert abs(gap) < 4.5, gap
 
 
 @pytest.fixture(scope="module")

@@ -115,9 +115,6 @@ def _missing_level_two_outcomes(spec) -> str | None:
         return None
     outcomes = list(spec.layout.levels[1].outcomes)
     missing = [name for name, hole in zip(outcomes, holes) if hole]
-    if spec.table.between_ordinal:
-        return (f"missing values of the level-2 outcome(s) {', '.join(missing)} in a model with level-2 ordinal "
-                "variables: the latent engine does not take them yet")
     predicting = [name for name in outcomes_predicting_effects(spec) if name in missing]
     if predicting:
         return (f"missing values of the level-2 outcome(s) {', '.join(predicting)}, which predict a cluster effect: "

@@ -21,7 +21,6 @@ between effects.
 
 from __future__ import annotations
 
-from dataclasses import replace
 from types import SimpleNamespace
 
 import numpy as np
@@ -183,7 +182,7 @@ def between_outcomes_logp(spec: ModelSpec, theta, moments, effects, backend=PYTE
     outcomes (:func:`bayes_msem.engines.ordinal.ordinal_level_logp` with
     clusters as rows). ``erfc`` is the backend's complementary error function
     (needed with ordinal outcomes)."""
-    from bayes_msem.engines.ordinal import between_ordinal_layout, normal_rows_logp, ordinal_level_logp
+    from bayes_msem.engines.ordinal import between_ordinal_layout, normal_rows_logp
 
     clusters = spec.layout.levels[1]
     n_idx, z_idx = clusters.effect_nodes, clusters.outcome_nodes
@@ -192,8 +191,8 @@ def between_outcomes_logp(spec: ModelSpec, theta, moments, effects, backend=PYTE
     values = spec.data.between_outcomes
     w = backend.asarray(spec.data.between_covariates)
     drive = moments.alpha[z_idx] + effects @ A[np.ix_(z_idx, n_idx)].T + w @ A_x[z_idx].T  # all but the other outcomes
-    if np.isnan(values).any():  # (LatentEngine.supports refuses holes with ordinal level-2 outcomes)
-        return _incomplete_outcomes_logp(spec, moments, drive, backend, per_cluster)
+    if np.isnan(values).any():
+        return _incomplete_outcomes_logp(spec, theta, moments, drive, backend, per_cluster, ordinal, erfc)
     # ordinal outcomes predict nothing (partable refuses it): their zero columns of A leave their codes unused
     z = backend.asarray(values)
     mean = drive + z @ A[np.ix_(z_idx, z_idx)].T
@@ -204,25 +203,39 @@ def between_outcomes_logp(spec: ModelSpec, theta, moments, effects, backend=PYTE
         n = float(spec.data.n_clusters)
         return mvn_logp_from_scatter(residual.T @ residual, n, S_zz, backend) + n * jacobian
     if ordinal is None:
-        logp = normal_rows_logp((z - mean).reshape((-1, len(z_idx))), S_zz, backend)
+        logp = normal_rows_logp((z - mean).reshape((-1, len(z_idx))), S_zz, backend).reshape(mean.shape[:-1])
     else:
-        # leading axes beyond (clusters, outcomes): the importance points of per-cluster LOO (concrete shapes there)
-        copies = int(np.prod(mean.shape[:-2])) if mean.ndim > 2 else 1
-        if copies > 1:
-            ordinal = replace(ordinal, codes=np.tile(ordinal.codes, (copies, 1)))
-        logp = ordinal_level_logp(theta, SimpleNamespace(Sigma=S_zz), mean.reshape((-1, len(z_idx))), ordinal,
-                                  np.tile(values, (copies, 1)), backend, erfc, per_row=per_cluster)
+        logp = _ordinal_outcomes_logp(theta, S_zz, mean, ordinal, values, backend, erfc, per_cluster)
     if not per_cluster:
         return logp + float(spec.data.n_clusters) * jacobian
-    return logp.reshape(mean.shape[:-1]) + jacobian
+    return logp + jacobian
 
 
-def _incomplete_outcomes_logp(spec: ModelSpec, moments, drive, backend, per_cluster: bool):
+def _ordinal_outcomes_logp(theta, cov, mean, ordinal, values, backend, erfc, per_cluster: bool):
+    """The level-2 outcomes' density with ordinal ones among them
+    (:func:`bayes_msem.engines.ordinal.ordinal_level_logp`, clusters as rows)
+    given their means (..., clusters, outcomes) and covariance: summed, or
+    (..., clusters) with ``per_cluster``."""
+    from bayes_msem.engines.ordinal import ordinal_level_logp, repeat_rows
+
+    # leading axes beyond (clusters, outcomes): the importance points of per-cluster LOO (concrete shapes there)
+    copies = int(np.prod(mean.shape[:-2])) if mean.ndim > 2 else 1
+    ordinal, values = repeat_rows(ordinal, values, copies)
+    logp = ordinal_level_logp(theta, SimpleNamespace(Sigma=cov), mean.reshape((-1, mean.shape[-1])), ordinal,
+                              values, backend, erfc, per_row=per_cluster)
+    return logp.reshape(mean.shape[:-1]) if per_cluster else logp
+
+
+def _incomplete_outcomes_logp(spec: ModelSpec, theta, moments, drive, backend, per_cluster: bool, ordinal=None,
+                              erfc=None):
     """:func:`between_outcomes_logp` where some clusters miss some level-2
-    outcomes: each cluster's observed outcomes by their normal density given
-    its effects, from the reduced form z = (I - A_zz)^-1 (``drive`` + e_j),
-    ``drive`` = alpha_z + A_zn b_j + A_zx w_j (no Jacobian needed), clusters
-    grouped by the outcomes they observe. A cluster that observes none adds 0."""
+    outcomes: each cluster's observed outcomes by their density given its
+    effects, from the reduced form z = (I - A_zz)^-1 (``drive`` + e_j),
+    ``drive`` = alpha_z + A_zn b_j + A_zx w_j (no Jacobian needed). Continuous
+    outcomes only: normal, clusters grouped by the outcomes they observe; a
+    cluster that observes none adds 0. With ``ordinal`` ones: their probit
+    probability given the continuous outcomes the cluster has (a missing
+    category counts 0)."""
     from bayes_msem.engines.ordinal import normal_rows_logp
 
     xp = backend.xp
@@ -231,6 +244,8 @@ def _incomplete_outcomes_logp(spec: ModelSpec, moments, drive, backend, per_clus
     total = backend.inv(backend.eye(len(z_idx)) - moments.A[np.ix_(z_idx, z_idx)])
     mean = drive @ total.T  # (..., clusters, outcomes)
     cov = total @ moments.S[np.ix_(z_idx, z_idx)] @ total.T
+    if ordinal is not None:
+        return _ordinal_outcomes_logp(theta, cov, mean, ordinal, values, backend, erfc, per_cluster)
     lead = tuple(mean.shape[:-2]) if mean.ndim > 2 else ()  # per-cluster LOO's importance points (concrete shapes)
     seen = ~np.isnan(values)
     parts, order = [], []

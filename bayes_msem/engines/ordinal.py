@@ -26,7 +26,7 @@ items, 200 clusters of 15, with 90-190 effective draws.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 
@@ -34,7 +34,7 @@ from bayes_msem.errors import ModelSpecificationError
 from bayes_msem.matrices import NUMPY_BACKEND, LevelStructure
 from bayes_msem.spec import ModelSpec
 
-__all__ = ["OrdinalLayout", "between_ordinal_layout", "ordinal_layout", "ordinal_level_logp",
+__all__ = ["OrdinalLayout", "between_ordinal_layout", "repeat_rows", "ordinal_layout", "ordinal_level_logp",
            "ordinal_row_log_likelihood", "ordinal_rows_logp",
            "threshold_matrix",
            "ordinal_unsupported", "quadrature", "row_means_of"]
@@ -184,20 +184,41 @@ def between_ordinal_layout(spec: ModelSpec) -> OrdinalLayout | None:
     """The level-2-only ordinal variables among the level-2 outcomes (rows
     are clusters; positions among ``layout.levels[1].outcomes``), or None
     where there are none. Given the cluster effects and the continuous level-2
-    outcomes they must be independent of each other."""
+    outcomes they must be independent of each other; where clusters miss
+    outcomes, given the continuous outcomes each cluster has (the outcomes
+    then enter in reduced form, ``patterns`` group the clusters)."""
     names = spec.table.between_ordinal
     if not names:
         return None
     clusters = spec.layout.levels[1]
     outcomes = list(clusters.outcomes)
+    values = spec.data.between_outcomes
     U = np.array([outcomes.index(n) for n in names], dtype=int)
     C = np.array([i for i in range(len(outcomes)) if i not in U], dtype=int)
-    _, S = _generic_moments(spec, clusters.structure)
+    total, S = _generic_moments(spec, clusters.structure)
     z_idx = clusters.outcome_nodes
-    _refuse_correlated(_correlated_pairs(S[np.ix_(z_idx, z_idx)], U, C), outcomes)
+    patterns = _continuous_patterns(values[:, C], C)
+    if np.isnan(values).any():  # reduced form: z = (I - A_zz)^-1 (drive + e), so cov(z | effects) = T S_zz T'
+        reduced = np.linalg.inv(np.linalg.inv(total)[np.ix_(z_idx, z_idx)])
+        cov = reduced @ S[np.ix_(z_idx, z_idx)] @ reduced.T
+        for _, observed in patterns:
+            _refuse_correlated(_correlated_pairs(cov, U, observed), outcomes)
+    else:
+        _refuse_correlated(_correlated_pairs(S[np.ix_(z_idx, z_idx)], U, C), outcomes)
     free, fixed = _threshold_arrays(spec, names)
-    return OrdinalLayout(ordinal=U, continuous=C, codes=_coded(spec.data.between_outcomes[:, U]), threshold_free=free,
-                         threshold_fixed=fixed, row_factors=np.array([], dtype=int), patterns=((slice(None), C),))
+    return OrdinalLayout(ordinal=U, continuous=C, codes=_coded(values[:, U]), threshold_free=free,
+                         threshold_fixed=fixed, row_factors=np.array([], dtype=int), patterns=patterns)
+
+
+def repeat_rows(layout: OrdinalLayout, values: np.ndarray, copies: int) -> tuple[OrdinalLayout, np.ndarray]:
+    """``layout`` and ``values`` for ``copies`` stacked copies of the rows (the
+    importance points of per-cluster LOO): codes and patterns repeated."""
+    if copies == 1:
+        return layout, values
+    stacked = np.tile(values, (copies, 1))
+    C = layout.continuous
+    return replace(layout, codes=np.tile(layout.codes, (copies, 1)),
+                   patterns=_continuous_patterns(stacked[:, C], C)), stacked
 
 
 def _refuse_correlated(pairs: list[tuple[int, int]], names: list[str]) -> None:

@@ -154,6 +154,7 @@ level: 2
 def incomplete_outcomes_data(rng, clusters: int, holes: float) -> pd.DataFrame:
     """Unequal clusters with text labels out of order, rows shuffled, z1 and z2 missing in some clusters."""
     sizes = rng.integers(1, 6, clusters)
+    sizes[0] = max(sizes[0], 2)  # every cluster of one row is refused (nothing varies within), not what this tests
     cluster = np.repeat(np.arange(clusters), sizes)
     w, z1, z2 = rng.normal(size=(3, clusters))
     kept = np.arange(clusters) < 2  # two clusters observe both: no column is all missing or constant

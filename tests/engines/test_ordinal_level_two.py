@@ -6,11 +6,15 @@ categorical of text.
 - The latent engine's level-2 term against the density written out from the
   model's definition (a bivariate normal integrated over the ordinal
   outcome's cell by SciPy's quadrature), with a continuous level-2 outcome
-  whose residual covaries with the ordinal one; by cluster label.
-- A fit against maximum likelihood of the same model: the likelihood in
-  closed form (the model is jointly normal in the rows, the cluster effect
-  and the ordinal outcome's latent response, so each cluster's probability
-  is a normal density times a probit cell), maximized by SciPy.
+  whose residual covaries with the ordinal one or that predicts it; by
+  cluster label, with schools missing either outcome or both (the observed
+  one's marginal density or cell).
+- The sampler's level-2 term (PyTensor, with and without holes) against the
+  NumPy one.
+- A fit against maximum likelihood of the same model: the likelihood in closed form (the model is
+  jointly normal in the rows, the cluster effect and the ordinal outcome's
+  latent response, so each cluster's probability is a normal density times a
+  probit cell), maximized by SciPy.
 - The fit's per-cluster log-likelihood (LOO's unit: the cluster effect
   integrated out by importance sampling) against the same closed form."""
 
@@ -41,6 +45,14 @@ level: 2
   z ~ y + w
   v ~ w"""
 
+# v predicts z: with v missing, z's cell comes from the reduced form
+ON_CONTINUOUS = """level: 1
+  y ~ x
+level: 2
+  y ~ w
+  z ~ y + w + v
+  v ~ w"""
+
 REGRESSION = """level: 1
   y ~ x
 level: 2
@@ -48,8 +60,10 @@ level: 2
   z ~ y + w"""
 
 
-def user_data(seed: int, n_clusters: int, max_size: int = 6) -> pd.DataFrame:
-    """y* within, a school effect on y, z cut at -0.4 and 0.6 into text categories."""
+def user_data(seed: int, n_clusters: int, max_size: int = 6, holes: float = 0.0) -> pd.DataFrame:
+    """y* within, a school effect on y, z cut at -0.4 and 0.6 into text
+    categories; with ``holes``, that share of the schools miss z (and,
+    drawn apart, v) in all their rows."""
     rng = np.random.default_rng(seed)
     sizes = rng.integers(1, max_size + 1, size=n_clusters)
     if sizes.max() == 1:  # every school of one row is refused (nothing varies within), not what this tests
@@ -65,6 +79,8 @@ def user_data(seed: int, n_clusters: int, max_size: int = 6) -> pd.DataFrame:
         "y": y_between[cluster] + 0.6 * x + rng.standard_normal(len(cluster)),
         "v": (0.2 + 0.4 * w + residual_v)[cluster],
         "z": pd.Categorical(np.array(CATEGORIES)[z[cluster]], categories=CATEGORIES, ordered=True)})
+    for column in ("z", "v"):
+        frame.loc[(rng.uniform(size=n_clusters) < holes)[cluster], column] = np.nan
     return frame.iloc[rng.permutation(len(frame))]
 
 
@@ -90,16 +106,28 @@ def test_unsupported_level_two_ordinal_models_are_refused_with_the_reason(syntax
 
 
 def bivariate_cell_logp(frame: pd.DataFrame, p: dict, effects: pd.Series) -> pd.Series:
-    """log p(z_j, v_j | school effect y_j) per school: the normal density of
-    (z*, v) integrated over z's cell by quadrature, from the model's definition.
-    Categories no school has are merged (the model has one threshold fewer)."""
+    """log p(z_j, v_j | school effect y_j) per school from the model's
+    definition: v = a_v + b_vw w + e_v, z* = b_zy y_j + b_zw w + b_zv v + e_z,
+    var(e_z) = 1, cov(e_z, e_v) = c. The normal density of (z*, v) integrated
+    over z's cell by quadrature; a school missing v: z*'s cell alone, missing z:
+    v's density alone, missing both: 0. Categories no school has are merged
+    (the model has one threshold fewer)."""
     used = [c for c in CATEGORIES if (frame["z"] == c).any()]
     cuts = [-np.inf] + [p[f"z|t{k}"] for k in range(1, len(used))] + [np.inf]
-    cov = np.array([[1.0, p["z~~v|between"]], [p["z~~v|between"], p["v~~v|between"]]])
+    b_zv, c, s_v = p.get("z~v|between", 0.0), p.get("z~~v|between", 0.0), p["v~~v|between"]
+    cov = np.array([[1.0 + 2 * b_zv * c + b_zv**2 * s_v, c + b_zv * s_v], [c + b_zv * s_v, s_v]])
     out = {}
     for label, school in frame.groupby("cluster", observed=True):
-        k, v, w = used.index(school["z"].iloc[0]), school["v"].iloc[0], school["w"].iloc[0]
-        mean = [p["z~y|between"] * effects[label] + p["z~w|between"] * w, p["v~1|between"] + p["v~w|between"] * w]
+        z, v, w = school["z"].iloc[0], school["v"].iloc[0], school["w"].iloc[0]
+        mean_v = p["v~1|between"] + p["v~w|between"] * w
+        mean = [p["z~y|between"] * effects[label] + p["z~w|between"] * w + b_zv * mean_v, mean_v]
+        if pd.isna(z):
+            out[label] = 0.0 if np.isnan(v) else stats.norm(mean[1], np.sqrt(s_v)).logpdf(v)
+            continue
+        k = used.index(z)
+        if np.isnan(v):
+            out[label] = np.log(np.diff(stats.norm(mean[0], np.sqrt(cov[0, 0])).cdf(cuts[k:k + 2]))[0])
+            continue
         density = stats.multivariate_normal(mean, cov)
         cell = integrate.quad(lambda t, v=v, density=density: density.pdf([t, v]), cuts[k], cuts[k + 1],
                               epsabs=0, epsrel=1e-11)[0]
@@ -116,7 +144,8 @@ def random_values(spec, rng) -> dict:
         lhs, _, rhs = name.split("|")[0].partition("~~")
         if rhs == lhs:
             p[name] = rng.uniform(0.3, 2.0)
-    p["z~~v|between"] = rng.uniform(-0.8, 0.8) * np.sqrt(p["v~~v|between"])
+    if "z~~v|between" in names:
+        p["z~~v|between"] = rng.uniform(-0.8, 0.8) * np.sqrt(p["v~~v|between"])
     thresholds = sorted(n for n in names if n.startswith("z|t"))
     p.update(zip(thresholds, np.sort(rng.normal(size=len(thresholds)))))
     return p
@@ -128,27 +157,43 @@ def level_two_term(spec, p: dict, effects: np.ndarray, per_cluster: bool):
     return between_outcomes_logp(spec, theta, moments, effects, NUMPY_BACKEND, special.erfc, per_cluster=per_cluster)
 
 
-@settings(max_examples=30, deadline=None)
-@given(seed=st.integers(0, 10**6), n_clusters=st.integers(3, 20))
-def test_level_two_term_is_the_bivariate_normal_cell(seed, n_clusters):
+@settings(max_examples=40, deadline=None)
+@given(seed=st.integers(0, 10**6), n_clusters=st.integers(3, 20), holes=st.sampled_from([0.0, 0.3, 0.7]),
+       syntax=st.sampled_from([WITH_CONTINUOUS, ON_CONTINUOUS]))
+def test_level_two_term_is_the_bivariate_normal_cell(seed, n_clusters, holes, syntax):
     """The level-2 likelihood given the school effects, per school and
-    summed, equals the density from the definition, by school label."""
-    frame = user_data(seed, n_clusters)
+    summed, equals the density from the definition, by school label; with
+    leading axes (LOO's importance points), per copy."""
+    frame = user_data(seed, n_clusters, holes=holes)
     assume(frame["z"].nunique() > 1)  # one category: refused (tests/test_ordinal.py)
-    spec = bm.Model(WITH_CONTINUOUS, frame, cluster="cluster", ordered=["z"]).spec
+    assume(frame["v"].nunique() > 1)  # one observed value: refused (zero variance)
+    spec = bm.Model(syntax, frame, cluster="cluster", ordered=["z"]).spec
     rng = np.random.default_rng(seed)
     p = random_values(spec, rng)
-    effects = rng.normal(size=(n_clusters, len(spec.layout.levels[1].effects)))
+    effects = rng.normal(size=(2, n_clusters, len(spec.layout.levels[1].effects)))
     labels = [str(c) for c in spec.data.cluster_labels]
-    y_effect = pd.Series(effects[:, list(spec.layout.levels[1].effects).index("y")], index=labels)
-    expected = bivariate_cell_logp(frame, p, y_effect)[labels].to_numpy()
+    expected = [bivariate_cell_logp(frame, p, pd.Series(copy[:, list(spec.layout.levels[1].effects).index("y")],
+                                                        index=labels))[labels].to_numpy() for copy in effects]
     np.testing.assert_allclose(level_two_term(spec, p, effects, per_cluster=True), expected, rtol=1e-8)
-    assert level_two_term(spec, p, effects, per_cluster=False) == pytest.approx(expected.sum(), rel=1e-8)
+    assert level_two_term(spec, p, effects[0], per_cluster=False) == pytest.approx(expected[0].sum(), rel=1e-8)
 
 
-def test_the_sampler_uses_the_same_level_two_term():
-    frame = user_data(11, 20)
-    spec = bm.Model(WITH_CONTINUOUS, frame, cluster="cluster", ordered=["z"]).spec
+def test_ordinal_outcomes_linked_by_a_missing_continuous_one_are_refused():
+    """z and q both depend on v (their residuals uncorrelated): independent
+    given v, so complete data fit; where a school misses v they are
+    correlated, which needs their joint probability (refused with the reason)."""
+    syntax = ON_CONTINUOUS + "\n  q ~ v\n  z ~~ 0*q"
+    frame = user_data(6, 40).assign(q=lambda d: d.z)
+    build_latent_model(bm.Model(syntax, frame, cluster="cluster", ordered=["z", "q"]).spec)
+    frame.loc[frame.cluster == frame.cluster.iloc[0], "v"] = np.nan
+    with pytest.raises(ValueError, match="the ordinal variables q and z stay correlated"):
+        bm.Model(syntax, frame, cluster="cluster", ordered=["z", "q"])
+
+
+@pytest.mark.parametrize("syntax, holes", [(WITH_CONTINUOUS, 0.0), (WITH_CONTINUOUS, 0.3), (ON_CONTINUOUS, 0.3)])
+def test_the_sampler_uses_the_same_level_two_term(syntax, holes):
+    frame = user_data(11, 20, holes=holes)
+    spec = bm.Model(syntax, frame, cluster="cluster", ordered=["z"]).spec
     model = build_latent_model(spec)
     values = evaluate(model, random_point(model, 3), ["parameters", "cluster_effects", "between_outcomes_loglik"])
     p = dict(zip(parameter_names(spec), values["parameters"]))
@@ -180,8 +225,9 @@ def closed_form_logp(sums: pd.DataFrame, b_x, s_w, a_y, b_yw, s_b, b_zy, b_zw, t
     z_mean, z_sd = b_zy * post_mean + b_zw * w, np.sqrt(b_zy**2 * post_var + 1.0)
     cuts = np.array([-np.inf, t1, t2, np.inf])
     k = sums.k.to_numpy()
+    seen, k = k >= 0, np.maximum(k, 0)  # a school missing z: its rows alone
     cell = stats.norm.cdf((cuts[k + 1] - z_mean) / z_sd) - stats.norm.cdf((cuts[k] - z_mean) / z_sd)
-    return pd.Series(rows + np.log(cell), index=sums.index)
+    return pd.Series(rows + np.where(seen, np.log(cell), 0.0), index=sums.index)
 
 
 ML_NAMES = ["y~x|within", "y~~y|within", "y~1|between", "y~w|between", "y~~y|between", "z~y|between", "z~w|between",
