@@ -438,9 +438,6 @@ def prepare_data(table: ParameterTable, data: pd.DataFrame, cluster: str | list[
         _check_slopes_vary_within(table, data, cluster)
     # nesting first: a class id repeated in several schools would otherwise read as a varying level-2 value
     upper_levels = tuple(_level_three(table, data, cluster, column, cluster_index) for column in clusters[1:])
-    if any(level.crossed for level in upper_levels) and data[list(table.data_columns())].isna().any().any():
-        raise DataError("a cross-classified model takes complete data so far: some columns it uses have missing "
-                        "values. Pass missing='listwise' to drop those rows (the summary reports how many).")
     within = table.levels[0]
     _warn_discrete_outcomes(data, [n for n in within.observed + table.between_outcomes
                                    if n not in table.derived and n not in table.ordinal])

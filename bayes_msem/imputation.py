@@ -42,7 +42,7 @@ def impute(result, m: int = 20, random_seed: int | None = None) -> pd.DataFrame:
     rng = np.random.default_rng(random_seed)
     theta = result.theta_draws()
     picked = np.linspace(0, len(theta) - 1, m).round().astype(int)
-    effects = _stacked_effects(result)
+    effects, unit_effects = _stacked_effects(result, "cluster_effects"), _stacked_effects(result, "unit_effects")
     ordinal = None
     if spec.table.within_ordinal:
         from bayes_msem.engines.ordinal import ordinal_layout
@@ -50,27 +50,32 @@ def impute(result, m: int = 20, random_seed: int | None = None) -> pd.DataFrame:
         ordinal = ordinal_layout(spec)
     frames = []
     for k, draw in enumerate(picked, start=1):
-        y, z = _completed(spec, theta[draw], None if effects is None else effects[draw], rng, ordinal)
+        y, z = _completed(spec, theta[draw], None if effects is None else effects[draw], rng, ordinal,
+                          None if unit_effects is None else unit_effects[draw])
         frames.append(_frame(spec, y, z, result.info.get("ordinal_categories", {})).assign(**{".imp": k}))
     return pd.concat(frames, ignore_index=True)
 
 
-def _stacked_effects(result) -> np.ndarray | None:
-    """Cluster effects per draw, chains stacked like ``theta_draws``: (draws, clusters, effects)."""
-    if "cluster_effects" not in result.idata.posterior:
+def _stacked_effects(result, name: str) -> np.ndarray | None:
+    """The posterior's effects ``name`` (``cluster_effects``; ``unit_effects``,
+    level 3 or the second classification) per draw, chains stacked like
+    ``theta_draws``: (draws, units, effects); None where the model has none."""
+    if name not in result.idata.posterior:
         return None
-    values = result.idata.posterior["cluster_effects"].values
+    values = result.idata.posterior[name].values
     return values.reshape((-1,) + values.shape[2:])
 
 
-def _completed(spec, theta: np.ndarray, effects: np.ndarray | None, rng: np.random.Generator, ordinal=None):
+def _completed(spec, theta: np.ndarray, effects: np.ndarray | None, rng: np.random.Generator, ordinal=None,
+               unit_effects: np.ndarray | None = None):
     """Level-1 outcomes (rows, p) and level-2 outcomes (clusters, p_z) with the missing values drawn
-    (``ordinal``: the model's :func:`~bayes_msem.engines.ordinal.ordinal_layout`, where it has level-1 ordinal variables)."""
+    (``ordinal``: the model's :func:`~bayes_msem.engines.ordinal.ordinal_layout`, where it has level-1 ordinal
+    variables; ``unit_effects``: see :func:`row_moments`)."""
     data = spec.data
     z = data.between_outcomes.copy()
     if effects is not None and np.isnan(z).any():
         z = _draw_level_2_outcomes(spec, theta, effects, z, rng)
-    means, Sigma = row_moments(spec, theta, effects)
+    means, Sigma = row_moments(spec, theta, effects, unit_effects)
     if ordinal is not None:  # (random slopes on modelled variables are not fitted with ordinal ones)
         return _draw_with_ordinal(spec, ordinal, theta, means, Sigma, data.within_outcomes, rng), z
     if Sigma.ndim == 2:
@@ -82,14 +87,18 @@ def _completed(spec, theta: np.ndarray, effects: np.ndarray | None, rng: np.rand
     return y, z
 
 
-def row_means(spec, theta: np.ndarray, effects: np.ndarray | None) -> np.ndarray:
+def row_means(spec, theta: np.ndarray, effects: np.ndarray | None,
+              unit_effects: np.ndarray | None = None) -> np.ndarray:
     """Each row's expected level-1 outcomes (rows, p) given the parameters and its
     cluster's effects (clusters, cluster variables): mu_W + Pi_j x_i + P b_j, with
-    Pi_j carrying the cluster's random slopes."""
-    return row_moments(spec, theta, effects)[0]
+    Pi_j carrying the cluster's random slopes; plus P3 c_s, the parts of the
+    row's level-3 unit (or unit of the second classification of a
+    cross-classified model) from ``unit_effects`` (units, unit variables)."""
+    return row_moments(spec, theta, effects, unit_effects)[0]
 
 
-def row_moments(spec, theta: np.ndarray, effects: np.ndarray | None) -> tuple[np.ndarray, np.ndarray]:
+def row_moments(spec, theta: np.ndarray, effects: np.ndarray | None,
+                unit_effects: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
     """:func:`row_means` and the rows' covariance given the cluster effects: one
     (p, p), or one per cluster (clusters, p, p) where a random slope sits on a
     modelled variable."""
@@ -107,8 +116,21 @@ def row_moments(spec, theta: np.ndarray, effects: np.ndarray | None) -> tuple[np
         Sigma = own.Sigma
     else:
         mean = within.mean + data.within_covariates @ within.Pi.T
-    split = [names.index(name) for name in clusters.split]
-    return mean + effects[:, split][at] @ clusters.placement.place.T, Sigma
+    mean = mean + _placed_parts(clusters, effects, at)
+    if len(spec.layout.levels) > 2:  # a school's (or a unit of the other classification's) parts move its rows too
+        if unit_effects is None:
+            raise ValueError("a model with more than two levels needs the level-3 units' effects (unit_effects)")
+        mean = mean + _placed_parts(spec.layout.levels[2], unit_effects, spec.data.upper_levels[0].row_index)
+    return mean, Sigma
+
+
+def _placed_parts(level, effects: np.ndarray, row_unit: np.ndarray) -> np.ndarray:
+    """What each row's unit at ``level`` adds to its mean (rows, p): the
+    unit's split parts (among ``effects``, (units, level effects)) placed into
+    the rows' variables."""
+    names = list(level.effects)
+    split = [names.index(name) for name in level.split]
+    return effects[:, split][row_unit] @ level.placement.place.T
 
 
 def _draw_conditional(mean: np.ndarray, cov: np.ndarray, values: np.ndarray, rng: np.random.Generator) -> np.ndarray:

@@ -228,7 +228,8 @@ def test_three_level_data_errors_say_what_to_do(change, words):
 
 def test_class_ids_that_cross_schools_make_a_cross_classified_model_with_a_warning():
     """Class ids that restart in every school read as crossing: the warning says
-    so and how to make them unique; each row keeps its own school."""
+    so and how to make them unique; each row keeps its own school, and a
+    missing value stays missing (full information)."""
     frame = three_level_frame()
     frame = frame.assign(**{"class": frame["class"].str[:2]})  # c1, c10 and c11 become one class across schools
     frame["z"] = frame.groupby("class")["z"].transform("first")  # the level-2 covariate constant in each new class
@@ -238,9 +239,9 @@ def test_class_ids_that_cross_schools_make_a_cross_classified_model_with_a_warni
     assert data.crossed and upper.parent_index is None
     assert [str(upper.labels[k]) for k in upper.row_index] == frame["school"].astype(str).tolist()
     holes = frame.assign(y=frame["y"].where(frame.index != frame.index[0]))
-    with pytest.warns(UserWarning, match="cross-classified"), \
-            pytest.raises(DataError, match="cross-classified model takes complete data so far.*missing='listwise'"):
-        prepare_data(build_partable(THREE_LEVEL), holes, cluster=["class", "school"])
+    with pytest.warns(UserWarning, match="cross-classified"):  # full information: the row stays, its hole too
+        data = prepare_data(build_partable(THREE_LEVEL), holes, cluster=["class", "school"])
+    assert data.n_rows == len(frame) and np.isnan(data.within_outcomes).sum() == 1
 
 
 def test_three_level_data_keep_missing_values_for_full_information():

@@ -9,6 +9,7 @@ import numpy as np
 import pandas as pd
 import pytest
 from conftest import DATA, reference_fit
+from engines.test_crossed import CROSSED, crossed_data
 from engines.test_latent import TWO_LEVEL, simulate_two_level
 from engines.test_missing import with_holes
 from engines.test_ordinal_level_two import WITH_CONTINUOUS, random_values, user_data
@@ -17,7 +18,8 @@ from scipy import stats
 import bayes_msem as bm
 from bayes_msem.engines.ordinal import ordinal_layout
 from bayes_msem.engines.parameters import parameter_names
-from bayes_msem.imputation import _completed, _draw_conditional, _draw_level_2_outcomes
+from bayes_msem.imputation import _completed, _draw_conditional, _draw_level_2_outcomes, row_means
+from bayes_msem.matrices import level_moments
 
 
 def test_missing_entries_follow_their_conditional_normal():
@@ -149,6 +151,59 @@ def test_with_a_slope_on_a_modelled_variable_each_cluster_has_its_own_covariance
     y, _ = _completed(spec, theta, effects, np.random.default_rng(1))
     observed = ~np.isnan(spec.data.within_outcomes)
     assert not np.isnan(y).any() and np.array_equal(y[observed], spec.data.within_outcomes[observed])
+
+
+THREE_LEVEL_SLOPE = "level: 1\n  s | y ~ x\nlevel: 2\n  y ~ z\n  y ~~ s\nlevel: 3\n  y ~ w"
+
+
+def units_and_effects(spec, rng):
+    """Random effects for every cluster and every unit of the level above, keyed by label."""
+    levels, data = spec.layout.levels, spec.data
+    effects = rng.normal(size=(data.n_clusters, len(levels[1].effects)))
+    unit_effects = rng.normal(size=(data.upper_levels[0].n_units, len(levels[2].effects)))
+    by_label = [{str(label): dict(zip(level.effects, values)) for label, values in zip(labels, array)}
+                for level, labels, array in ((levels[1], data.cluster_labels, effects),
+                                             (levels[2], data.upper_levels[0].labels, unit_effects))]
+    return effects, unit_effects, by_label
+
+
+def test_three_level_rows_are_imputed_around_their_class_and_school():
+    """A row's mean adds its class's parts and slope and its school's parts,
+    by label (rows shuffled, text ids): y_i = b_class[y] + b_class[s] x_i +
+    c_school[y]; the drawn holes scatter around it with the pupils' variance."""
+    frame = pd.read_csv(DATA / "three_level_slope_sim.csv").sample(frac=0.3, random_state=2)
+    frame.loc[frame.index[::4], "y"] = np.nan
+    spec = bm.Model(THREE_LEVEL_SLOPE, frame, cluster=["class", "school"]).spec
+    rng = np.random.default_rng(5)
+    theta = np.abs(rng.normal(size=len(parameter_names(spec)))) + 0.5
+    effects, unit_effects, (classes, schools) = units_and_effects(spec, rng)
+    rows = frame.loc[spec.data.row_labels]
+    expected = [classes[c]["y"] + classes[c]["s"] * x + schools[k]["y"]
+                for c, k, x in zip(rows["class"], rows["school"], rows["x"])]
+    np.testing.assert_allclose(row_means(spec, theta, effects, unit_effects)[:, 0], expected, rtol=1e-12)
+    y, _ = _completed(spec, theta, effects, rng, unit_effects=unit_effects)
+    holes = np.isnan(spec.data.within_outcomes[:, 0])
+    scaled = (y[holes, 0] - np.array(expected)[holes]) / np.sqrt(level_moments(theta, spec.within).Sigma[0, 0])
+    assert abs(scaled.mean()) < 4 / np.sqrt(holes.sum()) and abs(scaled.std() - 1) < 0.15
+    with pytest.raises(ValueError, match="needs the level-3 units' effects"):
+        row_means(spec, theta, effects)
+
+
+def test_cross_classified_rows_are_imputed_around_both_their_units():
+    """A row's means add the split parts of its unit in each classification, by label."""
+    frame = crossed_data(3, 6, 5, 60, holes=0.3)
+    with pytest.warns(UserWarning, match="cross-classified"):
+        spec = bm.Model(CROSSED, frame, cluster=["primary", "secondary"]).spec
+    rng = np.random.default_rng(6)
+    theta = np.abs(rng.normal(size=len(parameter_names(spec)))) + 0.5
+    effects, unit_effects, (primary, secondary) = units_and_effects(spec, rng)
+    within = level_moments(theta, spec.within)
+    rows = frame.loc[spec.data.row_labels]
+    names, levels = list(spec.within.observed), spec.layout.levels
+    expected = [within.mean + within.Pi @ [x] + [primary[a].get(n, 0.0) * (n in levels[1].split) for n in names]
+                + [secondary[b].get(n, 0.0) * (n in levels[2].split) for n in names]
+                for a, b, x in zip(rows["primary"], rows["secondary"], rows["x"])]
+    np.testing.assert_allclose(row_means(spec, theta, effects, unit_effects), expected, rtol=1e-12)
 
 
 # ---- ordinal variables ----------------------------------------------------------------------------------------

@@ -16,7 +16,8 @@ the correlation's profile interval times both SDs (Rscript, the script in
 that test's docstring).
 
 The same data with y missing where x > 1, fitted by full information, against
-lme4 on the complete cases (tests/data/three_level_slope_sim_holes_lme4.csv).
+lme4 on the complete cases (tests/data/three_level_slope_sim_holes_lme4.csv);
+likewise the cross-classified data below (tests/data/crossed_sim_holes_lme4.csv).
 
 A cross-classified model (tests/data/crossed_sim_lme4.csv, the data
 tests/data/crossed_sim.csv: 2000 rows in 339 cells of 40 primary x 30
@@ -173,6 +174,25 @@ def test_three_level_random_slope_with_missing_values_matches_lme4_on_the_comple
     assert fit.info["n_rows"] == 2492 and fit.info["n_dropped"] == 0 and fit.info["missing"]["counts"] == {"y": 400}
     assert fit.cluster_effects().query("level == 'class' and variable == 's'").shape[0] == 237
     assert fit.loo().loo_i.sizes["unit"] == 50
+    check_imputations(fit, pd.read_csv(DATA / "three_level_slope_sim.csv")["y"], data.index[data.y.isna()])
+
+
+def check_imputations(fit, truth: pd.Series, holes: pd.Index) -> None:
+    """The mean of 20 imputations of each missing y against the value the
+    simulation had there (by the data's index label): no bias beyond 4
+    standard errors, and calibrated: where the model is right, the true value
+    is one more draw from the row's posterior predictive distribution, so the
+    mean squared error of the mean of m imputations is (1 + 1/m) times the
+    imputations' variance, averaged over the holes. Leaving out a level's parts
+    (its intercept among them) fails both."""
+    m = 20
+    imputed = fit.impute(m=m, random_seed=1).groupby(".row")["y"]
+    error = imputed.mean().loc[holes] - truth.loc[holes]
+    ratio = (error**2).mean() / ((1 + 1 / m) * imputed.var().loc[holes].mean())
+    print(f"imputation error: mean {error.mean():+.4f} (SE {error.std() / np.sqrt(len(error)):.4f}), "
+          f"mean square over predictive variance {ratio:.3f}")
+    assert abs(error.mean()) < 4 * error.std() / np.sqrt(len(error))
+    assert 0.75 < ratio < 1.3
 
 
 def test_three_level_report_draws_a_path_diagram_per_level(slope_fit, tmp_path):
@@ -219,3 +239,27 @@ def test_cross_classified_fit_matches_lme4():
     assert icc.sum() < 1 and icc["secondary"] > 0.1
     with pytest.raises(ValueError, match="cross-classified models too"):
         fit.loo()
+
+
+def test_cross_classified_fit_with_missing_values_matches_lme4_on_the_complete_cases():
+    """The cross-classified data with y missing wherever x > 1 (306 of 2000
+    rows, MAR given x), rows shuffled, fitted by full information; with one
+    outcome and complete covariates lme4 on the complete cases is the same ML
+    fit (tests/data/crossed_sim_holes_lme4.csv, lme4 1.1.31, R 4.2.2, by
+    ``Rscript tests/data/make_crossed_holes_reference.R``, SEs as in
+    test_three_level_random_slope_matches_lme4)::
+
+        d$y[d$x > 1] <- NA
+        m <- lmer(y ~ x + z + w + (1 | primary) + (1 | secondary), data = d, REML = FALSE)
+
+    Multiple imputation then draws each missing y around its two units' effects."""
+    data = pd.read_csv(DATA / "crossed_sim.csv")
+    data.loc[data.x > 1, "y"] = np.nan
+    data = data.iloc[np.random.default_rng(5).permutation(len(data))]
+    with pytest.warns(UserWarning, match="cross-classified \\(primary x secondary\\)"):
+        model = bm.Model(CROSSED, data, cluster=["primary", "secondary"])
+    fit = model.fit(**SHUFFLED_RUN)
+    assert_matches_lme4(fit, "crossed_sim_holes_lme4.csv", 7, {1: "within", 2: "primary", 3: "secondary"})
+    check_convergence(fit, 1.02)
+    assert fit.info["n_rows"] == 2000 and fit.info["n_dropped"] == 0 and fit.info["missing"]["counts"] == {"y": 306}
+    check_imputations(fit, pd.read_csv(DATA / "crossed_sim.csv")["y"], data.index[data.y.isna()])

@@ -8,7 +8,11 @@ sampled non-centered from that level's matrices and covariates
 adds the split parts of its unit in both. Rows that share both units (a
 *cell*) share their mean, so the within likelihood comes from cross-products
 per cell computed once (:func:`~bayes_msem.data.within_cross_products`): a
-gradient costs O(cells p^2), not O(rows p^2).
+gradient costs O(cells p^2), not O(rows p^2). With missing values, each row's
+observed values enter by their normal density given its cell's means, from
+sums per cell and missing-data pattern
+(:func:`~bayes_msem.engines.missing.observed_rows_logp`, as in the latent
+engine's two-level models): O(cells x patterns p^2).
 
 The exact marginal likelihood is not block diagonal here (two rows of one
 primary school are correlated through different secondary schools), so the
@@ -23,9 +27,10 @@ import numpy as np
 import pymc as pm
 import pytensor.tensor as pt
 
-from bayes_msem.data import within_cross_products
+from bayes_msem.data import missing_pattern_statistics, within_cross_products
 from bayes_msem.engines import outcomes_above_rows
 from bayes_msem.engines.latent import PYTENSOR_BACKEND, effects_from_innovations, innovation_nodes, within_logp
+from bayes_msem.engines.missing import observed_rows_logp
 from bayes_msem.engines.parameters import free_parameter_vector, parameter_names
 from bayes_msem.matrices import level_moments
 from bayes_msem.spec import ModelSpec
@@ -82,7 +87,16 @@ def build_crossed_model(spec: ModelSpec) -> pm.Model:
             pm.Deterministic(name, effects, dims=(dim, f"{dim}_variable"))
             split = [list(level.effects).index(n) for n in level.split]
             cell_means = cell_means + effects[cells[:, k - 1]][:, split] @ level.placement.place.T
-        stats = within_cross_products(data, row_cell)
-        pm.Potential("within_loglik", within_logp({k: pt.as_tensor_variable(v) if k != "n" else v
-                                                    for k, v in stats.items()}, cell_means, within.Pi, within.Sigma))
+        pm.Potential("within_loglik", _within_logp(data, row_cell, within, cell_means))
     return model
+
+
+def _within_logp(data, row_cell: np.ndarray, within, cell_means):
+    """The rows' log-likelihood given their cells' means (cells, p): from
+    cross-products per cell, or per cell and missing-data pattern."""
+    if data.has_missing:
+        stats = missing_pattern_statistics(data, groups=row_cell)
+        return observed_rows_logp(stats, within, cell_means, PYTENSOR_BACKEND)
+    stats = within_cross_products(data, row_cell)
+    return within_logp({k: pt.as_tensor_variable(v) if k != "n" else v for k, v in stats.items()}, cell_means,
+                       within.Pi, within.Sigma)

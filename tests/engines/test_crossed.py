@@ -1,8 +1,9 @@
 """Cross-classified models in the latent engine: given each classification's
 effects, the likelihood the sampler sees equals the normal density of every
 row, written from the definition (a row's mean adds the parts of its unit in
-both classifications); on data as users bring them (rows shuffled, text ids
-out of order, unequal and partly empty cells)."""
+both classifications), of each row's observed values where some are missing;
+on data as users bring them (rows shuffled, text ids out of order, unequal
+and partly empty cells, holes)."""
 
 import numpy as np
 import pandas as pd
@@ -25,8 +26,10 @@ level: secondary
 """  # y2 has a part in primary and none in secondary
 
 
-def crossed_data(seed: int, n_primary: int, n_secondary: int, rows: int) -> pd.DataFrame:
-    """Rows in random cells of two crossing classifications, text ids, shuffled."""
+def crossed_data(seed: int, n_primary: int, n_secondary: int, rows: int, holes: float = 0.0) -> pd.DataFrame:
+    """Rows in random cells of two crossing classifications, text ids,
+    shuffled; with ``holes``, that share of y1's and y2's values missing
+    (rows missing both among them), the first row complete."""
     rng = np.random.default_rng(seed)
     a = np.concatenate([np.arange(n_primary), rng.integers(0, n_primary, rows)])  # every unit met at least once
     b = np.concatenate([rng.permutation(np.resize(np.arange(n_secondary), n_primary)),
@@ -36,11 +39,14 @@ def crossed_data(seed: int, n_primary: int, n_secondary: int, rows: int) -> pd.D
     y = rng.normal(size=(len(a), 2)) + rng.normal(size=(n_primary, 2))[a] + rng.normal(size=(n_secondary, 1))[b]
     frame = pd.DataFrame({"primary": [f"p{(5 * i) % 13}-{i}" for i in a], "secondary": [f"s{(3 * i) % 7}-{i}" for i in b],
                           "x": rng.normal(size=len(a)), "z": z[a], "w": w[b], "y1": y[:, 0], "y2": y[:, 1]})
+    missing = rng.uniform(size=(len(a), 2)) < holes
+    missing[0] = False
+    frame[["y1", "y2"]] = frame[["y1", "y2"]].mask(missing)
     return frame.iloc[rng.permutation(len(frame))]
 
 
 def rows_logp(spec, theta, cluster_effects, unit_effects, data: pd.DataFrame) -> float:
-    """Sum over rows of the normal density of y_i given its units' effects, by name."""
+    """Sum over rows of the normal density of y_i's observed values given its units' effects, by name."""
     from bayes_msem.matrices import level_moments
 
     within = level_moments(theta, spec.within)
@@ -55,17 +61,20 @@ def rows_logp(spec, theta, cluster_effects, unit_effects, data: pd.DataFrame) ->
                               (levels[2], unit_effects[unit_at[row["secondary"]]])):
             effects = dict(zip(level.effects, values))
             mean = mean + np.array([effects.get(name, 0.0) if name in level.split else 0.0 for name in names])
-        total += stats.multivariate_normal(mean, within.Sigma).logpdf(row[names].to_numpy(float))
+        values = row[names].to_numpy(float)
+        seen = ~np.isnan(values)
+        if seen.any():
+            total += stats.multivariate_normal(mean[seen], within.Sigma[np.ix_(seen, seen)]).logpdf(values[seen])
     return total
 
 
-@settings(max_examples=6, deadline=None)
+@settings(max_examples=8, deadline=None)
 @given(seed=st.integers(0, 10**6), n_primary=st.integers(3, 6), n_secondary=st.integers(3, 5),
-       rows=st.integers(5, 30))
-def test_crossed_likelihood_equals_the_rows_normal_density(seed, n_primary, n_secondary, rows):
+       rows=st.integers(5, 30), holes=st.sampled_from([0.0, 0.3]))
+def test_crossed_likelihood_equals_the_rows_normal_density(seed, n_primary, n_secondary, rows, holes):
     from bayes_msem.engines.crossed import build_crossed_model
 
-    data = crossed_data(seed, n_primary, n_secondary, rows)
+    data = crossed_data(seed, n_primary, n_secondary, rows, holes)
     with pytest.warns(UserWarning, match="cross-classified \\(primary x secondary\\)"):
         spec = build_spec(CROSSED, data, cluster=["primary", "secondary"])
     model = build_crossed_model(spec)
