@@ -495,10 +495,14 @@ def within_cross_products(data: ClusterData, index: np.ndarray | None = None) ->
             "n": np.bincount(index, minlength=clusters).astype(float)}
 
 
-def cluster_cross_products(data: ClusterData) -> dict[str, np.ndarray]:
+def cluster_cross_products(data: ClusterData, index: np.ndarray | None = None) -> dict[str, np.ndarray]:
     """Per-cluster cross-products Y_j'Y_j, Y_j'X_j, X_j'X_j (clusters, ., .): what a
-    likelihood with cluster-specific slopes needs, still without touching rows."""
-    y, x, index, clusters = data.within_outcomes, data.within_covariates, data.cluster_index, data.n_clusters
+    likelihood with cluster-specific slopes needs, still without touching rows.
+    ``index`` (rows,) groups the rows otherwise than by cluster (a
+    cross-classified model's cells)."""
+    y, x = data.within_outcomes, data.within_covariates
+    index = data.cluster_index if index is None else index
+    clusters = int(index.max()) + 1
     out = {}
     for name, a, b in (("yy", y, y), ("yx", y, x), ("xx", x, x)):
         total = np.zeros((clusters, a.shape[1], b.shape[1]))

@@ -459,7 +459,8 @@ def _random_slopes(rows: list[SyntaxRow], n_levels: int) -> tuple[str, ...]:
         if row.level > 2 and row.op != ":=" and slopes.keys() & {row.lhs, row.rhs}:
             slope = row.lhs if row.lhs in slopes else row.rhs
             raise _row_error(row, f"random slope {slope!r} at level {row.level}: random slopes vary over level-2 "
-                             "units (classes), so far", "leave the slope out of the level-3 block")
+                             "units (classes, or the first cluster column's units where classifications cross), so "
+                             "far", "leave the slope out of the level-3 block")
     return tuple(slopes)
 
 

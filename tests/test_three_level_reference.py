@@ -263,3 +263,40 @@ def test_cross_classified_fit_with_missing_values_matches_lme4_on_the_complete_c
     check_convergence(fit, 1.02)
     assert fit.info["n_rows"] == 2000 and fit.info["n_dropped"] == 0 and fit.info["missing"]["counts"] == {"y": 306}
     check_imputations(fit, pd.read_csv(DATA / "crossed_sim.csv")["y"], data.index[data.y.isna()])
+
+
+CROSSED_SLOPE = """level: within
+  s | y ~ x
+level: primary
+  y ~ z
+  y ~~ s
+level: secondary
+  y ~ w
+"""
+
+
+def test_cross_classified_random_slope_matches_lme4():
+    """The slope of y on x varies over the primary units. The data came from
+    (Python, numpy 2; 2000 rows in 342 cells, text ids, rows shuffled)::
+
+        rng = np.random.default_rng(2027)
+        u_a = rng.multivariate_normal([0, 0], [[0.4, 0.05], [0.05, 0.1]], 40)
+        u_b = rng.normal(0, np.sqrt(0.25), 30); z = rng.normal(size=40); w = rng.normal(size=30)
+        for i in range(2000):
+            a = rng.integers(40); b = min(int(rng.integers(0, 10)) + (a * 30) // 40, 29)
+            x = rng.normal()
+            y = 0.5 + (0.6 + u_a[a, 1]) * x + 0.3 * z[a] + 0.4 * w[b] + u_a[a, 0] + u_b[b] + rng.normal()
+            rows.append((f"p{(7 * a) % 41}", f"s{(11 * b) % 31}", x, z[a], w[b], y))
+        # rounded to 4 decimals, rows shuffled by rng.permutation
+
+    and the reference from lme4 1.1.31 (R 4.2.2), ``Rscript
+    tests/data/make_crossed_slope_reference.R``: `lmer(y ~ x + z + w + (1 + x |
+    primary) + (1 | secondary), REML = FALSE)`, SEs as for the three-level slope."""
+    data = pd.read_csv(DATA / "crossed_slope_sim.csv")
+    with pytest.warns(UserWarning, match="cross-classified \\(primary x secondary\\)"):
+        model = bm.Model(CROSSED_SLOPE, data, cluster=["primary", "secondary"])
+    fit = model.fit(**FULL_RUN)
+    assert_matches_lme4(fit, "crossed_slope_sim_lme4.csv", 9, {1: "within", 2: "primary", 3: "secondary"})
+    check_convergence(fit, 1.02)
+    slopes = fit.cluster_effects().query("level == 'primary' and variable == 's'")
+    assert slopes.cluster.nunique() == 40

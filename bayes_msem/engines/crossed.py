@@ -12,7 +12,11 @@ gradient costs O(cells p^2), not O(rows p^2). With missing values, each row's
 observed values enter by their normal density given its cell's means, from
 sums per cell and missing-data pattern
 (:func:`~bayes_msem.engines.missing.observed_rows_logp`, as in the latent
-engine's two-level models): O(cells x patterns p^2).
+engine's two-level models): O(cells x patterns p^2). Random slopes of
+level-1 covariates vary over the first classification: every row of a cell
+shares them, so the likelihood comes from cross-products per cell
+(:func:`~bayes_msem.engines.latent.cluster_scatter`), or per row where values
+are missing.
 
 The exact marginal likelihood is not block diagonal here (two rows of one
 primary school are correlated through different secondary schools), so the
@@ -27,10 +31,17 @@ import numpy as np
 import pymc as pm
 import pytensor.tensor as pt
 
-from bayes_msem.data import missing_pattern_statistics, within_cross_products
+from bayes_msem.data import cluster_cross_products, missing_pattern_statistics, within_cross_products
 from bayes_msem.engines import outcomes_above_rows
-from bayes_msem.engines.latent import PYTENSOR_BACKEND, effects_from_innovations, innovation_nodes, within_logp
-from bayes_msem.engines.missing import observed_rows_logp
+from bayes_msem.engines.latent import (
+    PYTENSOR_BACKEND,
+    cluster_scatter,
+    effects_from_innovations,
+    innovation_nodes,
+    mvn_logp_from_scatter,
+    within_logp,
+)
+from bayes_msem.engines.missing import observed_rows_logp, rows_with_own_means_logp
 from bayes_msem.engines.parameters import free_parameter_vector, parameter_names
 from bayes_msem.matrices import level_moments
 from bayes_msem.spec import ModelSpec
@@ -43,11 +54,13 @@ CLASSIFICATIONS = (("cluster_effects", "cluster"), ("unit_effects", "unit"))
 
 def crossed_supported(spec: ModelSpec) -> tuple[bool, str]:
     """Which cross-classified models the latent engine takes so far: random
-    intercepts of both classifications with covariates at every level."""
+    intercepts of both classifications with covariates at every level, and
+    random slopes of level-1 covariates over the first classification."""
     if spec.table.ordinal:
         return False, "ordinal variables: cross-classified models take continuous variables so far"
-    if spec.within.slopes:
-        return False, "random slopes: cross-classified models take random intercepts so far"
+    if spec.within.slopes_on_nodes:
+        return False, ("a random slope on a modelled variable (a latent within part or a factor): cross-classified "
+                       "models take random slopes of covariates so far")
     problem = outcomes_above_rows(spec, "cross-classified models", "classification")
     if problem:
         return False, problem
@@ -74,29 +87,60 @@ def build_crossed_model(spec: ModelSpec) -> pm.Model:
     with pm.Model(coords=coords) as model:
         theta = free_parameter_vector(spec)
         pm.Deterministic("parameters", theta, dims="parameter")
-        within = level_moments(theta, spec.within, PYTENSOR_BACKEND)
-        cell_means = pt.zeros((len(cells), spec.within.n_observed)) + within.mean[None, :]
-        for k, (name, dim) in enumerate(CLASSIFICATIONS, start=1):
+        effects = [_classification_effects(spec, theta, k, name, dim)
+                   for k, (name, dim) in enumerate(CLASSIFICATIONS, start=1)]
+        within = _cell_moments(spec, theta, effects[0][cells[:, 0]])
+        cell_means = within.mean + pt.zeros((len(cells), spec.within.n_observed))
+        for k, level_effects in enumerate(effects, start=1):
             level = levels[k]
-            random = innovation_nodes(spec, k)
-            model.add_coord(f"{dim}_innovation", [level.nodes[i] for i in random])
-            model.add_coord(f"{dim}_variable", list(level.effects))
-            innovations = pm.Normal(f"{dim}_innovations", 0.0, 1.0, dims=(dim, f"{dim}_innovation"))
-            moments = level_moments(theta, level.structure, PYTENSOR_BACKEND)
-            effects = effects_from_innovations(spec, moments, innovations, level=k)
-            pm.Deterministic(name, effects, dims=(dim, f"{dim}_variable"))
             split = [list(level.effects).index(n) for n in level.split]
-            cell_means = cell_means + effects[cells[:, k - 1]][:, split] @ level.placement.place.T
+            cell_means = cell_means + level_effects[cells[:, k - 1]][:, split] @ level.placement.place.T
         pm.Potential("within_loglik", _within_logp(data, row_cell, within, cell_means))
     return model
 
 
+def _classification_effects(spec: ModelSpec, theta, k: int, name: str, dim: str):
+    """Classification ``k``'s effects (units, effects), sampled non-centered,
+    kept in the posterior as ``name`` with dims (``dim``, ``dim``_variable)."""
+    model, level = pm.modelcontext(None), spec.layout.levels[k]
+    random = innovation_nodes(spec, k)
+    model.add_coord(f"{dim}_innovation", [level.nodes[i] for i in random])
+    model.add_coord(f"{dim}_variable", list(level.effects))
+    innovations = pm.Normal(f"{dim}_innovations", 0.0, 1.0, dims=(dim, f"{dim}_innovation"))
+    moments = level_moments(theta, level.structure, PYTENSOR_BACKEND)
+    effects = effects_from_innovations(spec, moments, innovations, level=k)
+    pm.Deterministic(name, effects, dims=(dim, f"{dim}_variable"))
+    return effects
+
+
+def _cell_moments(spec: ModelSpec, theta, primary_effects):
+    """The rows' moments per cell given its unit of the first classification's
+    effects (cells, effects): with random slopes (they vary over that
+    classification) ``Pi`` has a cell axis."""
+    within = spec.within
+    if not within.slopes:
+        return level_moments(theta, within, PYTENSOR_BACKEND)
+    names = list(spec.layout.levels[1].effects)
+    return level_moments(theta, within, PYTENSOR_BACKEND, primary_effects[:, [names.index(s) for s in within.slopes]])
+
+
 def _within_logp(data, row_cell: np.ndarray, within, cell_means):
-    """The rows' log-likelihood given their cells' means (cells, p): from
-    cross-products per cell, or per cell and missing-data pattern."""
+    """The rows' log-likelihood given their cells' means (cells, p) and
+    regression weights (``within.Pi``, per cell with random slopes): from
+    cross-products per cell, or with missing values each row's observed
+    values (per cell and missing-data pattern; per row with random slopes)."""
+    slopes = within.Pi.ndim == 3
     if data.has_missing:
         stats = missing_pattern_statistics(data, groups=row_cell)
-        return observed_rows_logp(stats, within, cell_means, PYTENSOR_BACKEND)
+        if not slopes:
+            return observed_rows_logp(stats, within, cell_means, PYTENSOR_BACKEND)
+        x = pt.as_tensor_variable(data.within_covariates)
+        row_means = cell_means[row_cell] + (within.Pi[row_cell] * x[:, None, :]).sum(axis=-1)
+        return rows_with_own_means_logp(stats, within.Sigma, row_means, PYTENSOR_BACKEND)
     stats = within_cross_products(data, row_cell)
-    return within_logp({k: pt.as_tensor_variable(v) if k != "n" else v for k, v in stats.items()}, cell_means,
-                       within.Pi, within.Sigma)
+    if not slopes:
+        return within_logp({k: pt.as_tensor_variable(v) if k != "n" else v for k, v in stats.items()}, cell_means,
+                           within.Pi, within.Sigma)
+    cross = {k: pt.as_tensor_variable(v) for k, v in cluster_cross_products(data, row_cell).items()}
+    scatter = cluster_scatter(cross, {k: pt.as_tensor_variable(v) for k, v in stats.items()}, cell_means, within.Pi)
+    return mvn_logp_from_scatter(scatter.sum(0), float(stats["n"].sum()), within.Sigma)

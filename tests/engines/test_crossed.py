@@ -25,6 +25,9 @@ level: secondary
   y1 ~ w
 """  # y2 has a part in primary and none in secondary
 
+# the slope of y1 on x varies over the primary units (and covaries with their y1 part)
+CROSSED_SLOPE = CROSSED.replace("y1 ~ x", "s | y1 ~ x").replace("y1 ~~ y2", "y1 ~~ y2\n  y1 ~~ s")
+
 
 def crossed_data(seed: int, n_primary: int, n_secondary: int, rows: int, holes: float = 0.0) -> pd.DataFrame:
     """Rows in random cells of two crossing classifications, text ids,
@@ -46,7 +49,9 @@ def crossed_data(seed: int, n_primary: int, n_secondary: int, rows: int, holes: 
 
 
 def rows_logp(spec, theta, cluster_effects, unit_effects, data: pd.DataFrame) -> float:
-    """Sum over rows of the normal density of y_i's observed values given its units' effects, by name."""
+    """Sum over rows of the normal density of y_i's observed values given its
+    units' effects, by name; a random slope s (CROSSED_SLOPE) adds its primary
+    unit's s times x to y1."""
     from bayes_msem.matrices import level_moments
 
     within = level_moments(theta, spec.within)
@@ -61,6 +66,8 @@ def rows_logp(spec, theta, cluster_effects, unit_effects, data: pd.DataFrame) ->
                               (levels[2], unit_effects[unit_at[row["secondary"]]])):
             effects = dict(zip(level.effects, values))
             mean = mean + np.array([effects.get(name, 0.0) if name in level.split else 0.0 for name in names])
+            if "s" in effects:
+                mean[names.index("y1")] += effects["s"] * row["x"]
         values = row[names].to_numpy(float)
         seen = ~np.isnan(values)
         if seen.any():
@@ -68,15 +75,15 @@ def rows_logp(spec, theta, cluster_effects, unit_effects, data: pd.DataFrame) ->
     return total
 
 
-@settings(max_examples=8, deadline=None)
+@settings(max_examples=12, deadline=None)
 @given(seed=st.integers(0, 10**6), n_primary=st.integers(3, 6), n_secondary=st.integers(3, 5),
-       rows=st.integers(5, 30), holes=st.sampled_from([0.0, 0.3]))
-def test_crossed_likelihood_equals_the_rows_normal_density(seed, n_primary, n_secondary, rows, holes):
+       rows=st.integers(5, 30), holes=st.sampled_from([0.0, 0.3]), syntax=st.sampled_from([CROSSED, CROSSED_SLOPE]))
+def test_crossed_likelihood_equals_the_rows_normal_density(seed, n_primary, n_secondary, rows, holes, syntax):
     from bayes_msem.engines.crossed import build_crossed_model
 
     data = crossed_data(seed, n_primary, n_secondary, rows, holes)
     with pytest.warns(UserWarning, match="cross-classified \\(primary x secondary\\)"):
-        spec = build_spec(CROSSED, data, cluster=["primary", "secondary"])
+        spec = build_spec(syntax, data, cluster=["primary", "secondary"])
     model = build_crossed_model(spec)
     rng = np.random.default_rng(seed)
     point = {name: value + rng.normal(scale=0.3, size=np.shape(value)) for name, value in model.initial_point().items()}
@@ -97,8 +104,9 @@ def test_crossed_designs_are_announced_and_take_the_latent_engine():
     assert repr(model).startswith("<bayes_msem.Model: cross-classified") and "crossed with 10 units" in repr(model)
     with pytest.warns(UserWarning, match="cross-classified"), pytest.raises(ValueError, match="not block diagonal"):
         bm.Model(CROSSED, data, cluster=["primary", "secondary"], engine="collapsed")
-    slope = CROSSED.replace("y1 ~ x", "s | y1 ~ x")
-    with pytest.warns(UserWarning, match="cross-classified"), pytest.raises(ValueError, match="random intercepts so far"):
-        bm.Model(slope, data, cluster=["primary", "secondary"])
+    on_modelled = CROSSED.replace("y1 ~ x", "s | y1 ~ y2")  # y2 is modelled: its slope would enter Sigma per unit
+    with pytest.warns(UserWarning, match="cross-classified"), pytest.raises(ValueError, match="random slopes of "
+                                                                                          "covariates so far"):
+        bm.Model(on_modelled, data, cluster=["primary", "secondary"])
     with pytest.warns(UserWarning, match="cross-classified"), pytest.raises(DataError, match="'w' is named only in"):
         bm.Model(CROSSED, data.assign(w=np.arange(len(data), dtype=float)), cluster=["primary", "secondary"])
