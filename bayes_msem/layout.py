@@ -129,7 +129,8 @@ class ModelLayout:
     def refuse_beyond_two_levels(self, what: str) -> None:
         """Raise a ValueError naming ``what`` where the model has more than two levels."""
         if len(self.levels) > 2:
-            raise ValueError(f"{what} is not available for three-level models yet; it takes one or two levels")
+            raise ValueError(f"{what} is not available for three-level or cross-classified models yet; it takes "
+                             "one or two levels")
 
 
 def _upper_level(table: ParameterTable, structure: LevelStructure, below: LevelStructure, rows: LevelStructure,
