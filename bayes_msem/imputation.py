@@ -162,9 +162,10 @@ def _draw_with_ordinal(spec, layout, theta: np.ndarray, mean: np.ndarray, cov: n
     each variable from its normal full conditional (truncated to its cell for
     an observed category), all rows at once; missing categories are the
     drawn latent responses cut at the thresholds. Rows without missing values
-    are left as they are. The sweeps mix slowly where the latent responses are
-    strongly correlated (many items with high loadings); 100 sweeps per data
-    set, each data set started afresh."""
+    are left as they are. Single-variable sweeps can mix slowly where the
+    latent responses are strongly correlated, but on ten items correlated
+    0.985 a missing item's shares were exact after 2 sweeps already
+    (tests/test_imputation.py); 100 sweeps per data set, each started afresh."""
     from scipy.stats import truncnorm
 
     from bayes_msem.engines.ordinal import threshold_matrix
