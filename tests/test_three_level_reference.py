@@ -213,6 +213,16 @@ level: secondary
 """
 
 
+def crossed_fit_matching_lme4(syntax: str, data: pd.DataFrame, reference_file: str, n_parameters: int, run: dict):
+    """A cross-classified fit (announced as such) within tolerance of lme4 and converged."""
+    with pytest.warns(UserWarning, match="cross-classified \\(primary x secondary\\)"):
+        model = bm.Model(syntax, data, cluster=["primary", "secondary"])
+    fit = model.fit(**run)
+    assert_matches_lme4(fit, reference_file, n_parameters, {1: "within", 2: "primary", 3: "secondary"})
+    check_convergence(fit, 1.02)
+    return fit
+
+
 def test_cross_classified_fit_matches_lme4():
     """The data came from (Python, numpy 2)::
 
@@ -226,12 +236,8 @@ def test_cross_classified_fit_matches_lme4():
             rows.append((f"p{(7 * a) % 41}", f"s{(11 * b) % 31}", x, z[a], w[b], y))  # rounded to 4 decimals
 
     and the reference from lme4 1.1.31 (R 4.2.2), as for the random slope."""
-    data = pd.read_csv(DATA / "crossed_sim.csv")
-    with pytest.warns(UserWarning, match="cross-classified \\(primary x secondary\\)"):
-        model = bm.Model(CROSSED, data, cluster=["primary", "secondary"])
-    fit = model.fit(**FULL_RUN)
-    assert_matches_lme4(fit, "crossed_sim_lme4.csv", 7, {1: "within", 2: "primary", 3: "secondary"})
-    check_convergence(fit, 1.02)
+    fit = crossed_fit_matching_lme4(CROSSED, pd.read_csv(DATA / "crossed_sim.csv"), "crossed_sim_lme4.csv", 7,
+                                    FULL_RUN)
     assert "Crossed with 30 units (secondary), each meeting" in str(fit)
     effects = fit.cluster_effects()
     assert effects.groupby("level").cluster.nunique().to_dict() == {"primary": 40, "secondary": 30}
@@ -256,11 +262,7 @@ def test_cross_classified_fit_with_missing_values_matches_lme4_on_the_complete_c
     data = pd.read_csv(DATA / "crossed_sim.csv")
     data.loc[data.x > 1, "y"] = np.nan
     data = data.iloc[np.random.default_rng(5).permutation(len(data))]
-    with pytest.warns(UserWarning, match="cross-classified \\(primary x secondary\\)"):
-        model = bm.Model(CROSSED, data, cluster=["primary", "secondary"])
-    fit = model.fit(**SHUFFLED_RUN)
-    assert_matches_lme4(fit, "crossed_sim_holes_lme4.csv", 7, {1: "within", 2: "primary", 3: "secondary"})
-    check_convergence(fit, 1.02)
+    fit = crossed_fit_matching_lme4(CROSSED, data, "crossed_sim_holes_lme4.csv", 7, SHUFFLED_RUN)
     assert fit.info["n_rows"] == 2000 and fit.info["n_dropped"] == 0 and fit.info["missing"]["counts"] == {"y": 306}
     check_imputations(fit, pd.read_csv(DATA / "crossed_sim.csv")["y"], data.index[data.y.isna()])
 
@@ -292,11 +294,7 @@ def test_cross_classified_random_slope_matches_lme4():
     and the reference from lme4 1.1.31 (R 4.2.2), ``Rscript
     tests/data/make_crossed_slope_reference.R``: `lmer(y ~ x + z + w + (1 + x |
     primary) + (1 | secondary), REML = FALSE)`, SEs as for the three-level slope."""
-    data = pd.read_csv(DATA / "crossed_slope_sim.csv")
-    with pytest.warns(UserWarning, match="cross-classified \\(primary x secondary\\)"):
-        model = bm.Model(CROSSED_SLOPE, data, cluster=["primary", "secondary"])
-    fit = model.fit(**FULL_RUN)
-    assert_matches_lme4(fit, "crossed_slope_sim_lme4.csv", 9, {1: "within", 2: "primary", 3: "secondary"})
-    check_convergence(fit, 1.02)
+    fit = crossed_fit_matching_lme4(CROSSED_SLOPE, pd.read_csv(DATA / "crossed_slope_sim.csv"),
+                                    "crossed_slope_sim_lme4.csv", 9, FULL_RUN)
     slopes = fit.cluster_effects().query("level == 'primary' and variable == 's'")
     assert slopes.cluster.nunique() == 40
