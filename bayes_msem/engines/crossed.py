@@ -42,6 +42,7 @@ from bayes_msem.engines.latent import (
     within_logp,
 )
 from bayes_msem.engines.missing import observed_rows_logp, rows_with_own_means_logp
+from bayes_msem.engines.ordinal import row_means_of
 from bayes_msem.engines.parameters import free_parameter_vector, parameter_names
 from bayes_msem.matrices import level_moments
 from bayes_msem.spec import ModelSpec
@@ -134,9 +135,8 @@ def _within_logp(data, row_cell: np.ndarray, within, cell_means):
         stats = missing_pattern_statistics(data, groups=row_cell)
         if not slopes:
             return observed_rows_logp(stats, within, cell_means, PYTENSOR_BACKEND)
-        x = pt.as_tensor_variable(data.within_covariates)
-        row_means = cell_means[row_cell] + (within.Pi[row_cell] * x[:, None, :]).sum(axis=-1)
-        return rows_with_own_means_logp(stats, within.Sigma, row_means, PYTENSOR_BACKEND)
+        return rows_with_own_means_logp(stats, within.Sigma, row_means_of(within, cell_means, data, row_cell),
+                                        PYTENSOR_BACKEND)
     stats = within_cross_products(data, row_cell)
     if not slopes:
         return within_logp({k: pt.as_tensor_variable(v) if k != "n" else v for k, v in stats.items()}, cell_means,

@@ -443,10 +443,12 @@ def normal_rows_logp(residual, cov, backend=NUMPY_BACKEND):
     return -0.5 * (xp.sum(scaled * scaled, axis=0) + log_det + cov.shape[0] * np.log(2 * np.pi))
 
 
-def row_means_of(moments, cluster_means, data):
+def row_means_of(moments, cluster_means, data, index=None):
     """Each row's mean of the lowest level's observed variables: its cluster's
-    means plus the covariates' part (with the cluster's slopes where they vary)."""
-    at, x = data.cluster_index, data.within_covariates
+    means plus the covariates' part (with the cluster's slopes where they vary).
+    ``index`` (rows,) groups the rows otherwise than by cluster (a
+    cross-classified model's cells)."""
+    at, x = (data.cluster_index if index is None else index), data.within_covariates
     Pi = moments.Pi
     shift = (Pi[at] @ x[:, :, None])[:, :, 0] if Pi.ndim == 3 else x @ Pi.T
     return cluster_means[at] + shift
