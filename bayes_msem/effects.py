@@ -82,20 +82,25 @@ def _gaussian_product_mean(means: np.ndarray, cov: np.ndarray) -> np.ndarray:
     return total
 
 
-def slope_moments(between: LevelStructure, theta: np.ndarray, w_mean: np.ndarray, w_cov: np.ndarray,
+def slope_moments(levels: list[tuple[LevelStructure, np.ndarray, np.ndarray]], theta: np.ndarray,
                   slopes: tuple[str, ...]):
-    """Mean and covariance over clusters of the random slopes, per draw
-    (averaged over the level-2 covariates' sample distribution)."""
-    index = [between.nodes.index(s) for s in slopes]
-    means = np.empty((len(theta), len(slopes)))
-    covs = np.empty((len(theta), len(slopes), len(slopes)))
-    for d, values in enumerate(theta):
-        m = level_moments(values, between)
-        implied = m.total @ m.S @ m.total.T
-        effect_w = m.total @ m.A_x
-        implied = implied + effect_w @ w_cov @ effect_w.T
-        mean = m.total @ (m.alpha + m.A_x @ w_mean)
-        means[d], covs[d] = mean[index], implied[np.ix_(index, index)]
+    """Mean and covariance over clusters of the random slopes, per draw: the
+    sum of their parts at every level above the rows where they have one
+    (``levels``: each such level's structure and its covariates' sample mean
+    and covariance, over which the parts are averaged)."""
+    means = np.zeros((len(theta), len(slopes)))
+    covs = np.zeros((len(theta), len(slopes), len(slopes)))
+    for structure, w_mean, w_cov in levels:
+        at = [k for k, s in enumerate(slopes) if s in structure.nodes]
+        if not at:
+            continue
+        index = [structure.nodes.index(slopes[k]) for k in at]
+        for d, values in enumerate(theta):
+            m = level_moments(values, structure)
+            effect_w = m.total @ m.A_x
+            implied = m.total @ m.S @ m.total.T + effect_w @ w_cov @ effect_w.T
+            means[d, at] += (m.total @ (m.alpha + m.A_x @ w_mean))[index]
+            covs[d][np.ix_(at, at)] += implied[np.ix_(index, index)]
     return means, covs
 
 
@@ -136,16 +141,18 @@ def path_name(path: tuple[Edge, ...]) -> str:
 
 
 def effects_table(table: ParameterTable, structures: list[LevelStructure], theta: np.ndarray,
-                  w_mean: np.ndarray, w_cov: np.ndarray) -> pd.DataFrame:
+                  covariate_moments: dict[int, tuple[np.ndarray, np.ndarray]]) -> pd.DataFrame:
     """Indirect effects (one row per path), total indirect and total effects
     (per predictor and outcome with an indirect path) and contextual effects
-    (between minus within, for a predictor of the same outcome at both levels)."""
+    (between minus within, for a predictor of the same outcome at both levels).
+    ``covariate_moments[level]``: the sample mean and covariance of each upper
+    level's covariates (a random slope's mean and variance average over them)."""
     values = parameter_values(table.rows, theta)
-    between = next((s for s in structures if s.level == 2), None)
     slopes = table.slopes
     slope_mean, slope_cov = {}, None
     if slopes:
-        means, covs = slope_moments(between, theta, w_mean, w_cov, slopes)
+        upper = [(s, *covariate_moments[s.level]) for s in structures if s.level >= 2]
+        means, covs = slope_moments(upper, theta, slopes)
         slope_mean = {s: means[:, k] for k, s in enumerate(slopes)}
         slope_cov = lambda a, b: covs[:, slopes.index(a), slopes.index(b)]  # noqa: E731
     records = []

@@ -44,10 +44,12 @@ __all__ = ["Placement", "LevelLayout", "ModelLayout", "build_layout"]
 
 
 class Placement(NamedTuple):
-    """How a level's observed variables meet the rows: ``split_at`` and
-    ``outcomes_at`` index this level's observed variables (split variables,
-    own outcomes); ``place`` (the rows' observed x split) puts the split parts
-    into the observed variables of the rows (level 1)."""
+    """How a level's variables meet the rows: ``split_at`` indexes this level's
+    nodes that are parts of variables below (split variables, which come
+    first among the nodes as observed ones, then a three-level model's slopes
+    with a part at level 3), ``outcomes_at`` its own observed outcomes;
+    ``place`` (the rows' observed x split) puts the split parts into the
+    observed variables of the rows (level 1)."""
 
     split_at: np.ndarray
     outcomes_at: np.ndarray
@@ -81,6 +83,9 @@ class LevelLayout:
     # random slopes of the level below on its covariates: the covariate and the node each sits on
     slope_covariates: np.ndarray = field(default_factory=_no_indices)
     slope_outcomes: np.ndarray = field(default_factory=_no_indices)
+    # (the level below's random effects x split): puts a slope's part at this level into the slope of every
+    # unit below it, as a move of that unit's prior mean (a three-level model's slope over schools)
+    lift: np.ndarray = field(default_factory=lambda: np.zeros((0, 0)))
 
     @property
     def nodes(self) -> tuple[str, ...]:
@@ -134,15 +139,20 @@ class ModelLayout:
 
 
 def _upper_level(table: ParameterTable, structure: LevelStructure, below: LevelStructure, rows: LevelStructure,
-                 units: str | None) -> LevelLayout:
-    """Layout of a level above the rows, given the level below it and the rows'
-    level (a split part adds to the observed variable of the rows, whichever
-    levels lie between)."""
-    split = table.split_at(structure.level)
+                 units: str | None, below_effects: tuple[str, ...] = ()) -> LevelLayout:
+    """Layout of a level above the rows, given the level below it (its
+    structure, and the random effects it holds) and the rows' level (a split
+    part adds to the observed variable of the rows, whichever levels lie
+    between; a slope's part adds to the slope of the level below)."""
+    observed_split = table.split_at(structure.level)
+    slope_parts = tuple(n for n in structure.nodes[structure.n_observed:] if n in table.slopes) if structure.level > 2 else ()
+    split = observed_split + slope_parts
     outcomes = tuple(n for n in structure.observed if n not in split)
     place = np.zeros((rows.n_observed, len(split)))
-    place[[rows.observed.index(n) for n in split], np.arange(len(split))] = 1.0
-    placement = Placement(_int_array(structure.observed.index(n) for n in split),
+    place[[rows.observed.index(n) for n in observed_split], np.arange(len(observed_split))] = 1.0
+    lift = np.zeros((len(below_effects), len(split)))
+    lift[[below_effects.index(n) for n in slope_parts], len(observed_split) + np.arange(len(slope_parts))] = 1.0
+    placement = Placement(_int_array(structure.nodes.index(n) for n in split),
                           _int_array(structure.observed.index(n) for n in outcomes), place)
     effects = tuple(n for n in structure.nodes if n not in outcomes)
     effect_nodes = _int_array(structure.nodes.index(n) for n in effects)
@@ -154,7 +164,7 @@ def _upper_level(table: ParameterTable, structure: LevelStructure, below: LevelS
         random_effects=split + below.slopes,
         random_effect_nodes=_int_array(structure.nodes.index(n) for n in split + below.slopes),
         random_effect_columns=_int_array([0] * len(split) + [1 + c for c in slope_covariates]),
-        slope_covariates=slope_covariates, slope_outcomes=slope_outcomes)
+        slope_covariates=slope_covariates, slope_outcomes=slope_outcomes, lift=lift)
 
 
 def _slope_positions(structure: LevelStructure) -> tuple[np.ndarray, np.ndarray]:
@@ -179,5 +189,6 @@ def build_layout(table: ParameterTable, structures: list[LevelStructure] | None 
     lowest = structures[0]
     levels = [LevelLayout(structure=lowest, name=table.level_name(lowest.level), units=None)]
     for k, (below, structure) in enumerate(zip(structures, structures[1:])):
-        levels.append(_upper_level(table, structure, below, lowest, columns[k] if k < len(columns) else None))
+        levels.append(_upper_level(table, structure, below, lowest, columns[k] if k < len(columns) else None,
+                                   levels[-1].random_effects))
     return ModelLayout(levels=tuple(levels))

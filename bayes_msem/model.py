@@ -59,11 +59,13 @@ def model_kind(spec: ModelSpec) -> str:
 def _unit_counts(upper, cluster_index: np.ndarray) -> dict:
     """What the results say of a level above the clusters: its units, how many
     clusters each holds or meets where crossed (fewest, most), its rows per
-    unit, and whether it crosses the clusters."""
+    unit, whether it crosses the clusters and, where it does not, each
+    cluster's unit (``parents``, in the clusters' order)."""
     held = np.bincount(np.unique(np.stack([upper.row_index, cluster_index]), axis=1)[0], minlength=upper.n_units)
     rows = np.bincount(upper.row_index, minlength=upper.n_units)
     return {"column": upper.column, "units": upper.n_units, "fewest": int(held.min()), "most": int(held.max()),
-            "labels": [str(label) for label in upper.labels], "sizes": rows.tolist(), "crossed": upper.crossed}
+            "labels": [str(label) for label in upper.labels], "sizes": rows.tolist(), "crossed": upper.crossed,
+            "parents": None if upper.crossed else [str(upper.labels[i]) for i in upper.parent_index]}
 
 
 def check_seed(seed) -> None:

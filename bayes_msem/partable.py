@@ -214,9 +214,17 @@ class ParameterTable:
                 uses = [f"{d} ({DERIVED_SUFFIXES[suffix]})" for d, (source, suffix) in derived.items() if source == name]
                 role = f"centering {centering.get(name)}: " + ", ".join(uses)
             out.append((name, role))
+        return out + self._slope_roles()
+
+    def _slope_roles(self) -> list[tuple[str, str]]:
+        """(slope, what it is) for the summary header: the levels where it has a part."""
+        out = []
         for slope in self.slopes:
             row = self.rows[self.rows["random"] == slope].iloc[0]
-            out.append((slope, f"random slope of {row.lhs} on {row.rhs} (a level-2 latent variable)"))
+            at = [roles.level for roles in self.levels if slope in roles.latent]
+            where = f"a level-{at[0]} latent variable" if len(at) == 1 else \
+                "latent parts at levels " + ", ".join(map(str, at))
+            out.append((slope, f"random slope of {row.lhs} on {row.rhs} ({where})"))
         return out
 
     def _roles_by_level(self) -> list[tuple[str, str]]:
@@ -232,7 +240,7 @@ class ParameterTable:
             else:
                 level = next(roles.level for roles in self.levels if name in roles.covariates)
                 out.append((name, f"level-{level} predictor" + (", raw values" if level == 1 else "")))
-        return out
+        return out + self._slope_roles()
 
     def thresholds(self) -> dict[str, list[tuple[int, float]]]:
         """Each ordinal variable's thresholds in order t1, t2, ...: (free index,
@@ -369,7 +377,8 @@ def _default_rows(level_rows: list[SyntaxRow], roles: LevelRoles, higher: set[st
     for name in roles.covariates:
         add(name, "~1", "", exo=True)
     for name in roles.latent:
-        add(name, "~1", "", ustart=np.nan if name in slopes else 0.0)  # a slope's mean is the average slope
+        # a slope's mean is the average slope, at the highest level where it has a part
+        add(name, "~1", "", ustart=np.nan if name in slopes and name not in higher else 0.0)
     for name, n_categories in own_level.items():
         for k in range(1, n_categories):
             add(name, "|", f"t{k}")
@@ -434,8 +443,10 @@ def _check_labels_and_priors(table: pd.DataFrame, labels: dict[str, SyntaxRow], 
 
 def _random_slopes(rows: list[SyntaxRow], n_levels: int) -> tuple[str, ...]:
     """Names of the random slopes, checked: within-level regressions, one row each,
-    not also the name of a variable at level 1; in a three-level model they vary
-    over level-2 units only (not named in the level-3 block)."""
+    not also the name of a variable at level 1. In a three-level model a slope
+    named in the level-3 block also varies over level-3 units (its part there
+    is a random effect of the school that adds to every class's slope), as in
+    Mplus's THREELEVEL."""
     slopes: dict[str, SyntaxRow] = {}
     level1_names = {n for r in rows if r.level == 1 and r.op != ":=" for n in (r.lhs, r.rhs)}
     for row in rows:
@@ -453,15 +464,22 @@ def _random_slopes(rows: list[SyntaxRow], n_levels: int) -> tuple[str, ...]:
                              "give the slope a name of its own, as in s_x | y ~ x")
         slopes[row.random] = row
     for row in rows:
-        if row.level == 2 and row.op == "=~" and row.rhs in slopes:
+        if row.level >= 2 and row.op == "=~" and row.rhs in slopes:
             raise _row_error(row, f"random slope {row.rhs!r} as an indicator is not supported",
                              "regress the slope on a between factor instead (s ~ fb)")
-        if row.level > 2 and row.op != ":=" and slopes.keys() & {row.lhs, row.rhs}:
-            slope = row.lhs if row.lhs in slopes else row.rhs
-            raise _row_error(row, f"random slope {slope!r} at level {row.level}: random slopes vary over level-2 "
-                             "units (classes, or the first cluster column's units where classifications cross), so "
-                             "far", "leave the slope out of the level-3 block")
+        if row.level >= 3 and row.op == "~" and row.rhs in slopes:
+            raise _row_error(row, f"random slope {row.rhs!r} as a predictor at level {row.level} is not supported",
+                             f"leave {row.rhs!r} on the right of ~ out of the level-{row.level} block")
     return tuple(slopes)
+
+
+def _slopes_at(rows: list[SyntaxRow], slopes: tuple[str, ...], level: int) -> tuple[str, ...]:
+    """The random slopes with a part at ``level``: all of them at level 2 (they
+    vary over clusters), those the block names above it."""
+    if level == 2:
+        return slopes
+    named = {n for r in rows if r.level == level and r.op not in (":=", "|") for n in (r.lhs, r.rhs)}
+    return tuple(s for s in slopes if s in named)
 
 
 def _apply_centering(rows: list[SyntaxRow], centering: dict[str, str] | None,
@@ -656,7 +674,7 @@ def build_partable(parsed: ParsedModel | str, centering: dict[str, str] | None =
     for level in levels:
         other = set().union(*(observed_by_level[o] for o in levels if o != level))
         roles.append(_level_roles([r for r in structural_rows if r.level == level], level, other,
-                                  slopes if level == 2 else ()))
+                                  _slopes_at(structural_rows, slopes, level)))
     _check_ordered(ordered, roles, model_rows)
     # thresholds cut the latent response at its own level: level 2 for a level-2-only ordinal variable
     model_rows = [replace(r, level=_own_level(r.lhs, roles)) if r.op == "|" else r for r in model_rows]
@@ -672,8 +690,10 @@ def build_partable(parsed: ParsedModel | str, centering: dict[str, str] | None =
         for r in level_rows:
             is_marker = markers.get(r.lhs) is r and r.fixed is None and not r.free
             records.append(_user_row_dict(r, is_marker))
-        higher = {n for above in roles if above.level > level for n in above.observed}
-        records.extend(_default_rows(level_rows, level_roles, higher, set(both_level), slopes, ordered))
+        # a slope with a part above this level has its mean there, like a split variable
+        higher = {n for above in roles if above.level > level for n in above.observed + above.latent}
+        records.extend(_default_rows(level_rows, level_roles, higher, set(both_level),
+                                     _slopes_at(structural_rows, slopes, level), ordered))
     for r in user_rows:
         if r.op == ":=":
             records.append(dict(lhs=r.lhs, op=":=", rhs=r.rhs, level=0, user=True, ustart=np.nan, exo=False,

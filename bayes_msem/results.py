@@ -276,19 +276,17 @@ class FitResult:
         from bayes_msem.matrices import level_structures
 
         table = self.parameter_table()
-        w_mean, w_cov = self._between_covariate_moments(table)
-        frame = effects_table(table, level_structures(table), self.theta_draws(), w_mean, w_cov)
+        moments = {level: self._covariate_moments(table, level) for level in range(2, table.n_levels + 1)}
+        frame = effects_table(table, level_structures(table), self.theta_draws(), moments)
         defined = [dict(effect=name, level="", type="defined", source="", target="",
                         **describe(self.idata.posterior[name].values.ravel()))
                    for name in self.table.loc[self.table.op == ":=", "lhs"]]
         return pd.concat([frame, pd.DataFrame.from_records(defined, columns=frame.columns)], ignore_index=True)
 
-    def _between_covariate_moments(self, table) -> tuple[np.ndarray, np.ndarray]:
-        """Sample mean and covariance of the level-2 covariates (lavaan's fixed.x values)."""
-        if table.n_levels < 2:
-            return np.zeros(0), np.zeros((0, 0))
-        names = table.level_roles(2).covariates
-        rows = self.table[(self.table.level == 2) & self.table.exo]
+    def _covariate_moments(self, table, level: int) -> tuple[np.ndarray, np.ndarray]:
+        """Sample mean and covariance of a level's covariates (lavaan's fixed.x values)."""
+        names = table.level_roles(level).covariates
+        rows = self.table[(self.table.level == level) & self.table.exo]
         value = lambda a, op, b: float(rows[(rows.op == op) & (((rows.lhs == a) & (rows.rhs == b))  # noqa: E731
                                                                | ((rows.lhs == b) & (rows.rhs == a)))].ustart.iloc[0])
         mean = np.array([value(n, "~1", "") for n in names])
@@ -322,7 +320,25 @@ class FitResult:
             return {}
         values = parameter_values(self.table, self.theta_draws())
         found = [p for p in paths(regression_edges(table, 1)) if any(e.slope for e in p)]
-        return {path_name(p): cluster_path_draws(p, values, cluster_draws) for p in found}
+        own = {**cluster_draws, **self._slopes_with_unit_parts(table, cluster_draws)}
+        return {path_name(p): cluster_path_draws(p, values, own) for p in found}
+
+    def _slopes_with_unit_parts(self, table, cluster_draws: dict) -> dict[str, np.ndarray]:
+        """Each cluster's own random slopes, (samples, clusters), where a slope
+        also varies over level-3 units: its cluster part plus its unit's part
+        (``cluster_effects`` keeps the parts apart, as for intercepts)."""
+        posterior = self.idata.posterior
+        if "unit_effects" not in posterior:
+            return {}
+        units = posterior["unit_effects"].stack(sample=("chain", "draw")).transpose("sample", "unit", "unit_variable")
+        names = [str(v) for v in units["unit_variable"].values]
+        parts = [s for s in table.slopes if s in names]
+        if not parts:
+            return {}
+        upper = self.info["upper_levels"][0]
+        position = {label: k for k, label in enumerate(str(u) for u in units["unit"].values)}
+        parent = np.array([position[label] for label in upper["parents"]])
+        return {s: cluster_draws[s] + units.values[:, parent, names.index(s)] for s in parts}
 
     def plot_cluster_effects(self, variable: str, ax=None):
         """Caterpillar plot: each cluster's posterior mean and 95% interval of

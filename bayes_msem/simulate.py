@@ -15,7 +15,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from bayes_msem.layout import ModelLayout, build_layout
+from bayes_msem.layout import LevelLayout, ModelLayout, build_layout
 from bayes_msem.matrices import level_moments, psd_root
 from bayes_msem.partable import build_partable, parameter_key
 from bayes_msem.syntax import cluster_names, parse_model
@@ -251,6 +251,19 @@ def _upper_units(rng, layout: ModelLayout, columns: tuple[str, ...], n_units: in
     return unit_rows, rng.standard_normal((n_units, len(top.structure.covariates)))
 
 
+def _cluster_slope_parts(top: LevelLayout, unit_nodes: np.ndarray, clusters: LevelLayout, unit_rows: np.ndarray,
+                        cluster_index: np.ndarray, n_clusters: int) -> np.ndarray:
+    """Each cluster's share of its level-3 unit's slope parts, (clusters, slopes):
+    the unit's part of a slope adds to the slope of every cluster in it."""
+    unit_of_cluster = np.zeros(n_clusters, dtype=int)
+    unit_of_cluster[cluster_index] = unit_rows
+    if np.any(unit_of_cluster[cluster_index] != unit_rows):
+        raise ValueError("random slopes that vary over level-3 units need clusters nested in those units; "
+                         "simulate a crossed design without them")
+    effects = (unit_nodes[:, top.placement.split_at] @ top.lift.T)[unit_of_cluster]  # (clusters, random effects)
+    return effects[:, len(clusters.split):]
+
+
 def draw_outcomes(rng: np.random.Generator, theta: np.ndarray, layout: ModelLayout, x: np.ndarray, w: np.ndarray,
                   cluster_index: np.ndarray, upper: tuple[np.ndarray, np.ndarray] | None = None,
                   ) -> tuple[np.ndarray, np.ndarray]:
@@ -267,14 +280,16 @@ def draw_outcomes(rng: np.random.Generator, theta: np.ndarray, layout: ModelLayo
     between = layout.levels[1].structure if layout.multilevel else None
     b_b, z_b, place = layout.placement
     n_clusters = w.shape[0]
-    top_part = 0.0
-    if upper is not None:  # each level-3 unit's parts, added to its rows
+    top_part, top_slopes = 0.0, 0.0
+    if upper is not None:  # each level-3 unit's parts, added to its rows (and a slope's to its clusters' slopes)
         unit_rows, v = upper
         top = layout.levels[2]
         moments = level_moments(theta, top.structure)
         nodes = (moments.alpha[None, :] + v @ moments.A_x.T
                  + _draw(rng, np.zeros(len(top.nodes)), moments.S, len(v))) @ moments.total.T
         top_part = (nodes[:, top.placement.split_at] @ top.placement.place.T)[unit_rows]
+        if top.lift.any():
+            top_slopes = _cluster_slope_parts(top, nodes, layout.levels[1], unit_rows, cluster_index, n_clusters)
     cluster_part = np.zeros((n_clusters, place.shape[0]))
     z = np.zeros((n_clusters, len(z_b)))
     slope_values = None
@@ -285,7 +300,7 @@ def draw_outcomes(rng: np.random.Generator, theta: np.ndarray, layout: ModelLayo
         observed = nodes[:, : between.n_observed]
         cluster_part, z = observed[:, b_b] @ place.T, observed[:, z_b]
         if within.slopes:
-            slope_values = nodes[:, [between.nodes.index(s) for s in within.slopes]]
+            slope_values = nodes[:, [between.nodes.index(s) for s in within.slopes]] + top_slopes
     moments = level_moments(theta, within, slope_values=slope_values)
     if slope_values is None:
         rows = _draw(rng, moments.mean[None, :] + x @ moments.Pi.T, moments.Sigma, len(cluster_index))

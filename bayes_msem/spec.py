@@ -139,9 +139,11 @@ def _variable_scales(table: ParameterTable, data: ClusterData) -> dict[tuple[int
         for name in roles.observed + roles.covariates:
             ordinal = name in table.ordinal
             scales[(roles.level, name)] = (1.0, 0.0) if ordinal else (data.variable_sds[name], data.variable_means[name])
-        for name in table.slopes if roles.level == 2 else ():  # a slope is on the scale of y per unit of x
+        # a slope is on the scale of y per unit of x, at every level where it has a part
+        for name in (s for s in table.slopes if s in roles.latent):
             row = rows[rows["random"] == name].iloc[0]
-            scales[(2, name)] = (scales.get((1, row.lhs), (1.0, 0.0))[0] / scales.get((1, row.rhs), (1.0, 0.0))[0], 0.0)
+            scales[(roles.level, name)] = (scales.get((row.level, row.lhs), (1.0, 0.0))[0]
+                                           / scales.get((row.level, row.rhs), (1.0, 0.0))[0], 0.0)
         for _ in roles.latent:  # repeat so that higher-order factors find their markers' scales
             for name in roles.latent:
                 if name in table.slopes:

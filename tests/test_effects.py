@@ -91,3 +91,30 @@ def test_contextual_effect_of_a_random_slope_uses_its_mean():
     rows = table.rows
     slope_mean = rows[(rows.lhs == "s") & (rows.op == "~1")].index[0]
     assert mean == pytest.approx((values[:, _row(table, "y", "x", 2)] - values[:, slope_mean]).mean())
+
+
+def test_indirect_effect_of_slopes_over_classes_and_schools_adds_both_parts():
+    """A slope with parts at levels 2 and 3 has its mean at level 3 and the sum
+    of both parts' (co)variances: E[a b] = mu_a mu_b + cov_2(a, b) + cov_3(a, b)."""
+    from bayes_msem.effects import effects_table
+    from bayes_msem.matrices import level_structures, parameter_values
+
+    text = "level: 1\n  a | m ~ x\n  b | y ~ m\nlevel: 2\n  a ~~ b\nlevel: 3\n  a ~~ b\n  a ~ w"
+    table = build_partable(text, cluster=["class", "school"])
+    rows = table.rows
+    rng = np.random.default_rng(3)
+    theta = np.repeat(rng.uniform(0.2, 0.9, size=(1, table.n_free)), 2, axis=0)  # two draws: describe() takes an sd
+    values = parameter_values(rows, theta)[0]
+
+    def value(lhs, op, rhs, level):
+        return values[rows[(rows.lhs == lhs) & (rows.op == op) & (rows.rhs == rhs) & (rows.level == level)].index[0]]
+
+    assert value("a", "~1", "", 2) == 0.0 and value("b", "~1", "", 2) == 0.0  # the means sit at level 3
+    w_mean, w_var = 0.4, 2.0
+    mu_a = value("a", "~1", "", 3) + value("a", "~", "w", 3) * w_mean
+    cov_3 = value("a", "~~", "b", 3)
+    expected = mu_a * value("b", "~1", "", 3) + value("a", "~~", "b", 2) + cov_3
+    frame = effects_table(table, level_structures(table), theta,
+                          {2: (np.zeros(0), np.zeros((0, 0))), 3: (np.array([w_mean]), np.array([[w_var]]))})
+    found = frame[(frame.type == "indirect") & (frame.effect == "x -> m -> y")]
+    assert found["mean"].iloc[0] == pytest.approx(expected)

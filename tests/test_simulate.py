@@ -3,6 +3,7 @@
 import warnings
 
 import numpy as np
+import pandas as pd
 import pytest
 
 import bayes_msem as bm
@@ -81,10 +82,10 @@ def test_reverse_keyed_items_are_recovered_at_both_levels():
     assert np.all(np.abs(rows["median"].to_numpy() - values) < 4 * rows["sd"].to_numpy()), rows.assign(truth=values)
     assert rows.r_hat.max() < 1.05
 
-def _cluster_ols_slopes(data, outcome: str, predictors: list[str]) -> np.ndarray:
-    """Each cluster's least-squares coefficients of ``predictors`` (with an intercept)."""
+def _cluster_ols_slopes(data, outcome: str, predictors: list[str], cluster: str = "cluster") -> np.ndarray:
+    """Each cluster's least-squares coefficients of ``predictors`` (with an intercept), in sorted cluster order."""
     out = []
-    for _, rows in data.groupby("cluster"):
+    for _, rows in data.groupby(cluster):
         design = np.column_stack([np.ones(len(rows))] + [rows[p].to_numpy() for p in predictors])
         out.append(np.linalg.lstsq(design, rows[outcome].to_numpy(), rcond=None)[0][1:])
     return np.array(out)
@@ -153,6 +154,27 @@ def test_three_level_data_have_their_variance_at_each_level():
     classes = ((class_mean - class_mean.groupby(school_of).transform("mean")) ** 2).sum() / (2000 - 400)
     schools = class_mean.groupby(school_of).mean().var()
     for estimate, expected, df in ((within, 1.0, 6000), (classes, 0.4 + 1 / 4, 1600), (schools, 0.5 + 0.65 / 5, 399)):
+        assert abs(estimate - expected) < 4 * expected * np.sqrt(2 / df)
+
+
+def test_three_level_slopes_vary_over_classes_and_schools():
+    """A slope with a part per class and per school (its mean and w's effect at
+    level 3): the classes' least-squares slopes scatter around their school's
+    mean by sigma_2^2, the schools' means around 0.5 + 0.3 w by sigma_3^2 +
+    sigma_2^2 / 5 (within-class noise about 0.01 / 19, left out; 4 SEs)."""
+    syntax = "level: 1\n s | y ~ x\nlevel: class\n s ~~ s\nlevel: school\n s ~ w"
+    values = {"y~~y|within": 0.01, "s~~s|class": 0.1, "s~~s|school": 0.25, "s~1|school": 0.5, "s~w|school": 0.3}
+    data = simulate_data(syntax, values, n_clusters=2000, cluster_size=20, n_units=400, cluster=["class", "school"],
+                         seed=6)
+    slopes = pd.Series(_cluster_ols_slopes(data, "y", ["x"], "class")[:, 0], index=np.sort(data["class"].unique()))
+    school_of = data.groupby("class")["school"].first().loc[slopes.index]
+    classes = ((slopes - slopes.groupby(school_of).transform("mean")) ** 2).sum() / (2000 - 400)
+    school_mean = slopes.groupby(school_of).mean()
+    w = data.groupby("school")["w"].first().loc[school_mean.index]
+    b, a = np.polyfit(w, school_mean, 1)
+    assert abs(a - 0.5) < 4 * np.sqrt(0.27 / 400) and abs(b - 0.3) < 4 * np.sqrt(0.27 / 400)
+    schools = np.var(school_mean - a - b * w, ddof=2)
+    for estimate, expected, df in ((classes, 0.1, 1600), (schools, 0.25 + 0.1 / 5, 398)):
         assert abs(estimate - expected) < 4 * expected * np.sqrt(2 / df)
 
 

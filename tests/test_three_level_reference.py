@@ -177,6 +177,46 @@ def test_three_level_random_slope_with_missing_values_matches_lme4_on_the_comple
     check_imputations(fit, pd.read_csv(DATA / "three_level_slope_sim.csv")["y"], data.index[data.y.isna()])
 
 
+SCHOOL_SLOPE = THREE_LEVEL_SLOPE + "  y ~~ s\n"  # s named in the school block: it varies over schools too
+
+
+def test_random_slope_over_classes_and_schools_matches_lme4():
+    """A slope with a part per class and per school, against lme4 on the data
+    tests/data/three_level_school_slope_sim.csv (60 schools with 3 to 6
+    classes of 4 to 16 pupils, text ids, rows shuffled), from (Python, numpy 2)::
+
+        rng = np.random.default_rng(29)
+        for s in range(60):
+            w = rng.normal(); c = rng.multivariate_normal([0, 0], [[0.3, 0.06], [0.06, 0.15]])
+            for k in range(rng.integers(3, 7)):
+                z = rng.normal(); u = rng.multivariate_normal([0, 0], [[0.5, 0.05], [0.05, 0.1]])
+                for i in range(rng.integers(4, 17)):
+                    x = rng.normal()
+                    y = 1.0 + 0.5 * x + 0.3 * z + 0.4 * w + c[0] + c[1] * x + u[0] + u[1] * x + rng.normal()
+                    rows.append((f"sch-{(37 * s) % 101}", f"cls-{(53 * (10 * s + k)) % 997}", x, z, w, y))
+        # rounded to 4 decimals, rows shuffled by rng.permutation
+
+    The reference (tests/data/three_level_school_slope_sim_lme4.csv) is lme4
+    1.1.31 on R 4.2.2, `lmer(y ~ x + z + w + (1 + x | school) + (1 + x |
+    class), REML = FALSE)`, SEs as in test_three_level_random_slope_matches_lme4
+    (`Rscript tests/data/make_three_level_school_slope_reference.R`). The fit
+    runs on a copy with the ids relabelled and the rows shuffled again."""
+    data = relabelled(pd.read_csv(DATA / "three_level_school_slope_sim.csv"))
+    fit = bm.Model(SCHOOL_SLOPE, data, cluster=["class", "school"]).fit(**FULL_RUN)
+    assert_matches_lme4(fit, "three_level_school_slope_sim_lme4.csv", 11)
+    check_convergence(fit, 1.01)
+    assert "random slope of y on x (latent parts at levels 2, 3)" in str(fit)
+    # cluster_effects keeps each level's part: the classes' scatter around 0, the schools' hold the mean slope
+    effects = fit.cluster_effects().query("variable == 's'").set_index("cluster")
+    assert abs(effects.loc[effects.level == "class", "mean"].mean()) < 0.02
+    schools = effects.loc[effects.level == "school", "mean"]
+    mean_slope = fit.summary().query("lhs == 's' and op == '~1' and level == 'school'")["mean"].iloc[0]
+    assert schools.mean() == pytest.approx(mean_slope, abs=0.02)
+    own = data.groupby("school")[["x", "y"]].apply(lambda rows: np.polyfit(rows.x, rows.y, 1)[0])
+    assert np.corrcoef(schools.loc[own.index], own)[0, 1] > 0.8
+    assert fit.loo().loo_i.sizes["unit"] == 60
+
+
 def check_imputations(fit, truth: pd.Series, holes: pd.Index) -> None:
     """The mean of 20 imputations of each missing y against the value the
     simulation had there (by the data's index label): no bias beyond 4

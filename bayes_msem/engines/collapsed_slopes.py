@@ -118,12 +118,15 @@ class _ClusterTerms(NamedTuple):
     outcomes: tuple | None  # level-2 outcomes' residuals and covariance
 
 
-def _cluster_terms(spec, stats, within: LevelMoments, between: LevelMoments, backend, row_means=None):
+def _cluster_terms(spec, stats, within: LevelMoments, between: LevelMoments, backend, row_means=None,
+                   effect_shift=None):
     """DSD = D'Sigma_W^-1 D (H_j = DSD * XX_j), g_j (after subtracting the prior
     mean), the part of sum r'S^-1 r that the prior mean changes, and the factor
     L of the effects' covariance. ``row_means`` (clusters, p), the rows' means
     before Pi x and the cluster effects, default the within mean (a
-    three-level model adds each cluster's share of its unit's effects)."""
+    three-level model adds each cluster's share of its unit's effects);
+    ``effect_shift`` (clusters, effects), where given, moves the effects'
+    prior means (a three-level model's slope parts of the unit above)."""
     D = spec.layout.levels[1].effect_design(within.total, backend)
     effect_nodes = spec.layout.levels[1].random_effect_nodes
     SD = backend.inv(within.Sigma) @ D
@@ -134,7 +137,7 @@ def _cluster_terms(spec, stats, within: LevelMoments, between: LevelMoments, bac
     rx = yx_eff - means[:, :, None] * x_eff[:, 0, :][:, None, :] - within.Pi[None] @ x_eff[:, 1:, :]
     g0 = (rx * SD[None]).sum(axis=1)  # (J, effects)
     mean, F, outcomes = _between_factor(spec, between, backend)
-    m = mean[:, effect_nodes]
+    m = mean[:, effect_nodes] if effect_shift is None else mean[:, effect_nodes] + effect_shift
     e = len(effect_nodes)
     Hm = (xx.reshape((xx.shape[0], e, e)) * DSD[None] * m[:, None, :]).sum(axis=2)
     g = g0 - Hm
@@ -156,13 +159,14 @@ def cluster_marginal_logp(spec: ModelSpec, stats: dict, theta, backend, total: b
 
 
 def cluster_marginal(spec: ModelSpec, stats: dict, within: LevelMoments, between: LevelMoments, backend,
-                     total: bool = False, row_means=None):
-    """:func:`cluster_marginal_logp` at given moments, with ``row_means``
-    (see :func:`_cluster_terms`); also returns the cluster terms and the
-    effects' posterior factor and whitened mean (:func:`_effects_posterior`)."""
+                     total: bool = False, row_means=None, effect_shift=None):
+    """:func:`cluster_marginal_logp` at given moments, with ``row_means`` and
+    ``effect_shift`` (see :func:`_cluster_terms`); also returns the cluster
+    terms and the effects' posterior factor and whitened mean
+    (:func:`_effects_posterior`)."""
     data = spec.data
     p = spec.within.n_observed
-    terms = _cluster_terms(spec, stats, within, between, backend, row_means)
+    terms = _cluster_terms(spec, stats, within, between, backend, row_means, effect_shift)
     # without cluster effects: the ordinary within likelihood at the fixed part
     means = backend.zeros((data.n_clusters, p)) + (within.mean[None, :] if row_means is None else row_means)
     chol_w = backend.cholesky(within.Sigma)
@@ -267,14 +271,18 @@ def _in_chunks(function, draws: np.ndarray, n_clusters: int) -> np.ndarray:
 
 
 def draw_slope_cluster_effects(spec: ModelSpec, theta_draws: np.ndarray, seed: int | None,
-                               effect_index: np.ndarray, row_shifts: np.ndarray | None = None) -> np.ndarray:
+                               effect_index: np.ndarray, row_shifts: np.ndarray | None = None,
+                               effect_shifts: np.ndarray | None = None) -> np.ndarray:
     """Draw every cluster's between variables (those in ``effect_index``) from
     their exact conditional given the cluster's data, once per posterior draw.
 
     ``theta_draws`` is (chains, draws, n_free); returns (chains, draws,
     clusters, len(effect_index)). ``row_shifts`` (chains, draws, clusters, p),
     where given, moves the mean of every row of a cluster (a three-level
-    model's drawn level-3 parts). The per-draw work (a batch of small Cholesky
+    model's drawn level-3 parts); ``effect_shifts`` (chains, draws, clusters,
+    random effects) moves the prior mean of the cluster's random effects (the
+    drawn slope parts of its level-3 unit), and the cluster's own parts are
+    returned, without them. The per-draw work (a batch of small Cholesky
     factors per cluster) runs through JAX, jit-compiled and vectorized over
     draws: with NumPy it took about 50 ms per draw at 5000 clusters.
     """
@@ -285,10 +293,10 @@ def draw_slope_cluster_effects(spec: ModelSpec, theta_draws: np.ndarray, seed: i
     stats = {k: jnp.asarray(v) for k, v in slope_statistics(spec).items()}
     between_structure = spec.layout.levels[1].structure
 
-    def one_draw(theta, noise, shift):
+    def one_draw(theta, noise, shift, effect_shift):
         within = level_moments(theta, spec.within, backend)
         between = level_moments(theta, between_structure, backend)
-        terms = _cluster_terms(spec, stats, within, between, backend, within.mean[None, :] + shift)
+        terms = _cluster_terms(spec, stats, within, between, backend, within.mean[None, :] + shift, effect_shift)
         factor, v = _effects_posterior(terms.L, terms.DSD, stats["xx_effects"], terms.g, spec, backend)
         eta = jnp.stack(unrolled_solve_upper(factor, [v_i + noise[:, i] for i, v_i in enumerate(v)]), axis=1)
         return (terms.mean + eta @ terms.F.T)[:, effect_index]
@@ -300,14 +308,20 @@ def draw_slope_cluster_effects(spec: ModelSpec, theta_draws: np.ndarray, seed: i
     n_clusters, p = spec.data.n_clusters, spec.within.n_observed
     shape = (n_clusters, len(spec.layout.levels[1].innovations))
     n_free = theta_draws.shape[2]
+    e = len(spec.layout.levels[1].random_effects)
     if row_shifts is None:
         row_shifts = np.zeros((chains, draws, n_clusters, p))
+    if effect_shifts is None:
+        effect_shifts = np.zeros((chains, draws, n_clusters, e))
+    moved = n_free + n_clusters * p  # where the effects' shifts start among the joined columns
     out = np.empty((chains, draws, n_clusters, len(effect_index)))
     for c in range(chains):  # filled in place: stacking the chains' results copied 0.8 GB at 5000 clusters
-        # the draws and their shifts side by side, so that _in_chunks cuts both alike
-        joined = np.concatenate([theta_draws[c], row_shifts[c].reshape(draws, -1)], axis=1)
+        # the draws and their shifts side by side, so that _in_chunks cuts them alike
+        joined = np.concatenate([theta_draws[c], row_shifts[c].reshape(draws, -1),
+                                 effect_shifts[c].reshape(draws, -1)], axis=1)
         out[c] = _in_chunks(lambda rows: draw_all(jnp.asarray(rows[:, :n_free]),
                                                   rng.standard_normal((len(rows), *shape)),
-                                                  jnp.asarray(rows[:, n_free:].reshape(len(rows), n_clusters, p))),
+                                                  jnp.asarray(rows[:, n_free:moved].reshape(len(rows), n_clusters, p)),
+                                                  jnp.asarray(rows[:, moved:].reshape(len(rows), n_clusters, e))),
                             joined, n_clusters)
     return out

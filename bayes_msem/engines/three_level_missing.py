@@ -44,7 +44,7 @@ __all__ = ["three_level_missing_logp", "draw_three_level_missing_effects"]
 
 def _unit_missing_terms(spec: ModelSpec, stats: dict, theta, backend, per_unit: bool) -> UnitPartsTerms:
     xp = backend.xp
-    within, between, top, split, P, top_mean, row_means = level_point(spec, theta, backend)
+    within, between, top, split, P, top_mean, row_means, _ = level_point(spec, theta, backend)
     terms = cluster_terms(stats, within, between, spec.layout.levels[1], spec.data.between_covariates, backend,
                           per_unit=per_unit, row_means=row_means)
     membership = unit_membership(spec.data)
@@ -74,7 +74,7 @@ def draw_three_level_missing_effects(spec: ModelSpec, theta_draws: np.ndarray, r
     then each class's effects given its rows moved by P c_s
     (:func:`~bayes_msem.engines.missing.draw_missing_cluster_effects`)."""
     stats = missing_statistics(spec)
-    top_out, shifts = draw_units_and_shifts(
+    top_out, shifts, _ = draw_units_and_shifts(
         spec, theta_draws, rng, unit_effects,
         lambda theta: _unit_missing_terms(spec, stats, theta, NUMPY_BACKEND, per_unit=False))
     middle_out = draw_missing_cluster_effects(spec, theta_draws, int(rng.integers(2**32)), row_shifts=shifts)

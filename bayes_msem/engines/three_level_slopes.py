@@ -67,9 +67,10 @@ def unit_membership(data) -> np.ndarray:
 
 
 def unit_parts_mean(top, upper, split: np.ndarray):
-    """E c_s, the mean of every level-3 unit's split parts (units, k), from the
-    level's moments ``top`` and the units' covariates."""
-    return (top.mean[None, :] + upper.covariates @ top.Pi.T)[:, split]
+    """E c_s, the mean of every level-3 unit's parts (units, k), from the
+    level's moments ``top`` and the units' covariates (``split`` indexes the
+    level's nodes: a slope's part is a latent node)."""
+    return ((top.alpha[None, :] + upper.covariates @ top.A_x.T) @ top.total.T)[:, split]
 
 
 def integrate_unit_parts(top, split: np.ndarray, precision, score, backend):
@@ -78,7 +79,7 @@ def integrate_unit_parts(top, split: np.ndarray, precision, score, backend):
     (no inverse of Sigma_3 needed), chol(B_s) of B_s = I + L' precision_s L
     and u_s = chol(B_s)^-1 L' score_s. Returns (L, chol_b, u)."""
     xp = backend.xp
-    L = backend.cholesky(top.Sigma[split][:, split])
+    L = backend.cholesky(top.total[split] @ top.S @ top.total[split].T)
     chol_b = backend.cholesky(xp.eye(len(split))[None] + xp.einsum("ab,sbc,cd->sad", L.T, precision, L))
     u = backend.solve_lower(chol_b, xp.einsum("ab,sb->sa", L.T, score)[:, :, None])[:, :, 0]
     return L, chol_b, u
@@ -94,7 +95,9 @@ class LevelPoint(NamedTuple):
     """A three-level model at parameters theta: each level's moments, which
     parts level 3 has (``split``) and where they go in the rows (``P``,
     (p, k)), each level-3 unit's mean parts E c_s (units, k) and each class's
-    row means at those (clusters, p)."""
+    row means at those (clusters, p) and the move of its random effects'
+    prior mean (``effect_shift``, (clusters, e): a slope's part; None
+    without slope parts)."""
 
     within: object
     between: object
@@ -103,6 +106,7 @@ class LevelPoint(NamedTuple):
     P: np.ndarray
     top_mean: object
     row_means: object
+    effect_shift: object
 
 
 def level_point(spec: ModelSpec, theta, backend) -> LevelPoint:
@@ -110,17 +114,19 @@ def level_point(spec: ModelSpec, theta, backend) -> LevelPoint:
     levels, upper = spec.layout.levels, spec.data.upper_levels[0]
     within = level_moments(theta, spec.within, backend)
     top = level_moments(theta, levels[2].structure, backend)
-    split, P = levels[2].placement.split_at, levels[2].placement.place
+    split, P, lift = levels[2].placement.split_at, levels[2].placement.place, levels[2].lift
     top_mean = unit_parts_mean(top, upper, split)
+    effect_shift = (top_mean @ lift.T)[upper.parent_index] if lift.any() else None
     return LevelPoint(within, level_moments(theta, levels[1].structure, backend), top, split, P, top_mean,
-                      within.mean[None, :] + (top_mean @ P.T)[upper.parent_index])
+                      within.mean[None, :] + (top_mean @ P.T)[upper.parent_index], effect_shift)
 
 
 def _unit_slope_terms(spec: ModelSpec, stats: dict, theta, backend) -> UnitPartsTerms:
     xp = backend.xp
-    within, between, top, split, P, top_mean, row_means = level_point(spec, theta, backend)
+    within, between, top, split, P, top_mean, row_means, effect_shift = level_point(spec, theta, backend)
     k = len(split)
-    base, terms, factor, v = cluster_marginal(spec, stats, within, between, backend, row_means=row_means)
+    base, terms, factor, v = cluster_marginal(spec, stats, within, between, backend, row_means=row_means,
+                                              effect_shift=effect_shift)
     SP = backend.inv(within.Sigma) @ P  # Sigma_W^-1 P
     sums = stats["sum_y"] - stats["n"][:, None] * row_means - stats["sum_x"] @ within.Pi.T  # s_j
     N = stats["x_effects"][:, 0, :][:, :, None] * (terms.SD.T @ P)[None]  # (J, e, k)
@@ -130,9 +136,29 @@ def _unit_slope_terms(spec: ModelSpec, stats: dict, theta, backend) -> UnitParts
                   for c in range(k)], axis=2)  # (J, r, k)
     a = sums @ SP - xp.einsum("jek,je->jk", N, terms.m) - xp.einsum("jrk,jr->jk", W, xp.stack(v, axis=1))
     A = stats["n"][:, None, None] * (P.T @ SP)[None] - xp.einsum("jrk,jrl->jkl", W, W)
+    lift = spec.layout.levels[2].lift
+    if lift.any():
+        a, A = _with_slope_parts(a, A, lift, stats, terms, factor, v, N, W, xp)
     membership = unit_membership(spec.data)
     L3, chol_b, u = integrate_unit_parts(top, split, xp.einsum("sj,jkl->skl", membership, A), membership @ a, backend)
     return UnitPartsTerms(base, top_mean, chol_b, u, L3)
+
+
+def _with_slope_parts(a, A, lift, stats, terms, factor, v, N, W, xp):
+    """a_j and A_j with the unit's slope parts, which move the class effects'
+    prior mean by M c~ (M = ``lift``). As a function of that mean the class's
+    marginal density has score Z'V^-1 r = g_j - Q_j' v_j and curvature
+    Z'V^-1 Z = H_j - Q_j' Q_j, with H_j = DSD * XX_j and Q_j = C_j^-1 L' H_j;
+    the rows' move P c~ and the mean's move meet in N_j - Q_j' W_j."""
+    e, r = lift.shape[0], len(v)
+    H = stats["xx_effects"].reshape((-1, e, e)) * terms.DSD[None]
+    LH = xp.einsum("er,jef->jrf", terms.L, H)
+    Q = xp.stack([xp.stack(unrolled_solve_lower(factor, [LH[:, i, f] for i in range(r)]), axis=1)
+                  for f in range(e)], axis=2)  # (J, r, e)
+    score = terms.g - xp.einsum("jre,jr->je", Q, xp.stack(v, axis=1))
+    cross = xp.einsum("ek,jel->jkl", lift, N - xp.einsum("jre,jrk->jek", Q, W))  # M'(N_j - Q_j'W_j)
+    curvature = xp.einsum("ek,jef,fl->jkl", lift, H - xp.einsum("jre,jrf->jef", Q, Q), lift)
+    return a + score @ lift, A + cross + xp.swapaxes(cross, 1, 2) + curvature
 
 
 def three_level_slopes_logp(spec: ModelSpec, stats: dict, theta, backend, per_unit: bool = False):
@@ -164,30 +190,34 @@ def draw_three_level_slope_effects(spec: ModelSpec, theta_draws: np.ndarray, rng
     Returns (chains, draws, clusters, level-2 effects) and (chains, draws,
     units, level-3 effects)."""
     stats = marginal_statistics(spec)
-    top_out, shifts = draw_units_and_shifts(
+    top_out, shifts, effect_shifts = draw_units_and_shifts(
         spec, theta_draws, rng, unit_effects, lambda theta: _unit_slope_terms(spec, stats, theta, NUMPY_BACKEND))
     middle_out = draw_slope_cluster_effects(spec, theta_draws, int(rng.integers(2**32)),
-                                            spec.layout.levels[1].effect_nodes, row_shifts=shifts)
+                                            spec.layout.levels[1].effect_nodes, row_shifts=shifts,
+                                            effect_shifts=effect_shifts)
     return middle_out, top_out
 
 
 def draw_units_and_shifts(spec: ModelSpec, theta_draws: np.ndarray, rng: np.random.Generator, unit_effects,
-                          unit_terms) -> tuple[np.ndarray, np.ndarray]:
+                          unit_terms) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Per posterior draw, every level-3 unit's parts c_s from N(E c_s + L3
     chol(B_s)^-T u_s, L3 B_s^-1 L3') (the Woodbury terms ``unit_terms(theta)``
     gives), its other effects by ``unit_effects(theta, deviations)`` given the
     parts' deviations from their mean, and how the parts move each class's
-    rows (P c_s). Returns the units' effects (chains, draws, units, level-3
-    effects) and the moves (chains, draws, clusters, p)."""
+    rows (P c_s) and its random effects' prior mean (M c_s, a slope's part).
+    Returns the units' effects (chains, draws, units, level-3 effects) and the
+    moves (chains, draws, clusters, p) and (chains, draws, clusters, e)."""
     levels, upper = spec.layout.levels, spec.data.upper_levels[0]
     chains, draws, _ = theta_draws.shape
-    P = levels[2].placement.place
+    P, lift = levels[2].placement.place, levels[2].lift
     top_out = np.empty((chains, draws, upper.n_units, len(levels[2].effects)))
     shifts = np.empty((chains, draws, spec.data.n_clusters, P.shape[0]))
+    effect_shifts = np.empty((chains, draws, spec.data.n_clusters, lift.shape[0]))
     for c in range(chains):
         for d in range(draws):
             terms = unit_terms(theta_draws[c, d])
             deviations = draw_unit_deviations(rng, terms.chol_b, terms.u, terms.L3)
             top_out[c, d] = unit_effects(theta_draws[c, d], deviations)
-            shifts[c, d] = ((terms.top_mean + deviations) @ P.T)[upper.parent_index]
-    return top_out, shifts
+            parts = (terms.top_mean + deviations)[upper.parent_index]
+            shifts[c, d], effect_shifts[c, d] = parts @ P.T, parts @ lift.T
+    return top_out, shifts, effect_shifts

@@ -226,6 +226,17 @@ def test_three_level_models_the_engine_cannot_take_are_refused_with_the_reason(s
         bm.Model(syntax, data, cluster=["class", "school"], **options)
 
 
+def test_slopes_over_schools_with_missing_values_are_refused_with_the_reason():
+    import bayes_msem as bm
+
+    data = bm.example_data("three_level_sim")
+    data.loc[data.index[::7], "y"] = np.nan
+    syntax = "level: 1\n s | y ~ x\nlevel: 2\n y ~ z\nlevel: 3\n y ~ w\n s ~~ s"
+    with pytest.raises(ValueError, match="missing values with random slopes that vary over level-3 units \\(s\\)"):
+        bm.Model(syntax, data, cluster=["class", "school"])
+    bm.Model(syntax.replace("\n s ~~ s", ""), data, cluster=["class", "school"])  # over classes only: taken
+
+
 # A random slope over classes, an intercept-slope covariance, covariates at every level.
 THREE_LEVEL_SLOPE = """level: 1
   s | y1 ~ x
@@ -238,6 +249,14 @@ level: 3
   y1 ~ w
   y1 ~~ y2
 """
+
+# The slope also varies over schools (its part there regressed on w and correlated with y1's), so
+# each school moves its classes' slopes; its mean sits at level 3.
+THREE_LEVEL_SCHOOL_SLOPE = THREE_LEVEL_SLOPE + """  s ~ w
+  y1 ~~ s
+"""
+SLOPE_MODELS = pytest.mark.parametrize("syntax", [THREE_LEVEL_SLOPE, THREE_LEVEL_SCHOOL_SLOPE],
+                                       ids=["slope over classes", "slope over classes and schools"])
 
 
 def slope_school_moments(spec, theta, school: pd.DataFrame):
@@ -255,8 +274,8 @@ def slope_school_moments(spec, theta, school: pd.DataFrame):
 
     def loading(level, x=0.0):  # the rows' variables x that level's nodes, for a row whose covariate is x
         out = np.array([[float(a == b) for b in levels[level].nodes] for a in names])
-        if level == 1:
-            out[names.index("y1"), levels[1].nodes.index("s")] = x
+        if "s" in levels[level].nodes:  # the slope's part at that level (classes; schools where it varies there)
+            out[names.index("y1"), levels[level].nodes.index("s")] = x
         return out
 
     top_mean, top_cov = moments[2].node_moments(school[list(levels[2].structure.covariates)].to_numpy(float)[:1])
@@ -271,7 +290,7 @@ def slope_school_moments(spec, theta, school: pd.DataFrame):
         class_loadings[i * p:(i + 1) * p, c * k:(c + 1) * k] = loading(1, row["x"])
         x = row[list(levels[0].structure.covariates)].to_numpy(float)
         mean[i * p:(i + 1) * p] = moments[0].mean + moments[0].Pi @ x + loading(1, row["x"]) @ class_mean[0]
-    top_loadings = np.kron(np.ones((n, 1)), loading(2))
+    top_loadings = np.concatenate([loading(2, x) for x in school["x"]])
     mean = mean + top_loadings @ top_mean[0]
     cov = (np.kron(np.eye(n), moments[0].Sigma) + class_loadings @ effects_cov @ class_loadings.T
            + top_loadings @ top_cov @ top_loadings.T)
@@ -292,14 +311,17 @@ def stacked_slope_logp(spec, theta, data: pd.DataFrame) -> float:
     return total
 
 
+@SLOPE_MODELS
 @settings(max_examples=15, deadline=None)
 @given(seed=st.integers(0, 10**6), schools=st.integers(2, 5), max_classes=st.integers(2, 4),
        max_pupils=st.integers(2, 5))
-def test_three_level_density_with_a_random_slope_equals_the_stacked_normal(seed, schools, max_classes, max_pupils):
-    check_density(THREE_LEVEL_SLOPE, stacked_slope_logp, three_level_data(seed, schools, max_classes, max_pupils), seed)
+def test_three_level_density_with_a_random_slope_equals_the_stacked_normal(syntax, seed, schools, max_classes,
+                                                                          max_pupils):
+    check_density(syntax, stacked_slope_logp, three_level_data(seed, schools, max_classes, max_pupils), seed)
 
 
-def test_three_level_slope_density_per_school_and_in_jax_and_pytensor():
+@SLOPE_MODELS
+def test_three_level_slope_density_per_school_and_in_jax_and_pytensor(syntax):
     """LOO's per-school terms are each school's stacked normal, and the sampler's
     PyTensor graph and JAX give the NumPy value."""
     import pytensor
@@ -310,7 +332,7 @@ def test_three_level_slope_density_per_school_and_in_jax_and_pytensor():
 
     data = three_level_data(11, schools=4, max_classes=3, max_pupils=4)
     with pytest.warns(UserWarning, match="units in 'school'"):
-        spec = build_spec(THREE_LEVEL_SLOPE, data, cluster=["class", "school"])
+        spec = build_spec(syntax, data, cluster=["class", "school"])
     theta = random_theta(spec, 3)
     labels = [str(label) for label in spec.data.upper_levels[0].labels]
     per_unit = three_level_unit_log_likelihood(spec, theta[None, None])[0, 0]
@@ -323,10 +345,11 @@ def test_three_level_slope_density_per_school_and_in_jax_and_pytensor():
     assert float(function(theta)) == pytest.approx(expected, rel=1e-10)
 
 
-def test_effects_with_a_random_slope_follow_their_exact_conditional():
+@SLOPE_MODELS
+def test_effects_with_a_random_slope_follow_their_exact_conditional(syntax):
     data = three_level_data(5, schools=3, max_classes=3, max_pupils=4)
     with pytest.warns(UserWarning, match="units in 'school'"):
-        spec = build_spec(THREE_LEVEL_SLOPE, data, cluster=["class", "school"])
+        spec = build_spec(syntax, data, cluster=["class", "school"])
     theta = random_theta(spec, 6)
     levels = spec.layout.levels
     assert list(levels[1].effects) == list(levels[1].nodes) and list(levels[2].effects) == list(levels[2].nodes)
