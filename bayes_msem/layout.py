@@ -10,7 +10,8 @@ connects to level ``k - 1`` below it:
 - the *split* variables, named at both levels, whose part at this level is a
   random intercept of the level below (lavaan's latent decomposition), and
   ``place``, which puts those parts into the positions of the observed
-  variables below;
+  variables below; at level 3 also the random slopes with a part there
+  (``lift`` and ``lifted_slopes`` say which slopes below they move);
 - the level's own observed *outcomes* (observed only at this level);
 - the *cluster effects*: this level's variables that are not observed, one
   value per unit (latent cluster means, between factors, random slopes);
@@ -86,6 +87,30 @@ class LevelLayout:
     # (the level below's random effects x split): puts a slope's part at this level into the slope of every
     # unit below it, as a move of that unit's prior mean (a three-level model's slope over schools)
     lift: np.ndarray = field(default_factory=lambda: np.zeros((0, 0)))
+    # per split part: which of the level below's own random slopes (on its covariates) it is, else -1
+    lifted_slopes: np.ndarray = field(default_factory=_no_indices)
+
+    @property
+    def slope_parts(self) -> tuple[str, ...]:
+        """The split parts that are random slopes of a level below (they move its units' slopes)."""
+        return tuple(n for k, n in enumerate(self.split) if self.lift[:, k].any() or self.lifted_slopes[k] >= 0)
+
+    def unit_lift(self, below_total, covariates, backend):
+        """M_j (units below, the level below's random effects, split): how each
+        split part moves the prior mean of every unit below's random effects.
+        A slope of the rows is moved by its part (``lift``); a slope of the
+        level below on its covariate w moves the node it sits on by w_j times
+        the part, and through that node every effect that depends on it
+        (``below_total`` rows of the effects: (I - A)^-1 of the level below)."""
+        xp = backend.xp
+        columns = []
+        for k, slope in enumerate(self.lifted_slopes):
+            column = xp.zeros((covariates.shape[0], self.lift.shape[0])) + self.lift[:, k][None]
+            if slope >= 0:
+                column = column + covariates[:, self.slope_covariates[slope]][:, None] * \
+                    below_total[:, self.slope_outcomes[slope]][None]
+            columns.append(column)
+        return xp.stack(columns, axis=2)
 
     @property
     def nodes(self) -> tuple[str, ...]:
@@ -151,20 +176,27 @@ def _upper_level(table: ParameterTable, structure: LevelStructure, below: LevelS
     place = np.zeros((rows.n_observed, len(split)))
     place[[rows.observed.index(n) for n in observed_split], np.arange(len(observed_split))] = 1.0
     lift = np.zeros((len(below_effects), len(split)))
-    lift[[below_effects.index(n) for n in slope_parts], len(observed_split) + np.arange(len(slope_parts))] = 1.0
+    lifted_slopes = np.full(len(split), -1)
+    for k, name in enumerate(slope_parts, start=len(observed_split)):
+        if name in below_effects:  # a slope of the rows, with a part in every unit below
+            lift[below_effects.index(name), k] = 1.0
+        else:  # a slope of the level below on its covariate: a part at this level only
+            lifted_slopes[k] = below.slopes.index(name)
     placement = Placement(_int_array(structure.nodes.index(n) for n in split),
                           _int_array(structure.observed.index(n) for n in outcomes), place)
     effects = tuple(n for n in structure.nodes if n not in outcomes)
+    below_slopes = tuple(n for n in below.slopes if n not in split)  # random effects of the level below, not parts
     effect_nodes = _int_array(structure.nodes.index(n) for n in effects)
     slope_covariates, slope_outcomes = _slope_positions(below)
     return LevelLayout(
         structure=structure, name=table.level_name(structure.level), units=units, split=split, outcomes=outcomes,
         placement=placement, effects=effects, effect_nodes=effect_nodes,
         innovations=np.flatnonzero(~structure.fixed_zero_variance()),
-        random_effects=split + below.slopes,
-        random_effect_nodes=_int_array(structure.nodes.index(n) for n in split + below.slopes),
-        random_effect_columns=_int_array([0] * len(split) + [1 + c for c in slope_covariates]),
-        slope_covariates=slope_covariates, slope_outcomes=slope_outcomes, lift=lift)
+        random_effects=split + below_slopes,
+        random_effect_nodes=_int_array(structure.nodes.index(n) for n in split + below_slopes),
+        random_effect_columns=_int_array([0] * len(split)
+                                         + [1 + slope_covariates[below.slopes.index(n)] for n in below_slopes]),
+        slope_covariates=slope_covariates, slope_outcomes=slope_outcomes, lift=lift, lifted_slopes=lifted_slopes)
 
 
 def _slope_positions(structure: LevelStructure) -> tuple[np.ndarray, np.ndarray]:

@@ -446,21 +446,23 @@ def _random_slopes(rows: list[SyntaxRow], n_levels: int) -> tuple[str, ...]:
     not also the name of a variable at level 1. In a three-level model a slope
     named in the level-3 block also varies over level-3 units (its part there
     is a random effect of the school that adds to every class's slope), as in
-    Mplus's THREELEVEL."""
+    Mplus's THREELEVEL; so does a slope written in the level-2 block (a
+    class covariate's effect that varies over schools)."""
     slopes: dict[str, SyntaxRow] = {}
-    level1_names = {n for r in rows if r.level == 1 and r.op != ":=" for n in (r.lhs, r.rhs)}
     for row in rows:
         if row.random is None:
             continue
-        if n_levels < 2 or row.level != 1:
+        if n_levels < 2 or row.level > 2 or (row.level == 2 and n_levels < 3):
             raise _row_error(row, f"random slope {row.random!r} must be in the level: 1 (within) block of a "
-                             "multilevel model", "a random slope varies over clusters; write level: 1 and level: 2 "
-                             "blocks")
+                             "multilevel model, or the level: 2 block of a three-level one",
+                             "a random slope varies over the units of the level above its own; write a block for "
+                             "that level")
         if row.random in slopes:
             raise _row_error(row, f"random slope {row.random!r} is already used on line {slopes[row.random].line}",
                              "give every random slope its own name")
-        if row.random in level1_names:
-            raise _row_error(row, f"{row.random!r} names a random slope and a within-level variable",
+        own_level = {n for r in rows if r.level == row.level and r.op != ":=" for n in (r.lhs, r.rhs)}
+        if row.random in own_level:
+            raise _row_error(row, f"{row.random!r} names a random slope and a variable of its level",
                              "give the slope a name of its own, as in s_x | y ~ x")
         slopes[row.random] = row
     for row in rows:
@@ -474,12 +476,12 @@ def _random_slopes(rows: list[SyntaxRow], n_levels: int) -> tuple[str, ...]:
 
 
 def _slopes_at(rows: list[SyntaxRow], slopes: tuple[str, ...], level: int) -> tuple[str, ...]:
-    """The random slopes with a part at ``level``: all of them at level 2 (they
-    vary over clusters), those the block names above it."""
-    if level == 2:
-        return slopes
+    """The random slopes with a part at ``level``: those written in the block
+    just below (they vary over this level's units) and those of lower blocks
+    that this block names."""
+    written = {r.random: r.level for r in rows if r.random is not None}
     named = {n for r in rows if r.level == level and r.op not in (":=", "|") for n in (r.lhs, r.rhs)}
-    return tuple(s for s in slopes if s in named)
+    return tuple(s for s in slopes if written[s] == level - 1 or (written[s] < level - 1 and s in named))
 
 
 def _apply_centering(rows: list[SyntaxRow], centering: dict[str, str] | None,

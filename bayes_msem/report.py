@@ -157,10 +157,10 @@ def summary_text(result) -> str:
         lines.append("")
         lines.append(f"{level_title(level, table.level_names)}:")
         lines += _block(model_rows[model_rows.level == level])
-        if level == "within" and table.slopes:
+        random = table.rows[table.rows["random"].notna() & (table.rows.level.map(table.level_name) == level)]
+        if len(random):
             above = "level 2" if table.n_levels == 2 else "the levels above"
             lines.append(f"  Random slopes (their means and variances are at {above}):")
-            random = table.rows[table.rows["random"].notna()]
             lines += [f"    {r.random} | {r.lhs} ~ {r.rhs}" for r in random.itertuples()]
     defined = summary[summary.op == ":="]
     if len(defined):

@@ -332,7 +332,7 @@ class FitResult:
             return {}
         units = posterior["unit_effects"].stack(sample=("chain", "draw")).transpose("sample", "unit", "unit_variable")
         names = [str(v) for v in units["unit_variable"].values]
-        parts = [s for s in table.slopes if s in names]
+        parts = [s for s in table.slopes if s in names and s in cluster_draws]  # of the rows' slopes
         if not parts:
             return {}
         upper = self.info["upper_levels"][0]

@@ -252,16 +252,20 @@ def _upper_units(rng, layout: ModelLayout, columns: tuple[str, ...], n_units: in
 
 
 def _cluster_slope_parts(top: LevelLayout, unit_nodes: np.ndarray, clusters: LevelLayout, unit_rows: np.ndarray,
-                        cluster_index: np.ndarray, n_clusters: int) -> np.ndarray:
-    """Each cluster's share of its level-3 unit's slope parts, (clusters, slopes):
-    the unit's part of a slope adds to the slope of every cluster in it."""
+                        cluster_index: np.ndarray, n_clusters: int) -> tuple[np.ndarray, np.ndarray | None]:
+    """Each cluster's share of its level-3 unit's slope parts: what they add to
+    the cluster's slopes of the rows (clusters, row slopes), and the cluster's
+    own slopes on its covariates (clusters, level-2 slopes; None without them):
+    the unit's part of a slope is the same for every cluster in it."""
     unit_of_cluster = np.zeros(n_clusters, dtype=int)
     unit_of_cluster[cluster_index] = unit_rows
     if np.any(unit_of_cluster[cluster_index] != unit_rows):
         raise ValueError("random slopes that vary over level-3 units need clusters nested in those units; "
                          "simulate a crossed design without them")
-    effects = (unit_nodes[:, top.placement.split_at] @ top.lift.T)[unit_of_cluster]  # (clusters, random effects)
-    return effects[:, len(clusters.split):]
+    parts = unit_nodes[:, top.placement.split_at][unit_of_cluster]
+    row_slopes = (parts @ top.lift.T)[:, len(clusters.split):]  # the random effects after the split parts
+    own = [int(np.flatnonzero(top.lifted_slopes == k)[0]) for k in range(len(clusters.structure.slopes))]
+    return row_slopes, (parts[:, own] if own else None)
 
 
 def draw_outcomes(rng: np.random.Generator, theta: np.ndarray, layout: ModelLayout, x: np.ndarray, w: np.ndarray,
@@ -280,7 +284,7 @@ def draw_outcomes(rng: np.random.Generator, theta: np.ndarray, layout: ModelLayo
     between = layout.levels[1].structure if layout.multilevel else None
     b_b, z_b, place = layout.placement
     n_clusters = w.shape[0]
-    top_part, top_slopes = 0.0, 0.0
+    top_part, top_slopes, cluster_slopes = 0.0, 0.0, None
     if upper is not None:  # each level-3 unit's parts, added to its rows (and a slope's to its clusters' slopes)
         unit_rows, v = upper
         top = layout.levels[2]
@@ -288,15 +292,17 @@ def draw_outcomes(rng: np.random.Generator, theta: np.ndarray, layout: ModelLayo
         nodes = (moments.alpha[None, :] + v @ moments.A_x.T
                  + _draw(rng, np.zeros(len(top.nodes)), moments.S, len(v))) @ moments.total.T
         top_part = (nodes[:, top.placement.split_at] @ top.placement.place.T)[unit_rows]
-        if top.lift.any():
-            top_slopes = _cluster_slope_parts(top, nodes, layout.levels[1], unit_rows, cluster_index, n_clusters)
+        if top.slope_parts:
+            top_slopes, cluster_slopes = _cluster_slope_parts(top, nodes, layout.levels[1], unit_rows, cluster_index,
+                                                              n_clusters)
     cluster_part = np.zeros((n_clusters, place.shape[0]))
     z = np.zeros((n_clusters, len(z_b)))
     slope_values = None
     if between is not None:
-        moments = level_moments(theta, between)
+        moments = level_moments(theta, between, slope_values=cluster_slopes)  # A_x per cluster with such slopes
         zeta = _draw(rng, np.zeros(len(between.nodes)), moments.S, n_clusters)
-        nodes = (moments.alpha[None, :] + w @ moments.A_x.T + zeta) @ moments.total.T
+        covariate_part = w @ moments.A_x.T if cluster_slopes is None else np.einsum("jnq,jq->jn", moments.A_x, w)
+        nodes = (moments.alpha[None, :] + covariate_part + zeta) @ moments.total.T
         observed = nodes[:, : between.n_observed]
         cluster_part, z = observed[:, b_b] @ place.T, observed[:, z_b]
         if within.slopes:

@@ -118,3 +118,22 @@ def test_indirect_effect_of_slopes_over_classes_and_schools_adds_both_parts():
                           {2: (np.zeros(0), np.zeros((0, 0))), 3: (np.array([w_mean]), np.array([[w_var]]))})
     found = frame[(frame.type == "indirect") & (frame.effect == "x -> m -> y")]
     assert found["mean"].iloc[0] == pytest.approx(expected)
+
+
+def test_indirect_effect_through_a_class_covariates_slope_over_schools_uses_its_level_3_mean():
+    """z -> m -> y at the class level, the first path a slope varying over schools
+    only: its mean sits at level 3 (E[a] b, no covariance with a fixed path)."""
+    from bayes_msem.effects import effects_table
+    from bayes_msem.matrices import level_structures, parameter_values
+
+    text = "level: 1\n  y ~ x\nlevel: 2\n  a | m ~ z\n  y ~ m\nlevel: 3\n  m ~~ y"
+    table = build_partable(text, cluster=["class", "school"])
+    rows = table.rows
+    theta = np.repeat(np.random.default_rng(4).uniform(0.2, 0.9, size=(1, table.n_free)), 2, axis=0)
+    values = parameter_values(rows, theta)[0]
+    mean_a = values[rows[(rows.lhs == "a") & (rows.op == "~1") & (rows.level == 3)].index[0]]
+    b = values[rows[(rows.lhs == "y") & (rows.op == "~") & (rows.rhs == "m") & (rows.level == 2)].index[0]]
+    empty = (np.zeros(0), np.zeros((0, 0)))
+    frame = effects_table(table, level_structures(table), theta, {2: (np.zeros(1), np.eye(1)), 3: empty})
+    found = frame[(frame.type == "indirect") & (frame.effect == "z -> m -> y")]
+    assert found["mean"].iloc[0] == pytest.approx(mean_a * b)

@@ -134,11 +134,28 @@ def test_random_slopes_are_level2_latent_variables_with_free_mean_and_variance()
     ("level: 1\n y ~ x\nlevel: 2\n s | y ~ w", "must be in the level: 1"),
     ("s | y ~ x", "must be in the level: 1"),
     ("level: 1\n s | y ~ x\n s | y ~ z\nlevel: 2\n y ~~ y", "already used"),
-    ("level: 1\n x | y ~ x\nlevel: 2\n y ~~ y", "names a random slope and a within-level variable"),
+    ("level: 1\n x | y ~ x\nlevel: 2\n y ~~ y", "names a random slope and a variable of its level"),
+    ("level: 1\n y ~ x\nlevel: 2\n z | y ~ z\nlevel: 3\n y ~~ y", "names a random slope and a variable of its"),
+    ("level: 1\n y ~ x\nlevel: 2\n y ~ w\nlevel: 3\n s | y ~ v", "level: 2 block of a three-level one"),
+    ("level: 1\n s | y ~ x\nlevel: 2\n y ~~ s\nlevel: 3\n y ~ s", "random slope 's' as a predictor at level 3"),
 ])
 def test_random_slope_errors(text, words):
     with pytest.raises(ModelSyntaxError, match=words):
-        build_partable(text)
+        build_partable(text, cluster=["class", "school"] if "level: 3" in text else None)
+
+
+def test_slopes_with_a_part_at_level_3_have_their_mean_there():
+    """A rows' slope named in the level-3 block has parts at levels 2 and 3, its
+    mean at level 3 (fixed at 0 at level 2); a class covariate's slope lives at
+    level 3 only, mean and variance free; a slope not named there stays at level 2."""
+    text = "level: 1\n s | y ~ x\n r | y ~ v\nlevel: 2\n t | y ~ z\nlevel: 3\n s ~~ s"
+    table = build_partable(text, cluster=["class", "school"])
+    assert [roles.latent for roles in table.levels[1:]] == [("s", "r"), ("s", "t")]
+    rows = table.rows.set_index(["lhs", "op", "rhs", "level"])
+    assert rows.loc[("s", "~1", "", 2), "ustart"] == 0 and rows.loc[("s", "~1", "", 3), "free"] > 0
+    assert rows.loc[("r", "~1", "", 2), "free"] > 0 and ("r", "~1", "", 3) not in rows.index
+    assert rows.loc[("t", "~1", "", 3), "free"] > 0 and rows.loc[("t", "~~", "t", 3), "free"] > 0
+    assert rows.loc[("y", "~", "z", 2), "ustart"] == 0  # the whole coefficient is the slope t
 
 
 MEDIATION = "level: 1\n m ~ x\n y ~ m\nlevel: 2\n m ~~ y\n y ~ m\n"

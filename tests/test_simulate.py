@@ -178,6 +178,21 @@ def test_three_level_slopes_vary_over_classes_and_schools():
         assert abs(estimate - expected) < 4 * expected * np.sqrt(2 / df)
 
 
+def test_a_class_covariates_slope_varies_over_schools():
+    """z's effect on the classes' y parts varies over schools (t, written in the
+    class block): regressing each school's class means on z gives slopes with
+    mean 0.3 and variance 0.2 (plus noise, 4 SEs)."""
+    syntax = "level: 1\n y ~ x\nlevel: class\n t | y ~ z\nlevel: school\n y ~ w"
+    values = {"y~~y|within": 0.5, "y~~y|class": 0.01, "t~~t|school": 0.2, "t~1|school": 0.3, "y~~y|school": 0.3}
+    data = simulate_data(syntax, values, n_clusters=4000, cluster_size=5, n_units=400, cluster=["class", "school"],
+                         seed=7)
+    means = data.groupby("class")[["y", "z", "school"]].agg({"y": "mean", "z": "first", "school": "first"})
+    slopes = means.groupby("school")[["y", "z"]].apply(lambda rows: np.polyfit(rows.z, rows.y, 1)[0])
+    assert abs(slopes.mean() - 0.3) < 4 * np.sqrt(0.25 / 400)
+    noise = means.groupby("school").z.var().rdiv(0.11 / 9).mean()  # (0.01 + 0.5 / 5) / (9 var z) per school
+    assert abs(slopes.var() - 0.2 - noise) < 4 * (0.2 + noise) * np.sqrt(2 / 399)
+
+
 def test_cross_classified_data_cross_and_have_their_variances():
     """Rows meet a secondary unit at random; with small primary and within
     variances, the secondary units' means vary by sigma_secondary^2."""

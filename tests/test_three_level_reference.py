@@ -217,6 +217,48 @@ def test_random_slope_over_classes_and_schools_matches_lme4():
     assert fit.loo().loo_i.sizes["unit"] == 60
 
 
+CLASS_SLOPE = """level: within
+  y ~ x
+level: class
+  s | y ~ z
+level: school
+  y ~ w
+  y ~~ s
+"""  # z's effect on the classes' y parts varies over schools
+
+
+def test_class_covariates_slope_over_schools_matches_lme4():
+    """A random slope of a class covariate over schools, against lme4 on
+    tests/data/three_level_class_slope_sim.csv (80 schools with 4 to 8 classes
+    of 4 to 12 pupils, text ids, rows shuffled), from (Python, numpy 2)::
+
+        rng = np.random.default_rng(31)
+        for s in range(80):
+            w = rng.normal(); c = rng.multivariate_normal([0, 0], [[0.3, 0.05], [0.05, 0.1]])
+            for k in range(rng.integers(4, 9)):
+                z = rng.normal(); u = rng.normal(0, np.sqrt(0.4))
+                for i in range(rng.integers(4, 13)):
+                    x = rng.normal()
+                    y = 1.0 + 0.5 * x + (0.3 + c[1]) * z + 0.4 * w + c[0] + u + rng.normal()
+                    rows.append((f"sch-{(37 * s) % 101}", f"cls-{(53 * (10 * s + k)) % 997}", x, z, w, y))
+        # rounded to 4 decimals, rows shuffled by rng.permutation
+
+    The reference (tests/data/three_level_class_slope_sim_lme4.csv) is lme4
+    1.1.31 on R 4.2.2, `lmer(y ~ x + z + w + (1 + z | school) + (1 | class),
+    REML = FALSE)` (`Rscript tests/data/make_three_level_class_slope_reference.R`).
+    The fit runs on a copy with the ids relabelled and the rows shuffled again."""
+    data = relabelled(pd.read_csv(DATA / "three_level_class_slope_sim.csv"))
+    fit = bm.Model(CLASS_SLOPE, data, cluster=["class", "school"]).fit(**FULL_RUN)
+    assert_matches_lme4(fit, "three_level_class_slope_sim_lme4.csv", 9)
+    check_convergence(fit, 1.01)
+    assert "s | y ~ z" in str(fit).split("Level 2 [class]")[1].split("Level 3")[0]
+    # each school's slope follows the slope of its class means on z (0.78 measured)
+    schools = fit.cluster_effects().query("level == 'school' and variable == 's'").set_index("cluster")["mean"]
+    means = data.groupby("class").agg(y=("y", "mean"), z=("z", "first"), school=("school", "first"))
+    own = means.groupby("school")[["y", "z"]].apply(lambda rows: np.polyfit(rows.z, rows.y, 1)[0])
+    assert np.corrcoef(schools.loc[own.index], own)[0, 1] > 0.6
+
+
 def check_imputations(fit, truth: pd.Series, holes: pd.Index) -> None:
     """The mean of 20 imputations of each missing y against the value the
     simulation had there (by the data's index label): no bias beyond 4

@@ -237,11 +237,17 @@ def _unit_terms(data, stats, inv_chol_v, residual, top, layouts: tuple[Placement
     return _UnitTerms(residual, whitened, membership, Q, L, chol_b, u)
 
 
+def _has_random_slopes(spec: ModelSpec) -> bool:
+    """Whether a three-level model has random slopes (of the rows' covariates,
+    or of the classes' covariates over schools): the slope engine's case."""
+    return bool(spec.within.slopes or spec.layout.levels[2].slope_parts)
+
+
 def _spec_three_level_logp(spec: ModelSpec, stats, theta, backend, per_unit: bool = False):
     """:func:`three_level_logp` of a spec's model at free parameters ``theta``,
     or with random slopes :func:`~bayes_msem.engines.three_level_slopes.three_level_slopes_logp`
     (``stats`` from :func:`three_level_statistics`)."""
-    if spec.within.slopes:
+    if _has_random_slopes(spec):
         stats = {k: backend.asarray(v) for k, v in stats.items()}
         return three_level_slopes_logp(spec, stats, theta, backend, per_unit=per_unit)
     top = spec.layout.levels[2]
@@ -273,7 +279,7 @@ def three_level_statistics(spec: ModelSpec, per_unit: bool) -> dict[str, np.ndar
     slopes the per-cluster cross-products of the slope engine
     (:func:`~bayes_msem.engines.collapsed_slopes.marginal_statistics`)."""
     data = spec.data
-    if spec.within.slopes:
+    if _has_random_slopes(spec):
         return marginal_statistics(spec)
     if not per_unit:
         return cluster_mean_statistics(data)
@@ -370,7 +376,7 @@ def draw_three_level_effects(spec: ModelSpec, theta_draws: np.ndarray,
 
     if spec.data.has_missing:
         return draw_three_level_missing_effects(spec, theta_draws, rng, unit_effects)
-    if spec.within.slopes:
+    if _has_random_slopes(spec):
         return draw_three_level_slope_effects(spec, theta_draws, rng, unit_effects)
     stats = cluster_mean_statistics(data)
     chains, draws, _ = theta_draws.shape

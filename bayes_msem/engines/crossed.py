@@ -62,10 +62,10 @@ def crossed_supported(spec: ModelSpec) -> tuple[bool, str]:
     if spec.within.slopes_on_nodes:
         return False, ("a random slope on a modelled variable (a latent within part or a factor): cross-classified "
                        "models take random slopes of covariates so far")
-    if spec.layout.levels[2].lift.any():
-        second = [n for n in spec.layout.levels[2].split if n in spec.table.slopes]
-        return False, (f"random slope(s) {', '.join(second)} named in the second classification's block: "
-                       "cross-classified models take random slopes over the first classification, so far")
+    if spec.layout.levels[2].slope_parts:
+        return False, (f"random slope(s) {', '.join(spec.layout.levels[2].slope_parts)} varying over the second "
+                       "classification: cross-classified models take random slopes of level-1 covariates over the "
+                       "first classification, so far")
     problem = outcomes_above_rows(spec, "cross-classified models", "classification")
     if problem:
         return False, problem

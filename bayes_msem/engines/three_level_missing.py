@@ -44,7 +44,7 @@ __all__ = ["three_level_missing_logp", "draw_three_level_missing_effects"]
 
 def _unit_missing_terms(spec: ModelSpec, stats: dict, theta, backend, per_unit: bool) -> UnitPartsTerms:
     xp = backend.xp
-    within, between, top, split, P, top_mean, row_means, _ = level_point(spec, theta, backend)
+    within, between, top, split, P, top_mean, row_means, _, _ = level_point(spec, theta, backend)
     terms = cluster_terms(stats, within, between, spec.layout.levels[1], spec.data.between_covariates, backend,
                           per_unit=per_unit, row_means=row_means)
     membership = unit_membership(spec.data)

@@ -56,6 +56,7 @@ class UnitPartsTerms(NamedTuple):
     chol_b: object
     u: object
     L3: object
+    lift: object = None  # M_j (clusters, e, k) where level 3 has slope parts (:class:`LevelPoint`)
 
 
 def unit_membership(data) -> np.ndarray:
@@ -95,9 +96,10 @@ class LevelPoint(NamedTuple):
     """A three-level model at parameters theta: each level's moments, which
     parts level 3 has (``split``) and where they go in the rows (``P``,
     (p, k)), each level-3 unit's mean parts E c_s (units, k) and each class's
-    row means at those (clusters, p) and the move of its random effects'
-    prior mean (``effect_shift``, (clusters, e): a slope's part; None
-    without slope parts)."""
+    row means at those (clusters, p) and, where level 3 has slope parts, how
+    they move each class's random effects' prior mean (``lift``, M_j:
+    (clusters, e, k)) and that move at E c_s (``effect_shift``, (clusters, e));
+    None without slope parts."""
 
     within: object
     between: object
@@ -107,6 +109,7 @@ class LevelPoint(NamedTuple):
     top_mean: object
     row_means: object
     effect_shift: object
+    lift: object
 
 
 def level_point(spec: ModelSpec, theta, backend) -> LevelPoint:
@@ -114,16 +117,20 @@ def level_point(spec: ModelSpec, theta, backend) -> LevelPoint:
     levels, upper = spec.layout.levels, spec.data.upper_levels[0]
     within = level_moments(theta, spec.within, backend)
     top = level_moments(theta, levels[2].structure, backend)
-    split, P, lift = levels[2].placement.split_at, levels[2].placement.place, levels[2].lift
+    split, P = levels[2].placement.split_at, levels[2].placement.place
+    between = level_moments(theta, levels[1].structure, backend)
     top_mean = unit_parts_mean(top, upper, split)
-    effect_shift = (top_mean @ lift.T)[upper.parent_index] if lift.any() else None
-    return LevelPoint(within, level_moments(theta, levels[1].structure, backend), top, split, P, top_mean,
-                      within.mean[None, :] + (top_mean @ P.T)[upper.parent_index], effect_shift)
+    lift, effect_shift = None, None
+    if levels[2].slope_parts:
+        lift = levels[2].unit_lift(between.total[levels[1].random_effect_nodes], spec.data.between_covariates, backend)
+        effect_shift = backend.xp.einsum("jk,jek->je", top_mean[upper.parent_index], lift)
+    return LevelPoint(within, between, top, split, P, top_mean,
+                      within.mean[None, :] + (top_mean @ P.T)[upper.parent_index], effect_shift, lift)
 
 
 def _unit_slope_terms(spec: ModelSpec, stats: dict, theta, backend) -> UnitPartsTerms:
     xp = backend.xp
-    within, between, top, split, P, top_mean, row_means, effect_shift = level_point(spec, theta, backend)
+    within, between, top, split, P, top_mean, row_means, effect_shift, lift = level_point(spec, theta, backend)
     k = len(split)
     base, terms, factor, v = cluster_marginal(spec, stats, within, between, backend, row_means=row_means,
                                               effect_shift=effect_shift)
@@ -136,29 +143,30 @@ def _unit_slope_terms(spec: ModelSpec, stats: dict, theta, backend) -> UnitParts
                   for c in range(k)], axis=2)  # (J, r, k)
     a = sums @ SP - xp.einsum("jek,je->jk", N, terms.m) - xp.einsum("jrk,jr->jk", W, xp.stack(v, axis=1))
     A = stats["n"][:, None, None] * (P.T @ SP)[None] - xp.einsum("jrk,jrl->jkl", W, W)
-    lift = spec.layout.levels[2].lift
-    if lift.any():
-        a, A = _with_slope_parts(a, A, lift, stats, terms, factor, v, N, W, xp)
+    if lift is not None:
+        a, A = _with_slope_parts(a, A, lift, len(spec.layout.levels[1].random_effects), stats, terms, factor, v,
+                                 N, W, xp)
     membership = unit_membership(spec.data)
     L3, chol_b, u = integrate_unit_parts(top, split, xp.einsum("sj,jkl->skl", membership, A), membership @ a, backend)
-    return UnitPartsTerms(base, top_mean, chol_b, u, L3)
+    return UnitPartsTerms(base, top_mean, chol_b, u, L3, lift)
 
 
-def _with_slope_parts(a, A, lift, stats, terms, factor, v, N, W, xp):
+def _with_slope_parts(a, A, lift, e: int, stats, terms, factor, v, N, W, xp):
     """a_j and A_j with the unit's slope parts, which move the class effects'
-    prior mean by M c~ (M = ``lift``). As a function of that mean the class's
+    prior mean by M_j c~ (``lift``, (clusters, e, k)). As a function of that mean the class's
     marginal density has score Z'V^-1 r = g_j - Q_j' v_j and curvature
     Z'V^-1 Z = H_j - Q_j' Q_j, with H_j = DSD * XX_j and Q_j = C_j^-1 L' H_j;
-    the rows' move P c~ and the mean's move meet in N_j - Q_j' W_j."""
-    e, r = lift.shape[0], len(v)
+    the rows' move P c~ and the mean's move meet in N_j - Q_j' W_j (e: the
+    number of the class's random effects, static for the unrolled solves)."""
+    r = len(v)
     H = stats["xx_effects"].reshape((-1, e, e)) * terms.DSD[None]
     LH = xp.einsum("er,jef->jrf", terms.L, H)
     Q = xp.stack([xp.stack(unrolled_solve_lower(factor, [LH[:, i, f] for i in range(r)]), axis=1)
                   for f in range(e)], axis=2)  # (J, r, e)
     score = terms.g - xp.einsum("jre,jr->je", Q, xp.stack(v, axis=1))
-    cross = xp.einsum("ek,jel->jkl", lift, N - xp.einsum("jre,jrk->jek", Q, W))  # M'(N_j - Q_j'W_j)
-    curvature = xp.einsum("ek,jef,fl->jkl", lift, H - xp.einsum("jre,jrf->jef", Q, Q), lift)
-    return a + score @ lift, A + cross + xp.swapaxes(cross, 1, 2) + curvature
+    cross = xp.einsum("jek,jel->jkl", lift, N - xp.einsum("jre,jrk->jek", Q, W))  # M_j'(N_j - Q_j'W_j)
+    curvature = xp.einsum("jek,jef,jfl->jkl", lift, H - xp.einsum("jre,jrf->jef", Q, Q), lift)
+    return a + xp.einsum("je,jek->jk", score, lift), A + cross + xp.swapaxes(cross, 1, 2) + curvature
 
 
 def three_level_slopes_logp(spec: ModelSpec, stats: dict, theta, backend, per_unit: bool = False):
@@ -209,15 +217,17 @@ def draw_units_and_shifts(spec: ModelSpec, theta_draws: np.ndarray, rng: np.rand
     moves (chains, draws, clusters, p) and (chains, draws, clusters, e)."""
     levels, upper = spec.layout.levels, spec.data.upper_levels[0]
     chains, draws, _ = theta_draws.shape
-    P, lift = levels[2].placement.place, levels[2].lift
+    P = levels[2].placement.place
     top_out = np.empty((chains, draws, upper.n_units, len(levels[2].effects)))
     shifts = np.empty((chains, draws, spec.data.n_clusters, P.shape[0]))
-    effect_shifts = np.empty((chains, draws, spec.data.n_clusters, lift.shape[0]))
+    effect_shifts = np.zeros((chains, draws, spec.data.n_clusters, len(levels[1].random_effects)))
     for c in range(chains):
         for d in range(draws):
             terms = unit_terms(theta_draws[c, d])
             deviations = draw_unit_deviations(rng, terms.chol_b, terms.u, terms.L3)
             top_out[c, d] = unit_effects(theta_draws[c, d], deviations)
             parts = (terms.top_mean + deviations)[upper.parent_index]
-            shifts[c, d], effect_shifts[c, d] = parts @ P.T, parts @ lift.T
+            shifts[c, d] = parts @ P.T
+            if terms.lift is not None:
+                effect_shifts[c, d] = np.einsum("jk,jek->je", parts, terms.lift)
     return top_out, shifts, effect_shifts

@@ -110,7 +110,7 @@ def test_crossed_designs_are_announced_and_take_the_latent_engine():
         bm.Model(on_modelled, data, cluster=["primary", "secondary"])
     over_second = CROSSED.replace("y1 ~ x", "s | y1 ~ x") + "  s ~~ s\n"  # named in the secondary block
     with pytest.warns(UserWarning, match="cross-classified"), pytest.raises(ValueError, match="random slope\\(s\\) s "
-                                                                                          "named in the second"):
+                                                                                          "varying over the second"):
         bm.Model(over_second, data, cluster=["primary", "secondary"])
     with pytest.warns(UserWarning, match="cross-classified"), pytest.raises(DataError, match="'w' is named only in"):
         bm.Model(CROSSED, data.assign(w=np.arange(len(data), dtype=float)), cluster=["primary", "secondary"])

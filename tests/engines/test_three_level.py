@@ -255,8 +255,12 @@ level: 3
 THREE_LEVEL_SCHOOL_SLOPE = THREE_LEVEL_SLOPE + """  s ~ w
   y1 ~~ s
 """
-SLOPE_MODELS = pytest.mark.parametrize("syntax", [THREE_LEVEL_SLOPE, THREE_LEVEL_SCHOOL_SLOPE],
-                                       ids=["slope over classes", "slope over classes and schools"])
+# And the class covariate z's effect on y1 varies over schools (t, a slope written in the class block,
+# with a part at level 3 only), beside the slope of x over classes and schools.
+THREE_LEVEL_CLASS_SLOPE = THREE_LEVEL_SCHOOL_SLOPE.replace("  y1 ~ z\n", "  t | y1 ~ z\n") + "  t ~~ y1\n"
+SLOPE_MODELS = pytest.mark.parametrize(
+    "syntax", [THREE_LEVEL_SLOPE, THREE_LEVEL_SCHOOL_SLOPE, THREE_LEVEL_CLASS_SLOPE],
+    ids=["slope over classes", "slope over classes and schools", "and a class covariate's slope over schools"])
 
 
 def slope_school_moments(spec, theta, school: pd.DataFrame):
@@ -272,10 +276,12 @@ def slope_school_moments(spec, theta, school: pd.DataFrame):
     classes = list(dict.fromkeys(school["class"]))
     n = len(school)
 
-    def loading(level, x=0.0):  # the rows' variables x that level's nodes, for a row whose covariate is x
+    def loading(level, x=0.0, z=0.0):  # the rows' variables x that level's nodes, for a row with covariates x, z
         out = np.array([[float(a == b) for b in levels[level].nodes] for a in names])
         if "s" in levels[level].nodes:  # the slope's part at that level (classes; schools where it varies there)
             out[names.index("y1"), levels[level].nodes.index("s")] = x
+        if "t" in levels[level].nodes:  # the school's slope of its classes' y1 parts on z
+            out[names.index("y1"), levels[level].nodes.index("t")] = z
         return out
 
     top_mean, top_cov = moments[2].node_moments(school[list(levels[2].structure.covariates)].to_numpy(float)[:1])
@@ -290,7 +296,7 @@ def slope_school_moments(spec, theta, school: pd.DataFrame):
         class_loadings[i * p:(i + 1) * p, c * k:(c + 1) * k] = loading(1, row["x"])
         x = row[list(levels[0].structure.covariates)].to_numpy(float)
         mean[i * p:(i + 1) * p] = moments[0].mean + moments[0].Pi @ x + loading(1, row["x"]) @ class_mean[0]
-    top_loadings = np.concatenate([loading(2, x) for x in school["x"]])
+    top_loadings = np.concatenate([loading(2, x, z) for x, z in zip(school["x"], school["z"])])
     mean = mean + top_loadings @ top_mean[0]
     cov = (np.kron(np.eye(n), moments[0].Sigma) + class_loadings @ effects_cov @ class_loadings.T
            + top_loadings @ top_cov @ top_loadings.T)
