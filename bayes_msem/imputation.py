@@ -24,7 +24,7 @@ from dataclasses import replace
 import numpy as np
 import pandas as pd
 
-from bayes_msem.matrices import level_moments, psd_root
+from bayes_msem.matrices import NUMPY_BACKEND, level_moments, psd_root
 from bayes_msem.simulate import categorize
 
 __all__ = ["impute", "row_means", "row_moments"]
@@ -109,6 +109,8 @@ def row_moments(spec, theta: np.ndarray, effects: np.ndarray | None,
     clusters = spec.layout.levels[1]
     names, at = list(clusters.effects), data.cluster_index
     Sigma = within.Sigma
+    if len(spec.layout.levels) > 2 and spec.layout.levels[2].slope_parts:
+        effects = _with_unit_slope_parts(spec, theta, effects, unit_effects)
     if spec.within.slopes:
         own = level_moments(theta, spec.within, slope_values=effects[:, [names.index(s) for s in spec.within.slopes]])
         cluster_mean = np.zeros((data.n_clusters, spec.within.n_observed)) + own.mean  # a cluster axis where slopes have one
@@ -122,6 +124,22 @@ def row_moments(spec, theta: np.ndarray, effects: np.ndarray | None,
             raise ValueError("a model with more than two levels needs the level-3 units' effects (unit_effects)")
         mean = mean + _placed_parts(spec.layout.levels[2], unit_effects, spec.data.upper_levels[0].row_index)
     return mean, Sigma
+
+
+def _with_unit_slope_parts(spec, theta: np.ndarray, effects: np.ndarray, unit_effects: np.ndarray | None) -> np.ndarray:
+    """The clusters' effects (clusters, cluster variables) with their level-3
+    unit's slope parts added to the random effects they move (M_j c_s, the
+    layout's ``unit_lift``): each cluster's own slopes, and its split parts
+    moved by a slope of its covariate."""
+    if unit_effects is None:
+        raise ValueError("a model with more than two levels needs the level-3 units' effects (unit_effects)")
+    clusters, top = spec.layout.levels[1], spec.layout.levels[2]
+    between = level_moments(theta, clusters.structure)
+    lift = top.unit_lift(between.total[clusters.random_effect_nodes], spec.data.between_covariates, NUMPY_BACKEND)
+    parts = unit_effects[:, [list(top.effects).index(n) for n in top.split]][spec.data.upper_levels[0].parent_index]
+    out = np.array(effects, dtype=float)
+    out[:, [list(clusters.effects).index(n) for n in clusters.random_effects]] += np.einsum("jk,jek->je", parts, lift)
+    return out
 
 
 def _placed_parts(level, effects: np.ndarray, row_unit: np.ndarray) -> np.ndarray:

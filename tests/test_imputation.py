@@ -167,19 +167,26 @@ def units_and_effects(spec, rng):
     return effects, unit_effects, by_label
 
 
-def test_three_level_rows_are_imputed_around_their_class_and_school():
+# s also varies over schools, and z's effect on the classes' y parts (t) too
+SCHOOL_SLOPES = "level: 1\n  s | y ~ x\nlevel: 2\n  t | y ~ z\n  y ~~ s\nlevel: 3\n  y ~ w\n  s ~~ s\n  t ~~ y"
+
+
+@pytest.mark.parametrize("syntax", [THREE_LEVEL_SLOPE, SCHOOL_SLOPES])
+def test_three_level_rows_are_imputed_around_their_class_and_school(syntax):
     """A row's mean adds its class's parts and slope and its school's parts,
-    by label (rows shuffled, text ids): y_i = b_class[y] + b_class[s] x_i +
-    c_school[y]; the drawn holes scatter around it with the pupils' variance."""
+    by label (rows shuffled, text ids): y_i = b_class[y] + (b_class[s] +
+    c_school[s]) x_i + c_school[t] z_class + c_school[y], a school's parts absent
+    where the model has none; the drawn holes scatter around it with the
+    pupils' variance."""
     frame = pd.read_csv(DATA / "three_level_slope_sim.csv").sample(frac=0.3, random_state=2)
     frame.loc[frame.index[::4], "y"] = np.nan
-    spec = bm.Model(THREE_LEVEL_SLOPE, frame, cluster=["class", "school"]).spec
+    spec = bm.Model(syntax, frame, cluster=["class", "school"]).spec
     rng = np.random.default_rng(5)
     theta = np.abs(rng.normal(size=len(parameter_names(spec)))) + 0.5
     effects, unit_effects, (classes, schools) = units_and_effects(spec, rng)
     rows = frame.loc[spec.data.row_labels]
-    expected = [classes[c]["y"] + classes[c]["s"] * x + schools[k]["y"]
-                for c, k, x in zip(rows["class"], rows["school"], rows["x"])]
+    expected = [classes[c]["y"] + (classes[c]["s"] + schools[k].get("s", 0.0)) * x + schools[k].get("t", 0.0) * z
+                + schools[k]["y"] for c, k, x, z in zip(rows["class"], rows["school"], rows["x"], rows["z"])]
     np.testing.assert_allclose(row_means(spec, theta, effects, unit_effects)[:, 0], expected, rtol=1e-12)
     y, _ = _completed(spec, theta, effects, rng, unit_effects=unit_effects)
     holes = np.isnan(spec.data.within_outcomes[:, 0])

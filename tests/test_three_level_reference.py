@@ -217,6 +217,22 @@ def test_random_slope_over_classes_and_schools_matches_lme4():
     assert fit.loo().loo_i.sizes["unit"] == 60
 
 
+def test_slope_over_classes_and_schools_with_missing_values_matches_lme4_on_the_complete_cases():
+    """The data of test_random_slope_over_classes_and_schools_matches_lme4 with
+    y missing wherever x > 1 (MAR given x), by full information, against lme4
+    on the complete cases (the same ML fit with one outcome and complete
+    covariates; tests/data/three_level_school_slope_sim_holes_lme4.csv,
+    `Rscript tests/data/make_three_level_school_slope_reference.R holes`); the
+    imputations of the holes are calibrated against the simulation's values."""
+    complete = pd.read_csv(DATA / "three_level_school_slope_sim.csv")
+    data = complete.assign(y=complete.y.where(complete.x <= 1))
+    fit = bm.Model(SCHOOL_SLOPE, data, cluster=["class", "school"]).fit(**SHUFFLED_RUN)
+    assert_matches_lme4(fit, "three_level_school_slope_sim_holes_lme4.csv", 11)
+    check_convergence(fit, 1.02)
+    assert fit.info["missing"]["counts"] == {"y": int((complete.x > 1).sum())}
+    check_imputations(fit, complete["y"], data.index[data.y.isna()])
+
+
 CLASS_SLOPE = """level: within
   y ~ x
 level: class

@@ -260,13 +260,9 @@ def _three_level_supported(spec) -> tuple[bool, str]:
     if spec.within.slopes_on_nodes:
         return False, ("a random slope on a modelled within variable (a latent within part or a factor): "
                        "three-level models take random slopes on observed covariates, so far")
-    slope_parts = spec.layout.levels[2].slope_parts
     if spec.between.slopes_on_nodes:
         return False, ("a random slope on a modelled level-2 variable: three-level models take random slopes of "
                        "covariates, so far")
-    if slope_parts and spec.data.has_missing:
-        return False, (f"missing values with random slopes that vary over level-3 units ({', '.join(slope_parts)}): "
-                       "three-level models take one or the other, so far")
     problem = outcomes_above_rows(spec, "three-level models", "level")
     if problem:
         return False, problem

@@ -65,7 +65,7 @@ def masked_inverse(Sigma, masks: np.ndarray, backend=NUMPY_BACKEND):
 
 def cluster_terms(stats: dict, within: LevelMoments, between: LevelMoments | None, level: LevelLayout | None,
                   w: np.ndarray, backend=NUMPY_BACKEND, per_unit: bool = False, with_loglik: bool = True,
-                  row_means=None) -> dict:
+                  row_means=None, effect_shift=None) -> dict:
     """The pieces of the module docstring's formula: ``loglik``, summed over
     units (or per unit, ``per_unit``; left out with ``with_loglik=False``), and
     where there are random effects ``mu_u``, ``L``, ``chol_M`` and ``h`` per unit
@@ -81,7 +81,14 @@ def cluster_terms(stats: dict, within: LevelMoments, between: LevelMoments | Non
 
     No array is indexed by pattern inside: sums over patterns are products
     with the (units x G) counts, whose gradients stay matrix products (a
-    gather by pattern and its scatter-add gradient took twice as long under JAX)."""
+    gather by pattern and its scatter-add gradient took twice as long under JAX).
+
+    ``effect_shift`` (units, e), where given, moves the random effects' prior
+    mean (a three-level model's slope parts of the unit above); the terms then
+    also hold how the log density changes when that mean moves by d:
+    ``mean_score`` g_j - Q_j'v_j, ``mean_precision`` A_j - Q_j'Q_j and, with
+    the row move s, ``shift_mean_cross`` F_j' - H_j'Q_j (units, p, e), where
+    Q_j = C_j^-1 L' A_j: log p gains d'score - 1/2 d'precision d - s'cross d."""
     xp = backend.xp
     units, p = stats["n"].shape[0], stats["patterns"].shape[1]
     means = xp.zeros((units, p)) + within.mean[None, :] if row_means is None else row_means
@@ -107,6 +114,8 @@ def cluster_terms(stats: dict, within: LevelMoments, between: LevelMoments | Non
         return {"loglik": total(loglik), "shift_score": score, "shift_precision": precision}
     A, g0, F = _effects_data(stats, within, rows["K"], level, backend, means, row_sums=shifts)
     mu_u, Sigma_u = prior
+    if effect_shift is not None:
+        mu_u = mu_u + effect_shift
     # the rows' density above is at the effects' value 0; shift it to their prior mean mu_u
     Am = xp.einsum("jkl,jl->jk", A, mu_u)
     loglik = loglik + xp.sum(mu_u * g0, axis=1) - 0.5 * xp.sum(mu_u * Am, axis=1)
@@ -132,6 +141,16 @@ def cluster_terms(stats: dict, within: LevelMoments, between: LevelMoments | Non
             Ht = small_cholesky_solve(M[:, None], LtF, e, xp)[1]
         terms["shift_score"] = (score - xp.einsum("jep,je->jp", F, mu_u) - xp.einsum("jpe,je->jp", Ht, v))
         terms["shift_precision"] = precision - xp.einsum("jpe,jqe->jpq", Ht, Ht)
+    if effect_shift is not None:
+        LtA = xp.einsum("ab,jaf->jfb", L, A) if L.ndim == 2 else xp.einsum("jab,jaf->jfb", L, A)
+        if xp is np:
+            Qt = np.swapaxes(np.linalg.solve(chol_M, np.swapaxes(LtA, 1, 2)), 1, 2)  # (J, e, e): Q_j'
+        else:
+            Qt = small_cholesky_solve(M[:, None], LtA, e, xp)[1]
+        terms["mean_score"] = g - xp.einsum("jfe,je->jf", Qt, v)
+        terms["mean_precision"] = A - xp.einsum("jfe,jge->jfg", Qt, Qt)
+        if shifts:
+            terms["shift_mean_cross"] = xp.swapaxes(F, 1, 2) - xp.einsum("jpr,jfr->jpf", Ht, Qt)
     return terms
 
 
@@ -333,7 +352,8 @@ def missing_unit_log_likelihood(spec, theta_draws: np.ndarray) -> np.ndarray:
 
 
 def draw_missing_cluster_effects(spec, theta_draws: np.ndarray, seed: int | None,
-                                 row_shifts: np.ndarray | None = None) -> np.ndarray:
+                                 row_shifts: np.ndarray | None = None,
+                                 effect_shifts: np.ndarray | None = None) -> np.ndarray:
     """Every cluster's between effects drawn from their exact conditional given
     the cluster's observed values, once per posterior draw: (chains, draws,
     clusters, cluster variables). First the random effects u_j (the split
@@ -341,7 +361,9 @@ def draw_missing_cluster_effects(spec, theta_draws: np.ndarray, seed: int | None
     (Gaussian with precision Sigma_u^-1 + A_j), then the other cluster effects
     given u_j and the observed level-2 outcomes. ``row_shifts`` (chains,
     draws, clusters, p) moves each cluster's row means (a three-level model:
-    its level-3 unit's parts in that draw)."""
+    its level-3 unit's parts in that draw); ``effect_shifts`` (chains, draws,
+    clusters, e) moves the random effects' prior mean (its unit's slope
+    parts), and the cluster's own parts are returned, without them."""
     rng = np.random.default_rng(seed)
     stats = missing_statistics(spec)
     clusters = spec.layout.levels[1]
@@ -361,9 +383,12 @@ def draw_missing_cluster_effects(spec, theta_draws: np.ndarray, seed: int | None
         for d in range(draws):
             within, between = _moments(spec, theta_draws[c, d])
             means = None if row_shifts is None else within.mean[None, :] + row_shifts[c, d]
+            shift = None if effect_shifts is None else effect_shifts[c, d]
             terms = cluster_terms(stats, within, between, clusters, w, per_unit=True, with_loglik=False,
-                                  row_means=means)
+                                  row_means=means, effect_shift=shift)
             u = _draw_random_effects(rng, terms, r, len(w))
+            if shift is not None:
+                u = u - shift  # the cluster's own parts
             node_mean, node_cov = between.node_moments(w)  # (J, nodes), (nodes, nodes)
             values = np.concatenate([u, stats["z"]], axis=1) if len(z_nodes) else u
             residual = given_observed * (values - node_mean[:, given])

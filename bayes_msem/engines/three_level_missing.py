@@ -44,13 +44,20 @@ __all__ = ["three_level_missing_logp", "draw_three_level_missing_effects"]
 
 def _unit_missing_terms(spec: ModelSpec, stats: dict, theta, backend, per_unit: bool) -> UnitPartsTerms:
     xp = backend.xp
-    within, between, top, split, P, top_mean, row_means, _, _ = level_point(spec, theta, backend)
+    within, between, top, split, P, top_mean, row_means, effect_shift, lift = level_point(spec, theta, backend)
     terms = cluster_terms(stats, within, between, spec.layout.levels[1], spec.data.between_covariates, backend,
-                          per_unit=per_unit, row_means=row_means)
+                          per_unit=per_unit, row_means=row_means, effect_shift=effect_shift)
+    score = terms["shift_score"] @ P
+    precision = xp.einsum("pa,jpq,qb->jab", P, terms["shift_precision"], P)
+    if lift is not None:  # slope parts also move the class effects' prior mean by M_j c~
+        cross = xp.einsum("pa,jpe,jek->jak", P, terms["shift_mean_cross"], lift)
+        score = score + xp.einsum("je,jek->jk", terms["mean_score"], lift)
+        precision = (precision + cross + xp.swapaxes(cross, 1, 2)
+                     + xp.einsum("jek,jef,jfl->jkl", lift, terms["mean_precision"], lift))
     membership = unit_membership(spec.data)
-    precision = xp.einsum("sj,pa,jpq,qb->sab", membership, P, terms["shift_precision"], P)
-    L3, chol_b, u = integrate_unit_parts(top, split, precision, membership @ (terms["shift_score"] @ P), backend)
-    return UnitPartsTerms(terms["loglik"], top_mean, chol_b, u, L3)
+    L3, chol_b, u = integrate_unit_parts(top, split, xp.einsum("sj,jab->sab", membership, precision),
+                                         membership @ score, backend)
+    return UnitPartsTerms(terms["loglik"], top_mean, chol_b, u, L3, lift)
 
 
 def three_level_missing_logp(spec: ModelSpec, stats: dict, theta, backend, per_unit: bool = False):
@@ -74,8 +81,9 @@ def draw_three_level_missing_effects(spec: ModelSpec, theta_draws: np.ndarray, r
     then each class's effects given its rows moved by P c_s
     (:func:`~bayes_msem.engines.missing.draw_missing_cluster_effects`)."""
     stats = missing_statistics(spec)
-    top_out, shifts, _ = draw_units_and_shifts(
+    top_out, shifts, effect_shifts = draw_units_and_shifts(
         spec, theta_draws, rng, unit_effects,
         lambda theta: _unit_missing_terms(spec, stats, theta, NUMPY_BACKEND, per_unit=False))
-    middle_out = draw_missing_cluster_effects(spec, theta_draws, int(rng.integers(2**32)), row_shifts=shifts)
+    middle_out = draw_missing_cluster_effects(spec, theta_draws, int(rng.integers(2**32)), row_shifts=shifts,
+                                              effect_shifts=effect_shifts)
     return middle_out, top_out

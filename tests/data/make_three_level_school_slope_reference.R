@@ -1,7 +1,11 @@
 # Reference for tests/test_three_level_reference.py's random slope over classes and schools (lme4, ML):
 #   Rscript tests/data/make_three_level_school_slope_reference.R
+# and on the complete cases of the same data with y missing where x > 1:
+#   Rscript tests/data/make_three_level_school_slope_reference.R holes
 library(lme4)
+holes <- identical(commandArgs(trailingOnly = TRUE), "holes")
 d <- read.csv("tests/data/three_level_school_slope_sim.csv")
+if (holes) d$y[d$x > 1] <- NA
 m <- lmer(y ~ x + z + w + (1 + x | school) + (1 + x | class), data = d, REML = FALSE)
 fe <- fixef(m); fse <- sqrt(diag(vcov(m)))
 pr <- confint(m, method = "profile", oldNames = FALSE); vc <- as.data.frame(VarCorr(m))
@@ -24,4 +28,5 @@ out <- data.frame(
   est = c(fe["(Intercept)"], fe["x"], fe["z"], fe["w"], sigma(m)^2, k$est, s$est),
   se = c(fse["(Intercept)"], fse["x"], fse["z"], fse["w"], se_var("sigma"), k$se, s$se))
 print(out, digits = 10)
-write.csv(out, "tests/data/three_level_school_slope_sim_lme4.csv", row.names = FALSE)
+write.csv(out, if (holes) "tests/data/three_level_school_slope_sim_holes_lme4.csv" else
+          "tests/data/three_level_school_slope_sim_lme4.csv", row.names = FALSE)

@@ -17,6 +17,7 @@ from bayes_msem.matrices import NUMPY_BACKEND, jax_backend
 from bayes_msem.spec import build_spec
 from engines.test_three_level import (
     THREE_LEVEL,
+    THREE_LEVEL_CLASS_SLOPE,
     THREE_LEVEL_SLOPE,
     assert_draws_follow,
     check_density,
@@ -28,6 +29,9 @@ from engines.test_three_level import (
 )
 
 OUTCOMES = ["y1", "y2", "y3"]
+# a slope over classes; and slopes over schools (of x, over classes and schools; of the class covariate z)
+SLOPE_MODELS = pytest.mark.parametrize("syntax", [THREE_LEVEL_SLOPE, THREE_LEVEL_CLASS_SLOPE],
+                                       ids=["slope over classes", "slopes over schools"])
 
 
 def with_holes(data: pd.DataFrame, seed: int, rate: float) -> pd.DataFrame:
@@ -58,13 +62,14 @@ def test_density_with_holes_equals_the_stacked_normal_of_the_observed_values(see
     check_density(THREE_LEVEL, stacked_logp, data, seed)
 
 
+@SLOPE_MODELS
 @settings(max_examples=15, deadline=None)
 @given(seed=st.integers(0, 10**6), schools=st.integers(2, 5), max_classes=st.integers(2, 4),
        max_pupils=st.integers(2, 5), rate=st.floats(0.05, 0.5))
-def test_density_with_holes_and_a_random_slope_equals_the_stacked_normal(seed, schools, max_classes, max_pupils,
-                                                                         rate):
+def test_density_with_holes_and_a_random_slope_equals_the_stacked_normal(syntax, seed, schools, max_classes,
+                                                                         max_pupils, rate):
     data = with_holes(three_level_data(seed, schools, max_classes, max_pupils), seed, rate)
-    check_density(THREE_LEVEL_SLOPE, stacked_slope_logp, data[data.columns.drop("y3")], seed)
+    check_density(syntax, stacked_slope_logp, data[data.columns.drop("y3")], seed)
 
 
 def test_each_schools_observed_density_and_jax():
@@ -73,7 +78,8 @@ def test_each_schools_observed_density_and_jax():
     from bayes_msem.engines.collapsed import three_level_unit_log_likelihood
 
     data = with_holes(three_level_data(11, schools=4, max_classes=3, max_pupils=4), 12, 0.3)
-    for syntax, stacked in ((THREE_LEVEL, stacked_logp), (THREE_LEVEL_SLOPE, stacked_slope_logp)):
+    for syntax, stacked in ((THREE_LEVEL, stacked_logp), (THREE_LEVEL_SLOPE, stacked_slope_logp),
+                            (THREE_LEVEL_CLASS_SLOPE, stacked_slope_logp)):
         spec = spec_with_holes(syntax, data)
         theta = random_theta(spec, 3)
         labels = [str(label) for label in spec.data.upper_levels[0].labels]
@@ -85,10 +91,11 @@ def test_each_schools_observed_density_and_jax():
         assert float(collapsed_logp(spec, theta, jax_backend())) == pytest.approx(expected, rel=1e-10)
 
 
-def test_effects_with_holes_follow_their_exact_conditional():
+@SLOPE_MODELS
+def test_effects_with_holes_follow_their_exact_conditional(syntax):
     """Classes' intercepts and slopes and schools' parts given the observed values only."""
     data = with_holes(three_level_data(5, schools=3, max_classes=3, max_pupils=4), 6, 0.3).drop(columns="y3")
-    spec = spec_with_holes(THREE_LEVEL_SLOPE, data)
+    spec = spec_with_holes(syntax, data)
     theta = random_theta(spec, 6)
     names = list(spec.within.observed)
 
