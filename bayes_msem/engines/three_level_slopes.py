@@ -25,6 +25,16 @@ and integrating c~ ~ N(0, L3 L3') as in :func:`~bayes_msem.engines.collapsed.thr
 
 A gradient costs O(classes r^3 + units k^3), r random effects per class and
 k level-3 parts, whatever the number of rows.
+
+A slope can have a part at level 3 too: a slope of the rows named in the
+level-3 block, or a class covariate's slope written in the level-2 block.
+Such a part does not move the rows directly (its column of P is zero) but the
+prior mean of the class's random effects, by M_j c~ (the layout's
+``unit_lift``: 1 at the slope for a slope of the rows, z_j times the class
+level's (I - A)^-1 column of the variable it sits on for a class covariate's
+slope). The class's marginal density is Gaussian in that mean too, so a_j and
+A_j gain its score, its curvature and their cross term with the rows' move
+(:func:`_with_slope_parts`), and the units' parts integrate out as before.
 """
 
 from __future__ import annotations
