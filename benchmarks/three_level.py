@@ -16,7 +16,9 @@ its Stan compilation too). brms runs where `Rscript` with brms is installed
 covariance 0.05 with the class intercept; brms ``(1 + x | school:class) +
 (1 | school)``); ``--crossed`` makes the two id columns cross instead of nest
 (every pupil meets a random secondary school; brms ``(1 | class) + (1 |
-school)``), fitted by the latent engine.
+school)``), fitted by the latent engine. ``--school-slope`` lets the slope of
+x vary over schools too (variance 0.15, covariance 0.06 with the school
+intercept; brms ``(1 + x | school) + (1 + x | school:class)``).
 """
 
 from __future__ import annotations
@@ -67,8 +69,12 @@ level: 3
   y ~ w
 """
 
+MODELS = {"nested": MODEL, "crossed": MODEL, "slope": SLOPE_MODEL,
+          "school slope": SLOPE_MODEL + "  y ~~ s\n"}  # s named at level 3: it varies over schools too
+
 BRMS_FORMULAS = {"nested": "y ~ x + z + w + (1 | school/class)",
                  "slope": "y ~ x + z + w + (1 + x | school:class) + (1 | school)",
+                 "school slope": "y ~ x + z + w + (1 + x | school:class) + (1 + x | school)",
                  "crossed": "y ~ x + z + w + (1 | class) + (1 | school)"}
 
 
@@ -83,9 +89,13 @@ def simulate_three_level(schools: int = 100, classes: int = 10, pupils: int = 20
     w = rng.standard_normal(schools)
     z = rng.standard_normal(schools * classes)
     x = rng.standard_normal(len(school))
-    u_cov = [[0.5, 0.05], [0.05, 0.1]] if design == "slope" else [[0.5, 0.0], [0.0, 0.0]]  # no slope: intercepts alone
+    sloped = design in ("slope", "school slope")
+    u_cov = [[0.5, 0.05], [0.05, 0.1]] if sloped else [[0.5, 0.0], [0.0, 0.0]]  # no slope: intercepts alone
     u = rng.multivariate_normal([0, 0], u_cov, schools * classes)
-    y = (1 + 0.5 * x + 0.3 * z[klass] + 0.4 * w[school] + rng.normal(0, np.sqrt(0.3), schools)[school]
+    c_cov = [[0.3, 0.06], [0.06, 0.15]] if design == "school slope" else [[0.3, 0.0], [0.0, 0.0]]
+    c = rng.multivariate_normal([0, 0], c_cov, schools) if design == "school slope" else \
+        np.column_stack([rng.normal(0, np.sqrt(0.3), schools), np.zeros(schools)])
+    y = (1 + 0.5 * x + 0.3 * z[klass] + 0.4 * w[school] + c[school, 0] + c[school, 1] * x
          + u[klass, 0] + u[klass, 1] * x + rng.standard_normal(len(school)))
     return pd.DataFrame({"school": school, "class": klass, "x": x, "z": z[klass], "w": w[school], "y": y})
 
@@ -96,7 +106,7 @@ def fit_bayes_msem(data: pd.DataFrame, design: str = "nested") -> dict:
     start = time.perf_counter()
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        model = bm.Model(SLOPE_MODEL if design == "slope" else MODEL, data, cluster=["class", "school"])
+        model = bm.Model(MODELS[design], data, cluster=["class", "school"])
         fit = model.fit(1000, tune=1000, random_seed=1, progressbar=False)
         summary = fit.summary()
     wall = time.perf_counter() - start
@@ -128,8 +138,10 @@ def main() -> None:
     parser.add_argument("--no-brms", action="store_true")
     parser.add_argument("--random-slope", action="store_true")
     parser.add_argument("--crossed", action="store_true")
+    parser.add_argument("--school-slope", action="store_true")
     args = parser.parse_args()
-    design = "crossed" if args.crossed else "slope" if args.random_slope else "nested"
+    design = ("crossed" if args.crossed else "school slope" if args.school_slope else "slope" if args.random_slope
+              else "nested")
     data = simulate_three_level(args.schools, args.classes, args.pupils, design=design)
     ours = fit_bayes_msem(data, design)
     rows = {f"bayes-msem ({ours['engine']}, numpyro)": ours}
