@@ -298,7 +298,10 @@ class FitResult:
         and its own indirect effect along every within-level path with a random
         slope (a_j * b_j): posterior mean, sd, 95% interval and cluster size
         (rows). In a three-level model also each level-3 unit's, with a
-        ``level`` column naming each level's cluster column."""
+        ``level`` column naming each level's cluster column; each level lists
+        its own part of a variable, and where a slope varies over level-3
+        units too, ``"s (own)"`` gives each cluster's whole slope (its part
+        plus its unit's)."""
         posterior = self.idata.posterior
         if "cluster_effects" not in posterior:
             raise ValueError("a single-level model has no cluster effects")
@@ -320,8 +323,10 @@ class FitResult:
             return {}
         values = parameter_values(self.table, self.theta_draws())
         found = [p for p in paths(regression_edges(table, 1)) if any(e.slope for e in p)]
-        own = {**cluster_draws, **self._slopes_with_unit_parts(table, cluster_draws)}
-        return {path_name(p): cluster_path_draws(p, values, own) for p in found}
+        whole = self._slopes_with_unit_parts(table, cluster_draws)
+        own = {**cluster_draws, **whole}
+        return {**{f"{s} (own)": draws for s, draws in whole.items()},
+                **{path_name(p): cluster_path_draws(p, values, own) for p in found}}
 
     def _slopes_with_unit_parts(self, table, cluster_draws: dict) -> dict[str, np.ndarray]:
         """Each cluster's own random slopes, (samples, clusters), where a slope

@@ -214,6 +214,11 @@ def test_random_slope_over_classes_and_schools_matches_lme4():
     assert schools.mean() == pytest.approx(mean_slope, abs=0.02)
     own = data.groupby("school")[["x", "y"]].apply(lambda rows: np.polyfit(rows.x, rows.y, 1)[0])
     assert np.corrcoef(schools.loc[own.index], own)[0, 1] > 0.8
+    # a class's whole slope, "s (own)", is its part plus its school's, draw by draw (so also in the mean)
+    whole = fit.cluster_effects().query("variable == 's (own)'").set_index("cluster")["mean"]
+    school_of = data.groupby("class")["school"].first().loc[whole.index]
+    classes = effects.loc[effects.level == "class", "mean"].loc[whole.index]
+    np.testing.assert_allclose(whole, classes + schools.loc[school_of].to_numpy(), atol=1e-10)
     assert fit.loo().loo_i.sizes["unit"] == 60
 
 
