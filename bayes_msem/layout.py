@@ -174,7 +174,9 @@ def _upper_level(table: ParameterTable, structure: LevelStructure, below: LevelS
     split = observed_split + slope_parts
     outcomes = tuple(n for n in structure.observed if n not in split)
     place = np.zeros((rows.n_observed, len(split)))
-    place[[rows.observed.index(n) for n in observed_split], np.arange(len(observed_split))] = 1.0
+    # (a level-2 outcome's part at level 3 has no row variable to go into: the engines refuse it)
+    of_rows = [k for k, n in enumerate(observed_split) if n in rows.observed]
+    place[[rows.observed.index(observed_split[k]) for k in of_rows], of_rows] = 1.0
     lift = np.zeros((len(below_effects), len(split)))
     lifted_slopes = np.full(len(split), -1)
     for k, name in enumerate(slope_parts, start=len(observed_split)):

@@ -268,7 +268,7 @@ def posterior_predictive_check(spec, theta_draws: np.ndarray, *, n_draws: int = 
         for s in picked[start:start + batch]:
             within = level_moments(theta[s], spec.within)
             between = level_moments(theta[s], between_structure) if between_structure is not None else _EMPTY_BETWEEN
-            Y, Z = draw_outcomes(rng, theta[s], spec.layout, data.within_covariates, data.between_covariates,
+            Y, Z, _ = draw_outcomes(rng, theta[s], spec.layout, data.within_covariates, data.between_covariates,
                                  data.cluster_index)
             replicate = _with_outcomes(data, Y, Z)
             stats = cluster_mean_statistics(replicate)
@@ -305,7 +305,7 @@ def _check_with_missing_values(spec, theta: np.ndarray, rng: np.random.Generator
     holes_y, holes_z = np.isnan(data.within_outcomes), np.isnan(data.between_outcomes)
     chi2_obs, chi2_rep, rep_covariances = [], [], []
     for values in theta:
-        Y, Z = draw_outcomes(rng, values, spec.layout, data.within_covariates, data.between_covariates,
+        Y, Z, _ = draw_outcomes(rng, values, spec.layout, data.within_covariates, data.between_covariates,
                              data.cluster_index)
         replicate = replace(data, within_outcomes=np.where(holes_y, np.nan, Y),
                             between_outcomes=np.where(holes_z, np.nan, Z))

@@ -86,7 +86,7 @@ def ordinal_predictive_check(spec, theta_draws: np.ndarray, *, n_draws: int = 50
     observed = all_cells((data.within_outcomes, data.between_outcomes))
     replicated = np.empty((len(picked), len(observed)))
     for r, s in enumerate(picked):
-        Y, Z = draw_outcomes(rng, theta[s], spec.layout, data.within_covariates, data.between_covariates,
+        Y, Z, _ = draw_outcomes(rng, theta[s], spec.layout, data.within_covariates, data.between_covariates,
                              data.cluster_index)
         replicated[r] = all_cells(categorize_outcomes(Y, Z, spec.table, spec.layout, theta[s]))
     expected = np.maximum(replicated.mean(axis=0), 1e-9)

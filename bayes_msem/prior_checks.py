@@ -132,7 +132,8 @@ def sample_prior_predictive(spec, draws: int = 500, seed: int | None = None):
     upper = next(((level.row_index, level.covariates) for level in data.upper_levels), None)
     outcomes = [draw_outcomes(rng, t, spec.layout, data.within_covariates, data.between_covariates,
                               data.cluster_index, upper) for t in theta]
-    outcomes = [categorize_outcomes(y, z, spec.table, spec.layout, t) for (y, z), t in zip(outcomes, theta)]
+    unit_outcomes = [v for _, _, v in outcomes]
+    outcomes = [categorize_outcomes(y, z, spec.table, spec.layout, t) for (y, z, _), t in zip(outcomes, theta)]
     chain_draw = {"chain": [0], "draw": np.arange(draws)}
     parameters = xr.DataArray(theta[None], dims=("chain", "draw", "parameter"), coords=chain_draw)
     predicted, observed = {}, {}
@@ -142,6 +143,9 @@ def sample_prior_predictive(spec, draws: int = 500, seed: int | None = None):
     for k, name in enumerate(spec.table.between_outcomes):
         predicted[name] = (("chain", "draw", "cluster"), np.stack([z[:, k] for _, z in outcomes])[None])
         observed[name] = ("cluster", data.between_outcomes[:, k])
+    for k, name in enumerate(spec.layout.levels[2].outcomes if len(spec.layout.levels) > 2 else ()):
+        predicted[name] = (("chain", "draw", "unit"), np.stack([v[:, k] for v in unit_outcomes])[None])
+        observed[name] = ("unit", data.upper_levels[0].outcomes[:, k])
     az = _import_arviz()
     return az.InferenceData(prior=build_posterior(spec.table.rows, parameters, None, spec.table.level_names),
                             prior_predictive=xr.Dataset(predicted, coords=chain_draw),

@@ -151,13 +151,14 @@ def simulate_data(syntax: str, values: dict[str, float], *, n_clusters: int = 1,
     w = rng.standard_normal((n_clusters, len(between.covariates) if between else 0))
     x = rng.standard_normal((len(cluster_index), len(within.covariates)))
     upper = _upper_units(rng, layout, columns_of_units, n_units, crossed, cluster_index) if len(layout.levels) > 2 else None
-    y, z = draw_outcomes(rng, theta, layout, x, w, cluster_index, upper)
+    y, z, unit_outcomes = draw_outcomes(rng, theta, layout, x, w, cluster_index, upper)
     y, z = categorize_outcomes(y, z, table, layout, theta)
     columns: dict[str, np.ndarray] = {}
     if upper is not None:
         unit_rows, v = upper
         columns[columns_of_units[1]] = unit_rows + 1
         columns.update({name: v[unit_rows, k] for k, name in enumerate(layout.levels[2].structure.covariates)})
+        columns.update({name: unit_outcomes[unit_rows, k] for k, name in enumerate(layout.levels[2].outcomes)})
     if between:
         columns.update({name: w[cluster_index, k] for k, name in enumerate(between.covariates)})
         columns.update({name: z[cluster_index, k] for k, name in enumerate(layout.levels[1].outcomes)})
@@ -236,10 +237,6 @@ def _upper_units(rng, layout: ModelLayout, columns: tuple[str, ...], n_units: in
     if len(columns) != 2 or not n_units or n_units < 2:
         raise ValueError("a three-level model simulates with cluster=['<level 2 column>', '<level 3 column>'] and "
                          "n_units=<number of level-3 units> (2 or more)")
-    top = layout.levels[2]
-    if top.outcomes or layout.levels[1].outcomes:
-        raise ValueError(f"simulate_data: {', '.join(top.outcomes + layout.levels[1].outcomes)} observed only above "
-                         "level 1; three-level models take variables of the rows and covariates at every level, so far")
     n_clusters = int(cluster_index.max()) + 1
     if crossed:
         unit_rows = rng.integers(0, n_units, size=len(cluster_index))
@@ -248,7 +245,7 @@ def _upper_units(rng, layout: ModelLayout, columns: tuple[str, ...], n_units: in
             raise ValueError(f"n_clusters={n_clusters} cannot fill n_units={n_units} units: give at least one "
                              "cluster per unit")
         unit_rows = (np.arange(n_clusters) * n_units // n_clusters)[cluster_index]
-    return unit_rows, rng.standard_normal((n_units, len(top.structure.covariates)))
+    return unit_rows, rng.standard_normal((n_units, len(layout.levels[2].structure.covariates)))
 
 
 def _cluster_slope_parts(top: LevelLayout, unit_nodes: np.ndarray, clusters: LevelLayout, unit_rows: np.ndarray,
@@ -270,10 +267,11 @@ def _cluster_slope_parts(top: LevelLayout, unit_nodes: np.ndarray, clusters: Lev
 
 def draw_outcomes(rng: np.random.Generator, theta: np.ndarray, layout: ModelLayout, x: np.ndarray, w: np.ndarray,
                   cluster_index: np.ndarray, upper: tuple[np.ndarray, np.ndarray] | None = None,
-                  ) -> tuple[np.ndarray, np.ndarray]:
-    """Level-1 outcomes (rows, p) and level-2 outcomes (clusters, p_z) of the
-    model at free parameters ``theta``, given the covariates ``x`` (rows) and
-    ``w`` (clusters).
+                  ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Level-1 outcomes (rows, p), level-2 outcomes (clusters, p_z) and
+    level-3 outcomes (level-3 units, p_v; no columns without a level 3) of
+    the model at free parameters ``theta``, given the covariates ``x`` (rows)
+    and ``w`` (clusters).
     Each cluster's between variables, random slopes included, are drawn first;
     the rows follow from the within level's moments at the cluster's slopes.
     In a model of three levels ``upper`` gives each row's level-3 unit and the
@@ -284,7 +282,7 @@ def draw_outcomes(rng: np.random.Generator, theta: np.ndarray, layout: ModelLayo
     between = layout.levels[1].structure if layout.multilevel else None
     b_b, z_b, place = layout.placement
     n_clusters = w.shape[0]
-    top_part, top_slopes, cluster_slopes = 0.0, 0.0, None
+    top_part, top_slopes, cluster_slopes, unit_outcomes = 0.0, 0.0, None, np.zeros((0, 0))
     if upper is not None:  # each level-3 unit's parts, added to its rows (and a slope's to its clusters' slopes)
         unit_rows, v = upper
         top = layout.levels[2]
@@ -292,6 +290,7 @@ def draw_outcomes(rng: np.random.Generator, theta: np.ndarray, layout: ModelLayo
         nodes = (moments.alpha[None, :] + v @ moments.A_x.T
                  + _draw(rng, np.zeros(len(top.nodes)), moments.S, len(v))) @ moments.total.T
         top_part = (nodes[:, top.placement.split_at] @ top.placement.place.T)[unit_rows]
+        unit_outcomes = nodes[:, top.placement.outcomes_at]
         if top.slope_parts:
             top_slopes, cluster_slopes = _cluster_slope_parts(top, nodes, layout.levels[1], unit_rows, cluster_index,
                                                               n_clusters)
@@ -310,7 +309,7 @@ def draw_outcomes(rng: np.random.Generator, theta: np.ndarray, layout: ModelLayo
     moments = level_moments(theta, within, slope_values=slope_values)
     if slope_values is None:
         rows = _draw(rng, moments.mean[None, :] + x @ moments.Pi.T, moments.Sigma, len(cluster_index))
-        return rows + cluster_part[cluster_index] + top_part, z
+        return rows + cluster_part[cluster_index] + top_part, z, unit_outcomes
     # each cluster has its own regression weights (and, for slopes on modelled variables, covariance)
     cluster_mean = np.broadcast_to(moments.mean, (n_clusters, moments.mean.shape[-1]))
     cluster_Pi = np.broadcast_to(moments.Pi, (n_clusters,) + moments.Pi.shape[-2:])
@@ -318,4 +317,4 @@ def draw_outcomes(rng: np.random.Generator, theta: np.ndarray, layout: ModelLayo
     root = psd_root(moments.Sigma)  # one per cluster where a slope sits on a modelled variable
     root = root[cluster_index] if root.ndim == 3 else root[None]
     noise = np.einsum("ipk,ik->ip", root, rng.standard_normal((len(cluster_index), root.shape[-1])))
-    return mean + noise + cluster_part[cluster_index] + top_part, z
+    return mean + noise + cluster_part[cluster_index] + top_part, z, unit_outcomes

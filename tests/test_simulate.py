@@ -193,6 +193,29 @@ def test_a_class_covariates_slope_varies_over_schools():
     assert abs(slopes.var() - 0.2 - noise) < 4 * (0.2 + noise) * np.sqrt(2 / 399)
 
 
+def test_class_and_school_outcomes_are_constant_within_their_units_and_follow_their_regressions():
+    """q, a class outcome of the class's y part, and v, a school outcome of the
+    school's y part: one value per unit, and with small pupil variance the
+    class means of y (less the school's mean) predict q with slope 0.6, the
+    school means predict v with slope 0.8 (4 SEs)."""
+    syntax = "level: 1\n y ~ x\nlevel: class\n q ~ y\nlevel: school\n v ~ y"
+    values = {"y~~y|within": 0.01, "y~~y|class": 1.0, "q~y|class": 0.6, "q~~q|class": 0.5, "y~~y|school": 1.0,
+              "v~y|school": 0.8, "v~~v|school": 0.5}
+    data = simulate_data(syntax, values, n_clusters=2000, cluster_size=10, n_units=400, cluster=["class", "school"],
+                         seed=8)
+    assert data.groupby("class").q.nunique().max() == 1 and data.groupby("school").v.nunique().max() == 1
+    r = data.y - data.x * data.y.cov(data.x) / data.x.var()
+    classes = data.assign(r=r).groupby("class").agg(r=("r", "mean"), q=("q", "first"), school=("school", "first"))
+    # a class's mean less its school's mean of 5 classes: 4/5 of its part's variance, and 4/5 of its covariance with q
+    class_part = classes.r - classes.groupby("school").r.transform("mean")
+    # (residual variance of q given it: 0.86 - 0.48^2 / 0.8)
+    assert abs(np.polyfit(class_part, classes.q, 1)[0] - 0.6) < 4 * np.sqrt(0.57 / 0.8 / 1600)
+    # a school's mean of its class means: its part plus a fifth of the class variance (1.2), covariance 0.8 with v
+    schools = classes.groupby("school").r.mean().to_frame().assign(v=data.groupby("school").v.first())
+    # (residual variance of v given it: 1.14 - 0.8^2 / 1.2)
+    assert abs(np.polyfit(schools.r, schools.v, 1)[0] - 0.8 / 1.2) < 4 * np.sqrt(0.61 / 1.2 / 400)
+
+
 def test_cross_classified_data_cross_and_have_their_variances():
     """Rows meet a secondary unit at random; with small primary and within
     variances, the secondary units' means vary by sigma_secondary^2."""

@@ -44,7 +44,7 @@ from bayes_msem.engines.three_level_slopes import (
     three_level_slopes_logp,
     unit_log_terms,
     unit_membership,
-    unit_parts_mean,
+    unit_parts_prior,
 )
 from bayes_msem.layout import Placement
 from bayes_msem.matrices import NUMPY_BACKEND, LevelMoments, jax_backend, level_moments, psd_root
@@ -190,7 +190,7 @@ def three_level_logp(data, stats, within, middle, top, layouts: tuple[Placement,
     inv_chol_v, logdet_v, residual = _cluster_observations(data, stats, within, middle, layouts[0], backend)
     terms = _unit_terms(data, stats, inv_chol_v, residual, top, layouts, backend)
     k = terms.Q.shape[0]
-    integrated = unit_log_terms(terms.chol_b, terms.u, xp)  # (S,)
+    integrated = unit_log_terms(terms.chol_b, terms.u, xp) + terms.outcome_logp  # (S,)
     if per_unit:
         by_cluster = k * np.log(2 * np.pi) + logdet_v[stats["size_index"]] + xp.sum(terms.whitened**2, axis=1)
         between_parts = -0.5 * terms.membership @ by_cluster + integrated
@@ -206,7 +206,9 @@ class _UnitTerms(NamedTuple):
     :func:`three_level_logp`): the clusters' residuals from their mean at
     E c_s and whitened by V_j^-1/2, the units x clusters membership, Q (the
     parts into each cluster's observation), Sigma_3 = L L', the factor of
-    B_s = I + L' M_s L and u_s = chol(B_s)^-1 L' g_s."""
+    B_s = I + L' M_s L and u_s = chol(B_s)^-1 L' g_s; E c_s and the log
+    density of each unit's own outcomes (c_s's moments are given those,
+    :func:`~bayes_msem.engines.three_level_slopes.unit_parts_prior`)."""
 
     residual: object
     whitened: object
@@ -215,6 +217,8 @@ class _UnitTerms(NamedTuple):
     L: object
     chol_b: object
     u: object
+    top_mean: object
+    outcome_logp: object
 
 
 def _unit_terms(data, stats, inv_chol_v, residual, top, layouts: tuple[Placement, Placement], backend) -> _UnitTerms:
@@ -224,8 +228,8 @@ def _unit_terms(data, stats, inv_chol_v, residual, top, layouts: tuple[Placement
     split = top_layout.place.shape[1]
     # Q: the level-3 parts into (dbar, z); level-2 outcomes take none (refused where they have a level-3 part)
     Q = np.concatenate([top_layout.place, np.zeros((len(middle_layout.outcomes_at), split))], axis=0)
-    top_mean = unit_parts_mean(top, upper, top_layout.split_at)  # (S, split)
-    residual = residual - (top_mean @ Q.T)[upper.parent_index]
+    prior = unit_parts_prior(top, upper, top_layout, backend)
+    residual = residual - (prior.mean @ Q.T)[upper.parent_index]
     whitened = xp.einsum("jab,jb->ja", inv_chol_v[stats["size_index"]], residual)  # V_j^-1/2 r_j
     U = xp.einsum("gab,bc->gac", inv_chol_v, Q)  # V_g^-1/2 Q
     h = xp.einsum("jac,ja->jc", U[stats["size_index"]], whitened)  # Q' V_j^-1 r_j
@@ -233,8 +237,8 @@ def _unit_terms(data, stats, inv_chol_v, residual, top, layouts: tuple[Placement
     sizes_per_unit = membership @ np.eye(len(stats["sizes"]))[stats["size_index"]]  # (S, G) clusters of each size
     M = xp.einsum("sg,gac,gad->scd", sizes_per_unit, U, U)  # sum_j Q' V_j^-1 Q
     g = membership @ h  # (S, split)
-    L, chol_b, u = integrate_unit_parts(top, top_layout.split_at, M, g, backend)
-    return _UnitTerms(residual, whitened, membership, Q, L, chol_b, u)
+    L, chol_b, u = integrate_unit_parts(prior.cov, M, g, backend)
+    return _UnitTerms(residual, whitened, membership, Q, L, chol_b, u, prior.mean, prior.outcome_logp)
 
 
 def _has_random_slopes(spec: ModelSpec) -> bool:
@@ -365,12 +369,13 @@ def draw_three_level_effects(spec: ModelSpec, theta_draws: np.ndarray,
     data, (_, clusters, top) = spec.data, spec.layout.levels
     upper = data.upper_levels[0]
 
-    def unit_effects(theta, deviations):
-        """The units' effects given their split parts' deviations from their mean."""
+    def unit_effects(theta, parts):
+        """The units' effects given their split parts (units, k) and their own outcomes."""
         node_mean, node_cov = level_moments(theta, top.structure).node_moments(upper.covariates)
-        split = top.placement.split_at
-        gain = node_cov[np.ix_(top.effect_nodes, split)] @ np.linalg.inv(node_cov[np.ix_(split, split)])
-        cond_cov = node_cov[np.ix_(top.effect_nodes, top.effect_nodes)] - gain @ node_cov[np.ix_(split, top.effect_nodes)]
+        given = np.concatenate([top.placement.split_at, top.placement.outcomes_at])
+        deviations = np.concatenate([parts, upper.outcomes], axis=1) - node_mean[:, given]
+        gain = node_cov[np.ix_(top.effect_nodes, given)] @ np.linalg.inv(node_cov[np.ix_(given, given)])
+        cond_cov = node_cov[np.ix_(top.effect_nodes, top.effect_nodes)] - gain @ node_cov[np.ix_(given, top.effect_nodes)]
         return (node_mean[:, top.effect_nodes] + deviations @ gain.T
                 + rng.standard_normal((upper.n_units, len(top.effects))) @ psd_root(cond_cov).T)
 
@@ -390,7 +395,7 @@ def draw_three_level_effects(spec: ModelSpec, theta_draws: np.ndarray,
             terms = _unit_terms(data, stats, inv_chol_v, residual, level_moments(theta, top.structure),
                                 (clusters.placement, top.placement), NUMPY_BACKEND)
             deviations = draw_unit_deviations(rng, terms.chol_b, terms.u, terms.L)
-            top_out[c, d] = unit_effects(theta, deviations)
+            top_out[c, d] = unit_effects(theta, terms.top_mean + deviations)
             middle_out[c, d] = _draw_given_observations(rng, within, between, stats, clusters, data.between_covariates,
                                                         terms.residual - (deviations @ terms.Q.T)[upper.parent_index])
     return middle_out, top_out

@@ -44,7 +44,7 @@ __all__ = ["three_level_missing_logp", "draw_three_level_missing_effects"]
 
 def _unit_missing_terms(spec: ModelSpec, stats: dict, theta, backend, per_unit: bool) -> UnitPartsTerms:
     xp = backend.xp
-    within, between, top, split, P, top_mean, row_means, effect_shift, lift = level_point(spec, theta, backend)
+    within, between, top, split, P, prior, row_means, effect_shift, lift = level_point(spec, theta, backend)
     terms = cluster_terms(stats, within, between, spec.layout.levels[1], spec.data.between_covariates, backend,
                           per_unit=per_unit, row_means=row_means, effect_shift=effect_shift)
     score = terms["shift_score"] @ P
@@ -55,9 +55,9 @@ def _unit_missing_terms(spec: ModelSpec, stats: dict, theta, backend, per_unit: 
         precision = (precision + cross + xp.swapaxes(cross, 1, 2)
                      + xp.einsum("jek,jef,jfl->jkl", lift, terms["mean_precision"], lift))
     membership = unit_membership(spec.data)
-    L3, chol_b, u = integrate_unit_parts(top, split, xp.einsum("sj,jab->sab", membership, precision),
+    L3, chol_b, u = integrate_unit_parts(prior.cov, xp.einsum("sj,jab->sab", membership, precision),
                                          membership @ score, backend)
-    return UnitPartsTerms(terms["loglik"], top_mean, chol_b, u, L3, lift)
+    return UnitPartsTerms(terms["loglik"], prior.mean, chol_b, u, L3, prior.outcome_logp, lift)
 
 
 def three_level_missing_logp(spec: ModelSpec, stats: dict, theta, backend, per_unit: bool = False):
@@ -67,7 +67,7 @@ def three_level_missing_logp(spec: ModelSpec, stats: dict, theta, backend, per_u
     ``stats``: :func:`~bayes_msem.engines.missing.missing_statistics`."""
     xp = backend.xp
     terms = _unit_missing_terms(spec, stats, theta, backend, per_unit)
-    per_school = unit_log_terms(terms.chol_b, terms.u, xp)
+    per_school = unit_log_terms(terms.chol_b, terms.u, xp) + terms.outcome_logp
     if per_unit:
         return unit_membership(spec.data) @ terms.base + per_school
     return terms.base + xp.sum(per_school)

@@ -54,18 +54,20 @@ from bayes_msem.spec import ModelSpec
 
 __all__ = ["three_level_slopes_logp", "draw_three_level_slope_effects", "unit_membership", "draw_unit_deviations",
            "draw_units_and_shifts", "LevelPoint", "level_point", "UnitPartsTerms",
-           "integrate_unit_parts", "unit_log_terms", "unit_parts_mean"]
+           "integrate_unit_parts", "unit_log_terms", "UnitPrior", "unit_parts_prior"]
 
 
 class UnitPartsTerms(NamedTuple):
     """Per class, log p(Y_j | E c_s) (``base``); per level-3 unit, the mean of
-    its parts (``top_mean``), chol(B_s) and u_s = chol(B_s)^-1 L3' a_s; and L3."""
+    its parts (``top_mean``), chol(B_s) and u_s = chol(B_s)^-1 L3' a_s; L3;
+    and per unit the log density of its own outcomes (:class:`UnitPrior`)."""
 
     base: object
     top_mean: object
     chol_b: object
     u: object
     L3: object
+    outcome_logp: object
     lift: object = None  # M_j (clusters, e, k) where level 3 has slope parts (:class:`LevelPoint`)
 
 
@@ -77,21 +79,47 @@ def unit_membership(data) -> np.ndarray:
     return membership
 
 
-def unit_parts_mean(top, upper, split: np.ndarray):
-    """E c_s, the mean of every level-3 unit's parts (units, k), from the
-    level's moments ``top`` and the units' covariates (``split`` indexes the
-    level's nodes: a slope's part is a latent node)."""
-    return ((top.alpha[None, :] + upper.covariates @ top.A_x.T) @ top.total.T)[:, split]
+class UnitPrior(NamedTuple):
+    """Every level-3 unit's parts c_s before its classes are seen: their mean
+    (units, k) and covariance (k, k), given the unit's own observed outcomes
+    v_s where the level has some, and log p(v_s) (units,; 0 without them)."""
+
+    mean: object
+    cov: object
+    outcome_logp: object
 
 
-def integrate_unit_parts(top, split: np.ndarray, precision, score, backend):
-    """The Woodbury step that integrates each level-3 unit's parts c~ ~ N(0,
-    Sigma_3) out of exp(c~'score_s - 1/2 c~'precision_s c~): Sigma_3 = L L'
-    (no inverse of Sigma_3 needed), chol(B_s) of B_s = I + L' precision_s L
-    and u_s = chol(B_s)^-1 L' score_s. Returns (L, chol_b, u)."""
+def unit_parts_prior(top, upper, placement, backend) -> UnitPrior:
+    """The :class:`UnitPrior` of a three-level model's top level at its
+    moments ``top`` (``placement`` its :class:`~bayes_msem.layout.Placement`):
+    the parts' node moments from the units' covariates (a slope's part is a
+    latent node), conditioned on the units' outcomes (observed nodes that are
+    not parts, first among the nodes) by the Gaussian rule where it has some."""
     xp = backend.xp
-    L = backend.cholesky(top.total[split] @ top.S @ top.total[split].T)
-    chol_b = backend.cholesky(xp.eye(len(split))[None] + xp.einsum("ab,sbc,cd->sad", L.T, precision, L))
+    split, own = placement.split_at, placement.outcomes_at
+    node_mean = (top.alpha[None, :] + upper.covariates @ top.A_x.T) @ top.total.T  # (units, nodes)
+    node_cov = top.total @ top.S @ top.total.T
+    mean, cov = node_mean[:, split], node_cov[split][:, split]
+    if len(own) == 0:
+        return UnitPrior(mean, cov, xp.zeros(upper.n_units))
+    cov_own = node_cov[own][:, own]
+    chol = backend.cholesky(cov_own)
+    residual = upper.outcomes - node_mean[:, own]  # (units, outcomes)
+    white = backend.solve_lower(chol, residual.T)  # (outcomes, units)
+    gain = backend.solve_lower(chol, node_cov[own][:, split])  # chol^-1 Cov(v, c): (outcomes, k)
+    outcome_logp = -0.5 * (len(own) * np.log(2 * np.pi) + 2.0 * xp.sum(xp.log(xp.diagonal(chol)))
+                           + xp.sum(white**2, axis=0))
+    return UnitPrior(mean + white.T @ gain, cov - gain.T @ gain, outcome_logp)
+
+
+def integrate_unit_parts(cov, precision, score, backend):
+    """The Woodbury step that integrates each level-3 unit's parts c~ ~ N(0,
+    ``cov``) out of exp(c~'score_s - 1/2 c~'precision_s c~): cov = L L' (no
+    inverse of it needed), chol(B_s) of B_s = I + L' precision_s L and
+    u_s = chol(B_s)^-1 L' score_s. Returns (L, chol_b, u)."""
+    xp = backend.xp
+    L = backend.cholesky(cov)
+    chol_b = backend.cholesky(xp.eye(L.shape[0])[None] + xp.einsum("ab,sbc,cd->sad", L.T, precision, L))
     u = backend.solve_lower(chol_b, xp.einsum("ab,sb->sa", L.T, score)[:, :, None])[:, :, 0]
     return L, chol_b, u
 
@@ -105,7 +133,8 @@ def unit_log_terms(chol_b, u, xp):
 class LevelPoint(NamedTuple):
     """A three-level model at parameters theta: each level's moments, which
     parts level 3 has (``split``) and where they go in the rows (``P``,
-    (p, k)), each level-3 unit's mean parts E c_s (units, k) and each class's
+    (p, k)), the level-3 units' parts before their classes are seen
+    (:class:`UnitPrior`; their mean E c_s, (units, k)) and each class's
     row means at those (clusters, p) and, where level 3 has slope parts, how
     they move each class's random effects' prior mean (``lift``, M_j:
     (clusters, e, k)) and that move at E c_s (``effect_shift``, (clusters, e));
@@ -116,7 +145,7 @@ class LevelPoint(NamedTuple):
     top: object
     split: np.ndarray
     P: np.ndarray
-    top_mean: object
+    prior: UnitPrior
     row_means: object
     effect_shift: object
     lift: object
@@ -129,18 +158,18 @@ def level_point(spec: ModelSpec, theta, backend) -> LevelPoint:
     top = level_moments(theta, levels[2].structure, backend)
     split, P = levels[2].placement.split_at, levels[2].placement.place
     between = level_moments(theta, levels[1].structure, backend)
-    top_mean = unit_parts_mean(top, upper, split)
+    prior = unit_parts_prior(top, upper, levels[2].placement, backend)
     lift, effect_shift = None, None
     if levels[2].slope_parts:
         lift = levels[2].unit_lift(between.total[levels[1].random_effect_nodes], spec.data.between_covariates, backend)
-        effect_shift = backend.xp.einsum("jk,jek->je", top_mean[upper.parent_index], lift)
-    return LevelPoint(within, between, top, split, P, top_mean,
-                      within.mean[None, :] + (top_mean @ P.T)[upper.parent_index], effect_shift, lift)
+        effect_shift = backend.xp.einsum("jk,jek->je", prior.mean[upper.parent_index], lift)
+    return LevelPoint(within, between, top, split, P, prior,
+                      within.mean[None, :] + (prior.mean @ P.T)[upper.parent_index], effect_shift, lift)
 
 
 def _unit_slope_terms(spec: ModelSpec, stats: dict, theta, backend) -> UnitPartsTerms:
     xp = backend.xp
-    within, between, top, split, P, top_mean, row_means, effect_shift, lift = level_point(spec, theta, backend)
+    within, between, top, split, P, prior, row_means, effect_shift, lift = level_point(spec, theta, backend)
     k = len(split)
     base, terms, factor, v = cluster_marginal(spec, stats, within, between, backend, row_means=row_means,
                                               effect_shift=effect_shift)
@@ -157,8 +186,8 @@ def _unit_slope_terms(spec: ModelSpec, stats: dict, theta, backend) -> UnitParts
         a, A = _with_slope_parts(a, A, lift, len(spec.layout.levels[1].random_effects), stats, terms, factor, v,
                                  N, W, xp)
     membership = unit_membership(spec.data)
-    L3, chol_b, u = integrate_unit_parts(top, split, xp.einsum("sj,jkl->skl", membership, A), membership @ a, backend)
-    return UnitPartsTerms(base, top_mean, chol_b, u, L3, lift)
+    L3, chol_b, u = integrate_unit_parts(prior.cov, xp.einsum("sj,jkl->skl", membership, A), membership @ a, backend)
+    return UnitPartsTerms(base, prior.mean, chol_b, u, L3, prior.outcome_logp, lift)
 
 
 def _with_slope_parts(a, A, lift, e: int, stats, terms, factor, v, N, W, xp):
@@ -186,7 +215,7 @@ def three_level_slopes_logp(spec: ModelSpec, stats: dict, theta, backend, per_un
     LOO. ``stats``: :func:`~bayes_msem.engines.collapsed_slopes.marginal_statistics`."""
     xp = backend.xp
     terms = _unit_slope_terms(spec, stats, theta, backend)
-    per_school = unit_log_terms(terms.chol_b, terms.u, xp)
+    per_school = unit_log_terms(terms.chol_b, terms.u, xp) + terms.outcome_logp
     if per_unit:
         return unit_membership(spec.data) @ terms.base + per_school
     return xp.sum(terms.base) + xp.sum(per_school)
@@ -220,8 +249,8 @@ def draw_units_and_shifts(spec: ModelSpec, theta_draws: np.ndarray, rng: np.rand
                           unit_terms) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Per posterior draw, every level-3 unit's parts c_s from N(E c_s + L3
     chol(B_s)^-T u_s, L3 B_s^-1 L3') (the Woodbury terms ``unit_terms(theta)``
-    gives), its other effects by ``unit_effects(theta, deviations)`` given the
-    parts' deviations from their mean, and how the parts move each class's
+    gives), its other effects by ``unit_effects(theta, parts)`` given the
+    parts, and how the parts move each class's
     rows (P c_s) and its random effects' prior mean (M c_s, a slope's part).
     Returns the units' effects (chains, draws, units, level-3 effects) and the
     moves (chains, draws, clusters, p) and (chains, draws, clusters, e)."""
@@ -235,8 +264,9 @@ def draw_units_and_shifts(spec: ModelSpec, theta_draws: np.ndarray, rng: np.rand
         for d in range(draws):
             terms = unit_terms(theta_draws[c, d])
             deviations = draw_unit_deviations(rng, terms.chol_b, terms.u, terms.L3)
-            top_out[c, d] = unit_effects(theta_draws[c, d], deviations)
-            parts = (terms.top_mean + deviations)[upper.parent_index]
+            parts = terms.top_mean + deviations
+            top_out[c, d] = unit_effects(theta_draws[c, d], parts)
+            parts = parts[upper.parent_index]
             shifts[c, d] = parts @ P.T
             if terms.lift is not None:
                 effect_shifts[c, d] = np.einsum("jk,jek->je", parts, terms.lift)

@@ -212,7 +212,6 @@ def assert_draws_follow(spec, theta, exact) -> None:
 
 
 @pytest.mark.parametrize("syntax, options, words", [
-    ("level: 1\n y ~ x\nlevel: 2\n y ~ z\n q ~ z\nlevel: 3\n y ~ w", {}, "q observed only above level 1"),
     ("level: 1\n y ~ x\nlevel: 2\n y ~ z\nlevel: 3\n y ~ w", {"ordered": ["u"]}, "ordinal variables \\(u\\): three-level"),
 ])
 def test_three_level_models_the_engine_cannot_take_are_refused_with_the_reason(syntax, options, words):
