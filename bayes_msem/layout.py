@@ -89,6 +89,15 @@ class LevelLayout:
     lift: np.ndarray = field(default_factory=lambda: np.zeros((0, 0)))
     # per split part: which of the level below's own random slopes (on its covariates) it is, else -1
     lifted_slopes: np.ndarray = field(default_factory=_no_indices)
+    # (the level below's own outcomes x split): puts a part into an outcome observed at the level below (a class
+    # outcome with a part at level 3), as ``place`` puts parts into the rows' variables
+    outcome_place: np.ndarray = field(default_factory=lambda: np.zeros((0, 0)))
+
+    @property
+    def observation_place(self) -> np.ndarray:
+        """``place`` over the observation of a unit below: the rows' variables
+        (their means), then the unit's own outcomes (``outcome_place``)."""
+        return np.concatenate([self.placement.place, self.outcome_place], axis=0)
 
     @property
     def slope_parts(self) -> tuple[str, ...]:
@@ -174,9 +183,12 @@ def _upper_level(table: ParameterTable, structure: LevelStructure, below: LevelS
     split = observed_split + slope_parts
     outcomes = tuple(n for n in structure.observed if n not in split)
     place = np.zeros((rows.n_observed, len(split)))
-    # (a level-2 outcome's part at level 3 has no row variable to go into: the engines refuse it)
     of_rows = [k for k, n in enumerate(observed_split) if n in rows.observed]
     place[[rows.observed.index(observed_split[k]) for k in of_rows], of_rows] = 1.0
+    # a part of an outcome of the level below (observed there, not in the rows)
+    below_outcomes = tuple(n for n in below.observed if n not in table.split_at(below.level)) if below.level > 1 else ()
+    outcome_place = np.array([[float(a == b) for b in split] for a in below_outcomes]).reshape(len(below_outcomes),
+                                                                                                 len(split))
     lift = np.zeros((len(below_effects), len(split)))
     lifted_slopes = np.full(len(split), -1)
     for k, name in enumerate(slope_parts, start=len(observed_split)):
@@ -198,7 +210,8 @@ def _upper_level(table: ParameterTable, structure: LevelStructure, below: LevelS
         random_effect_nodes=_int_array(structure.nodes.index(n) for n in split + below_slopes),
         random_effect_columns=_int_array([0] * len(split)
                                          + [1 + slope_covariates[below.slopes.index(n)] for n in below_slopes]),
-        slope_covariates=slope_covariates, slope_outcomes=slope_outcomes, lift=lift, lifted_slopes=lifted_slopes)
+        slope_covariates=slope_covariates, slope_outcomes=slope_outcomes, lift=lift, lifted_slopes=lifted_slopes,
+        outcome_place=outcome_place)
 
 
 def _slope_positions(structure: LevelStructure) -> tuple[np.ndarray, np.ndarray]:

@@ -282,7 +282,7 @@ def draw_outcomes(rng: np.random.Generator, theta: np.ndarray, layout: ModelLayo
     between = layout.levels[1].structure if layout.multilevel else None
     b_b, z_b, place = layout.placement
     n_clusters = w.shape[0]
-    top_part, top_slopes, cluster_slopes, unit_outcomes = 0.0, 0.0, None, np.zeros((0, 0))
+    top_part, top_slopes, cluster_slopes, unit_outcomes, top_outcome_part = 0.0, 0.0, None, np.zeros((0, 0)), 0.0
     if upper is not None:  # each level-3 unit's parts, added to its rows (and a slope's to its clusters' slopes)
         unit_rows, v = upper
         top = layout.levels[2]
@@ -291,6 +291,12 @@ def draw_outcomes(rng: np.random.Generator, theta: np.ndarray, layout: ModelLayo
                  + _draw(rng, np.zeros(len(top.nodes)), moments.S, len(v))) @ moments.total.T
         top_part = (nodes[:, top.placement.split_at] @ top.placement.place.T)[unit_rows]
         unit_outcomes = nodes[:, top.placement.outcomes_at]
+        if top.outcome_place.size:  # a level-2 outcome's part at level 3: the same for every cluster in the unit
+            unit_of_cluster = np.zeros(n_clusters, dtype=int)
+            unit_of_cluster[cluster_index] = unit_rows
+            if np.any(unit_of_cluster[cluster_index] != unit_rows):
+                raise ValueError("a level-2 outcome with a part at level 3 needs clusters nested in level-3 units")
+            top_outcome_part = (nodes[:, top.placement.split_at] @ top.outcome_place.T)[unit_of_cluster]
         if top.slope_parts:
             top_slopes, cluster_slopes = _cluster_slope_parts(top, nodes, layout.levels[1], unit_rows, cluster_index,
                                                               n_clusters)
@@ -303,7 +309,7 @@ def draw_outcomes(rng: np.random.Generator, theta: np.ndarray, layout: ModelLayo
         covariate_part = w @ moments.A_x.T if cluster_slopes is None else np.einsum("jnq,jq->jn", moments.A_x, w)
         nodes = (moments.alpha[None, :] + covariate_part + zeta) @ moments.total.T
         observed = nodes[:, : between.n_observed]
-        cluster_part, z = observed[:, b_b] @ place.T, observed[:, z_b]
+        cluster_part, z = observed[:, b_b] @ place.T, observed[:, z_b] + top_outcome_part
         if within.slopes:
             slope_values = nodes[:, [between.nodes.index(s) for s in within.slopes]] + top_slopes
     moments = level_moments(theta, within, slope_values=slope_values)

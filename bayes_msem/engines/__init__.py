@@ -263,23 +263,24 @@ def _three_level_supported(spec) -> tuple[bool, str]:
     if spec.between.slopes_on_nodes:
         return False, ("a random slope on a modelled level-2 variable: three-level models take random slopes of "
                        "covariates, so far")
-    problem = _three_level_outcomes_problem(spec.layout)
+    problem = _three_level_outcomes_problem(spec)
     if problem:
         return False, problem
     return True, ("three levels: the level-2 and level-3 effects are conditionally Gaussian, so they are "
                   "integrated out exactly, level by level")
 
 
-def _three_level_outcomes_problem(layout) -> str | None:
+def _three_level_outcomes_problem(spec) -> str | None:
     """Why a three-level model's variables observed above the rows cannot be
-    taken (None where they can): a level-2 outcome may not have a part at
-    level 3 nor sit beside slopes that vary over level-3 units."""
-    _, classes, top = layout.levels
+    taken (None where they can): a level-2 outcome with a part at level 3 is
+    taken without random slopes and missing values, and no level-2 outcome
+    beside slopes that vary over level-3 units."""
+    _, classes, top = spec.layout.levels
     split = [name for name in classes.outcomes if name in top.split]
-    if split:
-        return (f"{', '.join(split)}, observed at level 2, also named at level 3: three-level models take a level-2 "
-                "outcome with a part at level 2 only, so far (name it in the level-2 block alone, or give it a "
-                "level-1 part too)")
+    if split and (spec.within.slopes or top.slope_parts or spec.data.has_missing):
+        return (f"{', '.join(split)}, observed at level 2, also named at level 3: a level-2 outcome with a part at "
+                "level 3 is taken without random slopes and missing values, so far (name it in the level-2 block "
+                "alone, or give it a level-1 part too)")
     if classes.outcomes and top.slope_parts:
         return (f"level-2 outcomes ({', '.join(classes.outcomes)}) beside random slopes that vary over level-3 "
                 f"units ({', '.join(top.slope_parts)}): not taken together so far")

@@ -46,7 +46,7 @@ from bayes_msem.engines.three_level_slopes import (
     unit_membership,
     unit_parts_prior,
 )
-from bayes_msem.layout import Placement
+from bayes_msem.layout import LevelLayout, Placement
 from bayes_msem.matrices import NUMPY_BACKEND, LevelMoments, jax_backend, level_moments, psd_root
 from bayes_msem.spec import ModelSpec
 
@@ -165,8 +165,8 @@ def _cluster_observations(data, stats, within, between, layout: Placement, backe
     return inv_chol_v, logdet_v, residual
 
 
-def three_level_logp(data, stats, within, middle, top, layouts: tuple[Placement, Placement], backend=PYTENSOR_BACKEND,
-                     per_unit: bool = False):
+def three_level_logp(data, stats, within, middle, top, layouts: tuple[LevelLayout, LevelLayout],
+                     backend=PYTENSOR_BACKEND, per_unit: bool = False):
     """log p(Y) of a three-level model without random slopes, the level-2 and
     level-3 effects integrated out exactly, level by level.
 
@@ -182,12 +182,12 @@ def three_level_logp(data, stats, within, middle, top, layouts: tuple[Placement,
     r_j the residual from the mean with c_s at its mean. V_j depends on the
     cluster's size only, so M_s is a count-weighted sum over sizes: a
     gradient costs O(sizes k^3 + units k^2), whatever the number of rows.
-    ``layouts`` are the Placements of levels 2 and 3. With ``per_unit`` the
+    ``layouts`` are the LevelLayouts of levels 2 and 3. With ``per_unit`` the
     log density of each level-3 unit's data, (units,), for LOO: then ``stats``
     needs each cluster's centred cross-products (:func:`three_level_statistics`)."""
     xp = backend.xp
-    p = layouts[0].place.shape[0]
-    inv_chol_v, logdet_v, residual = _cluster_observations(data, stats, within, middle, layouts[0], backend)
+    p = layouts[0].placement.place.shape[0]
+    inv_chol_v, logdet_v, residual = _cluster_observations(data, stats, within, middle, layouts[0].placement, backend)
     terms = _unit_terms(data, stats, inv_chol_v, residual, top, layouts, backend)
     k = terms.Q.shape[0]
     integrated = unit_log_terms(terms.chol_b, terms.u, xp) + terms.outcome_logp  # (S,)
@@ -221,14 +221,12 @@ class _UnitTerms(NamedTuple):
     outcome_logp: object
 
 
-def _unit_terms(data, stats, inv_chol_v, residual, top, layouts: tuple[Placement, Placement], backend) -> _UnitTerms:
+def _unit_terms(data, stats, inv_chol_v, residual, top, layouts: tuple[LevelLayout, LevelLayout],
+                backend) -> _UnitTerms:
     xp = backend.xp
-    middle_layout, top_layout = layouts
     upper = data.upper_levels[0]
-    split = top_layout.place.shape[1]
-    # Q: the level-3 parts into (dbar, z); level-2 outcomes take none (refused where they have a level-3 part)
-    Q = np.concatenate([top_layout.place, np.zeros((len(middle_layout.outcomes_at), split))], axis=0)
-    prior = unit_parts_prior(top, upper, top_layout, backend)
+    Q = layouts[1].observation_place  # the level-3 parts into (dbar, z)
+    prior = unit_parts_prior(top, upper, layouts[1].placement, backend)
     residual = residual - (prior.mean @ Q.T)[upper.parent_index]
     whitened = xp.einsum("jab,jb->ja", inv_chol_v[stats["size_index"]], residual)  # V_j^-1/2 r_j
     U = xp.einsum("gab,bc->gac", inv_chol_v, Q)  # V_g^-1/2 Q
@@ -257,7 +255,7 @@ def _spec_three_level_logp(spec: ModelSpec, stats, theta, backend, per_unit: boo
     top = spec.layout.levels[2]
     return three_level_logp(spec.data, stats, level_moments(theta, spec.within, backend),
                             level_moments(theta, spec.between, backend), level_moments(theta, top.structure, backend),
-                            (spec.layout.placement, top.placement), backend, per_unit=per_unit)
+                            spec.layout.levels[1:], backend, per_unit=per_unit)
 
 
 def _within_part_per_cluster(data, stats, within, p: int, backend):
@@ -393,7 +391,7 @@ def draw_three_level_effects(spec: ModelSpec, theta_draws: np.ndarray,
             within, between = level_moments(theta, spec.within), level_moments(theta, clusters.structure)
             inv_chol_v, _, residual = _cluster_observations(data, stats, within, between, clusters.placement, NUMPY_BACKEND)
             terms = _unit_terms(data, stats, inv_chol_v, residual, level_moments(theta, top.structure),
-                                (clusters.placement, top.placement), NUMPY_BACKEND)
+                                (clusters, top), NUMPY_BACKEND)
             deviations = draw_unit_deviations(rng, terms.chol_b, terms.u, terms.L)
             top_out[c, d] = unit_effects(theta, terms.top_mean + deviations)
             middle_out[c, d] = _draw_given_observations(rng, within, between, stats, clusters, data.between_covariates,

@@ -46,7 +46,12 @@ level: 3
   v ~ y1 + w
   v ~~ y2
 """
+# q named at level 3 too: a part per class and per school (Mplus's default for a class-level variable),
+# its school part correlated with y1's.
+SPLIT_OUTCOMES = OUTCOMES + "  q ~ w\n  q ~~ y1\n"
 MODELS = pytest.mark.parametrize("syntax", [OUTCOMES, SLOPE_OUTCOMES], ids=["intercepts", "random slope"])
+ALL_MODELS = pytest.mark.parametrize("syntax", [OUTCOMES, SLOPE_OUTCOMES, SPLIT_OUTCOMES],
+                                     ids=["intercepts", "random slope", "class outcome split over schools"])
 UNIT_WARNINGS = "units in 'school'|clusters in 'class'"
 
 
@@ -142,7 +147,7 @@ def outcome_spec(syntax: str, data: pd.DataFrame):
         return build_spec(syntax, data, cluster=["class", "school"])
 
 
-@MODELS
+@ALL_MODELS
 @settings(max_examples=15, deadline=None)
 @given(seed=st.integers(0, 10**6), schools=st.integers(2, 6), max_classes=st.integers(2, 4),
        max_pupils=st.integers(2, 5))
@@ -169,7 +174,7 @@ def test_density_with_holes_in_rows_and_class_outcomes_equals_the_stacked_normal
                                                                              rel=1e-9)
 
 
-@MODELS
+@ALL_MODELS
 def test_each_schools_density_and_the_backends(syntax):
     """LOO's per-school terms are each school's stacked normal; JAX and the
     sampler's PyTensor graph give the NumPy value."""
@@ -193,7 +198,7 @@ def test_each_schools_density_and_the_backends(syntax):
         pytest.approx(expected, rel=1e-10)
 
 
-@MODELS
+@ALL_MODELS
 def test_effects_given_class_and_school_outcomes_follow_their_exact_conditional(syntax):
     data = outcome_data(5, schools=3, max_classes=3, max_pupils=4)
     spec = outcome_spec(syntax, data)
@@ -209,7 +214,7 @@ def test_effects_given_class_and_school_outcomes_follow_their_exact_conditional(
 
 
 @pytest.mark.parametrize("syntax, words", [
-    ("level: 1\n y1 ~ x\nlevel: 2\n q ~ z\nlevel: 3\n y1 ~ w\n q ~ w", "q, observed at level 2, also named at level 3"),
+    ("level: 1\n s | y1 ~ x\nlevel: 2\n q ~ z\nlevel: 3\n y1 ~ w\n q ~ w", "q, observed at level 2, also named at level 3"),
     ("level: 1\n s | y1 ~ x\nlevel: 2\n q ~ s\nlevel: 3\n s ~~ s", "level-2 outcomes \\(q\\) beside random slopes"),
 ])
 def test_outcomes_above_rows_the_engine_cannot_take_are_refused_with_the_reason(syntax, words):
@@ -241,8 +246,8 @@ def test_a_school_outcome_that_varies_within_a_school_is_refused():
 
 # ---- a fit against maximum likelihood, from the density written out by hand ----------------------------------
 
-# y split over pupils, classes and schools; q a class outcome of the class part of y; v a school outcome of
-# the school part of y.
+# y split over pupils, classes and schools; q a class outcome of the class part of y, with a part per
+# school too; v a school outcome of the school part of y.
 FIT_MODEL = """level: 1
   y ~ x
 level: 2
@@ -250,13 +255,14 @@ level: 2
   q ~ y + z
 level: 3
   y ~ w
+  q ~ w
   v ~ y + w
 """
 TRUTH = {"y~x|within": 0.5, "y~z|class": 0.2, "q~y|class": 0.6, "q~z|class": 0.3, "y~w|school": 0.3,
-         "v~y|school": 0.8, "v~w|school": -0.4}
-ML_NAMES = ["y~x|within", "y~~y|within", "y~z|class", "y~~y|class", "q~1|class", "q~y|class", "q~z|class",
-            "q~~q|class", "y~1|school", "y~w|school", "y~~y|school", "v~1|school", "v~y|school", "v~w|school",
-            "v~~v|school"]
+         "q~w|school": 0.3, "q~~q|school": 0.3, "q~~v|school": 0.2, "v~y|school": 0.8, "v~w|school": -0.4}
+ML_NAMES = ["y~x|within", "y~~y|within", "y~z|class", "y~~y|class", "q~y|class", "q~z|class", "q~~q|class",
+            "y~1|school", "y~w|school", "y~~y|school", "v~1|school", "v~y|school", "v~w|school", "v~~v|school",
+            "q~1|school", "q~w|school", "q~~q|school", "q~~v|school"]
 
 
 def school_arrays(school: pd.DataFrame) -> dict:
@@ -270,21 +276,22 @@ def school_arrays(school: pd.DataFrame) -> dict:
             "values": np.concatenate([school.y, first["q"], [school["v"].iloc[0]]])}
 
 
-def school_logp(school: dict, b_x, s_w, b_yz, s_b, a_q, b_qy, b_qz, s_q, a_y, b_yw, s_s, a_v, b_vy, b_vw,
-                s_v) -> float:
+def school_logp(school: dict, b_x, s_w, b_yz, s_b, b_qy, b_qz, s_q, a_y, b_yw, s_s, a_v, b_vy, b_vw, s_v, a_q, b_qw,
+                s_qs, c_qv) -> float:
     """log p(rows' y, classes' q, v) of one school (:func:`school_arrays`), the
-    normal written out: y = b_x x + e + y_b + y_s, y_b = b_yz z + u,
-    y_s = a_y + b_yw w + u_s, q = a_q + b_qy y_b + b_qz z + e_q,
-    v = a_v + b_vy y_s + b_vw w + e_v."""
+    normal written out: y = b_x x + e + y_b + y_s with y_b = b_yz z + u and
+    y_s = a_y + b_yw w + u_s; q = b_qy y_b + b_qz z + e_q + q_s with
+    q_s = a_q + b_qw w + u_q; v = a_v + b_vy y_s + b_vw w + e_v, cov(u_q, e_v) = c_qv."""
     w, z, member = school["w"], school["z"], school["member"]
     mean = np.concatenate([b_x * school["x"] + b_yz * school["z_rows"] + a_y + b_yw * w,
-                           a_q + (b_qy * b_yz + b_qz) * z, [a_v + b_vy * (a_y + b_yw * w) + b_vw * w]])
+                           a_q + b_qw * w + (b_qy * b_yz + b_qz) * z, [a_v + b_vy * (a_y + b_yw * w) + b_vw * w]])
     n, k = member.shape
     cov = np.zeros((n + k + 1,) * 2)
     cov[:n, :n] = s_w * np.eye(n) + s_b * school["same"] + s_s
     cov[n:n + k, :n] = b_qy * s_b * member.T
-    cov[n:n + k, n:n + k] = (b_qy**2 * s_b + s_q) * np.eye(k)
+    cov[n:n + k, n:n + k] = (b_qy**2 * s_b + s_q) * np.eye(k) + s_qs
     cov[-1, :n] = b_vy * s_s
+    cov[-1, n:n + k] = c_qv
     cov[-1, -1] = b_vy**2 * s_s + s_v
     cov = np.tril(cov) + np.tril(cov, -1).T
     chol = np.linalg.cholesky(cov)
@@ -293,7 +300,7 @@ def school_logp(school: dict, b_x, s_w, b_yz, s_b, a_q, b_qy, b_qz, s_q, a_y, b_
 
 
 def maximum_likelihood(data: pd.DataFrame) -> dict:
-    variances = [1, 3, 7, 10, 14]  # positions of the variances, fitted on the log scale
+    variances = [1, 3, 6, 9, 13, 16]  # positions of the variances, fitted on the log scale
 
     def unpack(x):
         x = np.array(x, dtype=float)
@@ -301,7 +308,7 @@ def maximum_likelihood(data: pd.DataFrame) -> dict:
         return x
 
     schools = [school_arrays(school) for _, school in data.groupby("school")]
-    result = optimize.minimize(lambda x: -sum(school_logp(s, *unpack(x)) for s in schools), np.zeros(15),
+    result = optimize.minimize(lambda x: -sum(school_logp(s, *unpack(x)) for s in schools), np.zeros(18),
                                method="BFGS")
     assert np.abs(result.jac).max() < 1e-2, result.message
     return dict(zip(ML_NAMES, unpack(result.x)))
