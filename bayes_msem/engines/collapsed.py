@@ -179,7 +179,10 @@ def three_level_logp(data, stats, within, middle, top, layouts: tuple[LevelLayou
         log p(o_s) = sum_j log N(r_j; 0, V_j) - 1/2 log det B_s + 1/2 norm(B_s^-1/2 L' g_s)^2,
         M_s = sum_j Q' V_j^-1 Q,  B_s = I + L' M_s L,  g_s = sum_j Q' V_j^-1 r_j,
 
-    r_j the residual from the mean with c_s at its mean. V_j depends on the
+    r_j the residual from the mean with c_s at its mean. Where the unit has
+    outcomes of its own (v_s, observed only at level 3), c_s's mean and
+    covariance are those given v_s and log N(v_s) is added; a class outcome
+    with a level-3 part takes that part through Q's rows for z_j. V_j depends on the
     cluster's size only, so M_s is a count-weighted sum over sizes: a
     gradient costs O(sizes k^3 + units k^2), whatever the number of rows.
     ``layouts`` are the LevelLayouts of levels 2 and 3. With ``per_unit`` the
