@@ -109,12 +109,16 @@ def row_moments(spec, theta: np.ndarray, effects: np.ndarray | None,
     clusters = spec.layout.levels[1]
     names, at = list(clusters.effects), data.cluster_index
     Sigma = within.Sigma
-    if len(spec.layout.levels) > 2 and spec.layout.levels[2].slope_parts:
+    crossed_slopes = data.crossed and spec.layout.levels[2].slope_parts
+    if len(spec.layout.levels) > 2 and spec.layout.levels[2].slope_parts and not crossed_slopes:
         effects = _with_unit_slope_parts(spec, theta, effects, unit_effects)
     if spec.within.slopes:
-        own = level_moments(theta, spec.within, slope_values=effects[:, [names.index(s) for s in spec.within.slopes]])
-        cluster_mean = np.zeros((data.n_clusters, spec.within.n_observed)) + own.mean  # a cluster axis where slopes have one
-        mean = cluster_mean[at] + np.einsum("ipq,iq->ip", own.Pi[at], data.within_covariates)
+        slopes, slopes_at = effects[:, [names.index(s) for s in spec.within.slopes]], at
+        if crossed_slopes:  # a row's slopes add its unit's parts in the other classification: one set per row
+            slopes, slopes_at = slopes[at] + _crossed_slope_parts(spec, unit_effects), np.arange(data.n_rows)
+        own = level_moments(theta, spec.within, slope_values=slopes)
+        unit_mean = np.zeros((len(slopes), spec.within.n_observed)) + own.mean  # a unit axis where slopes have one
+        mean = unit_mean[slopes_at] + np.einsum("ipq,iq->ip", own.Pi[slopes_at], data.within_covariates)
         Sigma = own.Sigma
     else:
         mean = within.mean + data.within_covariates @ within.Pi.T
@@ -140,6 +144,19 @@ def _with_unit_slope_parts(spec, theta: np.ndarray, effects: np.ndarray, unit_ef
     out = np.array(effects, dtype=float)
     out[:, [list(clusters.effects).index(n) for n in clusters.random_effects]] += np.einsum("jk,jek->je", parts, lift)
     return out
+
+
+def _crossed_slope_parts(spec, unit_effects: np.ndarray | None) -> np.ndarray:
+    """Each row's part of the rows' random slopes from its unit of the second
+    classification (rows, slopes; 0 for a slope that does not vary there)."""
+    if unit_effects is None:
+        raise ValueError("a model with more than two levels needs the level-3 units' effects (unit_effects)")
+    top = spec.layout.levels[2]
+    parts = np.zeros((spec.data.n_rows, len(spec.within.slopes)))
+    for k, name in enumerate(spec.within.slopes):
+        if name in top.slope_parts:
+            parts[:, k] = unit_effects[spec.data.upper_levels[0].row_index, list(top.effects).index(name)]
+    return parts
 
 
 def _placed_parts(level, effects: np.ndarray, row_unit: np.ndarray) -> np.ndarray:

@@ -341,6 +341,8 @@ class FitResult:
         if not parts:
             return {}
         upper = self.info["upper_levels"][0]
+        if upper["parents"] is None:  # crossed: a slope's whole value belongs to a cell, not to a cluster
+            return {}
         position = {label: k for k, label in enumerate(str(u) for u in units["unit"].values)}
         parent = np.array([position[label] for label in upper["parents"]])
         return {s: cluster_draws[s] + units.values[:, parent, names.index(s)] for s in parts}

@@ -256,13 +256,36 @@ def _cluster_slope_parts(top: LevelLayout, unit_nodes: np.ndarray, clusters: Lev
     the unit's part of a slope is the same for every cluster in it."""
     unit_of_cluster = np.zeros(n_clusters, dtype=int)
     unit_of_cluster[cluster_index] = unit_rows
-    if np.any(unit_of_cluster[cluster_index] != unit_rows):
-        raise ValueError("random slopes that vary over level-3 units need clusters nested in those units; "
-                         "simulate a crossed design without them")
     parts = unit_nodes[:, top.placement.split_at][unit_of_cluster]
     row_slopes = (parts @ top.lift.T)[:, len(clusters.split):]  # the random effects after the split parts
     own = [int(np.flatnonzero(top.lifted_slopes == k)[0]) for k in range(len(clusters.structure.slopes))]
     return row_slopes, (parts[:, own] if own else None)
+
+
+def _nested(unit_rows: np.ndarray, cluster_index: np.ndarray, n_clusters: int) -> bool:
+    """Whether every cluster's rows lie in one level-3 unit."""
+    unit_of_cluster = np.zeros(n_clusters, dtype=int)
+    unit_of_cluster[cluster_index] = unit_rows
+    return bool(np.all(unit_of_cluster[cluster_index] == unit_rows))
+
+
+def _crossed_slope_move(theta: np.ndarray, layout: ModelLayout, row_nodes: np.ndarray, x: np.ndarray) -> np.ndarray:
+    """What the second classification's parts of the rows' slopes add to each
+    row of a cross-classified design (rows, p): part x covariate on the node the
+    slope sits on, through the rows' (I - A)^-1 (``row_nodes``: each row's
+    unit's nodes)."""
+    top, clusters = layout.levels[2], layout.levels[1]
+    if (top.lifted_slopes >= 0).any():
+        raise ValueError("a slope of a first-classification covariate over the second classification is not "
+                         "simulated in a crossed design")
+    total = level_moments(theta, layout.rows.structure).total
+    p = layout.rows.structure.n_observed
+    move = np.zeros((len(x), p))
+    for k, name in enumerate(layout.rows.structure.slopes):
+        if name in top.slope_parts:
+            part = row_nodes[:, top.nodes.index(name)] * x[:, clusters.slope_covariates[k]]
+            move += part[:, None] * total[:p, clusters.slope_outcomes[k]][None]
+    return move
 
 
 def draw_outcomes(rng: np.random.Generator, theta: np.ndarray, layout: ModelLayout, x: np.ndarray, w: np.ndarray,
@@ -292,14 +315,16 @@ def draw_outcomes(rng: np.random.Generator, theta: np.ndarray, layout: ModelLayo
         top_part = (nodes[:, top.placement.split_at] @ top.placement.place.T)[unit_rows]
         unit_outcomes = nodes[:, top.placement.outcomes_at]
         if top.outcome_place.size:  # a level-2 outcome's part at level 3: the same for every cluster in the unit
+            if not _nested(unit_rows, cluster_index, n_clusters):
+                raise ValueError("a level-2 outcome with a part at level 3 needs clusters nested in level-3 units")
             unit_of_cluster = np.zeros(n_clusters, dtype=int)
             unit_of_cluster[cluster_index] = unit_rows
-            if np.any(unit_of_cluster[cluster_index] != unit_rows):
-                raise ValueError("a level-2 outcome with a part at level 3 needs clusters nested in level-3 units")
             top_outcome_part = (nodes[:, top.placement.split_at] @ top.outcome_place.T)[unit_of_cluster]
-        if top.slope_parts:
+        if top.slope_parts and _nested(unit_rows, cluster_index, n_clusters):
             top_slopes, cluster_slopes = _cluster_slope_parts(top, nodes, layout.levels[1], unit_rows, cluster_index,
                                                               n_clusters)
+        elif top.slope_parts:  # crossed: a row's slope adds its unit's part, row by row
+            top_part = top_part + _crossed_slope_move(theta, layout, nodes[unit_rows], x)
     cluster_part = np.zeros((n_clusters, place.shape[0]))
     z = np.zeros((n_clusters, len(z_b)))
     slope_values = None

@@ -9,7 +9,7 @@ import numpy as np
 import pandas as pd
 import pytest
 from conftest import DATA, reference_fit
-from engines.test_crossed import CROSSED, CROSSED_SLOPE, crossed_data
+from engines.test_crossed import CROSSED, CROSSED_BOTH_SLOPE, CROSSED_SLOPE, crossed_data
 from engines.test_latent import TWO_LEVEL, simulate_two_level
 from engines.test_missing import with_holes
 from engines.test_ordinal_level_two import WITH_CONTINUOUS, random_values, user_data
@@ -196,10 +196,11 @@ def test_three_level_rows_are_imputed_around_their_class_and_school(syntax):
         row_means(spec, theta, effects)
 
 
-@pytest.mark.parametrize("syntax", [CROSSED, CROSSED_SLOPE])
+@pytest.mark.parametrize("syntax", [CROSSED, CROSSED_SLOPE, CROSSED_BOTH_SLOPE])
 def test_cross_classified_rows_are_imputed_around_both_their_units(syntax):
     """A row's means add the split parts of its unit in each classification,
-    by label, and a random slope its primary unit's slope s times x (to y1)."""
+    by label, and a random slope its primary unit's slope s times x (to y1),
+    and its secondary unit's where the slope varies there too."""
     frame = crossed_data(3, 6, 5, 60, holes=0.3)
     with pytest.warns(UserWarning, match="cross-classified"):
         spec = bm.Model(syntax, frame, cluster=["primary", "secondary"]).spec
@@ -211,7 +212,7 @@ def test_cross_classified_rows_are_imputed_around_both_their_units(syntax):
     names, levels = list(spec.within.observed), spec.layout.levels
     expected = [within.mean + within.Pi @ [x] + [primary[a].get(n, 0.0) * (n in levels[1].split) for n in names]
                 + [secondary[b].get(n, 0.0) * (n in levels[2].split) for n in names]
-                + [primary[a].get("s", 0.0) * x * (n == "y1") for n in names]
+                + [(primary[a].get("s", 0.0) + secondary[b].get("s", 0.0)) * x * (n == "y1") for n in names]
                 for a, b, x in zip(rows["primary"], rows["secondary"], rows["x"])]
     np.testing.assert_allclose(row_means(spec, theta, effects, unit_effects), expected, rtol=1e-12)
 

@@ -216,6 +216,29 @@ def test_class_and_school_outcomes_are_constant_within_their_units_and_follow_th
     assert abs(np.polyfit(schools.r, schools.v, 1)[0] - 0.8 / 1.2) < 4 * np.sqrt(0.61 / 1.2 / 400)
 
 
+def test_a_crossed_slope_varies_over_both_classifications():
+    """y = (s_primary + s_secondary) x + small noise, so each row's y / x is the
+    sum of its two units' slope parts: the secondary units' means of it follow
+    0.5 + 0.3 w with variance 0.25 (plus the primary variance over about 60
+    rows), the primary units' means scatter by 0.1 plus 0.34 over their rows
+    (4 SEs; rows with |x| > 0.5)."""
+    syntax = "level: within\n s | y ~ x\nlevel: primary\n s ~~ s\nlevel: secondary\n s ~ w"
+    values = {"y~~y|within": 1e-4, "s~~s|primary": 0.1, "s~~s|secondary": 0.25, "s~1|secondary": 0.5,
+              "s~w|secondary": 0.3}
+    data = simulate_data(syntax, values, n_clusters=200, cluster_size=50, n_units=100, crossed=True,
+                         cluster=["primary", "secondary"], seed=9)
+    data = data[data.x.abs() > 0.5]  # the noise, 0.01 / x, stays small
+    ratio = data.y / data.x
+    secondary = ratio.groupby(data.secondary).mean()
+    w = data.groupby("secondary").w.first().loc[secondary.index]
+    b, a = np.polyfit(w, secondary, 1)
+    assert abs(a - 0.5) < 4 * np.sqrt(0.25 / 100) and abs(b - 0.3) < 4 * np.sqrt(0.25 / 100)
+    assert abs(np.var(secondary - a - b * w, ddof=2) - 0.251) < 4 * 0.251 * np.sqrt(2 / 98)
+    primary = ratio.groupby(data.primary).mean()
+    expected = 0.1 + 0.34 * np.mean(1 / data.groupby("primary").size())  # 0.34: the secondary slopes' variance
+    assert abs(primary.var() - expected) < 4 * expected * np.sqrt(2 / 199)
+
+
 def test_cross_classified_data_cross_and_have_their_variances():
     """Rows meet a secondary unit at random; with small primary and within
     variances, the secondary units' means vary by sigma_secondary^2."""

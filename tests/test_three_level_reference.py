@@ -401,3 +401,31 @@ def test_cross_classified_random_slope_matches_lme4():
                                     "crossed_slope_sim_lme4.csv", 9, FULL_RUN)
     slopes = fit.cluster_effects().query("level == 'primary' and variable == 's'")
     assert slopes.cluster.nunique() == 40
+
+
+def test_random_slope_over_both_classifications_matches_lme4():
+    """The slope of y on x varies over the primary and the secondary units
+    (named in both blocks; its mean sits in the secondary block). The data
+    (tests/data/crossed_both_slope_sim.csv: 2000 rows in 342 cells, text ids,
+    rows shuffled) came from (Python, numpy 2)::
+
+        rng = np.random.default_rng(2028)
+        u_a = rng.multivariate_normal([0, 0], [[0.4, 0.05], [0.05, 0.1]], 40)
+        u_b = rng.multivariate_normal([0, 0], [[0.25, 0.04], [0.04, 0.08]], 30)
+        z = rng.normal(size=40); w = rng.normal(size=30)
+        for i in range(2000):
+            a = rng.integers(40); b = min(int(rng.integers(0, 10)) + (a * 30) // 40, 29)
+            x = rng.normal()
+            y = (0.5 + (0.6 + u_a[a, 1] + u_b[b, 1]) * x + 0.3 * z[a] + 0.4 * w[b] + u_a[a, 0] + u_b[b, 0]
+                 + rng.normal())
+            rows.append((f"p{(7 * a) % 41}", f"s{(11 * b) % 31}", x, z[a], w[b], y))
+        # rounded to 4 decimals, rows shuffled by rng.permutation
+
+    and the reference from lme4 1.1.31 (R 4.2.2), ``Rscript
+    tests/data/make_crossed_both_slope_reference.R``: `lmer(y ~ x + z + w +
+    (1 + x | primary) + (1 + x | secondary), REML = FALSE)`, SEs as for the
+    three-level slope."""
+    fit = crossed_fit_matching_lme4(CROSSED_SLOPE + "  y ~~ s\n", pd.read_csv(DATA / "crossed_both_slope_sim.csv"),
+                                    "crossed_both_slope_sim_lme4.csv", 11, FULL_RUN)
+    slopes = fit.cluster_effects().query("variable == 's'").groupby("level").cluster.nunique()
+    assert slopes.to_dict() == {"primary": 40, "secondary": 30}

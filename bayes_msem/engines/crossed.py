@@ -13,8 +13,9 @@ observed values enter by their normal density given its cell's means, from
 sums per cell and missing-data pattern
 (:func:`~bayes_msem.engines.missing.observed_rows_logp`, as in the latent
 engine's two-level models): O(cells x patterns p^2). Random slopes of
-level-1 covariates vary over the first classification: every row of a cell
-shares them, so the likelihood comes from cross-products per cell
+level-1 covariates vary over the first classification, and over the second
+where its block names them (the cell's slope is the sum of its two units'
+parts): every row of a cell shares them, so the likelihood comes from cross-products per cell
 (:func:`~bayes_msem.engines.latent.cluster_scatter`), or per row where values
 are missing.
 
@@ -56,16 +57,19 @@ CLASSIFICATIONS = (("cluster_effects", "cluster"), ("unit_effects", "unit"))
 def crossed_supported(spec: ModelSpec) -> tuple[bool, str]:
     """Which cross-classified models the latent engine takes so far: random
     intercepts of both classifications with covariates at every level, and
-    random slopes of level-1 covariates over the first classification."""
+    random slopes of level-1 covariates over the first classification, or
+    over both (a slope named in the second classification's block too)."""
     if spec.table.ordinal:
         return False, "ordinal variables: cross-classified models take continuous variables so far"
     if spec.within.slopes_on_nodes:
         return False, ("a random slope on a modelled variable (a latent within part or a factor): cross-classified "
                        "models take random slopes of covariates so far")
-    if spec.layout.levels[2].slope_parts:
-        return False, (f"random slope(s) {', '.join(spec.layout.levels[2].slope_parts)} varying over the second "
-                       "classification: cross-classified models take random slopes of level-1 covariates over the "
-                       "first classification, so far")
+    second = spec.layout.levels[2]
+    own = [name for k, name in enumerate(second.split) if second.lifted_slopes[k] >= 0]
+    if own:
+        return False, (f"random slope(s) {', '.join(own)} of a first-classification covariate varying over the "
+                       "second classification: cross-classified models take random slopes of level-1 covariates, "
+                       "so far")
     problem = outcomes_above_rows(spec, "cross-classified models", "classification")
     if problem:
         return False, problem
@@ -94,7 +98,7 @@ def build_crossed_model(spec: ModelSpec) -> pm.Model:
         pm.Deterministic("parameters", theta, dims="parameter")
         effects = [_classification_effects(spec, theta, k, name, dim)
                    for k, (name, dim) in enumerate(CLASSIFICATIONS, start=1)]
-        within = _cell_moments(spec, theta, effects[0][cells[:, 0]])
+        within = _cell_moments(spec, theta, [level_effects[cells[:, k]] for k, level_effects in enumerate(effects)])
         cell_means = within.mean + pt.zeros((len(cells), spec.within.n_observed))
         for k, level_effects in enumerate(effects, start=1):
             level = levels[k]
@@ -118,15 +122,21 @@ def _classification_effects(spec: ModelSpec, theta, k: int, name: str, dim: str)
     return effects
 
 
-def _cell_moments(spec: ModelSpec, theta, primary_effects):
-    """The rows' moments per cell given its unit of the first classification's
-    effects (cells, effects): with random slopes (they vary over that
-    classification) ``Pi`` has a cell axis."""
+def _cell_moments(spec: ModelSpec, theta, cell_effects: list):
+    """The rows' moments per cell given the effects of its unit in each
+    classification (cells, effects), first then second: with random slopes
+    ``Pi`` has a cell axis. A slope is its part in the first classification
+    plus, where the second's block names it, its part there."""
     within = spec.within
     if not within.slopes:
         return level_moments(theta, within, PYTENSOR_BACKEND)
-    names = list(spec.layout.levels[1].effects)
-    return level_moments(theta, within, PYTENSOR_BACKEND, primary_effects[:, [names.index(s) for s in within.slopes]])
+    slopes = []
+    for name in within.slopes:
+        value = cell_effects[0][:, list(spec.layout.levels[1].effects).index(name)]
+        if name in spec.layout.levels[2].slope_parts:
+            value = value + cell_effects[1][:, list(spec.layout.levels[2].effects).index(name)]
+        slopes.append(value)
+    return level_moments(theta, within, PYTENSOR_BACKEND, pt.stack(slopes, axis=1))
 
 
 def _within_logp(data, row_cell: np.ndarray, within, cell_means):

@@ -27,6 +27,8 @@ level: secondary
 
 # the slope of y1 on x varies over the primary units (and covaries with their y1 part)
 CROSSED_SLOPE = CROSSED.replace("y1 ~ x", "s | y1 ~ x").replace("y1 ~~ y2", "y1 ~~ y2\n  y1 ~~ s")
+# and over the secondary units too (its mean there, correlated with their y1 part): a cell's slope is the sum
+CROSSED_BOTH_SLOPE = CROSSED_SLOPE + "  s ~ w\n  y1 ~~ s\n"
 
 
 def crossed_data(seed: int, n_primary: int, n_secondary: int, rows: int, holes: float = 0.0) -> pd.DataFrame:
@@ -51,7 +53,7 @@ def crossed_data(seed: int, n_primary: int, n_secondary: int, rows: int, holes: 
 def rows_logp(spec, theta, cluster_effects, unit_effects, data: pd.DataFrame) -> float:
     """Sum over rows of the normal density of y_i's observed values given its
     units' effects, by name; a random slope s (CROSSED_SLOPE) adds its primary
-    unit's s times x to y1."""
+    unit's s times x to y1 (and its secondary unit's, CROSSED_BOTH_SLOPE)."""
     from bayes_msem.matrices import level_moments
 
     within = level_moments(theta, spec.within)
@@ -75,9 +77,11 @@ def rows_logp(spec, theta, cluster_effects, unit_effects, data: pd.DataFrame) ->
     return total
 
 
-@settings(max_examples=12, deadline=None)
+@pytest.mark.parametrize("syntax", [CROSSED, CROSSED_SLOPE, CROSSED_BOTH_SLOPE],
+                         ids=["intercepts", "slope over primary", "slope over both"])
+@settings(max_examples=8, deadline=None)
 @given(seed=st.integers(0, 10**6), n_primary=st.integers(3, 6), n_secondary=st.integers(3, 5),
-       rows=st.integers(5, 30), holes=st.sampled_from([0.0, 0.3]), syntax=st.sampled_from([CROSSED, CROSSED_SLOPE]))
+       rows=st.integers(5, 30), holes=st.sampled_from([0.0, 0.3]))
 def test_crossed_likelihood_equals_the_rows_normal_density(seed, n_primary, n_secondary, rows, holes, syntax):
     from bayes_msem.engines.crossed import build_crossed_model
 
@@ -108,9 +112,9 @@ def test_crossed_designs_are_announced_and_take_the_latent_engine():
     with pytest.warns(UserWarning, match="cross-classified"), pytest.raises(ValueError, match="random slopes of "
                                                                                           "covariates so far"):
         bm.Model(on_modelled, data, cluster=["primary", "secondary"])
-    over_second = CROSSED.replace("y1 ~ x", "s | y1 ~ x") + "  s ~~ s\n"  # named in the secondary block
-    with pytest.warns(UserWarning, match="cross-classified"), pytest.raises(ValueError, match="random slope\\(s\\) s "
-                                                                                          "varying over the second"):
+    over_second = CROSSED.replace("y1 ~ z", "t | y1 ~ z")  # z's effect varying over the secondary units
+    with pytest.warns(UserWarning, match="cross-classified"), pytest.raises(
+            ValueError, match="random slope\\(s\\) t of a first-classification covariate varying over the second"):
         bm.Model(over_second, data, cluster=["primary", "secondary"])
     with pytest.warns(UserWarning, match="cross-classified"), pytest.raises(DataError, match="'w' is named only in"):
         bm.Model(CROSSED, data.assign(w=np.arange(len(data), dtype=float)), cluster=["primary", "secondary"])
