@@ -422,7 +422,7 @@ def test_random_slope_over_both_classifications_matches_lme4():
         # rounded to 4 decimals, rows shuffled by rng.permutation
 
     and the reference from lme4 1.1.31 (R 4.2.2), ``Rscript
-    tests/data/make_crossed_both_slope_reference.R``: `lmer(y ~ x + z + w +
+    tests/data/make_three_level_school_slope_reference.R crossed``: `lmer(y ~ x + z + w +
     (1 + x | primary) + (1 + x | secondary), REML = FALSE)`, SEs as for the
     three-level slope."""
     fit = crossed_fit_matching_lme4(CROSSED_SLOPE + "  y ~~ s\n", pd.read_csv(DATA / "crossed_both_slope_sim.csv"),
