@@ -246,12 +246,15 @@ class FitResult:
         levels, per draw: between variance / (within + between variance). In a
         three-level model one row per variable and level above the rows (named
         by its cluster column): the share of variance at that level and above,
-        the correlation of two rows in the same class, in the same school; in
-        a cross-classified model each classification's own share."""
+        the correlation of two rows in the same class, in the same school (a
+        class-level variable split over classes and schools has 1 at the class
+        level, its schools' share at the school level); in a cross-classified
+        model each classification's own share."""
         from bayes_msem.standardized import icc_draws
 
         table = self.parameter_table()
-        split = [name for name in table.levels[0].observed if any(name in roles.observed for roles in table.levels[1:])]
+        split = [name for name in table.observed_variables
+                 if sum(name in roles.observed for roles in table.levels) > 1]
         if table.n_levels < 2 or not split:
             raise ValueError("ICCs need a two-level model with variables named at both levels")
         crossed = any(upper.get("crossed") for upper in self.info.get("upper_levels", []))
