@@ -48,7 +48,7 @@ class UnitLevel:
     labels: np.ndarray  # (units,)
     covariates: np.ndarray  # (units, q)
     row_index: np.ndarray | None = None  # (rows,) int: the unit of each row
-    outcomes: np.ndarray | None = None  # (units, p_v): variables observed only at this level; None where crossed
+    outcomes: np.ndarray | None = None  # (units, p_v): variables observed only at this level
 
     @property
     def crossed(self) -> bool:
@@ -371,24 +371,31 @@ def _level_three(table: ParameterTable, data: pd.DataFrame, cluster: str, column
     covariate_values = data.iloc[first][list(covariates)].to_numpy(dtype=float).reshape(len(first), -1)
     if crossing:
         warnings.warn(crossing, UserWarning, stacklevel=5)
-        _check_between_constant(data, covariates, column, level=3)
+        _check_between_constant(data, covariates + outcomes, column, level=3)
         return UnitLevel(column=column, parent_index=None, labels=np.asarray(labels), covariates=covariate_values,
-                         row_index=codes)
+                         row_index=codes, outcomes=_unit_outcomes(data, outcomes, codes, len(labels), column))
     if sizes.max() == 1:
         raise DataError(f"every unit of {column!r} holds one unit of {cluster!r}, so level 2 and level 3 cannot be "
                         f"told apart. Check the columns, or fit a two-level model with cluster={column!r}.")
     _check_between_constant(data, covariates + outcomes, column, level=3)
     parent_index = np.zeros(int(cluster_index.max()) + 1, dtype=int)
     parent_index[cluster_index] = codes
-    # a unit's outcome given on some of its rows (missing on others) holds for the unit
-    outcome_values = data[list(outcomes)].groupby(codes).first().to_numpy(dtype=float).reshape(len(labels), -1)
-    if np.isnan(outcome_values).any():
-        name = outcomes[int(np.flatnonzero(np.isnan(outcome_values).any(axis=0))[0])]
-        raise DataError(f"{name!r}, observed only at level 3, is missing for {int(np.isnan(outcome_values).sum())} "
-                        f"unit(s) of {column!r}: three-level models take complete level-3 outcomes so far. Drop "
-                        "those units' rows, or fill the values in.")
     return UnitLevel(column=column, parent_index=parent_index, labels=np.asarray(labels), covariates=covariate_values,
-                     row_index=codes, outcomes=outcome_values)
+                     row_index=codes, outcomes=_unit_outcomes(data, outcomes, codes, len(labels), column))
+
+
+def _unit_outcomes(data: pd.DataFrame, outcomes: tuple[str, ...], codes: np.ndarray, n_units: int,
+                   column: str) -> np.ndarray:
+    """The level-3 (or second classification's) outcomes, one row per unit:
+    a unit's value given on some of its rows (missing on others) holds for
+    the unit; a unit with none is an error naming the variable."""
+    values = data[list(outcomes)].groupby(codes).first().to_numpy(dtype=float).reshape(n_units, -1)
+    if np.isnan(values).any():
+        name = outcomes[int(np.flatnonzero(np.isnan(values).any(axis=0))[0])]
+        raise DataError(f"{name!r}, observed only at the level of {column!r}, is missing for "
+                        f"{int(np.isnan(values).sum())} unit(s) of {column!r}: level-3 outcomes must be complete "
+                        "so far. Drop those units' rows, or fill the values in.")
+    return values
 
 
 def prepare_data(table: ParameterTable, data: pd.DataFrame, cluster: str | list[str] | None = None,

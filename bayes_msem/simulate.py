@@ -314,7 +314,7 @@ def draw_outcomes(rng: np.random.Generator, theta: np.ndarray, layout: ModelLayo
                  + _draw(rng, np.zeros(len(top.nodes)), moments.S, len(v))) @ moments.total.T
         top_part = (nodes[:, top.placement.split_at] @ top.placement.place.T)[unit_rows]
         unit_outcomes = nodes[:, top.placement.outcomes_at]
-        if top.outcome_place.size:  # a level-2 outcome's part at level 3: the same for every cluster in the unit
+        if top.outcome_place.any():  # a level-2 outcome's part at level 3: the same for every cluster in the unit
             if not _nested(unit_rows, cluster_index, n_clusters):
                 raise ValueError("a level-2 outcome with a part at level 3 needs clusters nested in level-3 units")
             unit_of_cluster = np.zeros(n_clusters, dtype=int)

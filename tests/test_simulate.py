@@ -239,6 +239,23 @@ def test_a_crossed_slope_varies_over_both_classifications():
     assert abs(primary.var() - expected) < 4 * expected * np.sqrt(2 / 199)
 
 
+def test_outcomes_of_either_classification_are_constant_within_their_units():
+    """q, an outcome of the primary units' y part, and v, of the secondary
+    units' (small row variance): one value per unit, and the units' means of y
+    predict them with slopes near 0.6 and 0.8 (each mean also carries the
+    other classification's parts, which attenuates the slope a little)."""
+    syntax = ("level: within\n y ~ x\nlevel: primary\n q ~ y\nlevel: secondary\n v ~ y")
+    values = {"y~~y|within": 0.01, "y~~y|primary": 1.0, "q~y|primary": 0.6, "y~~y|secondary": 1.0,
+              "v~y|secondary": 0.8}
+    data = simulate_data(syntax, values, n_clusters=400, cluster_size=40, n_units=400, crossed=True,
+                         cluster=["primary", "secondary"], seed=10)
+    assert data.groupby("primary").q.nunique().max() == 1 and data.groupby("secondary").v.nunique().max() == 1
+    for unit, outcome, slope in (("primary", "q", 0.6), ("secondary", "v", 0.8)):
+        means = data.groupby(unit).agg(y=("y", "mean"), out=(outcome, "first"))
+        # a unit's mean of y: its part (variance 1) plus the mean of about 40 parts of the other (1 / 40)
+        assert abs(np.polyfit(means.y, means.out, 1)[0] - slope / (1 + 1 / 40)) < 4 * np.sqrt(1.0 / 400)
+
+
 def test_cross_classified_data_cross_and_have_their_variances():
     """Rows meet a secondary unit at random; with small primary and within
     variances, the secondary units' means vary by sigma_secondary^2."""

@@ -287,16 +287,6 @@ def _three_level_outcomes_problem(spec) -> str | None:
     return None
 
 
-def outcomes_above_rows(spec, models: str, part: str) -> str | None:
-    """Why ``models`` (three-level, cross-classified) cannot take this model's
-    variables observed only above the rows, or None where it has none."""
-    own = [name for level in spec.layout.levels[1:] for name in level.outcomes]
-    if not own:
-        return None
-    return (f"{', '.join(own)} observed only above level 1: {models} take variables of the rows (split into a part "
-            f"per {part}) and covariates at every level, so far")
-
-
 def get_engine(name: str) -> Engine:
     """The engine named ``name`` (``"latent"`` or ``"collapsed"``)."""
     return ENGINES[name]

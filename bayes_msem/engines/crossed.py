@@ -19,6 +19,10 @@ parts): every row of a cell shares them, so the likelihood comes from cross-prod
 (:func:`~bayes_msem.engines.latent.cluster_scatter`), or per row where values
 are missing.
 
+Variables observed only above the rows (one value per unit of either
+classification) enter by their normal density given their unit's sampled
+effects (:func:`~bayes_msem.engines.latent.between_outcomes_logp`).
+
 The exact marginal likelihood is not block diagonal here (two rows of one
 primary school are correlated through different secondary schools), so the
 collapsed engine does not take these models; integrating one classification
@@ -33,13 +37,14 @@ import pymc as pm
 import pytensor.tensor as pt
 
 from bayes_msem.data import cluster_cross_products, missing_pattern_statistics, within_cross_products
-from bayes_msem.engines import outcomes_above_rows
 from bayes_msem.engines.latent import (
     PYTENSOR_BACKEND,
+    between_outcomes_logp,
     cluster_scatter,
     effects_from_innovations,
     innovation_nodes,
     mvn_logp_from_scatter,
+    outcome_coupling,
     within_logp,
 )
 from bayes_msem.engines.missing import observed_rows_logp, rows_with_own_means_logp
@@ -56,9 +61,10 @@ CLASSIFICATIONS = (("cluster_effects", "cluster"), ("unit_effects", "unit"))
 
 def crossed_supported(spec: ModelSpec) -> tuple[bool, str]:
     """Which cross-classified models the latent engine takes so far: random
-    intercepts of both classifications with covariates at every level, and
-    random slopes of level-1 covariates over the first classification, or
-    over both (a slope named in the second classification's block too)."""
+    intercepts of both classifications with covariates and (complete)
+    outcomes at every level, and random slopes of level-1 covariates over the
+    first classification, or over both (a slope named in the second
+    classification's block too)."""
     if spec.table.ordinal:
         return False, "ordinal variables: cross-classified models take continuous variables so far"
     if spec.within.slopes_on_nodes:
@@ -70,9 +76,15 @@ def crossed_supported(spec: ModelSpec) -> tuple[bool, str]:
         return False, (f"random slope(s) {', '.join(own)} of a first-classification covariate varying over the "
                        "second classification: cross-classified models take random slopes of level-1 covariates, "
                        "so far")
-    problem = outcomes_above_rows(spec, "cross-classified models", "classification")
-    if problem:
-        return False, problem
+    for level in (1, 2):
+        problem = outcome_coupling(spec, level)
+        if problem:
+            return False, problem
+    holes = np.isnan(spec.data.between_outcomes).any(axis=0)
+    if holes.any():
+        return False, (f"missing values of the first classification's outcome(s) "
+                       f"{', '.join(n for n, h in zip(spec.layout.levels[1].outcomes, holes) if h)}: cross-classified "
+                       "models take complete outcomes above the rows, so far")
     return True, ("cross-classified: the effects of both classifications are sampled (the marginal likelihood is not "
                   "block diagonal, so the collapsed engine does not apply)")
 
@@ -96,8 +108,13 @@ def build_crossed_model(spec: ModelSpec) -> pm.Model:
     with pm.Model(coords=coords) as model:
         theta = free_parameter_vector(spec)
         pm.Deterministic("parameters", theta, dims="parameter")
-        effects = [_classification_effects(spec, theta, k, name, dim)
-                   for k, (name, dim) in enumerate(CLASSIFICATIONS, start=1)]
+        effects = []
+        for k, (name, dim) in enumerate(CLASSIFICATIONS, start=1):
+            level_effects, moments = _classification_effects(spec, theta, k, name, dim)
+            effects.append(level_effects)
+            if spec.layout.levels[k].outcomes:  # the units' own outcomes given their effects
+                pm.Potential(f"{dim}_outcomes_loglik", between_outcomes_logp(spec, theta, moments, level_effects,
+                                                                             level=k))
         within = _cell_moments(spec, theta, [level_effects[cells[:, k]] for k, level_effects in enumerate(effects)])
         cell_means = within.mean + pt.zeros((len(cells), spec.within.n_observed))
         for k, level_effects in enumerate(effects, start=1):
@@ -110,7 +127,8 @@ def build_crossed_model(spec: ModelSpec) -> pm.Model:
 
 def _classification_effects(spec: ModelSpec, theta, k: int, name: str, dim: str):
     """Classification ``k``'s effects (units, effects), sampled non-centered,
-    kept in the posterior as ``name`` with dims (``dim``, ``dim``_variable)."""
+    kept in the posterior as ``name`` with dims (``dim``, ``dim``_variable),
+    and the level's moments."""
     model, level = pm.modelcontext(None), spec.layout.levels[k]
     random = innovation_nodes(spec, k)
     model.add_coord(f"{dim}_innovation", [level.nodes[i] for i in random])
@@ -119,7 +137,7 @@ def _classification_effects(spec: ModelSpec, theta, k: int, name: str, dim: str)
     moments = level_moments(theta, level.structure, PYTENSOR_BACKEND)
     effects = effects_from_innovations(spec, moments, innovations, level=k)
     pm.Deterministic(name, effects, dims=(dim, f"{dim}_variable"))
-    return effects
+    return effects, moments
 
 
 def _cell_moments(spec: ModelSpec, theta, cell_effects: list):

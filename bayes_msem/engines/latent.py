@@ -129,13 +129,14 @@ def cluster_effect_names(spec: ModelSpec) -> list[str]:
     return list(spec.layout.levels[1].effects)
 
 
-def outcome_coupling(spec: ModelSpec) -> str | None:
+def outcome_coupling(spec: ModelSpec, level: int = 1) -> str | None:
     """Why this engine cannot take the model, or None: a residual covariance
     between a level-2 observed outcome and a cluster effect would couple the
-    outcome's residual with the sampled innovations."""
+    outcome's residual with the sampled innovations (``level`` 2: of the second
+    classification of a cross-classified model)."""
     if not spec.layout.multilevel:
         return None
-    clusters = spec.layout.levels[1]
+    clusters = spec.layout.levels[level]
     coupling = clusters.structure.S.possibly_nonzero()
     if len(clusters.outcome_nodes) and coupling[np.ix_(clusters.effect_nodes, clusters.outcome_nodes)].any():
         return ("a residual covariance between a level-2 observed outcome and a latent between variable needs "
@@ -171,9 +172,11 @@ def effects_from_innovations(spec: ModelSpec, moments, innovations, backend=PYTE
 
 
 def between_outcomes_logp(spec: ModelSpec, theta, moments, effects, backend=PYTENSOR_BACKEND, erfc=None,
-                          per_cluster: bool = False):
+                          per_cluster: bool = False, level: int = 1):
     """log p(level-2 outcomes | cluster effects): summed, or per cluster
     (..., clusters) with ``per_cluster``; ``effects`` (..., clusters, effects).
+    ``level`` 2: the outcomes of the second classification of a
+    cross-classified model given its units' effects (continuous, complete).
 
     A continuous outcome z enters through its residual z - E[z | effects, other
     outcomes], normal with the residual covariance (with the Jacobian of a
@@ -184,12 +187,12 @@ def between_outcomes_logp(spec: ModelSpec, theta, moments, effects, backend=PYTE
     (needed with ordinal outcomes)."""
     from bayes_msem.engines.ordinal import between_ordinal_layout, normal_rows_logp
 
-    clusters = spec.layout.levels[1]
+    clusters = spec.layout.levels[level]
     n_idx, z_idx = clusters.effect_nodes, clusters.outcome_nodes
     A, A_x = moments.A, moments.A_x
-    ordinal = between_ordinal_layout(spec)
-    values = spec.data.between_outcomes
-    w = backend.asarray(spec.data.between_covariates)
+    ordinal = between_ordinal_layout(spec) if level == 1 else None
+    values, covariates = _level_values(spec, level)
+    w = backend.asarray(covariates)
     drive = moments.alpha[z_idx] + effects @ A[np.ix_(z_idx, n_idx)].T + w @ A_x[z_idx].T  # all but the other outcomes
     if np.isnan(values).any():
         return _incomplete_outcomes_logp(spec, theta, moments, drive, backend, per_cluster, ordinal, erfc)
@@ -197,18 +200,28 @@ def between_outcomes_logp(spec: ModelSpec, theta, moments, effects, backend=PYTE
     z = backend.asarray(values)
     mean = drive + z @ A[np.ix_(z_idx, z_idx)].T
     S_zz = moments.S[np.ix_(z_idx, z_idx)]
-    jacobian = outcome_log_jacobian(spec, moments, backend.xp)
+    jacobian = outcome_log_jacobian(spec, moments, backend.xp, level)
     if ordinal is None and not per_cluster:
         residual = z - mean
-        n = float(spec.data.n_clusters)
+        n = float(len(values))
         return mvn_logp_from_scatter(residual.T @ residual, n, S_zz, backend) + n * jacobian
     if ordinal is None:
         logp = normal_rows_logp((z - mean).reshape((-1, len(z_idx))), S_zz, backend).reshape(mean.shape[:-1])
     else:
         logp = _ordinal_outcomes_logp(theta, S_zz, mean, ordinal, values, backend, erfc, per_cluster)
     if not per_cluster:
-        return logp + float(spec.data.n_clusters) * jacobian
+        return logp + float(len(values)) * jacobian
     return logp + jacobian
+
+
+def _level_values(spec: ModelSpec, level: int) -> tuple[np.ndarray, np.ndarray]:
+    """The outcomes and covariates of the units of ``spec.layout.levels[level]``
+    (level 1: the clusters; 2: the units of the level above or of the second
+    classification), one row per unit."""
+    if level == 1:
+        return spec.data.between_outcomes, spec.data.between_covariates
+    upper = spec.data.upper_levels[level - 2]
+    return upper.outcomes, upper.covariates
 
 
 def _ordinal_outcomes_logp(theta, cov, mean, ordinal, values, backend, erfc, per_cluster: bool):
@@ -269,32 +282,34 @@ def fixed_drive(spec: ModelSpec, moments, backend=PYTENSOR_BACKEND, level: int =
     """What drives the cluster effects besides their innovations (clusters,
     effects): intercepts, level-2 covariates and level-2 outcomes that predict
     them; for ``level`` 2 the units of the second classification of a
-    cross-classified model and their covariates (its outcomes are refused)."""
+    cross-classified model, their covariates and outcomes."""
     clusters = spec.layout.levels[level]
     n_idx, z_idx = clusters.effect_nodes, clusters.outcome_nodes
-    covariates = spec.data.between_covariates if level == 1 else spec.data.upper_levels[level - 2].covariates
+    outcomes, covariates = _level_values(spec, level)
     w = backend.asarray(covariates)
     drive = moments.alpha[n_idx][None, :] + w @ moments.A_x[n_idx].T
     if len(z_idx):
         # a missing level-2 outcome predicts no effect (LatentEngine.supports): its 0 meets a 0 in A
-        values = np.nan_to_num(spec.data.between_outcomes)
+        values = np.nan_to_num(outcomes)
         drive = drive + backend.asarray(values) @ moments.A[np.ix_(n_idx, z_idx)].T
     return drive
 
 
-def outcomes_predicting_effects(spec: ModelSpec) -> list[str]:
+def outcomes_predicting_effects(spec: ModelSpec, level: int = 1) -> list[str]:
     """The level-2 outcomes that predict a cluster effect (a coefficient in A
-    from the outcome to an effect, free or fixed at a non-zero value)."""
-    clusters = spec.layout.levels[1]
+    from the outcome to an effect, free or fixed at a non-zero value; ``level``
+    2: the second classification's)."""
+    clusters = spec.layout.levels[level]
     predicting = clusters.structure.A.possibly_nonzero()[np.ix_(clusters.effect_nodes, clusters.outcome_nodes)].any(axis=0)
     return [name for name, p in zip(clusters.outcomes, predicting) if p]
 
 
-def outcome_log_jacobian(spec: ModelSpec, moments, xp):
-    """log |det(I - A)| - log |det(I - A_nn)| of the between level: per
-    cluster, what turns the level-2 outcomes' residual density into their
-    density where the between model is non-recursive (0 where it is recursive)."""
-    n_idx = spec.layout.levels[1].effect_nodes
+def outcome_log_jacobian(spec: ModelSpec, moments, xp, level: int = 1):
+    """log |det(I - A)| - log |det(I - A_nn)| of the between level (``level``
+    of the layout): per cluster, what turns the level-2 outcomes' residual
+    density into their density where the between model is non-recursive (0
+    where it is recursive)."""
+    n_idx = spec.layout.levels[level].effect_nodes
     A = moments.A
     return (xp.log(xp.abs(xp.linalg.det(xp.eye(A.shape[0]) - A)))
             - xp.log(xp.abs(xp.linalg.det(xp.eye(len(n_idx)) - A[np.ix_(n_idx, n_idx)]))))

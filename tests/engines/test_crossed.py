@@ -98,6 +98,47 @@ def test_crossed_likelihood_equals_the_rows_normal_density(seed, n_primary, n_se
     assert float(loglik) == pytest.approx(rows_logp(spec, theta, cluster_effects, unit_effects, data), rel=1e-9)
 
 
+# q: an outcome of the primary units (of their y1 part and z); v: of the secondary units (of w)
+CROSSED_OUTCOMES = CROSSED.replace("  y1 ~~ y2\n", "  y1 ~~ y2\n  q ~ y1 + z\n") + "  v ~ y1 + w\n"
+
+
+def test_outcomes_of_either_classification_add_their_normal_density_given_the_units_effects():
+    """Each unit's own outcome given its sampled effects: normal around
+    intercept + coefficients x (the unit's effects, covariates), with the
+    residual variance, written by name."""
+    from bayes_msem.engines.crossed import build_crossed_model
+    from bayes_msem.matrices import level_moments
+
+    data = crossed_data(4, 6, 5, 40)
+    rng = np.random.default_rng(4)
+    data["q"] = data["primary"].map(dict(zip(data["primary"].unique(), rng.normal(size=6))))
+    data["v"] = data["secondary"].map(dict(zip(data["secondary"].unique(), rng.normal(size=5))))
+    with pytest.warns(UserWarning, match="cross-classified"):
+        spec = build_spec(CROSSED_OUTCOMES, data, cluster=["primary", "secondary"])
+    model = build_crossed_model(spec)
+    point = {name: value + rng.normal(scale=0.3, size=np.shape(value)) for name, value in model.initial_point().items()}
+    names = ("parameters", "cluster_effects", "unit_effects", "cluster_outcomes_loglik", "unit_outcomes_loglik")
+    wanted = model.replace_rvs_by_values([model[name] for name in names])
+    theta, effects, unit_effects, q_logp, v_logp = model.compile_fn(wanted, inputs=model.value_vars, point_fn=True,
+                                                                    mode="FAST_COMPILE")(point)
+    expected = []
+    for level, values, outcome, covariate, column in ((1, effects, "q", "z", "primary"),
+                                                      (2, unit_effects, "v", "w", "secondary")):
+        layout = spec.layout.levels[level]
+        moments = level_moments(theta, layout.structure)
+        labels = spec.data.cluster_labels if level == 1 else spec.data.upper_levels[0].labels
+        node = layout.nodes.index(outcome)
+        total = 0.0
+        for label, unit in zip(labels, values):
+            rows = data[data[column] == label].iloc[0]
+            by_name = dict(zip(layout.effects, unit))
+            mean = (moments.alpha[node] + moments.A[node, layout.nodes.index("y1")] * by_name["y1"]
+                    + moments.A_x[node, layout.structure.covariates.index(covariate)] * rows[covariate])
+            total += stats.norm(mean, np.sqrt(moments.S[node, node])).logpdf(rows[outcome])
+        expected.append(total)
+    assert [float(q_logp), float(v_logp)] == pytest.approx(expected, rel=1e-9)
+
+
 def test_crossed_designs_are_announced_and_take_the_latent_engine():
     import bayes_msem as bm
 
