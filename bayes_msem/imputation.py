@@ -151,12 +151,9 @@ def _crossed_slope_parts(spec, unit_effects: np.ndarray | None) -> np.ndarray:
     classification (rows, slopes; 0 for a slope that does not vary there)."""
     if unit_effects is None:
         raise ValueError("a model with more than two levels needs the level-3 units' effects (unit_effects)")
-    top = spec.layout.levels[2]
-    parts = np.zeros((spec.data.n_rows, len(spec.within.slopes)))
-    for k, name in enumerate(spec.within.slopes):
-        if name in top.slope_parts:
-            parts[:, k] = unit_effects[spec.data.upper_levels[0].row_index, list(top.effects).index(name)]
-    return parts
+    second = spec.layout.crossed_slope_columns()[1]
+    row_units = unit_effects[spec.data.upper_levels[0].row_index]
+    return np.where(second >= 0, row_units[:, np.maximum(second, 0)], 0.0)
 
 
 def _placed_parts(level, effects: np.ndarray, row_unit: np.ndarray) -> np.ndarray:

@@ -165,6 +165,16 @@ class ModelLayout:
     def structures(self) -> tuple[LevelStructure, ...]:
         return tuple(level.structure for level in self.levels)
 
+    def crossed_slope_columns(self) -> tuple[np.ndarray, np.ndarray]:
+        """Where each random slope of the rows sits among the first
+        classification's effects, and among the second's (-1 where it has no
+        part there): in a cross-classified model a row's slope is the sum of
+        its two units' parts."""
+        first, second = list(self.levels[1].effects), list(self.levels[2].effects)
+        slopes = self.rows.structure.slopes
+        return (_int_array([first.index(name) for name in slopes]),
+                _int_array([second.index(name) if name in self.levels[2].slope_parts else -1 for name in slopes]))
+
     def refuse_beyond_two_levels(self, what: str) -> None:
         """Raise a ValueError naming ``what`` where the model has more than two levels."""
         if len(self.levels) > 2:

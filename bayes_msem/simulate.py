@@ -248,25 +248,24 @@ def _upper_units(rng, layout: ModelLayout, columns: tuple[str, ...], n_units: in
     return unit_rows, rng.standard_normal((n_units, len(layout.levels[2].structure.covariates)))
 
 
-def _cluster_slope_parts(top: LevelLayout, unit_nodes: np.ndarray, clusters: LevelLayout, unit_rows: np.ndarray,
-                        cluster_index: np.ndarray, n_clusters: int) -> tuple[np.ndarray, np.ndarray | None]:
+def _cluster_slope_parts(top: LevelLayout, unit_nodes: np.ndarray, clusters: LevelLayout,
+                         unit_of_cluster: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
     """Each cluster's share of its level-3 unit's slope parts: what they add to
     the cluster's slopes of the rows (clusters, row slopes), and the cluster's
     own slopes on its covariates (clusters, level-2 slopes; None without them):
     the unit's part of a slope is the same for every cluster in it."""
-    unit_of_cluster = np.zeros(n_clusters, dtype=int)
-    unit_of_cluster[cluster_index] = unit_rows
     parts = unit_nodes[:, top.placement.split_at][unit_of_cluster]
     row_slopes = (parts @ top.lift.T)[:, len(clusters.split):]  # the random effects after the split parts
     own = [int(np.flatnonzero(top.lifted_slopes == k)[0]) for k in range(len(clusters.structure.slopes))]
     return row_slopes, (parts[:, own] if own else None)
 
 
-def _nested(unit_rows: np.ndarray, cluster_index: np.ndarray, n_clusters: int) -> bool:
-    """Whether every cluster's rows lie in one level-3 unit."""
+def _unit_of_cluster(unit_rows: np.ndarray, cluster_index: np.ndarray, n_clusters: int) -> np.ndarray | None:
+    """Each cluster's level-3 unit, or None where some cluster's rows lie in
+    more than one unit (a cross-classified design)."""
     unit_of_cluster = np.zeros(n_clusters, dtype=int)
     unit_of_cluster[cluster_index] = unit_rows
-    return bool(np.all(unit_of_cluster[cluster_index] == unit_rows))
+    return unit_of_cluster if np.all(unit_of_cluster[cluster_index] == unit_rows) else None
 
 
 def _crossed_slope_move(theta: np.ndarray, layout: ModelLayout, row_nodes: np.ndarray, x: np.ndarray) -> np.ndarray:
@@ -314,15 +313,13 @@ def draw_outcomes(rng: np.random.Generator, theta: np.ndarray, layout: ModelLayo
                  + _draw(rng, np.zeros(len(top.nodes)), moments.S, len(v))) @ moments.total.T
         top_part = (nodes[:, top.placement.split_at] @ top.placement.place.T)[unit_rows]
         unit_outcomes = nodes[:, top.placement.outcomes_at]
+        unit_of_cluster = _unit_of_cluster(unit_rows, cluster_index, n_clusters)
         if top.outcome_place.any():  # a level-2 outcome's part at level 3: the same for every cluster in the unit
-            if not _nested(unit_rows, cluster_index, n_clusters):
+            if unit_of_cluster is None:
                 raise ValueError("a level-2 outcome with a part at level 3 needs clusters nested in level-3 units")
-            unit_of_cluster = np.zeros(n_clusters, dtype=int)
-            unit_of_cluster[cluster_index] = unit_rows
             top_outcome_part = (nodes[:, top.placement.split_at] @ top.outcome_place.T)[unit_of_cluster]
-        if top.slope_parts and _nested(unit_rows, cluster_index, n_clusters):
-            top_slopes, cluster_slopes = _cluster_slope_parts(top, nodes, layout.levels[1], unit_rows, cluster_index,
-                                                              n_clusters)
+        if top.slope_parts and unit_of_cluster is not None:
+            top_slopes, cluster_slopes = _cluster_slope_parts(top, nodes, layout.levels[1], unit_of_cluster)
         elif top.slope_parts:  # crossed: a row's slope adds its unit's part, row by row
             top_part = top_part + _crossed_slope_move(theta, layout, nodes[unit_rows], x)
     cluster_part = np.zeros((n_clusters, place.shape[0]))

@@ -148,12 +148,8 @@ def _cell_moments(spec: ModelSpec, theta, cell_effects: list):
     within = spec.within
     if not within.slopes:
         return level_moments(theta, within, PYTENSOR_BACKEND)
-    slopes = []
-    for name in within.slopes:
-        value = cell_effects[0][:, list(spec.layout.levels[1].effects).index(name)]
-        if name in spec.layout.levels[2].slope_parts:
-            value = value + cell_effects[1][:, list(spec.layout.levels[2].effects).index(name)]
-        slopes.append(value)
+    first, second = spec.layout.crossed_slope_columns()
+    slopes = [cell_effects[0][:, a] + (cell_effects[1][:, b] if b >= 0 else 0.0) for a, b in zip(first, second)]
     return level_moments(theta, within, PYTENSOR_BACKEND, pt.stack(slopes, axis=1))
 
 
