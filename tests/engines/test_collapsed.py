@@ -63,7 +63,7 @@ def test_gradient_finite_with_singular_between_covariance():
     data = simulate_two_level()
     text = "level: 1\n fw =~ y1 + y2 + y3\nlevel: 2\n fb =~ y1 + y2 + y3\n y1 ~~ 0*y1; y2 ~~ 0*y2; y3 ~~ 0*y3"
     model = build_collapsed_model(build_spec(text, data, cluster="g"))
-    assert np.all(np.isfinite(model.compile_dlogp()(model.initial_point())))
+    assert np.all(np.isfinite(model.compile_dlogp(mode="JAX")(model.initial_point())))
 
 
 def test_cluster_effect_draws_follow_the_exact_conditional():

@@ -43,10 +43,13 @@ def random_point(model, seed):
 
 
 def evaluate(model, point, names):
+    """The model's variables ``names`` at ``point``, computed in JAX as the
+    sampler runs the graph (a C compilation of each test's graph cost about a
+    minute per test in CI)."""
     outputs = model.replace_rvs_by_values([model[name] for name in names])
     function = model.compile_fn(outputs, inputs=model.value_vars,
-                                on_unused_input="ignore", point_fn=True)
-    return dict(zip(names, function(point)))
+                                on_unused_input="ignore", point_fn=True, mode="JAX")
+    return {name: np.asarray(value) for name, value in zip(names, function(point))}
 
 
 def test_two_level_density_matches_rowwise_scipy():
@@ -109,7 +112,7 @@ def test_gradient_is_finite_with_zero_between_variances():
     model_text = ("level: 1\n fw =~ y1 + y2 + y3\nlevel: 2\n fb =~ y1 + y2 + y3\n"
                   " y1 ~~ 0*y1; y2 ~~ 0*y2; y3 ~~ 0*y3")
     model = build_latent_model(build_spec(model_text, data, cluster="g"))
-    gradient = model.compile_dlogp()(model.initial_point())
+    gradient = model.compile_dlogp(mode="JAX")(model.initial_point())
     assert np.all(np.isfinite(gradient))
 
 

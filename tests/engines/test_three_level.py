@@ -120,7 +120,7 @@ def test_three_level_density_is_the_same_in_jax_and_pytensor():
     expected = collapsed_logp(spec, theta, NUMPY_BACKEND)
     assert float(collapsed_logp(spec, theta, jax_backend())) == pytest.approx(expected, rel=1e-10)
     values = pt.dvector("theta")
-    function = pytensor.function([values], collapsed_logp(spec, values, PYTENSOR_BACKEND))
+    function = pytensor.function([values], collapsed_logp(spec, values, PYTENSOR_BACKEND), mode="JAX")
     assert float(function(theta)) == pytest.approx(expected, rel=1e-10)
 
 
@@ -344,7 +344,7 @@ def test_three_level_slope_density_per_school_and_in_jax_and_pytensor(syntax):
     expected = collapsed_logp(spec, theta, NUMPY_BACKEND)
     assert float(collapsed_logp(spec, theta, jax_backend())) == pytest.approx(expected, rel=1e-10)
     values = pt.dvector("theta")
-    function = pytensor.function([values], collapsed_logp(spec, values, PYTENSOR_BACKEND))
+    function = pytensor.function([values], collapsed_logp(spec, values, PYTENSOR_BACKEND), mode="JAX")
     assert float(function(theta)) == pytest.approx(expected, rel=1e-10)
 
 
