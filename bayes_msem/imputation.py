@@ -109,12 +109,12 @@ def row_moments(spec, theta: np.ndarray, effects: np.ndarray | None,
     clusters = spec.layout.levels[1]
     names, at = list(clusters.effects), data.cluster_index
     Sigma = within.Sigma
-    crossed_slopes = data.crossed and spec.layout.levels[2].slope_parts
-    if len(spec.layout.levels) > 2 and spec.layout.levels[2].slope_parts and not crossed_slopes:
+    unit_slope_parts = len(spec.layout.levels) > 2 and bool(spec.layout.levels[2].slope_parts)
+    if unit_slope_parts and not data.crossed:  # nested: a school's slope parts move its classes' effects
         effects = _with_unit_slope_parts(spec, theta, effects, unit_effects)
     if spec.within.slopes:
         slopes, slopes_at = effects[:, [names.index(s) for s in spec.within.slopes]], at
-        if crossed_slopes:  # a row's slopes add its unit's parts in the other classification: one set per row
+        if unit_slope_parts and data.crossed:  # a row's slopes add its unit's parts in the other classification
             slopes, slopes_at = slopes[at] + _crossed_slope_parts(spec, unit_effects), np.arange(data.n_rows)
         own = level_moments(theta, spec.within, slope_values=slopes)
         unit_mean = np.zeros((len(slopes), spec.within.n_observed)) + own.mean  # a unit axis where slopes have one
