@@ -6,8 +6,14 @@ level-2 outcomes), with the cluster effects integrated out, so PSIS-LOO
 estimates how well the model predicts a new cluster
 (:func:`bayes_msem.engines.collapsed_slopes.cluster_log_likelihood`; with
 ordinal variables by importance sampling,
-:mod:`bayes_msem.engines.ordinal_clusters`). In a single-level model the unit
-is a row.
+:mod:`bayes_msem.engines.ordinal_clusters`); in a three-level model a whole
+level-3 unit. In a single-level model the unit is a row.
+
+A cross-classified model's likelihood does not factor over the units of either
+classification, so there the unit is a row given the sampled effects of its
+two units (:func:`crossed_row_log_likelihood`, brms's default for models with
+group effects): PSIS-LOO then estimates how well the model predicts a new row
+of the same units, not a new unit.
 """
 
 from __future__ import annotations
@@ -16,22 +22,57 @@ import numpy as np
 
 from bayes_msem.matrices import level_moments
 
-__all__ = ["row_log_likelihood", "compare"]
+__all__ = ["row_log_likelihood", "crossed_row_log_likelihood", "compare"]
 
 
 def row_log_likelihood(spec, theta_draws: np.ndarray) -> np.ndarray:
     """log p(y_i | parameters) of every row of a single-level model: (chains, draws, rows)."""
     data, structure = spec.data, spec.within
-    y, x = data.within_outcomes, data.within_covariates
-    p = y.shape[1]
-    out = np.empty(theta_draws.shape[:2] + (len(y),))
+    out = np.empty(theta_draws.shape[:2] + (data.n_rows,))
     for c, chain in enumerate(theta_draws):
         for d, theta in enumerate(chain):
             moments = level_moments(theta, structure)
-            residual = y - moments.mean - x @ moments.Pi.T
-            chol = np.linalg.cholesky(moments.Sigma)
-            white = np.linalg.solve(chol, residual.T)
-            out[c, d] = -0.5 * (p * np.log(2 * np.pi) + 2 * np.log(np.diag(chol)).sum() + (white**2).sum(axis=0))
+            out[c, d] = rows_normal_logpdf(data.within_outcomes, moments.mean + data.within_covariates @ moments.Pi.T,
+                                           moments.Sigma)
+    return out
+
+
+def crossed_row_log_likelihood(spec, theta_draws: np.ndarray, effect_draws: np.ndarray | None,
+                               unit_draws: np.ndarray | None) -> np.ndarray | None:
+    """log p(y_i | parameters, the effects of row i's two units) of every row of
+    a cross-classified model, (chains, draws, rows), from the sampled effects of
+    the first (``effect_draws``: chains, draws, clusters, effects) and second
+    classification (``unit_draws``). Missing values: each row's observed ones.
+    None where a classification has outcomes of its own (they belong to no
+    row) or a random slope on a modelled variable gives rows their own
+    covariance."""
+    from bayes_msem.imputation import row_moments
+
+    if effect_draws is None or unit_draws is None or any(level.outcomes for level in spec.layout.levels[1:]):
+        return None
+    out = np.empty(theta_draws.shape[:2] + (spec.data.n_rows,))
+    for c, chain in enumerate(theta_draws):
+        for d, theta in enumerate(chain):
+            mean, Sigma = row_moments(spec, theta, effect_draws[c, d], unit_draws[c, d])
+            if Sigma.ndim != 2:
+                return None
+            out[c, d] = rows_normal_logpdf(spec.data.within_outcomes, mean, Sigma)
+    return out
+
+
+def rows_normal_logpdf(values: np.ndarray, mean: np.ndarray, cov: np.ndarray) -> np.ndarray:
+    """The normal log-density of each row of ``values`` (rows, p; NaN where
+    missing) over its observed entries, with means ``mean`` (rows, p) and one
+    covariance ``cov`` (p, p): one Cholesky factor per missing-data pattern."""
+    observed = ~np.isnan(values)
+    out = np.zeros(len(values))
+    for pattern in np.unique(observed, axis=0):
+        rows, cols = np.all(observed == pattern, axis=1), np.flatnonzero(pattern)
+        if not len(cols):
+            continue
+        chol = np.linalg.cholesky(cov[np.ix_(cols, cols)])
+        white = np.linalg.solve(chol, (values[np.ix_(rows, cols)] - mean[np.ix_(rows, cols)]).T)
+        out[rows] = -0.5 * (len(cols) * np.log(2 * np.pi) + 2 * np.log(np.diag(chol)).sum() + (white**2).sum(axis=0))
     return out
 
 
@@ -56,7 +97,7 @@ def _unit(result) -> list:
     if not result.add_log_likelihood():
         raise ValueError("this result has no pointwise log-likelihood: LOO needs the marginal likelihood per "
                          "cluster, which models with random slopes on latent within variables lack so far, and "
-                         "cross-classified models too (their likelihood does not factor over the units of either "
-                         "classification)")
+                         "per row in cross-classified models, which those with outcomes observed above the rows "
+                         "or random slopes on modelled variables lack so far")
     loglik = result.idata.log_likelihood["loglik"]
     return list(loglik[loglik.dims[-1]].values)

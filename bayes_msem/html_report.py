@@ -172,15 +172,27 @@ def _rank_plots(result, summary) -> str:
             + _figure_html(fig, "rank plots"))
 
 
+def _loo_unit(result) -> tuple[str, str]:
+    """What LOO leaves out, as the report names it: a row, a cluster, or a
+    level-3 unit by its column; and, in a cross-classified model, what the row
+    is given."""
+    upper = result.info.get("upper_levels") or []
+    if any(level.get("crossed") for level in upper):
+        return "row", " (each row given its units' effects in both classifications)"
+    if upper:
+        return str(upper[-1]["column"]), ""
+    return ("cluster" if result.info.get("cluster") else "row"), ""
+
+
 def _fit_html(result) -> str:
     parts = []
     try:
         with warnings.catch_warnings():  # the report counts the high Pareto k itself, just below
             warnings.filterwarnings("ignore", message="Estimated shape parameter of Pareto")
             loo = result.loo()
-        unit = "cluster" if result.info.get("cluster") else "row"
+        unit, given = _loo_unit(result)
         bad = int((loo.pareto_k > 0.7).sum())
-        parts.append(f"<p>Leave-one-{unit}-out PSIS-LOO: elpd {loo.elpd_loo:.1f} (SE {loo.se:.1f}), "
+        parts.append(f"<p>Leave-one-{unit}-out PSIS-LOO{given}: elpd {loo.elpd_loo:.1f} (SE {loo.se:.1f}), "
                      f"p_loo {loo.p_loo:.1f}; {bad} {unit}(s) with Pareto k above 0.7.</p>")
     except ValueError as err:
         parts.append(f"<p>LOO: {html.escape(str(err))}</p>")

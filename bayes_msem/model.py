@@ -202,7 +202,8 @@ class Model:
                                    for name, values in self.ordinal.categories.items()},
         }
         parameters = raw.posterior["parameters"]
-        sampled_effects = raw.posterior["cluster_effects"].values if "cluster_effects" in raw.posterior else None
+        sampled_effects = {name: raw.posterior[name].values for name in ("cluster_effects", "unit_effects")
+                           if name in raw.posterior}
         result = FitResult(idata=idata, table=self.spec.table.rows, info=info, prior_table=self.priors(),
                            pointwise_source=lambda: self._pointwise_log_likelihood(parameters, sampled_effects),
                            spec=self.spec)
@@ -231,22 +232,26 @@ class Model:
                                                  coords={"chain": parameters["chain"].values,
                                                          "draw": parameters["draw"].values})})
 
-    def _pointwise_log_likelihood(self, parameters, sampled_effects=None):
-        """Log-likelihood per draw of each cluster (cluster effects integrated out)
-        or, in a single-level model, of each row: the units of LOO.
-        ``sampled_effects``: the latent engine's cluster effects, where it sampled them."""
+    def _pointwise_log_likelihood(self, parameters, sampled_effects: dict):
+        """Log-likelihood per draw of each cluster (cluster effects integrated out),
+        each level-3 unit, or, in a single-level or cross-classified model, each
+        row: the units of LOO. ``sampled_effects``: the latent engine's
+        ``cluster_effects`` and ``unit_effects``, where it sampled them."""
         import xarray as xr
 
         engine = get_engine(self.engine)
         step = engine.loo_draw_step(self.spec, parameters.sizes["chain"] * parameters.sizes["draw"])
         if step > 1:  # every chain keeps the same draws, so PSIS's relative efficiency stays per chain
             parameters = parameters.isel(draw=slice(None, None, step))
-            sampled_effects = sampled_effects[:, ::step]
-        values = engine.unit_log_likelihood(self.spec, parameters.values, sampled_effects)
+            sampled_effects = {name: values[:, ::step] for name, values in sampled_effects.items()}
+        values = engine.unit_log_likelihood(self.spec, parameters.values, sampled_effects.get("cluster_effects"),
+                                            sampled_effects.get("unit_effects"))
         if values is None:
             return None  # no closed-form marginal likelihood per cluster
         coords = {"chain": parameters["chain"].values, "draw": parameters["draw"].values}
-        if self.spec.data.upper_levels:  # the units of the top level (schools, with classes in schools)
+        if self.spec.data.crossed:  # a row given its units' effects: the likelihood factors over rows only
+            unit, coords["row"] = "row", self.spec.data.row_labels
+        elif self.spec.data.upper_levels:  # the units of the top level (schools, with classes in schools)
             unit, coords["unit"] = "unit", [str(c) for c in self.spec.data.upper_levels[-1].labels]
         elif self.spec.layout.multilevel:
             unit, coords["cluster"] = "cluster", [str(c) for c in self.spec.data.cluster_labels]

@@ -390,7 +390,9 @@ class FitResult:
     def loo(self):
         """Leave-one-cluster-out cross-validation by Pareto-smoothed importance
         sampling (ArviZ's ``loo``): the unit is a cluster in a two-level model, a
-        row in a single-level one. Pareto k above 0.7 flags clusters that the
+        level-3 unit in a three-level one, a row in a single-level one, and in a
+        cross-classified model a row given its two units' sampled effects (it
+        estimates the prediction of new rows of the same units). Pareto k above 0.7 flags clusters that the
         approximation cannot handle. Two-level models with ordinal variables
         integrate each cluster's effects by importance sampling at each of at
         most 1000 draws (:mod:`bayes_msem.engines.ordinal_clusters`)."""

@@ -304,7 +304,7 @@ def test_three_level_report_draws_a_path_diagram_per_level(slope_fit, tmp_path):
     fit.report(tmp_path / "report.html")
     page = (tmp_path / "report.html").read_text()
     assert all(f"path diagram {level}" in page for level in ("within", "class", "school"))
-    assert "Level 3 [school]" in page
+    assert "Level 3 [school]" in page and "Leave-one-school-out PSIS-LOO" in page
 
 
 CROSSED = """level: within
@@ -346,8 +346,14 @@ def test_cross_classified_fit_matches_lme4():
     assert effects.groupby("level").cluster.nunique().to_dict() == {"primary": 40, "secondary": 30}
     icc = fit.icc().set_index("level")["mean"]  # each classification's own share of the variance
     assert icc.sum() < 1 and icc["secondary"] > 0.1
-    with pytest.raises(ValueError, match="cross-classified models too"):
-        fit.loo()
+    # LOO's unit is a row given its two units' effects, by the user's row label
+    loo = fit.loo()
+    rows = loo.loo_i.coords["row"].values
+    assert sorted(str(row) for row in rows) == sorted(str(label) for label in range(2000))
+    assert np.isfinite(loo.elpd_loo) and (loo.pareto_k.values > 0.7).mean() < 0.01
+    from bayes_msem.html_report import _fit_html
+
+    assert "Leave-one-row-out PSIS-LOO (each row given its units' effects in both classifications)" in _fit_html(fit)
 
 
 def test_cross_classified_fit_with_missing_values_matches_lme4_on_the_complete_cases():

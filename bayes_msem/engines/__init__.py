@@ -71,12 +71,14 @@ class Engine:
             return -(-n_draws // MAX_IMPORTANCE_DRAWS)
         return 1
 
-    def unit_log_likelihood(self, spec, theta_draws, effect_draws=None):
+    def unit_log_likelihood(self, spec, theta_draws, effect_draws=None, unit_effect_draws=None):
         """log p(data of a unit | parameters), (chains, draws, units): per cluster
-        with the cluster effects integrated out, per row in a single-level model;
+        with the cluster effects integrated out, per row in a single-level model,
+        per row given its units' sampled effects in a cross-classified one;
         None where it cannot be computed. ``effect_draws`` (chains, draws,
         clusters, effects), the sampled cluster effects, start the importance
-        sampling of two-level ordinal models."""
+        sampling of two-level ordinal models; with ``unit_effect_draws`` (the
+        second classification's) they give a crossed row's means."""
         if spec.table.ordinal:  # per row in closed form; per cluster by importance sampling
             if spec.layout.multilevel:
                 if effect_draws is None:
@@ -87,8 +89,12 @@ class Engine:
             from bayes_msem.engines.ordinal import ordinal_row_log_likelihood
 
             return ordinal_row_log_likelihood(spec, theta_draws)
+        if spec.data.crossed:  # the likelihood does not factor over either classification's units
+            from bayes_msem.checking import crossed_row_log_likelihood
+
+            return crossed_row_log_likelihood(spec, theta_draws, effect_draws, unit_effect_draws)
         if spec.layout.multilevel and not collapsed_supported(spec)[0]:
-            return None  # (a cross-classified model among them: its likelihood does not factor over units)
+            return None
         if len(spec.layout.levels) > 2:  # per level-3 unit
             from bayes_msem.engines.collapsed import three_level_unit_log_likelihood
 

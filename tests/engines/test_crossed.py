@@ -15,6 +15,8 @@ from scipy import stats
 from bayes_msem.errors import DataError
 from bayes_msem.spec import build_spec
 
+from .test_three_level import random_theta
+
 CROSSED = """level: within
   y1 ~ x
   y2 ~ x
@@ -51,9 +53,15 @@ def crossed_data(seed: int, n_primary: int, n_secondary: int, rows: int, holes: 
 
 
 def rows_logp(spec, theta, cluster_effects, unit_effects, data: pd.DataFrame) -> float:
-    """Sum over rows of the normal density of y_i's observed values given its
-    units' effects, by name; a random slope s (CROSSED_SLOPE) adds its primary
-    unit's s times x to y1 (and its secondary unit's, CROSSED_BOTH_SLOPE)."""
+    """Sum over rows of :func:`each_rows_logp`."""
+    return float(each_rows_logp(spec, theta, cluster_effects, unit_effects, data).sum())
+
+
+def each_rows_logp(spec, theta, cluster_effects, unit_effects, data: pd.DataFrame) -> pd.Series:
+    """The normal density of each row's observed values given its units'
+    effects, by name, indexed by the rows' labels; a random slope s
+    (CROSSED_SLOPE) adds its primary unit's s times x to y1 (and its
+    secondary unit's, CROSSED_BOTH_SLOPE)."""
     from bayes_msem.matrices import level_moments
 
     within = level_moments(theta, spec.within)
@@ -61,8 +69,8 @@ def rows_logp(spec, theta, cluster_effects, unit_effects, data: pd.DataFrame) ->
     levels = spec.layout.levels
     cluster_at = {str(label): k for k, label in enumerate(spec.data.cluster_labels)}
     unit_at = {str(label): k for k, label in enumerate(spec.data.upper_levels[0].labels)}
-    total = 0.0
-    for _, row in data.iterrows():
+    out = pd.Series(0.0, index=data.index)
+    for label, row in data.iterrows():
         mean = within.mean + within.Pi @ row[list(spec.within.covariates)].to_numpy(float)
         for level, values in ((levels[1], cluster_effects[cluster_at[row["primary"]]]),
                               (levels[2], unit_effects[unit_at[row["secondary"]]])):
@@ -73,8 +81,8 @@ def rows_logp(spec, theta, cluster_effects, unit_effects, data: pd.DataFrame) ->
         values = row[names].to_numpy(float)
         seen = ~np.isnan(values)
         if seen.any():
-            total += stats.multivariate_normal(mean[seen], within.Sigma[np.ix_(seen, seen)]).logpdf(values[seen])
-    return total
+            out[label] = stats.multivariate_normal(mean[seen], within.Sigma[np.ix_(seen, seen)]).logpdf(values[seen])
+    return out
 
 
 @pytest.mark.parametrize("syntax", [CROSSED, CROSSED_SLOPE, CROSSED_BOTH_SLOPE],
@@ -96,6 +104,31 @@ def test_crossed_likelihood_equals_the_rows_normal_density(seed, n_primary, n_se
     outputs = model.compile_fn(wanted, inputs=model.value_vars, point_fn=True, mode="FAST_COMPILE")(point)
     theta, cluster_effects, unit_effects, loglik = outputs
     assert float(loglik) == pytest.approx(rows_logp(spec, theta, cluster_effects, unit_effects, data), rel=1e-9)
+
+
+@pytest.mark.parametrize("syntax", [CROSSED, CROSSED_BOTH_SLOPE], ids=["intercepts", "slope over both"])
+@settings(max_examples=6, deadline=None)
+@given(seed=st.integers(0, 10**6), holes=st.sampled_from([0.0, 0.3]))
+def test_loos_rows_are_each_rows_density_given_its_units_effects(seed, holes, syntax):
+    """LOO's unit in a crossed model: each row's density given its two units'
+    effects, by the user's row label (rows shuffled, with holes), at effects
+    drawn at random (their sum is the sampler's likelihood: the test above)."""
+    from bayes_msem.checking import crossed_row_log_likelihood
+    from bayes_msem.engines import get_engine
+
+    data = crossed_data(seed, 5, 4, 25, holes)
+    data.index = [f"row {i}" for i in np.random.default_rng(seed).permutation(len(data))]
+    with pytest.warns(UserWarning, match="cross-classified"):
+        spec = build_spec(syntax, data, cluster=["primary", "secondary"])
+    rng = np.random.default_rng(seed)
+    theta = random_theta(spec, seed)
+    effects = rng.normal(size=(spec.data.n_clusters, len(spec.layout.levels[1].effects)))
+    unit_effects = rng.normal(size=(spec.data.upper_levels[0].n_units, len(spec.layout.levels[2].effects)))
+    per_row = get_engine("latent").unit_log_likelihood(spec, theta[None, None], effects[None, None],
+                                                       unit_effects[None, None])[0, 0]
+    expected = each_rows_logp(spec, theta, effects, unit_effects, data)
+    np.testing.assert_allclose(per_row, expected[list(spec.data.row_labels)].to_numpy(), rtol=1e-9)
+    assert crossed_row_log_likelihood(spec, theta[None, None], None, unit_effects[None, None]) is None
 
 
 # q: an outcome of the primary units (of their y1 part and z); v: of the secondary units (of w)
