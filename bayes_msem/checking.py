@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from bayes_msem.matrices import level_moments
+from bayes_msem.matrices import NUMPY_BACKEND, level_moments
 
 __all__ = ["row_log_likelihood", "crossed_row_log_likelihood", "compare"]
 
@@ -28,12 +28,16 @@ __all__ = ["row_log_likelihood", "crossed_row_log_likelihood", "compare"]
 def row_log_likelihood(spec, theta_draws: np.ndarray) -> np.ndarray:
     """log p(y_i | parameters) of every row of a single-level model: (chains, draws, rows)."""
     data, structure = spec.data, spec.within
-    out = np.empty(theta_draws.shape[:2] + (data.n_rows,))
+    y, x = data.within_outcomes, data.within_covariates
+    p = y.shape[1]
+    out = np.empty(theta_draws.shape[:2] + (len(y),))
     for c, chain in enumerate(theta_draws):
         for d, theta in enumerate(chain):
             moments = level_moments(theta, structure)
-            out[c, d] = rows_normal_logpdf(data.within_outcomes, moments.mean + data.within_covariates @ moments.Pi.T,
-                                           moments.Sigma)
+            residual = y - moments.mean - x @ moments.Pi.T
+            chol = np.linalg.cholesky(moments.Sigma)
+            white = np.linalg.solve(chol, residual.T)
+            out[c, d] = -0.5 * (p * np.log(2 * np.pi) + 2 * np.log(np.diag(chol)).sum() + (white**2).sum(axis=0))
     return out
 
 
@@ -42,37 +46,27 @@ def crossed_row_log_likelihood(spec, theta_draws: np.ndarray, effect_draws: np.n
     """log p(y_i | parameters, the effects of row i's two units) of every row of
     a cross-classified model, (chains, draws, rows), from the sampled effects of
     the first (``effect_draws``: chains, draws, clusters, effects) and second
-    classification (``unit_draws``). Missing values: each row's observed ones.
-    None where a classification has outcomes of its own (they belong to no
-    row) or a random slope on a modelled variable gives rows their own
-    covariance."""
+    classification (``unit_draws``): the terms of the sampler's own row
+    likelihood (:func:`~bayes_msem.engines.missing.each_rows_own_means_logp`)
+    at the rows' means given both units' effects
+    (:func:`~bayes_msem.imputation.row_moments`). Missing values: each row's
+    observed ones. None where a classification has outcomes of its own (they
+    belong to no row) or a random slope on a modelled variable gives rows their
+    own covariance."""
+    from bayes_msem.data import missing_pattern_statistics
+    from bayes_msem.engines.missing import each_rows_own_means_logp
     from bayes_msem.imputation import row_moments
 
     if effect_draws is None or unit_draws is None or any(level.outcomes for level in spec.layout.levels[1:]):
         return None
+    stats = missing_pattern_statistics(spec.data)
     out = np.empty(theta_draws.shape[:2] + (spec.data.n_rows,))
     for c, chain in enumerate(theta_draws):
         for d, theta in enumerate(chain):
             mean, Sigma = row_moments(spec, theta, effect_draws[c, d], unit_draws[c, d])
             if Sigma.ndim != 2:
                 return None
-            out[c, d] = rows_normal_logpdf(spec.data.within_outcomes, mean, Sigma)
-    return out
-
-
-def rows_normal_logpdf(values: np.ndarray, mean: np.ndarray, cov: np.ndarray) -> np.ndarray:
-    """The normal log-density of each row of ``values`` (rows, p; NaN where
-    missing) over its observed entries, with means ``mean`` (rows, p) and one
-    covariance ``cov`` (p, p): one Cholesky factor per missing-data pattern."""
-    observed = ~np.isnan(values)
-    out = np.zeros(len(values))
-    for pattern in np.unique(observed, axis=0):
-        rows, cols = np.all(observed == pattern, axis=1), np.flatnonzero(pattern)
-        if not len(cols):
-            continue
-        chol = np.linalg.cholesky(cov[np.ix_(cols, cols)])
-        white = np.linalg.solve(chol, (values[np.ix_(rows, cols)] - mean[np.ix_(rows, cols)]).T)
-        out[rows] = -0.5 * (len(cols) * np.log(2 * np.pi) + 2 * np.log(np.diag(chol)).sum() + (white**2).sum(axis=0))
+            out[c, d] = each_rows_own_means_logp(stats, Sigma, mean, NUMPY_BACKEND)
     return out
 
 

@@ -173,15 +173,14 @@ def _rank_plots(result, summary) -> str:
 
 
 def _loo_unit(result) -> tuple[str, str]:
-    """What LOO leaves out, as the report names it: a row, a cluster, or a
-    level-3 unit by its column; and, in a cross-classified model, what the row
-    is given."""
+    """What LOO left out, as the report names it: the log-likelihood's unit
+    (row, cluster, or a level-3 unit, named by its column), and in a
+    cross-classified model what the row is given."""
+    unit = result.idata.log_likelihood["loglik"].dims[-1]  # chosen in Model._pointwise_log_likelihood
     upper = result.info.get("upper_levels") or []
     if any(level.get("crossed") for level in upper):
-        return "row", " (each row given its units' effects in both classifications)"
-    if upper:
-        return str(upper[-1]["column"]), ""
-    return ("cluster" if result.info.get("cluster") else "row"), ""
+        return unit, " (each row given its units' effects in both classifications)"
+    return (str(upper[-1]["column"]) if unit == "unit" else unit), ""
 
 
 def _fit_html(result) -> str:

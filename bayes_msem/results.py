@@ -392,10 +392,10 @@ class FitResult:
         sampling (ArviZ's ``loo``): the unit is a cluster in a two-level model, a
         level-3 unit in a three-level one, a row in a single-level one, and in a
         cross-classified model a row given its two units' sampled effects (it
-        estimates the prediction of new rows of the same units). Pareto k above 0.7 flags clusters that the
-        approximation cannot handle. Two-level models with ordinal variables
-        integrate each cluster's effects by importance sampling at each of at
-        most 1000 draws (:mod:`bayes_msem.engines.ordinal_clusters`)."""
+        estimates the prediction of new rows of the same units). Pareto k above
+        0.7 flags units that the approximation cannot handle. Two-level models
+        with ordinal variables integrate each cluster's effects by importance
+        sampling at each of at most 1000 draws (:mod:`bayes_msem.engines.ordinal_clusters`)."""
         from bayes_msem.checking import _unit
 
         self.add_log_likelihood()

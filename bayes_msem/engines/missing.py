@@ -41,7 +41,7 @@ from bayes_msem.layout import LevelLayout
 from bayes_msem.matrices import NUMPY_BACKEND, LevelMoments, level_moments, psd_root
 
 __all__ = ["masked_inverse", "missing_logp", "missing_statistics", "cluster_terms", "observed_rows_logp",
-           "rows_with_own_means_logp", "draw_missing_cluster_effects", "missing_unit_log_likelihood"]
+           "rows_with_own_means_logp", "each_rows_own_means_logp", "draw_missing_cluster_effects", "missing_unit_log_likelihood"]
 
 LOG_2PI = np.log(2 * np.pi)
 JITTER = 1e-10  # relative: keeps the Cholesky factor of a singular Sigma_u (between variances fixed at 0) finite
@@ -252,6 +252,12 @@ def rows_with_own_means_logp(stats: dict, Sigma, row_means, backend, cluster_ind
     or one per cluster (clusters, p, p; a random slope on a modelled variable),
     then indexed by ``cluster_index``. O(rows p^2) per gradient, as the latent
     engine is O(rows) anyway."""
+    return backend.xp.sum(each_rows_own_means_logp(stats, Sigma, row_means, backend, cluster_index))
+
+
+def each_rows_own_means_logp(stats: dict, Sigma, row_means, backend, cluster_index: np.ndarray | None = None):
+    """The terms of :func:`rows_with_own_means_logp`, one per row (rows,): 0
+    for a row with no observed value."""
     xp = backend.xp
     patterns, row_pattern = stats["patterns"], stats["row_pattern"]
     if cluster_index is None:
@@ -261,8 +267,8 @@ def rows_with_own_means_logp(stats: dict, Sigma, row_means, backend, cluster_ind
         K, logdet = masked_inverse(Sigma[:, None], patterns, backend)
         K_rows, logdet_rows = K[cluster_index, row_pattern], logdet[cluster_index, row_pattern]
     d = patterns[row_pattern] * (stats["y"] - row_means)  # missing entries set to 0
-    quad = xp.sum(d * xp.einsum("ipq,iq->ip", K_rows, d))
-    return -0.5 * (np.sum(patterns[row_pattern]) * LOG_2PI + xp.sum(logdet_rows) + quad)
+    quad = xp.sum(d * xp.einsum("ipq,iq->ip", K_rows, d), axis=1)
+    return -0.5 * (np.sum(patterns[row_pattern], axis=1) * LOG_2PI + logdet_rows + quad)
 
 
 def _pooled_quadratic(stats: dict, K, Pi, xp):
