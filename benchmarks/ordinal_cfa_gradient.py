@@ -20,7 +20,7 @@ import jax
 import numpy as np
 from numpyro.infer import MCMC, NUTS
 from ordinal_data import ITEMS, ORDINAL_CFA, simulate_ordinal_cfa
-from pymc.sampling.jax import get_jaxified_graph
+from pymc.sampling.jax import get_jaxified_logp
 
 import bayes_msem as bm
 import bayes_msem.engines.ordinal as ordinal
@@ -30,12 +30,13 @@ RULES = [(31, 3), (9, 3), (7, 3), (5, 3), (9, 2), (5, 2)]  # (nodes, Newton step
 
 
 def value_and_gradient(model):
+    """The sampler's potential (PyMC's, a list of arrays in value-variable
+    order -> -log density), its compiled value and gradient, and a start."""
     pymc_model = get_engine(model.engine).build(model.spec, "numpyro")
-    names = [v.name for v in pymc_model.value_vars]
-    graph = get_jaxified_graph(inputs=pymc_model.value_vars, outputs=[-pymc_model.logp()])
-    potential = lambda point: graph(*[point[n] for n in names])[0]  # noqa: E731
-    start = {n: np.asarray(v) for n, v in pymc_model.initial_point().items()}
-    return potential, jax.jit(jax.value_and_grad(potential)), names, start
+    potential = get_jaxified_logp(pymc_model, negative_logp=False)
+    initial = pymc_model.initial_point()
+    start = [np.asarray(initial[v.name]) for v in pymc_model.value_vars]
+    return potential, jax.jit(jax.value_and_grad(potential)), start
 
 
 def ms_per_call(function, point, calls: int = 30) -> float:
@@ -54,17 +55,17 @@ def ms_per_call(function, point, calls: int = 30) -> float:
 def main(clusters: int = 60, size: int = 15) -> None:
     warnings.simplefilter("ignore")
     model = bm.Model(ORDINAL_CFA, simulate_ordinal_cfa(clusters, size), cluster="cluster", ordered=ITEMS)
-    potential, _, names, start = value_and_gradient(model)
+    potential, _, start = value_and_gradient(model)
     mcmc = MCMC(NUTS(potential_fn=potential), num_warmup=150, num_samples=1, progress_bar=False)
     mcmc.run(jax.random.PRNGKey(3), init_params=start)
-    point = {n: v[-1] for n, v in mcmc.get_samples().items()}
+    point = [values[-1] for values in mcmc.get_samples()]
     print(f"{clusters} clusters of {size}: | nodes | Newton steps | value error | largest gradient error | ms |")
     reference = None
     for nodes, steps in RULES:
         ordinal.QUADRATURE_NODES[1], ordinal.NEWTON_STEPS = nodes, steps
-        _, function, names, _ = value_and_gradient(model)
+        _, function, _ = value_and_gradient(model)
         value, gradient = function(point)
-        flat = np.concatenate([np.ravel(gradient[n]) for n in names])
+        flat = np.concatenate([np.ravel(g) for g in gradient])
         reference = reference or (float(value), flat)
         print(f"| {nodes} | {steps} | {float(value) - reference[0]:+.1e} | {np.abs(flat - reference[1]).max():.1e} "
               f"(largest entry {np.abs(reference[1]).max():.0f}) | {ms_per_call(function, point):.2f} |", flush=True)
