@@ -18,10 +18,11 @@ and the factors (a residual covariance or a regression between two ordinal
 variables) are refused.
 
 Cost per gradient: O(rows * p^2) for the conditional moments plus one normal
-CDF pair per ordinal value (times the quadrature nodes where factors are
-integrated). Sampling the factor scores per row instead (one coordinate per
-row and factor) took 494 s for 2 x 1000 iterations on a two-level CFA of 6
-items, 200 clusters of 15, with 90-190 effective draws.
+CDF pair per ordinal value in a middle category and one CDF per value in the
+bottom or top category (``CategoryCells``), times the quadrature nodes where
+factors are integrated. Sampling the factor scores per row instead (one
+coordinate per row and factor) took 494 s for 2 x 1000 iterations on a
+two-level CFA of 6 items, 200 clusters of 15, with 90-190 effective draws.
 """
 
 from __future__ import annotations
@@ -35,7 +36,7 @@ from bayes_msem.matrices import NUMPY_BACKEND, LevelStructure
 from bayes_msem.spec import ModelSpec
 
 __all__ = ["OrdinalLayout", "between_ordinal_layout", "repeat_rows", "ordinal_layout", "ordinal_level_logp",
-           "ordinal_row_log_likelihood", "ordinal_rows_logp",
+           "ordinal_row_log_likelihood", "ordinal_rows_logp", "CategoryCells", "category_cells", "top_categories",
            "threshold_matrix",
            "ordinal_unsupported", "quadrature", "row_means_of"]
 
@@ -78,21 +79,100 @@ def _normal_cdf_difference(lower, upper, erfc, xp):
     return 0.5 * (erfc(high * scale) - erfc(low * scale))
 
 
-def ordinal_rows_logp(codes, cond_mean, cond_sd, cuts, erfc, xp=np):
+@dataclass(frozen=True)
+class CategoryCells:
+    """The observed cells (row, variable) of ordinal data, grouped by which
+    bounds of their category are finite: the bottom category's probability
+    Phi(t_1 - mean) and the top one's 1 - Phi(t_K-1 - mean) cost one erfc
+    each, a middle category's two. With four categories about half of all
+    cells sit in an end category, with binary variables all of them. Cells
+    are numbered row by row, ``row * n_variables + variable``."""
+
+    n_rows: int
+    n_variables: int
+    # the non-empty groups: (kind, cell numbers, their variables, their codes), kind "bottom", "top" or "middle"
+    groups: tuple
+    order: np.ndarray  # each cell's position among the groups' cells one after another; missing cells: one past them
+
+
+def category_cells(codes: np.ndarray, top_codes: np.ndarray) -> CategoryCells:
+    """:class:`CategoryCells` of ``codes`` (rows, variables; -1 where
+    missing), each variable's top category in ``top_codes``."""
+    n_rows, n_variables = codes.shape
+    flat = codes.ravel()
+    variable = np.tile(np.arange(n_variables), n_rows)
+    top = top_codes[variable]
+    kinds = {"bottom": flat == 0, "top": (flat == top) & (flat > 0), "middle": (flat > 0) & (flat < top)}
+    groups = tuple((kind, cells, variable[cells], flat[cells])
+                   for kind, cells in ((kind, np.flatnonzero(where)) for kind, where in kinds.items()) if len(cells))
+    listed = np.concatenate([cells for _, cells, _, _ in groups]) if groups else np.array([], dtype=int)
+    order = np.full(flat.size, len(listed))
+    order[listed] = np.arange(len(listed))
+    return CategoryCells(n_rows, n_variables, groups, order)
+
+
+def top_categories(layout: OrdinalLayout) -> np.ndarray:
+    """Each ordinal variable's top category code: its number of thresholds
+    (padding, fixed at +BEYOND, is not one)."""
+    return ((layout.threshold_free > 0) | (layout.threshold_fixed < BEYOND)).sum(axis=1)
+
+
+def _by_cell(array, xp):
+    """(rows, ..., variables) -> (rows * variables, the product of the middle axes), cells numbered row by row."""
+    axes = (0, array.ndim - 1) + tuple(range(1, array.ndim - 1))
+    flat = xp.transpose(array, axes)
+    return flat.reshape((-1, 1) if array.ndim == 2 else (-1, array.shape[1]))
+
+
+def _standardized_bounds(cells: CategoryCells, linear_at, sd, cuts):
+    """Per group: the cells' standardized category bounds (lower, upper),
+    None where the bound is infinite. ``linear_at(cell numbers)`` gives those
+    cells' latent means, (cells, n)."""
+    out = []
+    for kind, index, variable, code in cells.groups:
+        mean, scale = linear_at(index), sd[variable][:, None]
+        lower = None if kind == "bottom" else (cuts[variable, code][:, None] - mean) / scale
+        upper = None if kind == "top" else (cuts[variable, code + 1][:, None] - mean) / scale
+        out.append((lower, upper))
+    return out
+
+
+def _category_probability(lower, upper, erfc, xp):
+    """Phi(upper) - Phi(lower) with None for an infinite bound: one erfc for an end category."""
+    scale = -1.0 / np.sqrt(2.0)
+    if lower is None:
+        return 0.5 * erfc(upper * scale)
+    if upper is None:
+        return 0.5 * erfc(-lower * scale)
+    return _normal_cdf_difference(lower, upper, erfc, xp)
+
+
+def _in_cell_order(cells: CategoryCells, pieces: list, xp):
+    """The groups' per-cell values (each (cells of the group, n)) back in
+    cell order, 0 for missing cells: (rows, variables, n)."""
+    stacked = xp.concatenate(pieces + [xp.zeros((1, pieces[0].shape[1]))], axis=0)
+    return stacked[cells.order].reshape((cells.n_rows, cells.n_variables, -1))
+
+
+def ordinal_rows_logp(cells: CategoryCells, cond_mean, cond_sd, cuts, erfc, xp=np):
     """log P(category | normal latent response with mean ``cond_mean`` and SD
     ``cond_sd``) summed over the ordinal variables, per row: ``cond_mean``
-    (rows, ..., ordinal), e.g. (rows, nodes, ordinal) at quadrature nodes;
-    ``cond_sd`` broadcasts against it. Missing values (code -1) count 0.
-    Returns an array of shape ``cond_mean.shape[:-1]``."""
-    observed = codes >= 0
-    safe = np.where(observed, codes, 0)
-    columns = np.arange(codes.shape[1])[None, :]
-    inner = (slice(None),) + (None,) * (cond_mean.ndim - 2) + (slice(None),)  # (rows, 1.., ordinal)
-    lower = (cuts[columns, safe][inner] - cond_mean) / cond_sd
-    upper = (cuts[columns, safe + 1][inner] - cond_mean) / cond_sd
-    probability = _normal_cdf_difference(lower, upper, erfc, xp)
-    terms = xp.where(observed[inner], xp.log(xp.maximum(probability, 1e-300)), 0.0)
-    return terms.sum(axis=-1)
+    (rows, ..., ordinal), e.g. (rows, nodes, ordinal) at quadrature nodes, at
+    most one axis between rows and ordinal; ``cond_sd`` (ordinal,). Missing
+    values count 0. Returns an array of shape ``cond_mean.shape[:-1]``."""
+    if not cells.groups:
+        return xp.zeros(cond_mean.shape[:-1])
+    flat = _by_cell(cond_mean, xp)
+    return _summed_log_probability(cells, lambda index: flat[index], cond_sd, cuts, erfc, xp).reshape(
+        cond_mean.shape[:-1])
+
+
+def _summed_log_probability(cells: CategoryCells, linear_at, sd, cuts, erfc, xp):
+    """Sum over the variables of log P(category), (rows, n); ``linear_at`` as
+    in :func:`_standardized_bounds`."""
+    bounds = _standardized_bounds(cells, linear_at, sd, cuts)
+    logs = [xp.log(xp.maximum(_category_probability(lower, upper, erfc, xp), 1e-300)) for lower, upper in bounds]
+    return _in_cell_order(cells, logs, xp).sum(axis=1)
 
 
 def condition_on_continuous(row_means, cov, values, continuous, targets, backend=NUMPY_BACKEND):
@@ -305,41 +385,50 @@ class _Items:
     """The ordinal items of every row as functions of the standardized factors
     xi: latent responses mean + H xi with SD sd, cut at the row's category bounds."""
 
-    def __init__(self, codes, cuts, mean, H, sd, erfc, xp):
-        observed = codes >= 0
-        safe = np.where(observed, codes, 0)
-        columns = np.arange(codes.shape[1])[None, :]
-        self.lower, self.upper = cuts[columns, safe], cuts[columns, safe + 1]
-        self.codes, self.cuts = codes, cuts
-        self.observed, self.mean, self.H, self.sd, self.erfc, self.xp = observed, mean, H, sd, erfc, xp
+    def __init__(self, cells: CategoryCells, cuts, mean, H, sd, erfc, xp):
+        self.cells, self.cuts, self.mean, self.H, self.sd, self.erfc, self.xp = cells, cuts, mean, H, sd, erfc, xp
 
     def frozen(self, stop_gradient) -> _Items:
         """The same items with every input held constant for differentiation."""
         out = object.__new__(_Items)
         out.__dict__.update(self.__dict__)
-        for name in ("lower", "upper", "mean", "H", "sd"):
+        for name in ("cuts", "mean", "H", "sd"):
             setattr(out, name, stop_gradient(getattr(self, name)))
         return out
 
-    def _bounds(self, xi, extra_axes: int):
-        inner = (slice(None),) + (None,) * extra_axes + (slice(None),)
-        linear = self.mean[inner] + xi @ self.H.T
-        return (self.lower[inner] - linear) / self.sd, (self.upper[inner] - linear) / self.sd, inner
+    def log_probability_at_nodes(self, center, spread: list, points: np.ndarray):
+        """Sum over items of log P(category | xi) at xi = center + W p for
+        each node p of ``points`` (Q, m), per row: (rows, Q). ``spread``: the
+        columns of each row's W, m arrays (rows, m). Each cell's latent mean
+        is then a + b . p, so only (cells, m) values are gathered per group,
+        not (cells, Q)."""
+        xp, cells = self.xp, self.cells
+        if not cells.groups:
+            return xp.zeros((cells.n_rows, points.shape[0]))
+        at_center = (self.mean + center @ self.H.T).reshape((-1,))  # (cells,)
+        slopes = [(column @ self.H.T).reshape((-1,)) for column in spread]  # per node coordinate, (cells,)
 
-    def log_probability(self, xi, extra_axes: int = 0):
-        """Sum over items of log P(category | xi); xi (rows, ..., m)."""
-        inner = (slice(None),) + (None,) * extra_axes + (slice(None),)
-        return ordinal_rows_logp(self.codes, self.mean[inner] + xi @ self.H.T, self.sd, self.cuts, self.erfc, self.xp)
+        def linear_at(index):
+            return at_center[index][:, None] + sum(b[index][:, None] * points[None, :, j] for j, b in enumerate(slopes))
+
+        return _summed_log_probability(cells, linear_at, self.sd, self.cuts, self.erfc, xp)
 
     def newton_terms(self, xi):
         """Gradient (rows, m) and Hessian (rows, m, m) of the summed log probability in xi."""
         xp = self.xp
-        alpha, beta, _ = self._bounds(xi, 0)
-        probability = xp.maximum(_normal_cdf_difference(alpha, beta, self.erfc, xp), 1e-300)
-        density_a = xp.exp(-0.5 * alpha**2) / np.sqrt(2 * np.pi)
-        density_b = xp.exp(-0.5 * beta**2) / np.sqrt(2 * np.pi)
-        first = xp.where(self.observed, (density_a - density_b) / probability, 0.0)
-        second = xp.where(self.observed, (alpha * density_a - beta * density_b) / probability, 0.0) - first**2
+        firsts, seconds = [], []
+        flat = (self.mean + xi @ self.H.T).reshape((-1, 1))  # (cells, 1)
+        for lower, upper in _standardized_bounds(self.cells, lambda index: flat[index], self.sd, self.cuts):
+            probability = xp.maximum(_category_probability(lower, upper, self.erfc, xp), 1e-300)
+            # the normal density at each bound, times the bound (0 at an infinite one)
+            density = [0.0 if b is None else xp.exp(-0.5 * b**2) / np.sqrt(2 * np.pi) for b in (lower, upper)]
+            weighted = [0.0 if b is None else b * d for b, d in zip((lower, upper), density)]
+            first = (density[0] - density[1]) / probability
+            firsts.append(first)
+            seconds.append((weighted[0] - weighted[1]) / probability - first**2)
+        if not firsts:  # every value missing
+            return xp.zeros((self.cells.n_rows, self.H.shape[1])), xp.zeros((self.cells.n_rows,) + (self.H.shape[1],) * 2)
+        first, second = (_in_cell_order(self.cells, pieces, xp)[:, :, 0] for pieces in (firsts, seconds))
         gradient = (first / self.sd) @ self.H
         hessian = ((second / self.sd**2)[:, :, None, None] * (self.H[:, :, None] * self.H[:, None, :])[None]).sum(1)
         return gradient, hessian
@@ -370,12 +459,13 @@ def _adaptive_quadrature(items: _Items, n_rows: int, m: int, backend):
         step = _solve_upper_rows(root, _solve_lower_rows(root, step_in, m), m)
         center = center + xp.stack(step, axis=1)
     points, log_weights = quadrature(m)
-    # xi = center + R^-T x, R R' = precision: the Jacobian is 1 / prod diag(R)
-    offsets = _solve_upper_rows(root, [xp.zeros((n_rows, 1)) + points[None, :, k] for k in range(m)], m, 1)
-    xi = center[:, None, :] + xp.stack(offsets, axis=-1)  # (rows, Q, m)
+    # xi = center + R^-T x, R R' = precision (``spread``: the columns of R^-T per row); the Jacobian is 1 / prod diag(R)
+    spread = [xp.stack(_solve_upper_rows(root, [xp.zeros(n_rows) + eye[k, j] for k in range(m)], m), axis=1)
+              for j in range(m)]
+    xi = center[:, None, :] + sum(column[:, None, :] * points[None, :, j, None] for j, column in enumerate(spread))
     log_jacobian = -sum(xp.log(root[k][k]) for k in range(m))
-    terms = (items.log_probability(xi, extra_axes=1) - 0.5 * (xi**2).sum(-1) + 0.5 * (points**2).sum(-1)[None]
-             + log_weights[None] + log_jacobian[:, None])
+    terms = (items.log_probability_at_nodes(center, spread, points) - 0.5 * (xi**2).sum(-1)
+             + 0.5 * (points**2).sum(-1)[None] + log_weights[None] + log_jacobian[:, None])
     top = xp.max(terms, axis=1)
     return top + xp.log(xp.sum(xp.exp(terms - top[:, None]), axis=1))
 
@@ -399,8 +489,9 @@ def ordinal_level_logp(theta, moments, row_means, layout: OrdinalLayout, values,
                                    backend.concatenate([loading.T, backend.eye(m)], axis=1)], axis=0)
         means = backend.concatenate([row_means, backend.zeros((row_means.shape[0], m))], axis=1)
     cuts = threshold_matrix(theta, layout, xp)
-    pieces = [_pattern_logp(means[rows], cov, values[rows], layout.codes[rows], C, U, np.arange(p, p + m), cuts,
-                            backend, erfc, per_row)
+    top = top_categories(layout)
+    pieces = [_pattern_logp(means[rows], cov, values[rows], category_cells(layout.codes[rows], top), C, U,
+                            np.arange(p, p + m), cuts, backend, erfc, per_row)
               for rows, C in layout.patterns]
     if not per_row:
         return sum(pieces[1:], pieces[0])
@@ -410,7 +501,7 @@ def ordinal_level_logp(theta, moments, row_means, layout: OrdinalLayout, values,
     return xp.concatenate(pieces)[order]
 
 
-def _pattern_logp(means, cov, values, codes, C, U, Z, cuts, backend, erfc, per_row: bool):
+def _pattern_logp(means, cov, values, cells: CategoryCells, C, U, Z, cuts, backend, erfc, per_row: bool):
     """:func:`ordinal_level_logp` of rows that share which continuous
     variables (positions ``C``) they have."""
     from bayes_msem.engines.latent import mvn_logp_from_scatter
@@ -423,15 +514,15 @@ def _pattern_logp(means, cov, values, codes, C, U, Z, cuts, backend, erfc, per_r
         root = backend.cholesky(target_cov[o:, o:])
         H = backend.solve_lower(root, target_cov[o:, :o]).T  # (o, m)
         sd = xp.sqrt(xp.diagonal(target_cov[:o, :o]) - xp.sum(H * H, axis=1))
-        items = _Items(codes, cuts, target_mean[:, :o], H, sd, erfc, xp)
-        rows = _adaptive_quadrature(items, codes.shape[0], m, backend)
+        items = _Items(cells, cuts, target_mean[:, :o], H, sd, erfc, xp)
+        rows = _adaptive_quadrature(items, cells.n_rows, m, backend)
     else:
-        rows = ordinal_rows_logp(codes, target_mean, xp.sqrt(xp.diagonal(target_cov)), cuts, erfc, xp)
+        rows = ordinal_rows_logp(cells, target_mean, xp.sqrt(xp.diagonal(target_cov)), cuts, erfc, xp)
     if residual is None:
         return rows if per_row else rows.sum()
     if per_row:
         return rows + normal_rows_logp(residual, S_cc, backend)
-    return rows.sum() + mvn_logp_from_scatter(residual.T @ residual, float(codes.shape[0]), S_cc, backend)
+    return rows.sum() + mvn_logp_from_scatter(residual.T @ residual, float(cells.n_rows), S_cc, backend)
 
 
 def normal_rows_logp(residual, cov, backend=NUMPY_BACKEND):

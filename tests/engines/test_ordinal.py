@@ -12,7 +12,7 @@ from hypothesis import strategies as st
 from scipy import special, stats
 
 import bayes_msem as bm
-from bayes_msem.engines.ordinal import ordinal_layout, ordinal_level_logp, quadrature, row_means_of
+from bayes_msem.engines.ordinal import BEYOND, ordinal_layout, ordinal_level_logp, quadrature, row_means_of
 from bayes_msem.matrices import level_moments, parameter_values
 
 # u1, u2 ordinal indicators of one within factor with a continuous y3 (the
@@ -257,3 +257,72 @@ def test_single_level_loo_units_are_the_rows_likelihoods():
     loglik = get_engine("latent").unit_log_likelihood(spec, draws)
     assert loglik.shape == (1, 2, 12)
     np.testing.assert_allclose(loglik[0, 1], got)
+
+
+@st.composite
+def ordinal_cells(draw):
+    """Codes of 1-5 rows of 1-4 ordinal variables with 2-5 categories each
+    (missing values included), cut points padded as in a layout, latent
+    means at 0-3 nodes per row and SDs."""
+    rows, variables = draw(st.integers(1, 5)), draw(st.integers(1, 4))
+    categories = np.array(draw(st.lists(st.integers(2, 5), min_size=variables, max_size=variables)))
+    seed = draw(st.integers(0, 2**31))
+    rng = np.random.default_rng(seed)
+    codes = np.column_stack([rng.integers(-1, k, size=rows) for k in categories])
+    cuts = np.full((variables, categories.max() + 1), BEYOND)
+    cuts[:, 0] = -BEYOND
+    for j, k in enumerate(categories):
+        cuts[j, 1:k] = np.sort(rng.normal(scale=1.5, size=k - 1))
+    nodes = draw(st.integers(0, 3))
+    shape = (rows, nodes, variables) if nodes else (rows, variables)
+    return codes, categories - 1, cuts, rng.normal(scale=2.0, size=shape), rng.uniform(0.3, 2.0, size=variables)
+
+
+@settings(max_examples=60, deadline=None)
+@given(ordinal_cells())
+def test_rows_logp_by_category_group_equals_the_cellwise_definition(case):
+    """Grouping cells by their category (one erfc for the bottom and top ones)
+    changes nothing: each row's sum of log(Phi(upper) - Phi(lower)) over its
+    observed values, from SciPy's normal CDF (its upper tail above 0), at
+    every node."""
+    from bayes_msem.engines.ordinal import category_cells, ordinal_rows_logp
+
+    codes, top, cuts, means, sd = case
+    got = ordinal_rows_logp(category_cells(codes, top), means, sd, cuts, special.erfc)
+    inner = (slice(None),) + (None,) * (means.ndim - 2) + (slice(None),)
+    safe = np.maximum(codes, 0)
+    columns = np.arange(codes.shape[1])[None, :]
+    upper = (cuts[columns, safe + 1][inner] - means) / sd
+    lower = (cuts[columns, safe][inner] - means) / sd
+    cells = np.log(np.where(lower > 0, stats.norm.sf(lower) - stats.norm.sf(upper),
+                            stats.norm.cdf(upper) - stats.norm.cdf(lower)))
+    expected = np.where((codes >= 0)[inner], cells, 0.0).sum(axis=-1)
+    assert got.shape == expected.shape
+    np.testing.assert_allclose(got, expected, rtol=1e-9, atol=1e-9)
+
+
+@settings(max_examples=5, deadline=None)  # each example compiles JAX's Hessian anew
+@given(ordinal_cells(), st.integers(1, 2))
+def test_newton_terms_are_the_derivatives_of_the_items_log_probability(case, factors):
+    """The adaptive quadrature's Newton steps use each row's gradient and
+    Hessian in the factors, written by hand per category group: equal to
+    JAX's derivatives of the rows' summed log probability."""
+    import jax
+    from jax.scipy.special import erfc
+
+    from bayes_msem.engines.ordinal import _Items, category_cells, ordinal_rows_logp
+    from bayes_msem.matrices import jax_backend
+
+    jnp = jax_backend().xp
+    codes, top, cuts, means, sd = case
+    means = means.reshape(means.shape[0], -1, means.shape[-1])[:, 0]  # one latent mean per row and variable
+    rng = np.random.default_rng(codes.size)
+    H = rng.normal(scale=0.8, size=(codes.shape[1], factors))
+    xi = rng.normal(size=(codes.shape[0], factors))
+    cells, cuts, means, H, sd = category_cells(codes, top), *map(jnp.asarray, (cuts, means, H, sd))
+    gradient, hessian = _Items(cells, cuts, means, H, sd, erfc, jnp).newton_terms(jnp.asarray(xi))
+    total = lambda x: ordinal_rows_logp(cells, means + x @ H.T, sd, cuts, erfc, jnp).sum()  # rows are independent
+    np.testing.assert_allclose(gradient, jax.grad(total)(jnp.asarray(xi)), rtol=1e-7, atol=1e-9)
+    full = jax.hessian(total)(jnp.asarray(xi))  # (rows, m, rows, m), block diagonal
+    rows = np.arange(codes.shape[0])
+    np.testing.assert_allclose(hessian, np.asarray(full)[rows, :, rows, :], rtol=1e-6, atol=1e-8)
