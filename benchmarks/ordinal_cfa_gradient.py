@@ -29,13 +29,19 @@ from bayes_msem.engines import get_engine
 RULES = [(31, 3), (9, 3), (7, 3), (5, 3), (9, 2), (5, 2)]  # (nodes, Newton steps); the library uses (9, 3)
 
 
-def value_and_gradient(model):
-    """The sampler's potential (PyMC's, a list of arrays in value-variable
-    order -> -log density), its compiled value and gradient, and a start."""
+def sampler_potential(model):
+    """The latent engine's PyMC model, the sampler's potential (PyMC's, a list
+    of arrays in value-variable order -> -log density) and the start values
+    in that order."""
     pymc_model = get_engine(model.engine).build(model.spec, "numpyro")
     potential = get_jaxified_logp(pymc_model, negative_logp=False)
     initial = pymc_model.initial_point()
-    start = [np.asarray(initial[v.name]) for v in pymc_model.value_vars]
+    return pymc_model, potential, [np.asarray(initial[v.name]) for v in pymc_model.value_vars]
+
+
+def value_and_gradient(model):
+    """The sampler's potential, its compiled value and gradient, and a start."""
+    _, potential, start = sampler_potential(model)
     return potential, jax.jit(jax.value_and_grad(potential)), start
 
 

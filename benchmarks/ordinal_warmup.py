@@ -30,11 +30,10 @@ import numpy as np
 import numpyro.infer.hmc_util as hmc_util
 from jax.flatten_util import ravel_pytree
 from numpyro.infer import MCMC, NUTS
+from ordinal_cfa_gradient import sampler_potential
 from ordinal_data import ITEMS, ORDINAL_CFA, simulate_ordinal_cfa
-from pymc.sampling.jax import get_jaxified_logp
 
 import bayes_msem as bm
-from bayes_msem.engines import get_engine
 
 
 def shortened_schedule(first: int, window: int):
@@ -62,11 +61,9 @@ def main(clusters: int, size: int, warmup: int, draws: int, start: str, seed: in
     if os.environ.get("BUFFER"):
         hmc_util.build_adaptation_schedule = shortened_schedule(*map(int, os.environ["BUFFER"].split(",")))
     model = bm.Model(ORDINAL_CFA, simulate_ordinal_cfa(clusters, size, seed=seed), cluster="cluster", ordered=ITEMS)
-    pymc_model = get_engine(model.engine).build(model.spec, "numpyro")
+    pymc_model, potential, start_values = sampler_potential(model)
     names = [v.name for v in pymc_model.value_vars]
-    potential = get_jaxified_logp(pymc_model, negative_logp=False)
-    initial = pymc_model.initial_point()
-    init = [jnp.asarray(initial[name]) for name in names]
+    init = [jnp.asarray(value) for value in start_values]
     flat, unravel = ravel_pytree(init)
     saved = f"warmup_variances_{clusters}_{size}_{seed}.npy"
     options = {}

@@ -28,6 +28,7 @@ two-level CFA of 6 items, 200 clusters of 15, with 90-190 effective draws.
 from __future__ import annotations
 
 from dataclasses import dataclass, replace
+from functools import cached_property
 
 import numpy as np
 
@@ -57,6 +58,13 @@ class OrdinalLayout:
     # rows grouped by which continuous variables they have: (row indices, observed continuous positions) per
     # pattern; one pattern of every row (``slice(None)``) where no continuous value is missing
     patterns: tuple
+
+    @cached_property
+    def cells_by_pattern(self) -> tuple:
+        """The ``CategoryCells`` of each pattern's rows: built once per layout,
+        not at every evaluation (LOO evaluates the rows once per draw)."""
+        top = top_categories(self)
+        return tuple(category_cells(self.codes[rows], top) for rows, _ in self.patterns)
 
 
 def threshold_matrix(theta, layout: OrdinalLayout, xp=np):
@@ -417,7 +425,7 @@ class _Items:
         """Gradient (rows, m) and Hessian (rows, m, m) of the summed log probability in xi."""
         xp = self.xp
         firsts, seconds = [], []
-        flat = (self.mean + xi @ self.H.T).reshape((-1, 1))  # (cells, 1)
+        flat = _by_cell(self.mean + xi @ self.H.T, xp)  # (cells, 1)
         for lower, upper in _standardized_bounds(self.cells, lambda index: flat[index], self.sd, self.cuts):
             probability = xp.maximum(_category_probability(lower, upper, self.erfc, xp), 1e-300)
             # the normal density at each bound, times the bound (0 at an infinite one)
@@ -489,10 +497,9 @@ def ordinal_level_logp(theta, moments, row_means, layout: OrdinalLayout, values,
                                    backend.concatenate([loading.T, backend.eye(m)], axis=1)], axis=0)
         means = backend.concatenate([row_means, backend.zeros((row_means.shape[0], m))], axis=1)
     cuts = threshold_matrix(theta, layout, xp)
-    top = top_categories(layout)
-    pieces = [_pattern_logp(means[rows], cov, values[rows], category_cells(layout.codes[rows], top), C, U,
-                            np.arange(p, p + m), cuts, backend, erfc, per_row)
-              for rows, C in layout.patterns]
+    pieces = [_pattern_logp(means[rows], cov, values[rows], cells, C, U, np.arange(p, p + m), cuts, backend, erfc,
+                            per_row)
+              for (rows, C), cells in zip(layout.patterns, layout.cells_by_pattern)]
     if not per_row:
         return sum(pieces[1:], pieces[0])
     if len(pieces) == 1:
