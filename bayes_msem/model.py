@@ -173,7 +173,8 @@ class Model:
         raw = run_nuts(engine.build(self.spec, backend), draws=draws, tune=tune, chains=chains,
                        random_seed=random_seed, sampler=backend, target_accept=target_accept, progressbar=progressbar,
                        var_names=engine.sampled_variables(self.spec), chain_method=engine.chain_method(self.spec),
-                       n_clusters=self.spec.data.n_clusters, reuse_compiled=reuse_compiled)
+                       n_clusters=self.spec.data.n_clusters, reuse_compiled=reuse_compiled,
+                       curvature_start=engine.curvature_start(self.spec))
         if progressbar and self.spec.layout.multilevel:
             print("Drawing each cluster's effects for every posterior draw...", file=sys.stderr)
         effects = engine.cluster_effects(self.spec, raw.posterior, random_seed)

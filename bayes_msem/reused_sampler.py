@@ -94,10 +94,10 @@ def _one_chain(density: LiftedDensity, tune: int, draws: int, target_accept: flo
 
     init_kernel, sample_kernel = hmc(potential_fn_gen=potential_from, algo="NUTS")
 
-    def run(key, start, consts):
+    def run(key, start, consts, inverse_mass):
         key, _ = jax.random.split(key)  # as numpyro's MCMC: one key for the kernel, one for model init
         state = init_kernel(start, num_warmup=tune, target_accept_prob=target_accept, model_args=(consts,),
-                            rng_key=key)
+                            rng_key=key, inverse_mass_matrix=inverse_mass)
 
         def step(state, _):
             return sample_kernel(state, model_args=(consts,)), None
@@ -114,22 +114,24 @@ def _one_chain(density: LiftedDensity, tune: int, draws: int, target_accept: flo
 
 
 def _all_chains(run: Callable, chains: int, devices: int):
-    """(seed, starts, consts) -> every chain, each with its key from
+    """(seed, starts, consts, inverse_mass) -> every chain, each with its key from
     ``split(PRNGKey(seed), chains)`` (as PyMC's numpyro path), computed inside
     the program: on one device one after another, else split evenly over
-    ``devices`` (each running its share in turn)."""
-    def sequential(keys, starts, consts):
-        return jax.lax.map(lambda chain: run(chain[0], chain[1], consts), (keys, starts))
+    ``devices`` (each running its share in turn). Every chain starts warm-up
+    from the diagonal ``inverse_mass``."""
+    def sequential(keys, starts, consts, inverse_mass):
+        return jax.lax.map(lambda chain: run(chain[0], chain[1], consts, inverse_mass), (keys, starts))
 
     def keys_of(seed):
         return jax.random.split(jax.random.PRNGKey(seed), chains)
 
     if devices == 1:
-        return jax.jit(lambda seed, starts, consts: sequential(keys_of(seed), starts, consts))
+        return jax.jit(lambda seed, starts, consts, inverse_mass: sequential(keys_of(seed), starts, consts,
+                                                                             inverse_mass))
 
-    def by_device(seed, starts, consts):
+    def by_device(seed, starts, consts, inverse_mass):
         split = jax.tree.map(lambda x: x.reshape(devices, -1, *x.shape[1:]), (keys_of(seed), starts))
-        out = jax.pmap(sequential, in_axes=(0, 0, None))(*split, consts)
+        out = jax.pmap(sequential, in_axes=(0, 0, None, None))(*split, consts, inverse_mass)
         return jax.tree.map(lambda x: x.reshape(-1, *x.shape[2:]), out)
 
     return by_device
@@ -152,14 +154,19 @@ def lifted_numpyro_nuts(model, target_accept: float, tune: int, draws: int, chai
     """Stands in for ``pymc.sampling.jax._sample_numpyro_nuts`` (same arguments
     and returns): NUTS on ``logp_fn`` (the potential, minus the log density)
     with its constants as arguments, compiled once per program and process.
-    ``nuts_kwargs`` must be empty (numpyro's defaults); no progress bar."""
+    ``nuts_kwargs`` may hold only ``inverse_mass_matrix`` (diagonal, the
+    start of warm-up; an argument of the program, the identity where not
+    given): otherwise numpyro's defaults. No progress bar."""
     import numpyro
 
-    if nuts_kwargs:
-        raise ValueError(f"reuse_compiled takes numpyro's default NUTS settings, not {sorted(nuts_kwargs)}")
+    unknown = sorted(set(nuts_kwargs) - {"inverse_mass_matrix"})
+    if unknown:
+        raise ValueError(f"reuse_compiled takes numpyro's default NUTS settings, not {unknown}")
     starts = [np.asarray(x) for x in initial_points]
     if chains == 1:
         starts = [x[None] for x in starts]
+    size = sum(int(np.prod(x.shape[1:])) for x in starts)
+    inverse_mass = np.asarray(nuts_kwargs.get("inverse_mass_matrix", np.ones(size)), dtype=starts[0].dtype)
     density = lift_density(logp_fn, [x[0] for x in starts])
     devices = _devices(chain_method, chains)
     seed = np.int64(random_seed)
@@ -167,11 +174,11 @@ def lifted_numpyro_nuts(model, target_accept: float, tune: int, draws: int, chai
     program = _COMPILED.pop(key, None)
     if program is None:
         run = _all_chains(_one_chain(density, tune, draws, target_accept), chains, devices)
-        program = run if devices > 1 else run.lower(seed, starts, density.consts).compile()
+        program = run if devices > 1 else run.lower(seed, starts, density.consts, inverse_mass).compile()
     _COMPILED[key] = program
     while len(_COMPILED) > MAX_PROGRAMS:
         _COMPILED.popitem(last=False)
-    z, diverging, steps, potential, energy, step_size, accept = program(seed, starts, density.consts)
+    z, diverging, steps, potential, energy, step_size, accept = program(seed, starts, density.consts, inverse_mass)
     steps = np.asarray(steps)
     stats = {"diverging": np.asarray(diverging), "n_steps": steps, "tree_depth": np.log2(steps).astype(int) + 1,
              "lp": np.asarray(potential), "energy": np.asarray(energy), "step_size": np.asarray(step_size),

@@ -66,7 +66,7 @@ CHAIN_METHODS = ("vectorized", "sequential", "parallel")
 
 def run_nuts(model, *, draws: int, tune: int, chains: int, random_seed: int | None, sampler: str,
              target_accept: float, progressbar: bool, var_names: list[str], chain_method: str = "parallel",
-             n_clusters: int = 0, reuse_compiled: bool = False):
+             n_clusters: int = 0, reuse_compiled: bool = False, curvature_start: bool = False):
     """Run NUTS on ``model`` and return ArviZ InferenceData with ``var_names`` in the posterior.
 
     ``chain_method`` (numpyro only; the engine says which suits it,
@@ -85,7 +85,12 @@ def run_nuts(model, *, draws: int, tune: int, chains: int, random_seed: int | No
     ``reuse_compiled`` (numpyro only): the sampler is compiled with the data
     as arguments and kept in this process, so that a later fit of a model of
     the same shape on other data skips compilation
-    (:mod:`bayes_msem.reused_sampler`; Monte Carlo studies use it)."""
+    (:mod:`bayes_msem.reused_sampler`; Monte Carlo studies use it).
+
+    ``curvature_start`` (numpyro only; the engine says where it pays,
+    :meth:`~bayes_msem.engines.Engine.curvature_start`): warm-up starts from
+    the inverse mass matrix of :func:`~bayes_msem.mass_matrix.curvature_inverse_mass`
+    instead of the identity."""
     if chain_method not in CHAIN_METHODS:
         raise ValueError(f"chain_method={chain_method!r} is not one of {CHAIN_METHODS}")
     import pymc as pm
@@ -106,7 +111,7 @@ def run_nuts(model, *, draws: int, tune: int, chains: int, random_seed: int | No
             return _numpyro(model, draws=draws, tune=tune, chains=chains, random_seed=random_seed,
                             target_accept=target_accept, progressbar=progressbar, var_names=var_names,
                             chain_method=method, starts=jittered_starts(model, chains, random_seed),
-                            reuse_compiled=reuse_compiled)
+                            reuse_compiled=reuse_compiled, curvature_start=curvature_start)
         if backend == "nutpie":
             return pm.sample(nuts_sampler="nutpie", **kwargs)
         return pm.sample(cores=min(chains, os.cpu_count() or 1), **kwargs)
@@ -184,7 +189,7 @@ def _use_compilation_cache() -> str | None:
 
 
 def _numpyro(model, *, draws, tune, chains, random_seed, target_accept, progressbar, var_names, chain_method, starts,
-             reuse_compiled=False):
+             reuse_compiled=False, curvature_start=False):
     # Called directly rather than through pm.sample, which first builds PyMC's
     # own step methods (compiling C gradients: 39 s of a 99 s random-slope fit)
     # and then discards them.
@@ -202,10 +207,17 @@ def _numpyro(model, *, draws, tune, chains, random_seed, target_accept, progress
             where = f"; a repeated run reads it from {directory}" if directory and not bars else ""
             print(f"Compiling the sampler (5-30 s{where})...", file=sys.stderr)
         context = _bars_for_chains_per_device(bars and callable(chain_method), draws + tune)
+    nuts_kwargs = {}
+    if curvature_start:  # after the cache is set up: a repeated run reads this compilation too
+        from bayes_msem.mass_matrix import curvature_inverse_mass
+
+        if progressbar:
+            print("Taking the curvature at the start for warm-up's first steps...", file=sys.stderr)
+        nuts_kwargs["inverse_mass_matrix"] = curvature_inverse_mass(model, starts[0], random_seed)
     with context:
         return sample_numpyro_nuts(draws=draws, tune=tune, chains=chains, target_accept=target_accept,
                                    random_seed=random_seed, model=model, var_names=var_names, initvals=starts,
-                                   jitter=False, progressbar=bars, chain_method=chain_method,
+                                   jitter=False, progressbar=bars, chain_method=chain_method, nuts_kwargs=nuts_kwargs,
                                    compute_convergence_checks=False, idata_kwargs={"log_likelihood": False})
 
 
