@@ -8,6 +8,8 @@ START is one of
     hessian         1 / the diagonal of the potential's Hessian at the start values, capped at 1
     hessian_drawn   the same with the cluster innovations drawn from N(0, 1): at the start
                     they are 0, and the likelihood then does not depend on the between SDs
+                    (the library's start since session 25, bayes_msem.mass_matrix; its
+                    innovations are drawn with another seed)
 
 Runs numpyro's NUTS (one chain) on the latent engine's potential from the
 model's start values and prints the warm-up's gradients per 50 iterations, the
@@ -34,6 +36,7 @@ from ordinal_cfa_gradient import sampler_potential
 from ordinal_data import ITEMS, ORDINAL_CFA, simulate_ordinal_cfa
 
 import bayes_msem as bm
+from bayes_msem.mass_matrix import hessian_diagonal, hessian_vector_product
 
 
 def shortened_schedule(first: int, window: int):
@@ -49,12 +52,6 @@ def shortened_schedule(first: int, window: int):
     return schedule
 
 
-def hessian_diagonal(potential, flat, unravel) -> np.ndarray:
-    """The diagonal of the potential's Hessian at ``flat``, one Hessian-vector product per coordinate."""
-    product = jax.jit(lambda v: jax.jvp(jax.grad(lambda x: potential(unravel(x))), (flat,), (v,))[1])
-    return np.array([float(product(jnp.zeros(flat.size).at[i].set(1.0))[i]) for i in range(flat.size)])
-
-
 def main(clusters: int, size: int, warmup: int, draws: int, start: str, seed: int = 3) -> None:
     warnings.simplefilter("ignore")
     jax.config.update("jax_enable_x64", True)
@@ -64,7 +61,6 @@ def main(clusters: int, size: int, warmup: int, draws: int, start: str, seed: in
     pymc_model, potential, start_values = sampler_potential(model)
     names = [v.name for v in pymc_model.value_vars]
     init = [jnp.asarray(value) for value in start_values]
-    flat, unravel = ravel_pytree(init)
     saved = f"warmup_variances_{clusters}_{size}_{seed}.npy"
     options = {}
     if start == "oracle":
@@ -74,7 +70,8 @@ def main(clusters: int, size: int, warmup: int, draws: int, start: str, seed: in
         if start == "hessian_drawn":
             k = names.index("cluster_innovations")
             at[k] = jnp.asarray(np.random.default_rng(0).normal(size=init[k].shape))
-        diagonal = hessian_diagonal(potential, ravel_pytree(at)[0], unravel)
+        blocks = [(name, np.shape(value)) for name, value in zip(names, at)]
+        diagonal = hessian_diagonal(hessian_vector_product(potential, at), blocks)
         options["inverse_mass_matrix"] = jnp.asarray(np.where(diagonal > 0, np.minimum(1 / diagonal, 1.0), 1.0))
     mcmc = MCMC(NUTS(potential_fn=potential, target_accept_prob=0.8, **options), num_warmup=warmup,
                 num_samples=draws, num_chains=1, progress_bar=False)
