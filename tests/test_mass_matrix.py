@@ -19,6 +19,7 @@ import bayes_msem.engines as engines
 from bayes_msem.engines import get_engine
 from bayes_msem.mass_matrix import curvature_inverse_mass, diagonal_probes, hessian_diagonal, hessian_vector_product
 
+RANDOM_INTERCEPT = "level: 1\n  y ~ x\nlevel: 2\n  y ~ w"
 ITEMS = ["u1", "u2", "u3"]
 ORDINAL_CFA = "level: 1\n  fw =~ u1 + u2 + u3\nlevel: 2\n  fb =~ u1 + u2 + u3"
 CFA_VALUES = {"fw=~u2|within": 0.8, "fw=~u3|within": 0.7, "fb=~u2|between": 0.9, "fb=~u3|between": 0.9,
@@ -36,8 +37,8 @@ def sampler_model(kind: str, seed: int):
     from bayes_msem.sampling import jittered_starts
 
     if kind == "random intercept":
-        data = bm.simulate_data("level: 1\n  y ~ x\nlevel: 2\n  y ~ w", {}, n_clusters=6, cluster_size=4, seed=seed)
-        model = bm.Model("level: 1\n  y ~ x\nlevel: 2\n  y ~ w", data, cluster="cluster", engine="latent")
+        data = bm.simulate_data(RANDOM_INTERCEPT, {}, n_clusters=6, cluster_size=4, seed=seed)
+        model = bm.Model(RANDOM_INTERCEPT, data, cluster="cluster", engine="latent")
     elif kind == "crossed":
         model = bm.Model(CROSSED_BOTH_SLOPE, crossed_data(seed, 5, 4, 20, holes=0.2), cluster=["primary", "secondary"])
     elif kind == "ordinal at level 2":
