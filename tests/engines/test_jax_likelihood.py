@@ -2,18 +2,15 @@
 PyTensor graph's, in value and gradient, through JAX and through PyTensor's
 own backend (the Op's perform and grad)."""
 
-import jax
-import jax.numpy as jnp
 import numpy as np
 import pytest
-from pymc.sampling.jax import get_jaxified_logp
 
 from bayes_msem.engines.collapsed import build_collapsed_model
 from bayes_msem.spec import build_spec
 
 from .test_collapsed import unequal_clusters
 from .test_collapsed_slopes import SLOPES, mediation_data
-from .test_latent import TWO_LEVEL, random_point, simulate_two_level
+from .test_latent import TWO_LEVEL, jax_value_and_gradient, random_point, simulate_two_level
 
 SINGULAR_BETWEEN = "level: 1\n fw =~ y1 + y2 + y3\nlevel: 2\n fb =~ y1 + y2 + y3\n y1 ~~ 0*y1; y2 ~~ 0*y2; y3 ~~ 0*y3"
 
@@ -25,13 +22,6 @@ def specs():
         "clusters grouped by size": build_spec(TWO_LEVEL, unequal_clusters(), cluster="g"),
         "singular between covariance": build_spec(SINGULAR_BETWEEN, simulate_two_level(), cluster="g"),
     }
-
-
-def jax_value_and_gradient(model, point):
-    logp = get_jaxified_logp(model)
-    values = [jnp.asarray(point[v.name]) for v in model.value_vars]
-    value, gradient = jax.value_and_grad(lambda *x: logp(x), argnums=tuple(range(len(values))))(*values)
-    return float(value), np.concatenate([np.ravel(g) for g in gradient])
 
 
 @pytest.mark.parametrize("name", list(specs()))
