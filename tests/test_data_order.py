@@ -19,6 +19,8 @@ id: level-2 covariates and outcomes were paired with the wrong clusters.
 
 from __future__ import annotations
 
+import functools
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -173,17 +175,25 @@ def latent_log_density(spec, point: dict | None = None, seed: int = 1):
     return float(function(point)), point
 
 
+@functools.cache
+def latent_reference(case: str):
+    """The case's data, spec, and density at a random point: the same in
+    every example, so compiled once per case rather than once per example."""
+    syntax, make, cluster, options = LATENT_CASES[case]
+    data = make()
+    spec = build_spec(syntax, data, cluster=cluster, **options)
+    return (data, spec, *latent_log_density(spec))
+
+
 @pytest.mark.parametrize("case", list(LATENT_CASES))
 @settings(deadline=None, max_examples=4)
 @given(copy=copies)
 def test_latent_log_density_invariant_to_row_order_and_labels(case, copy):
     """Cluster innovations are carried over by label; the density must not move."""
     syntax, make, cluster, options = LATENT_CASES[case]
-    data = make()
-    spec = build_spec(syntax, data, cluster=cluster, **options)
+    data, spec, expected, point = latent_reference(case)
     shuffled, mapping = users_copy(data, cluster, *copy)
     other = build_spec(syntax, shuffled, cluster=cluster, **options)
-    expected, point = latent_log_density(spec)
     moved = dict(point)
     if cluster is not None:
         moved["cluster_innovations"] = point["cluster_innovations"][label_order(spec, other, mapping)]
