@@ -190,7 +190,7 @@ def latent_reference(case: str):
 @given(copy=copies)
 def test_latent_log_density_invariant_to_row_order_and_labels(case, copy):
     """Cluster innovations are carried over by label; the density must not move."""
-    syntax, make, cluster, options = LATENT_CASES[case]
+    syntax, _, cluster, options = LATENT_CASES[case]  # the data come from latent_reference
     data, spec, expected, point = latent_reference(case)
     shuffled, mapping = users_copy(data, cluster, *copy)
     other = build_spec(syntax, shuffled, cluster=cluster, **options)
