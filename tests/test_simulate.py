@@ -19,6 +19,37 @@ TRUTH = {"fw=~y2|within": 1.0, "fw=~y3|within": 1.0, "fw=~y4|within": 1.0, "fw~x
          "y2~1|between": -0.08, "y3~1|between": -0.04, "y4~1|between": -0.03}
 
 
+def test_two_level_ordinal_items_have_the_models_category_and_pair_probabilities():
+    """The ordinal CFA of the coverage study (docs/validation.md): an item's bottom
+    category, two items in one row and items in two rows of one cluster have the
+    probabilities of the latent responses' normal distribution cut at the
+    thresholds. Without the between part the two-row pair would be 0.03 lower."""
+    from scipy.stats import multivariate_normal, norm
+
+    syntax = "level: 1\n  fw =~ u1 + u2\nlevel: 2\n  fb =~ u1 + u2"
+    values = {"fw=~u2|within": 0.8, "fb=~u2|between": 0.9, "fw~~fw|within": 1.0, "fb~~fb|between": 0.5,
+              "u1~~u1|between": 0.2, "u2~~u2|between": 0.2, "u1|t1": -0.6, "u2|t1": -0.6, "u1|t2": 0.6, "u2|t2": 0.6}
+    data = simulate_data(syntax, values, n_clusters=8000, cluster_size=2, seed=3, ordered=["u1", "u2"])
+    within, between = {"u1": 1.0, "u2": 0.8}, {"u1": 1.0, "u2": 0.9}
+    variance = {u: 1 + within[u] ** 2 * 1.0 + between[u] ** 2 * 0.5 + 0.2 for u in within}  # residual 1 at level 1
+    cut = {u: -0.6 / np.sqrt(variance[u]) for u in within}
+
+    def both_bottom(covariance: float, first: str, second: str) -> float:
+        r = covariance / np.sqrt(variance[first] * variance[second])
+        return multivariate_normal([0, 0], [[1, r], [r, 1]]).cdf([cut[first], cut[second]])
+
+    rows = data.groupby("cluster").cumcount()
+    one, two = data[rows == 0].set_index("cluster"), data[rows == 1].set_index("cluster")
+    for u in within:  # standard errors about 0.004 (16000 rows in pairs) and 0.005 (8000 pairs)
+        assert (data[u] == 0).mean() == pytest.approx(norm.cdf(cut[u]), abs=0.015)
+    same_row = within["u1"] * within["u2"] * 1.0 + between["u1"] * between["u2"] * 0.5
+    assert ((data.u1 == 0) & (data.u2 == 0)).mean() == pytest.approx(both_bottom(same_row, "u1", "u2"), abs=0.015)
+    two_rows = between["u1"] * between["u2"] * 0.5
+    assert ((one.u1 == 0) & (two.u2 == 0)).mean() == pytest.approx(both_bottom(two_rows, "u1", "u2"), abs=0.015)
+    same_item = between["u2"] ** 2 * 0.5 + 0.2
+    assert ((one.u2 == 0) & (two.u2 == 0)).mean() == pytest.approx(both_bottom(same_item, "u2", "u2"), abs=0.015)
+
+
 def test_simulated_moments_match_the_model():
     data = simulate_data("y ~ 0.5*x + z\nz ~ x", {"z~x": 0.3, "y~z": 1.0, "y~~y": 2.0}, cluster_size=20000, seed=1)
     assert list(data.columns) == ["y", "z", "x"]
