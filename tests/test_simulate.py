@@ -30,9 +30,10 @@ def test_two_level_ordinal_items_have_the_models_category_and_pair_probabilities
     values = {"fw=~u2|within": 0.8, "fb=~u2|between": 0.9, "fw~~fw|within": 1.0, "fb~~fb|between": 0.5,
               "u1~~u1|between": 0.2, "u2~~u2|between": 0.2, "u1|t1": -0.6, "u2|t1": -0.6, "u1|t2": 0.6, "u2|t2": 0.6}
     data = simulate_data(syntax, values, n_clusters=8000, cluster_size=2, seed=3, ordered=["u1", "u2"])
-    within, between = {"u1": 1.0, "u2": 0.8}, {"u1": 1.0, "u2": 0.9}
-    variance = {u: 1 + within[u] ** 2 * 1.0 + between[u] ** 2 * 0.5 + 0.2 for u in within}  # residual 1 at level 1
-    cut = {u: -0.6 / np.sqrt(variance[u]) for u in within}
+    within, between = {"u1": 1.0, "u2": values["fw=~u2|within"]}, {"u1": 1.0, "u2": values["fb=~u2|between"]}
+    factor_w, factor_b, item_b = values["fw~~fw|within"], values["fb~~fb|between"], values["u1~~u1|between"]
+    variance = {u: 1 + within[u] ** 2 * factor_w + between[u] ** 2 * factor_b + item_b for u in within}  # 1: level 1
+    cut = {u: values[f"{u}|t1"] / np.sqrt(variance[u]) for u in within}
 
     def both_bottom(covariance: float, first: str, second: str) -> float:
         r = covariance / np.sqrt(variance[first] * variance[second])
@@ -42,11 +43,11 @@ def test_two_level_ordinal_items_have_the_models_category_and_pair_probabilities
     one, two = data[rows == 0].set_index("cluster"), data[rows == 1].set_index("cluster")
     for u in within:  # standard errors about 0.004 (16000 rows in pairs) and 0.005 (8000 pairs)
         assert (data[u] == 0).mean() == pytest.approx(norm.cdf(cut[u]), abs=0.015)
-    same_row = within["u1"] * within["u2"] * 1.0 + between["u1"] * between["u2"] * 0.5
+    same_row = within["u1"] * within["u2"] * factor_w + between["u1"] * between["u2"] * factor_b
     assert ((data.u1 == 0) & (data.u2 == 0)).mean() == pytest.approx(both_bottom(same_row, "u1", "u2"), abs=0.015)
-    two_rows = between["u1"] * between["u2"] * 0.5
+    two_rows = between["u1"] * between["u2"] * factor_b
     assert ((one.u1 == 0) & (two.u2 == 0)).mean() == pytest.approx(both_bottom(two_rows, "u1", "u2"), abs=0.015)
-    same_item = between["u2"] ** 2 * 0.5 + 0.2
+    same_item = between["u2"] ** 2 * factor_b + item_b
     assert ((one.u2 == 0) & (two.u2 == 0)).mean() == pytest.approx(both_bottom(same_item, "u2", "u2"), abs=0.015)
 
 
