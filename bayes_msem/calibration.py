@@ -12,6 +12,13 @@ simulated data set would otherwise bring priors of its own. SBC needs one prior:
 they are resolved once, on a data set simulated at the population's default
 values (the *template*), and every fit uses them (:func:`frozen_prior_model`).
 
+Ordinal variables (``ordered=``) need their threshold lines in the syntax
+(they say how many categories there are), best with priors that keep every
+category populated. A draw whose simulated data leave a category empty is
+drawn again, parameters and data together: the rejection depends on the data
+alone, so the posterior given the kept data, and with it the ranks' uniformity,
+is unchanged (the kept pairs are draws of the joint given that event).
+
 Replications run on the same Dask machinery as :func:`~bayes_msem.study.simulation_study`,
 with seeds from ``SeedSequence(random_seed, spawn_key=(0, replication))``,
 a store and ``resume``.
@@ -30,31 +37,50 @@ import pandas as pd
 __all__ = ["calibration_check", "CalibrationResult", "rank_uniformity", "frozen_prior_model", "plot_ranks"]
 
 THIN_TO = 99  # posterior draws a truth is ranked among: ranks 0..99, ten of each per bin of ten
+MAX_DRAWS = 100  # draws of parameters and data per replication before an empty category stops it
 
 
-def _template(syntax: str, design: dict):
+def _template_thresholds(syntax: str, ordered: tuple[str, ...]) -> dict[str, float]:
+    """Thresholds for the template's data: each ordinal variable's threshold
+    lines cut the standard normal into equally likely categories."""
+    from scipy import stats
+
+    from bayes_msem.syntax import parse_model
+
+    values = {}
+    for name in ordered:
+        count = sum(1 for r in parse_model(syntax).rows if r.op == "|" and r.lhs == name)
+        if count == 0:
+            raise ValueError(f"calibrating ordinal {name!r} needs its threshold lines in the syntax, which say how "
+                             f"many categories it has, e.g. '{name} | prior(\"normal(0, 1)\")*t1 + "
+                             f"prior(\"normal(0, 1)\")*t2' for three (priors that keep every category populated)")
+        values.update({f"{name}|t{k}": float(stats.norm.ppf(k / (count + 1))) for k in range(1, count + 1)})
+    return values
+
+
+def _template(syntax: str, design: dict, ordered: tuple[str, ...] = ()):
     """The model on a data set simulated at the default values: whose priors every replication uses."""
     from bayes_msem.model import Model
-    from bayes_msem.partable import build_partable
     from bayes_msem.simulate import simulate_data
     from bayes_msem.study import _cluster_sizes
+    from bayes_msem.syntax import parse_model
 
-    data = simulate_data(syntax, {}, n_clusters=int(design["clusters"]), cluster_size=_cluster_sizes(design, 0),
-                         seed=0)
-    cluster = "cluster" if build_partable(syntax).two_level else None
+    data = simulate_data(syntax, _template_thresholds(syntax, ordered), n_clusters=int(design["clusters"]),
+                         cluster_size=_cluster_sizes(design, 0), seed=0, ordered=list(ordered))
+    cluster = "cluster" if parse_model(syntax).n_levels == 2 else None
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        return Model(syntax, data, cluster=cluster)
+        return Model(syntax, data, cluster=cluster, ordered=list(ordered) or None)
 
 
 def frozen_prior_model(syntax: str, data: pd.DataFrame, cluster: str | None, template):
     """``Model(syntax, data, cluster)`` with the priors of ``template`` (a
-    :class:`~bayes_msem.model.Model` of the same syntax) instead of priors
-    scaled to ``data``. Only the priors change: the sampler's internal
-    scaling still follows ``data``."""
+    :class:`~bayes_msem.model.Model` of the same syntax, whose ordinal
+    variables it keeps) instead of priors scaled to ``data``. Only the priors
+    change: the sampler's internal scaling still follows ``data``."""
     from bayes_msem.model import Model
 
-    model = Model(syntax, data, cluster=cluster)
+    model = Model(syntax, data, cluster=cluster, ordered=list(template.ordered) or None)
     model.spec = replace(model.spec, priors=template.spec.priors, covariance_blocks=template.spec.covariance_blocks,
                          default_priors=template.spec.default_priors)
     return model
@@ -70,6 +96,7 @@ class _CalibrationUnit:
     fit_kwargs: dict
     random_seed: int
     thin_to: int
+    ordered: tuple[str, ...] = ()
     design_index: int = 0  # the store's folder layout is the studies'
 
     def seeds(self) -> tuple[int, int, int]:
@@ -78,24 +105,43 @@ class _CalibrationUnit:
         return tuple(int(s) for s in sequence.generate_state(3, dtype=np.uint32))
 
 
+def draw_replication(unit: _CalibrationUnit, template) -> tuple[list[str], np.ndarray, pd.DataFrame, int]:
+    """The free parameters' names, their draw from the priors, the data
+    simulated from it, and how many draws before it left a category of an
+    ordinal variable empty (and were drawn again, parameters and data together)."""
+    from bayes_msem.prior_checks import prior_draws
+    from bayes_msem.simulate import _row_name, simulate_data
+    from bayes_msem.study import _cluster_sizes
+
+    parameter_seed, data_seed, _ = unit.seeds()
+    parameter_rng = np.random.default_rng(parameter_seed)
+    names = [_row_name(template.spec.table, r) for r in template.spec.table.free_rows().itertuples()]
+    for attempt in range(MAX_DRAWS):
+        seed = data_seed if attempt == 0 else np.random.SeedSequence([data_seed, attempt])
+        truth = prior_draws(template.spec, 1, parameter_rng)[0]
+        data = simulate_data(unit.syntax, dict(zip(names, truth)), n_clusters=int(unit.design["clusters"]),
+                             cluster_size=_cluster_sizes(unit.design, data_seed), seed=seed,
+                             ordered=list(unit.ordered))
+        if all(data[name].nunique() == count for name, count in template.ordered.items()):
+            return names, truth, data, attempt
+    raise ValueError(f"in {MAX_DRAWS} draws from the priors every simulated data set left a category of "
+                     f"{', '.join(template.ordered)} empty: give the thresholds priors closer to the latent "
+                     f"responses' scale, e.g. prior(\"normal(0, 1)\")")
+
+
 def run_calibration_unit(unit: _CalibrationUnit) -> pd.DataFrame:
     """Draw parameters from the priors, simulate, fit with the same priors and
     return the rank of each true value among ``unit.thin_to`` posterior draws."""
-    from bayes_msem.prior_checks import prior_draws
     from bayes_msem.sampling import free_compiled_programs
-    from bayes_msem.simulate import _row_name, simulate_data
-    from bayes_msem.study import FREE_EVERY, _cluster_sizes, _pin_threads, failed_unit, finished_unit, reuses_sampler
+    from bayes_msem.study import FREE_EVERY, _pin_threads, failed_unit, finished_unit, reuses_sampler
 
     _pin_threads()
-    parameter_seed, data_seed, fit_seed = unit.seeds()
+    fit_seed = unit.seeds()[2]
     base = {"design": 0, "replication": unit.replication}
     start = time.perf_counter()
     try:
-        template = _template(unit.syntax, unit.design)
-        truth = prior_draws(template.spec, 1, np.random.default_rng(parameter_seed))[0]
-        names = [_row_name(template.spec.table, r) for r in template.spec.table.free_rows().itertuples()]
-        data = simulate_data(unit.syntax, dict(zip(names, truth)), n_clusters=int(unit.design["clusters"]),
-                             cluster_size=_cluster_sizes(unit.design, data_seed), seed=data_seed)
+        template = _template(unit.syntax, unit.design, unit.ordered)
+        names, truth, data, redraws = draw_replication(unit, template)
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # diagnostics are recorded per replication instead
             model = frozen_prior_model(unit.syntax, data, template.spec.cluster, template)
@@ -109,6 +155,8 @@ def run_calibration_unit(unit: _CalibrationUnit) -> pd.DataFrame:
         free_compiled_programs(every=FREE_EVERY)
     kept = draws[np.linspace(0, len(draws) - 1, unit.thin_to).round().astype(int)]
     frame = pd.DataFrame({"parameter": names, "true": truth, "rank": (kept < truth).sum(axis=0)})
+    if unit.ordered:
+        frame["redraws"] = redraws
     return finished_unit(frame, base, diagnostics, start)
 
 
@@ -181,11 +229,15 @@ class CalibrationResult:
 
 def calibration_check(syntax: str, design: dict, n: int = 200, *, fit_kwargs: dict | None = None, client=None,
                       workers: int | None = None, store: str | os.PathLike | None = None, resume: bool = False,
-                      random_seed: int = 0, thin_to: int = THIN_TO, progressbar: bool = True) -> CalibrationResult:
+                      random_seed: int = 0, thin_to: int = THIN_TO, ordered: list[str] | None = None,
+                      progressbar: bool = True) -> CalibrationResult:
     """Simulation-based calibration of ``syntax`` on data of ``design``
     (``{"clusters": 50, "cluster_size": 10}``, optionally ``size_spread``):
     ``n`` replications, each with parameters drawn from the priors, ranked
-    among ``thin_to`` evenly thinned posterior draws. Returns a
+    among ``thin_to`` evenly thinned posterior draws. ``ordered`` names the
+    ordinal variables, whose threshold lines the syntax must have (a
+    replication whose data leave a category empty is drawn again; the ranks
+    record how often, as ``redraws``). Returns a
     :class:`CalibrationResult`; ``.uniformity`` tests each parameter's ranks,
     ``.plot()`` draws the histograms. ``client``, ``workers``, ``store`` and
     ``resume`` work as in :func:`~bayes_msem.study.simulation_study` (call it
@@ -195,10 +247,16 @@ def calibration_check(syntax: str, design: dict, n: int = 200, *, fit_kwargs: di
     _require_dask()
     (design,) = design_grid([design])
     fit_kwargs = {"draws": 500, "tune": 500, "chains": 2, **(fit_kwargs or {})}
-    _template(syntax, design)  # a model or design error stops the check here, not in every replication
-    units = [_CalibrationUnit(r, design, syntax, fit_kwargs, int(random_seed), int(thin_to)) for r in range(int(n))]
+    if ordered is True:
+        raise ValueError("calibration needs the ordinal variables by name (ordered=['u1', ...])")
+    ordered = tuple(ordered or ())
+    _template(syntax, design, ordered)  # a model or design error stops the check here, not in every replication
+    units = [_CalibrationUnit(r, design, syntax, fit_kwargs, int(random_seed), int(thin_to), ordered)
+             for r in range(int(n))]
     settings = {"calibration": syntax, "design": design, "fit_kwargs": fit_kwargs, "random_seed": int(random_seed),
                 "thin_to": int(thin_to)}
+    if ordered:  # (kept out of the settings otherwise, so stores written before still resume)
+        settings["ordered"] = list(ordered)
     store_path, frames, pending = stored_units(store, settings, units, resume)
     frames += run_units(pending, run_calibration_unit, client=client, workers=workers, store=store_path,
                         progressbar=progressbar, total=len(units))

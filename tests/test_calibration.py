@@ -9,6 +9,7 @@ from bayes_msem.calibration import (
     _CalibrationUnit,
     _template,
     calibration_check,
+    draw_replication,
     frozen_prior_model,
     rank_uniformity,
     run_calibration_unit,
@@ -40,6 +41,44 @@ def test_a_replication_ranks_the_prior_draw_among_the_posterior_draws():
     np.testing.assert_allclose(frame["true"], truth)  # the truth is the prior draw of this unit's seed
     assert list(frame.parameter) == ["y~x|within", "y~~y|within", "y~w|between", "y~~y|between", "y~1|between"]
     assert frame["rank"].between(0, 19).all()
+
+
+ORDINAL = 'u ~ x\nu | t1 + t2 + t3'  # the default normal(0, 5) thresholds often leave a category empty
+
+
+def test_an_ordinal_replication_is_drawn_again_until_every_category_is_in_its_data():
+    """Rejecting on the data alone keeps SBC exact; the kept truth is the prior stream's next draw."""
+    design = {"clusters": 1, "cluster_size": 30, "size_spread": 0.0}
+    template = _template(ORDINAL, design, ("u",))
+    assert template.ordered == {"u": 4}
+    redraws = []
+    for replication in range(6):
+        unit = _CalibrationUnit(replication, design, ORDINAL, {}, random_seed=5, thin_to=19, ordered=("u",))
+        names, truth, data, count = draw_replication(unit, template)
+        assert set(data.u) == {0, 1, 2, 3}
+        stream = np.random.default_rng(unit.seeds()[0])
+        kept = [prior_draws(template.spec, 1, stream)[0] for _ in range(count + 1)][-1]
+        np.testing.assert_allclose(truth, kept)  # one draw at a time from the parameters' own stream
+        redraws.append(count)
+    assert names == ["u~x", "u|t1", "u|t2", "u|t3"]
+    assert max(redraws) > 0 and min(redraws) == 0  # the check has rejected something, and not everything
+
+
+def test_an_ordinal_calibration_names_what_it_needs():
+    with pytest.raises(ValueError, match="needs its threshold lines"):
+        _template("u ~ x", {"clusters": 1, "cluster_size": 30, "size_spread": 0.0}, ("u",))
+    with pytest.raises(ValueError, match="by name"):
+        calibration_check(ORDINAL, {"clusters": 1, "cluster_size": 30}, n=1, ordered=True)
+
+
+def test_an_ordinal_replication_is_fitted_as_ordinal_and_ranks_its_thresholds():
+    syntax = 'u ~ x\nu | prior("normal(0, 1)")*t1 + prior("normal(0, 1)")*t2'
+    unit = _CalibrationUnit(2, {"clusters": 1, "cluster_size": 60, "size_spread": 0.0}, syntax, TINY_FIT,
+                            random_seed=5, thin_to=19, ordered=("u",))
+    frame = run_calibration_unit(unit)
+    assert frame.error.isna().all(), frame.error.iloc[0]
+    assert list(frame.parameter) == ["u~x", "u|t1", "u|t2"]  # no residual variance: it is 1 on the latent scale
+    assert frame["rank"].between(0, 19).all() and (frame.redraws >= 0).all()
 
 
 def test_uniformity_accepts_uniform_ranks_and_flags_piled_up_ones():
