@@ -15,6 +15,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+
 def _ordinal_cfa() -> str:
     within = " + ".join(['u1'] + [f'prior("normal(0.8, 0.3)")*u{i}' for i in (2, 3, 4)])
     between = " + ".join(['u1'] + [f'prior("normal(0.9, 0.3)")*u{i}' for i in (2, 3, 4)])
