@@ -39,7 +39,8 @@ def _on_prior_scale(kind: str, prior, values: np.ndarray) -> np.ndarray:
 def prior_draws(spec, n: int, rng: np.random.Generator) -> np.ndarray:
     """``n`` draws of the free-parameter vector from the prior: (n, free parameters).
     Where a covariance is fixed at a non-zero value or equal to another, the
-    prior is truncated to positive definite matrices: draws outside are redrawn."""
+    prior is truncated to positive definite matrices, and thresholds to
+    increasing values: draws outside are redrawn."""
     kept, count = [], 0
     for _ in range(100):
         theta, feasible = _draws_once(spec, n, rng)
@@ -48,28 +49,41 @@ def prior_draws(spec, n: int, rng: np.random.Generator) -> np.ndarray:
         if count >= n:
             return np.concatenate(kept)[:n]
     raise ValueError("the priors almost never allow the covariances that are fixed or set equal (they need larger "
-                     "variances); check those values against the variances' priors")
+                     "variances) or almost never give increasing thresholds; check those values against the "
+                     "variances' priors, and the thresholds' priors against each other")
 
 
-def _sort_thresholds(spec, theta: np.ndarray) -> None:
-    """Each ordinal variable's free thresholds in increasing order (in place):
-    sorted independent normal draws are draws of the ordered vector's prior
-    where the thresholds share one prior (the default), and ordered anyway."""
-    for free in spec.table.ordered_threshold_vectors().values():
-        columns = [f - 1 for f in free]
-        theta[:, columns] = np.sort(theta[:, columns], axis=1)
+def _order_thresholds(spec, theta: np.ndarray) -> np.ndarray:
+    """Which draws have every ordinal variable's thresholds increasing, as the
+    model's prior requires (it is the priors' product restricted to increasing
+    values). Where a variable's thresholds are free, its own and share one
+    prior (the default), sorted independent draws are draws of that restricted
+    prior: they are sorted in place. Otherwise (different priors, a fixed or
+    shared threshold) sorting would give another distribution, and the draws
+    that do not increase are left to be drawn again."""
+    vectors = spec.table.ordered_threshold_vectors()
+    increasing = np.ones(len(theta), dtype=bool)
+    for variable, thresholds in spec.table.thresholds().items():
+        free = vectors.get(variable)
+        if free is not None and len({spec.priors[f - 1] for f in free}) == 1:
+            columns = [f - 1 for f in free]
+            theta[:, columns] = np.sort(theta[:, columns], axis=1)
+            continue
+        cuts = np.column_stack([theta[:, f - 1] if f else np.full(len(theta), value) for f, value in thresholds])
+        increasing &= np.all(np.diff(cuts, axis=1) > 0, axis=1)
+    return increasing
 
 
 def _draws_once(spec, n: int, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
-    """``n`` draws ignoring the positive-definiteness of given covariances, and which of them keep it."""
+    """``n`` draws ignoring the positive-definiteness of given covariances and
+    the order of thresholds, and which of them keep both."""
     theta = np.zeros((n, len(spec.priors)))
-    feasible = np.ones(n, dtype=bool)
     for k, (kind, prior) in enumerate(zip(spec.kinds, spec.priors)):
         if kind == "covariance":
             continue  # from the block's correlation matrix, below
         draws = prior.draw(rng, n)
         theta[:, k] = draws**2 if prior.on_sd(kind) else draws
-    _sort_thresholds(spec, theta)
+    feasible = _order_thresholds(spec, theta)
     for block in spec.covariance_blocks:
         sd = _block_sds(spec, block, theta)
         size = len(block.nodes)

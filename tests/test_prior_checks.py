@@ -159,3 +159,24 @@ def test_prior_predictive_of_a_three_level_model_adds_each_schools_part():
     class_variance = idata.prior["y~~y"].sel(level="class").values[0]
     assert np.corrcoef(np.log(means.var(axis=1)), np.log(school_variance))[0, 1] > 0.6
     assert np.corrcoef(np.log(means.var(axis=1)), np.log(class_variance))[0, 1] < 0.5
+
+
+@pytest.mark.parametrize("thresholds, means", [
+    # one shared prior: sorted draws; the smaller of two standard normals has mean -1/sqrt(pi)
+    ('prior("normal(0, 1)")*t1 + prior("normal(0, 1)")*t2', [-1 / np.sqrt(np.pi), 1 / np.sqrt(np.pi)]),
+    # different priors: the product restricted to t1 < t2, whose means are E[t1 | t2 - t1 > 0] with
+    # t2 - t1 ~ normal(2, sqrt 2): -1 - (1/2) sqrt(2) phi(sqrt 2) / Phi(sqrt 2); sorting would give -1.050
+    ('prior("normal(-1, 1)")*t1 + prior("normal(1, 1)")*t2', [-1.11265, 1.11265]),
+    # t1 fixed at 0: t2 is its normal(0, 1) prior above 0, a half-normal with mean sqrt(2 / pi)
+    ('0*t1 + prior("normal(0, 1)")*t2', [np.nan, np.sqrt(2 / np.pi)]),
+])
+def test_prior_draws_of_thresholds_follow_the_models_prior_restricted_to_increasing_values(thresholds, means):
+    data = pd.DataFrame({"u": np.tile([0, 1, 2], 20), "x": np.linspace(-1, 1, 60)})
+    spec = bm.Model(f"u ~ x\nu | {thresholds}", data, ordered=["u"]).spec
+    theta = prior_draws(spec, 40000, np.random.default_rng(7))
+    cuts = [f for f, _ in spec.table.thresholds()["u"]]
+    for free, mean in zip(cuts, means):
+        if free:
+            assert theta[:, free - 1].mean() == pytest.approx(mean, abs=0.02)
+    lowest = theta[:, cuts[0] - 1] if cuts[0] else np.zeros(len(theta))
+    assert np.all(theta[:, cuts[1] - 1] > lowest)
