@@ -47,9 +47,10 @@ def _template_thresholds(syntax: str, ordered: tuple[str, ...]) -> dict[str, flo
 
     from bayes_msem.syntax import parse_model
 
+    rows = parse_model(syntax).rows
     values = {}
     for name in ordered:
-        count = sum(1 for r in parse_model(syntax).rows if r.op == "|" and r.lhs == name)
+        count = sum(1 for r in rows if r.op == "|" and r.lhs == name)
         if count == 0:
             raise ValueError(f"calibrating ordinal {name!r} needs its threshold lines in the syntax, which say how "
                              f"many categories it has, e.g. '{name} | prior(\"normal(0, 1)\")*t1 + "
