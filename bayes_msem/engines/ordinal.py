@@ -79,12 +79,30 @@ def threshold_matrix(theta, layout: OrdinalLayout, xp=np):
 def _normal_cdf_difference(lower, upper, erfc, xp):
     """Phi(upper) - Phi(lower), accurate in both tails: an interval above 0 is
     mirrored below it, where the normal CDF keeps its relative precision.
-    Two erfc calls per interval (the cost of the ordinal likelihood)."""
+    Two erfc calls per interval (the cost of the ordinal likelihood). An
+    interval narrower than ``NARROW_WIDTH`` is its width times the density at
+    its midpoint (relative error below 1e-12): the difference of two erfc
+    values would be rounding noise there (see :func:`_narrow`)."""
     mirror = lower > 0
     low = xp.where(mirror, -upper, lower)
     high = xp.where(mirror, -lower, upper)
     scale = -1.0 / np.sqrt(2.0)
-    return 0.5 * (erfc(high * scale) - erfc(low * scale))
+    narrow, midpoint = _narrow(lower, upper, xp)
+    return xp.where(narrow, (upper - lower) * xp.exp(-0.5 * midpoint**2) / np.sqrt(2 * np.pi),
+                    0.5 * (erfc(high * scale) - erfc(low * scale)))
+
+
+# A middle category whose thresholds nearly meet (a category almost empty in the data) lets warm-up's first
+# long steps reach gaps of 1e-17 and below, where Phi(upper) - Phi(lower) is rounding noise and, compiled
+# by XLA, the Newton terms' density difference over it overflowed to NaN: the chain stuck there for good
+# (5 of 131 fits of the ordinal SBC, docs/validation.md). Below this standardized width the category's
+# probability and derivatives are their narrow-interval limits.
+NARROW_WIDTH = 1e-6
+
+
+def _narrow(lower, upper, xp):
+    """Where the interval (lower, upper) is narrower than ``NARROW_WIDTH``, and its midpoint."""
+    return (upper - lower) < NARROW_WIDTH, 0.5 * (lower + upper)
 
 
 @dataclass(frozen=True)
@@ -432,8 +450,12 @@ class _Items:
             density = [0.0 if b is None else xp.exp(-0.5 * b**2) / np.sqrt(2 * np.pi) for b in (lower, upper)]
             weighted = [0.0 if b is None else b * d for b, d in zip((lower, upper), density)]
             first = (density[0] - density[1]) / probability
+            second = (weighted[0] - weighted[1]) / probability - first**2
+            if lower is not None and upper is not None:  # as the width goes to 0: the midpoint and -1
+                narrow, midpoint = _narrow(lower, upper, xp)
+                first, second = xp.where(narrow, midpoint, first), xp.where(narrow, -1.0, second)
             firsts.append(first)
-            seconds.append((weighted[0] - weighted[1]) / probability - first**2)
+            seconds.append(second)
         if not firsts:  # every value missing
             return xp.zeros((self.cells.n_rows, self.H.shape[1])), xp.zeros((self.cells.n_rows,) + (self.H.shape[1],) * 2)
         first, second = (_in_cell_order(self.cells, pieces, xp)[:, :, 0] for pieces in (firsts, seconds))

@@ -301,6 +301,39 @@ def test_rows_logp_by_category_group_equals_the_cellwise_definition(case):
     np.testing.assert_allclose(got, expected, rtol=1e-9, atol=1e-9)
 
 
+@pytest.mark.parametrize("width", [0.0, 1e-17, 1e-9])
+def test_a_middle_category_whose_thresholds_meet_keeps_finite_terms_when_compiled(width):
+    """A nearly empty middle category lets warm-up try thresholds 1e-17 apart.
+    Compiled by XLA, the Newton terms' density difference over the floored
+    probability came out as 1e282 and its square as -inf, and the chain stuck
+    (a NaN log density) for good. The terms are their narrow-interval limits
+    (the midpoint and -1), the log probability log(width * density)."""
+    import jax
+    from jax.scipy.special import erfc
+
+    from bayes_msem.engines.ordinal import _Items, category_cells, ordinal_rows_logp
+    from bayes_msem.matrices import jax_backend
+
+    jnp = jax_backend().xp
+    codes = np.array([[1], [1], [0]])  # two rows in the middle category, one below it
+    cuts = jnp.asarray([[-BEYOND, 0.3, 0.3 + width, BEYOND]])
+    means, H, sd = jnp.asarray([[0.1], [-0.6], [0.0]]), jnp.asarray([[0.8]]), jnp.asarray([1.0])
+    cells = category_cells(codes, np.array([2]))
+    first, second = jax.jit(lambda x: _Items(cells, cuts, means, H, sd, erfc, jnp).newton_terms(x))(jnp.zeros((3, 1)))
+    assert np.all(np.isfinite(first)) and np.all(np.isfinite(second))
+    middle = 0.3 - np.array([0.1, -0.6])  # the standardized midpoints; derivatives of log phi(midpoint)
+    np.testing.assert_allclose(np.asarray(first)[:2, 0], middle * 0.8, rtol=1e-6)
+    np.testing.assert_allclose(np.asarray(second)[:2, 0, 0], -0.8**2, rtol=1e-6)
+    logp = jax.jit(jax.value_and_grad(lambda c: ordinal_rows_logp(cells, means, sd, c, erfc, jnp).sum()))
+    value, gradient = logp(cuts)
+    assert np.isfinite(value) and np.all(np.isfinite(gradient))
+    width = float(cuts[0, 2] - cuts[0, 1])  # 1e-17 rounds to 0 beside 0.3
+    if width > 0:  # log(width * phi(midpoint)), summed with the bottom row's log Phi(0.3)
+        expected = np.log(width * stats.norm.pdf(middle)).sum() + stats.norm.logcdf(0.3)
+        # a width of 1e-9 carries the bounds' rounding (1e-17) as a relative error of 1e-8 in its log
+        assert float(value) == pytest.approx(expected, abs=1e-6)
+
+
 @settings(max_examples=5, deadline=None)  # each example compiles JAX's Hessian anew
 @given(ordinal_cells(), st.integers(1, 2))
 def test_newton_terms_are_the_derivatives_of_the_items_log_probability(case, factors):
