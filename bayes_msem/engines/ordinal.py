@@ -94,9 +94,9 @@ def _normal_cdf_difference(lower, upper, erfc, xp):
 
 # A middle category whose thresholds nearly meet (a category almost empty in the data) lets warm-up's first
 # long steps reach gaps of 1e-17 and below, where Phi(upper) - Phi(lower) is rounding noise and, compiled
-# by XLA, the Newton terms' density difference over it overflowed to NaN: the chain stuck there for good
-# (5 of 131 fits of the ordinal SBC, docs/validation.md). Below this standardized width the category's
-# probability and derivatives are their narrow-interval limits.
+# by XLA, the Newton terms' density difference over the floored probability overflowed: the log density
+# was NaN there. Below this standardized width the category's probability and derivatives are their
+# narrow-interval limits.
 NARROW_WIDTH = 1e-6
 
 
