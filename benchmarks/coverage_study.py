@@ -2,7 +2,7 @@
 
     python benchmarks/coverage_study.py --only cfa --reps 200 --store /tmp/coverage_store
 
-(the ordinal studies need ``--workers 2`` on a 2-core machine: ``--only ordinal_cfa_80 --workers 2``).
+(the ordinal studies ran with ``--workers 2`` on 2 cores: ``--only ordinal_cfa_80 --workers 2``).
 
 (Not /tmp/coverage when a script of yours lives in /tmp: Python would import that
 folder as the ``coverage`` package.)
