@@ -88,8 +88,13 @@ def _normal_cdf_difference(lower, upper, erfc, xp):
     high = xp.where(mirror, -lower, upper)
     scale = -1.0 / np.sqrt(2.0)
     narrow, midpoint = _narrow(lower, upper, xp)
-    return xp.where(narrow, (upper - lower) * xp.exp(-0.5 * midpoint**2) / np.sqrt(2 * np.pi),
+    return xp.where(narrow, (upper - lower) * _normal_density(midpoint, xp),
                     0.5 * (erfc(high * scale) - erfc(low * scale)))
+
+
+def _normal_density(x, xp):
+    """The standard normal density at ``x``."""
+    return xp.exp(-0.5 * x**2) / np.sqrt(2 * np.pi)
 
 
 # A middle category whose thresholds nearly meet (a category almost empty in the data) lets warm-up's first
@@ -447,7 +452,7 @@ class _Items:
         for lower, upper in _standardized_bounds(self.cells, lambda index: flat[index], self.sd, self.cuts):
             probability = xp.maximum(_category_probability(lower, upper, self.erfc, xp), 1e-300)
             # the normal density at each bound, times the bound (0 at an infinite one)
-            density = [0.0 if b is None else xp.exp(-0.5 * b**2) / np.sqrt(2 * np.pi) for b in (lower, upper)]
+            density = [0.0 if b is None else _normal_density(b, xp) for b in (lower, upper)]
             weighted = [0.0 if b is None else b * d for b, d in zip((lower, upper), density)]
             first = (density[0] - density[1]) / probability
             second = (weighted[0] - weighted[1]) / probability - first**2
